@@ -1,0 +1,335 @@
+"""Typed config schemas, registered in Hydra's ConfigStore, with range checks.
+
+Hydra checks keys and types while it composes (a misspelt key or `model.dropout=abc`
+fails there). `validate` then builds the dataclasses, whose `__post_init__` checks ranges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, get_type_hints
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import II, MISSING, DictConfig, OmegaConf
+
+from nin_lightning.errors import UserError
+
+
+def _check(ok: bool, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise UserError(f"{key}={value!r} is out of range: expected {expected}; fix it with {key}=<value>")
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    _check(value in choices, key, value, "one of " + ", ".join(choices))
+
+
+@dataclass
+class DatasetConfig:
+    """Which data, where it lives, how it is split, batched and augmented."""
+
+    name: str = MISSING
+    root: str = "${oc.env:NIN_DATA_ROOT,data}"
+    download: bool = False
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    val_size: int = 5000
+    split_seed: int = 0
+    split: str = "train"
+    num_workers: int = 0
+    num_classes: int = MISSING
+    in_channels: int = MISSING
+    image_size: int = MISSING
+    preset: str = MISSING
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+    crop_padding: int = 0
+    padding_mode: str = "zero"
+    flip: bool = False
+    cutout: int = 0
+    preprocess: str = "none"
+
+    def __post_init__(self) -> None:
+        _choice("dataset.name", self.name, ("digits", "mnist", "cifar10", "cifar100", "svhn"))
+        _check(self.batch_size >= 1, "dataset.batch_size", self.batch_size, "an integer >= 1")
+        _check(self.eval_batch_size >= 1, "dataset.eval_batch_size", self.eval_batch_size, "an integer >= 1")
+        _check(self.val_size >= 0, "dataset.val_size", self.val_size, "an integer >= 0")
+        _check(self.num_workers >= 0, "dataset.num_workers", self.num_workers, "an integer >= 0")
+        _check(self.crop_padding >= 0, "dataset.crop_padding", self.crop_padding, "an integer >= 0")
+        _check(self.cutout >= 0, "dataset.cutout", self.cutout, "an integer >= 0")
+        _choice("dataset.padding_mode", self.padding_mode, ("zero", "reflect"))
+        _choice("dataset.preprocess", self.preprocess, ("none", "gcn_zca"))
+        _choice("dataset.split", self.split, ("train", "train+extra"))
+        _check(len(self.mean) == len(self.std) == self.in_channels, "dataset.mean/std", self.mean,
+               f"{self.in_channels} values each")
+
+
+@dataclass
+class ModelConfig:
+    """NiN: widths follow the dataset's preset; `width` multiplies every hidden width."""
+
+    preset: str = II("dataset.preset")
+    num_classes: int = II("dataset.num_classes")
+    in_channels: int = II("dataset.in_channels")
+    width: float = 1.0
+    dropout: float = 0.5
+    batch_norm: bool = False
+    init: str = "normal"
+    init_std: float = 0.05
+    final_relu: bool = True
+
+    def __post_init__(self) -> None:
+        _choice("model.preset", self.preset, ("cifar", "svhn", "mnist"))
+        _check(self.width > 0, "model.width", self.width, "a number > 0")
+        _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "0 <= dropout < 1")
+        _choice("model.init", self.init, ("normal", "kaiming"))
+        _check(self.init_std > 0, "model.init_std", self.init_std, "a number > 0")
+
+
+@dataclass
+class OptimizerConfig:
+    """Shared optimizer knobs; `exempt_bias_norm` removes weight decay from biases and norms."""
+
+    name: str = MISSING
+    lr: float = 0.1
+    weight_decay: float = 1e-4
+    exempt_bias_norm: bool = False
+    scale_lr_with_world_size: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "optimizer.lr", self.lr, "a number > 0")
+        _check(self.weight_decay >= 0, "optimizer.weight_decay", self.weight_decay, "a number >= 0")
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    name: str = "sgd"
+    momentum: float = 0.9
+    nesterov: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(0.0 <= self.momentum < 1.0, "optimizer.momentum", self.momentum, "0 <= momentum < 1")
+        _check(not self.nesterov or self.momentum > 0, "optimizer.nesterov", self.nesterov,
+               "false when momentum is 0")
+
+
+@dataclass
+class AdamWConfig(OptimizerConfig):
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optimizer.betas", self.betas,
+               "two numbers in [0, 1)")
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = MISSING
+
+
+@dataclass
+class MultiStepConfig(SchedulerConfig):
+    name: str = "multistep"
+    milestones: list[int] = field(default_factory=lambda: [15, 25])
+    gamma: float = 0.1
+
+
+@dataclass
+class CosineConfig(SchedulerConfig):
+    name: str = "cosine"
+    warmup_epochs: float = 0.0
+    min_lr_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.warmup_epochs >= 0, "scheduler.warmup_epochs", self.warmup_epochs, "a number >= 0")
+
+
+@dataclass
+class OneCycleConfig(SchedulerConfig):
+    name: str = "onecycle"
+    pct_start: float = 0.25
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+
+    def __post_init__(self) -> None:
+        _check(0 < self.pct_start < 1, "scheduler.pct_start", self.pct_start, "0 < pct_start < 1")
+
+
+@dataclass
+class PlateauConfig(SchedulerConfig):
+    """The paper's rule: divide the LR by 1/factor when the monitored accuracy stops improving."""
+
+    name: str = "plateau"
+    monitor: str = "val/acc"
+    factor: float = 0.1
+    patience: int = 3
+    threshold: float = 1e-3
+    min_lr: float = 0.0
+    stop_below_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        _check(0 < self.factor < 1, "scheduler.factor", self.factor, "0 < factor < 1")
+        _check(self.patience >= 0, "scheduler.patience", self.patience, "an integer >= 0")
+        _choice("scheduler.monitor", self.monitor, ("val/acc", "train/acc", "val/loss"))
+
+
+@dataclass
+class ConstantConfig(SchedulerConfig):
+    name: str = "constant"
+
+
+@dataclass
+class TrainerConfig:
+    """Keyword arguments of `lightning.Trainer`, under their own names."""
+
+    accelerator: str = "auto"
+    devices: Any = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    max_epochs: int = 30
+    precision: str = "32-true"
+    deterministic: bool = False
+    benchmark: bool | None = None
+    sync_batchnorm: bool = False
+    gradient_clip_val: float | None = None
+    log_every_n_steps: int = 10
+    check_val_every_n_epoch: int = 1
+    num_sanity_val_steps: int = 2
+    enable_progress_bar: bool = True
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+
+    def __post_init__(self) -> None:
+        _choice("trainer.accelerator", self.accelerator, ("auto", "cpu", "gpu", "cuda", "mps"))
+        _check(self.max_epochs >= -1, "trainer.max_epochs", self.max_epochs, "an integer >= 0, or -1")
+        devices_ok = self.devices in ("auto", -1) or (isinstance(self.devices, int) and self.devices >= 1)
+        _check(devices_ok, "trainer.devices", self.devices, "an integer >= 1, -1 or auto")
+        _check(self.num_nodes >= 1, "trainer.num_nodes", self.num_nodes, "an integer >= 1")
+
+
+@dataclass
+class LoggerConfig:
+    """Experiment tracking: wandb (offline without a login), csv, or none."""
+
+    name: str = MISSING
+    project: str = "nin-lightning"
+    entity: str | None = None
+    mode: str = "auto"
+    group: str | None = None
+    job_type: str = "train"
+    init_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        _choice("logger.name", self.name, ("wandb", "csv", "none"))
+        _choice("logger.mode", self.mode, ("auto", "online", "offline", "disabled"))
+
+
+@dataclass
+class CallbacksConfig:
+    """Checkpointing, LR logging, progress bar, per-epoch history, early stopping."""
+
+    monitor: str = "val/acc"
+    mode: str = "max"
+    save_last: bool = True
+    lr_monitor: bool = True
+    rich_progress_bar: bool = True
+    history: bool = True
+    early_stopping_patience: int | None = None
+
+    def __post_init__(self) -> None:
+        _choice("callbacks.mode", self.mode, ("max", "min"))
+
+
+@dataclass
+class TrainConfig:
+    """The whole run. Group nodes are typed by their group's base schema."""
+
+    dataset: DatasetConfig = MISSING
+    model: ModelConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    scheduler: SchedulerConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = MISSING
+    callbacks: CallbacksConfig = MISSING
+    seed: int = 42
+    resume: str = "never"
+    ckpt_path: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _choice("resume", self.resume, ("never", "auto"))
+
+
+def register_configs() -> None:
+    """Put every schema in Hydra's ConfigStore; YAML files extend them via their defaults list."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="optimizer", name="sgd_schema", node=SGDConfig)
+    cs.store(group="optimizer", name="adamw_schema", node=AdamWConfig)
+    for name, node in (("multistep", MultiStepConfig), ("cosine", CosineConfig), ("onecycle", OneCycleConfig),
+                       ("plateau", PlateauConfig), ("constant", ConstantConfig)):
+        cs.store(group="scheduler", name=f"{name}_schema", node=node)
+    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
+    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+    cs.store(group="callbacks", name="callbacks_schema", node=CallbacksConfig)
+
+
+def validate(cfg: DictConfig) -> TrainConfig:
+    """Resolve `cfg` and build the dataclasses, which raises `UserError` on out-of-range values."""
+    try:
+        obj = OmegaConf.to_object(cfg)
+    except Exception as exc:
+        for link in (exc, exc.__cause__, exc.__context__):
+            if isinstance(link, UserError):
+                raise link from None
+        raise
+    if not isinstance(obj, TrainConfig):
+        raise UserError("the composed config is not a TrainConfig; start from conf/train.yaml")
+    return obj
+
+
+def _keys(schema: type, prefix: str = "") -> list[str]:
+    out = []
+    hints = get_type_hints(schema)
+    for f in fields(schema):
+        key = f"{prefix}{f.name}"
+        out.append(key)
+        if isinstance(hints[f.name], type) and is_dataclass(hints[f.name]):
+            out += _keys(hints[f.name], key + ".")
+    return out
+
+
+def known_keys() -> list[str]:
+    """Every dotted key any schema defines (for 'did you mean' hints)."""
+    subclasses = (SGDConfig, AdamWConfig, MultiStepConfig, CosineConfig, OneCycleConfig, PlateauConfig)
+    keys = _keys(TrainConfig)
+    group_of = {SGDConfig: "optimizer", AdamWConfig: "optimizer"}
+    for cls in subclasses:
+        keys += _keys(cls, group_of.get(cls, "scheduler") + ".")
+    for name, schema in (("dataset", DatasetConfig), ("model", ModelConfig), ("trainer", TrainerConfig),
+                         ("logger", LoggerConfig), ("callbacks", CallbacksConfig)):
+        keys += _keys(schema, name + ".")
+    return sorted(set(keys))
+
+
+def to_plain_dict(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as a nested dict without Hydra's `_target_`-style keys (for W&B)."""
+    container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if not str(k).startswith("_")}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    return strip(container)

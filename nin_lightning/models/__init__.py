@@ -1,0 +1,5 @@
+"""Network architectures."""
+
+from nin_lightning.models.nin import NiN
+
+__all__ = ["NiN"]

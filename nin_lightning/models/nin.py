@@ -1,0 +1,97 @@
+"""Network in Network (Lin, Chen & Yan 2013): mlpconv blocks and a global-average-pooling head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One mlpconv block: a k x k conv then two 1x1 convs, with these output widths."""
+
+    widths: tuple[int, int, int]
+    kernel: int
+
+
+# The author's own widths; the last width of block 3 is the class count (None here).
+PRESETS: dict[str, tuple[BlockSpec, BlockSpec, tuple[int, int, int]]] = {
+    "cifar": (BlockSpec((192, 160, 96), 5), BlockSpec((192, 192, 192), 5), (192, 192, 3)),
+    "svhn": (BlockSpec((128, 96, 64), 5), BlockSpec((320, 256, 128), 5), (384, 256, 5)),
+    "mnist": (BlockSpec((96, 64, 48), 5), BlockSpec((128, 96, 48), 5), (128, 96, 5)),
+}
+
+
+def mlpconv(in_ch: int, widths: Sequence[int], kernel: int, batch_norm: bool, last_relu: bool = True) -> nn.Sequential:
+    """k x k conv followed by two 1x1 convs, each followed by (BN and) ReLU."""
+    layers: list[nn.Module] = []
+    for i, out_ch in enumerate(widths):
+        k = kernel if i == 0 else 1
+        layers.append(nn.Conv2d(in_ch, out_ch, k, padding=k // 2, bias=not batch_norm))
+        is_last = i == len(widths) - 1
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(out_ch))
+        if last_relu or not is_last:
+            layers.append(nn.ReLU(inplace=True))
+        in_ch = out_ch
+    return nn.Sequential(*layers)
+
+
+class NiN(nn.Module):
+    """NiN with a 3x3/2 max-pool and dropout after blocks 1 and 2 and a GAP head after block 3."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        preset: str = "cifar",
+        width: float = 1.0,
+        dropout: float = 0.5,
+        batch_norm: bool = False,
+        init: str = "normal",
+        init_std: float = 0.05,
+        final_relu: bool = True,
+    ) -> None:
+        super().__init__()
+        if preset not in PRESETS:
+            raise ValueError(f"unknown NiN preset {preset!r}; choose one of {sorted(PRESETS)}")
+        b1, b2, (w3a, w3b, k3) = PRESETS[preset]
+
+        def scale(ws: Sequence[int]) -> list[int]:
+            return [max(1, round(w * width)) for w in ws]
+
+        w1, w2, w3 = scale(b1.widths), scale(b2.widths), scale((w3a, w3b))
+        self.features = nn.Sequential(
+            mlpconv(in_channels, w1, b1.kernel, batch_norm),
+            nn.MaxPool2d(3, stride=2, ceil_mode=True),
+            nn.Dropout(dropout),
+            mlpconv(w1[-1], w2, b2.kernel, batch_norm),
+            nn.MaxPool2d(3, stride=2, ceil_mode=True),
+            nn.Dropout(dropout),
+            mlpconv(w2[-1], [*w3, num_classes], k3, batch_norm, last_relu=final_relu),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.reset_parameters(init, init_std)
+
+    def reset_parameters(self, init: str = "normal", std: float = 0.05) -> None:
+        """The paper's N(0, std) conv init, or Kaiming (fan-out, ReLU); zero biases."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                if init == "normal":
+                    nn.init.normal_(m.weight, 0.0, std)
+                elif init == "kaiming":
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                else:
+                    raise ValueError(f"unknown init {init!r}; choose normal or kaiming")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape (N, num_classes)."""
+        return self.pool(self.features(x)).flatten(1)
