@@ -73,12 +73,14 @@ class ModelConfig:
     in_channels: int = II("dataset.in_channels")
     width: float = 1.0
     dropout: float = 0.5
-    batch_norm: bool = False
-    init: str = "normal"
+    batch_norm: bool = True
+    init: str = "kaiming"
     init_std: float = 0.05
     final_relu: bool = True
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
+        _check(0.0 <= self.label_smoothing < 1.0, "model.label_smoothing", self.label_smoothing, "0 <= x < 1")
         _choice("model.preset", self.preset, ("cifar", "svhn", "mnist"))
         _check(self.width > 0, "model.width", self.width, "a number > 0")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "0 <= dropout < 1")

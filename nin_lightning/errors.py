@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 import sys
@@ -102,6 +103,8 @@ def one_line_errors(main: Callable[[], Any]) -> Any:
         return main()
     os.environ["HYDRA_FULL_ERROR"] = "1"
     os.environ[_MARKER] = "1"
+    # Hydra logs "Error executing job with overrides: [...]" before re-raising; our line says more.
+    logging.getLogger("hydra.core.utils").addFilter(lambda record: "Error executing job" not in record.msg)
     try:
         return main()
     except KeyboardInterrupt:

@@ -1,0 +1,110 @@
+"""Lightning callbacks built from `callbacks` config: checkpoints, LR, progress, history."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    RichProgressBar,
+    TQDMProgressBar,
+)
+
+from nin_lightning.config import CallbacksConfig, PlateauConfig, SchedulerConfig
+
+HISTORY_FILE = "history.csv"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class EpochHistory(Callback):
+    """Appends one row per epoch to RUN_DIR/history.csv: the learning curves for the report."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._epoch_start = 0.0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After a resume, drop rows of epochs that the checkpoint does not contain.
+        if trainer.is_global_zero and self.path.exists():
+            with self.path.open() as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) < trainer.current_epoch]
+            self._write(rows, mode="w")
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        row: dict[str, Any] = {"epoch": trainer.current_epoch, "step": trainer.global_step,
+                               "epoch_time_s": round(time.perf_counter() - self._epoch_start, 3),
+                               "lr": trainer.optimizers[0].param_groups[0]["lr"]}
+        for key in ("train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/acc_best"):
+            row[key.replace("_epoch", "")] = metrics.get(key)
+        self._write([row], mode="a")
+
+    def _write(self, rows: list[dict[str, Any]], mode: str) -> None:
+        fields = ["epoch", "step", "epoch_time_s", "lr", "train/loss", "train/acc", "val/loss", "val/acc",
+                  "val/acc_best"]
+        new_file = mode == "w" or not self.path.exists()
+        with self.path.open(mode, newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            if new_file:
+                writer.writeheader()
+            writer.writerows(rows)
+
+
+class StopWhenLRBelow(Callback):
+    """Stop training once the LR has fallen below `ratio` x its start (the 100-line MNIST script's rule)."""
+
+    def __init__(self, ratio: float) -> None:
+        self.ratio = ratio
+        self.start_lr: float | None = None
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        self.start_lr = self.start_lr or lr
+        if lr < self.ratio * self.start_lr:
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"start_lr": self.start_lr}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.start_lr = state_dict["start_lr"]
+
+
+def build_callbacks(cfg: CallbacksConfig, scheduler: SchedulerConfig, run_dir: Path,
+                    progress_bar: bool, has_logger: bool) -> list[Callback]:
+    """The callbacks of a run; checkpoints are RUN_DIR/checkpoints/{best,last}.ckpt."""
+    callbacks: list[Callback] = [
+        ModelCheckpoint(
+            dirpath=run_dir / CHECKPOINT_DIR,
+            filename="best",
+            monitor=cfg.monitor,
+            mode=cfg.mode,
+            save_top_k=1,
+            save_last=cfg.save_last,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        )
+    ]
+    if cfg.lr_monitor and has_logger:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if progress_bar:
+        callbacks.append(RichProgressBar(leave=True) if cfg.rich_progress_bar else TQDMProgressBar())
+    if cfg.history:
+        callbacks.append(EpochHistory(run_dir / HISTORY_FILE))
+    if cfg.early_stopping_patience is not None:
+        callbacks.append(EarlyStopping(monitor=cfg.monitor, mode=cfg.mode, patience=cfg.early_stopping_patience))
+    if isinstance(scheduler, PlateauConfig) and scheduler.stop_below_ratio:
+        callbacks.append(StopWhenLRBelow(scheduler.stop_below_ratio))
+    return callbacks

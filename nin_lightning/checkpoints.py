@@ -1,0 +1,30 @@
+"""Which checkpoint a run starts from: none, an explicit `ckpt_path`, or `resume=auto`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nin_lightning.callbacks import CHECKPOINT_DIR
+from nin_lightning.errors import UserError
+from nin_lightning.tracking import METRICS_FILE
+
+
+def last_checkpoint(run_dir: Path) -> Path:
+    return run_dir / CHECKPOINT_DIR / "last.ckpt"
+
+
+def resolve_start(run_dir: Path, resume: str, ckpt_path: str | None) -> Path | None:
+    """The checkpoint to resume from, or None for a fresh start. Refuses to overwrite an earlier run."""
+    if ckpt_path is not None:
+        path = Path(ckpt_path).expanduser()
+        if not path.is_file():
+            raise UserError(f"ckpt_path={ckpt_path}: no such file; pass an existing .ckpt, or drop ckpt_path")
+        return path
+    last = last_checkpoint(run_dir)
+    if resume == "auto":
+        return last if last.is_file() else None
+    if last.exists() or (run_dir / METRICS_FILE).exists():
+        raise UserError(
+            f"{run_dir} already holds a run; pass resume=auto to continue it, or choose another hydra.run.dir"
+        )
+    return None

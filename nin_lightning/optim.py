@@ -1,0 +1,98 @@
+"""Optimizer and LR scheduler factories from the typed configs."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from nin_lightning.config import (
+    AdamWConfig,
+    ConstantConfig,
+    CosineConfig,
+    MultiStepConfig,
+    OneCycleConfig,
+    OptimizerConfig,
+    PlateauConfig,
+    SchedulerConfig,
+    SGDConfig,
+)
+
+_NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+def param_groups(model: nn.Module, weight_decay: float, exempt_bias_norm: bool) -> list[dict[str, Any]]:
+    """One group with weight decay; with `exempt_bias_norm`, biases and norm parameters get none."""
+    if not exempt_bias_norm or weight_decay == 0:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            exempt = isinstance(module, _NORM_TYPES) or name == "bias"
+            (no_decay if exempt else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig, lr: float) -> torch.optim.Optimizer:
+    """SGD (momentum, nesterov) or AdamW at learning rate `lr`."""
+    groups = param_groups(model, cfg.weight_decay, cfg.exempt_bias_norm)
+    if isinstance(cfg, SGDConfig):
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    if isinstance(cfg, AdamWConfig):
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    raise ValueError(f"unknown optimizer config {type(cfg).__name__}")
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, max_epochs: int, total_steps: int
+) -> dict[str, Any] | None:
+    """A Lightning `lr_scheduler` dict (with interval/monitor), or None for a constant LR."""
+    if isinstance(cfg, ConstantConfig):
+        return None
+    if isinstance(cfg, MultiStepConfig):
+        sched = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma)
+        return {"scheduler": sched, "interval": "epoch"}
+    if isinstance(cfg, CosineConfig):
+        steps_per_epoch = max(1, total_steps // max(1, max_epochs))
+        warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(warmup, total_steps, cfg.min_lr_ratio))
+        return {"scheduler": sched, "interval": "step"}
+    if isinstance(cfg, OneCycleConfig):
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=[g["lr"] for g in optimizer.param_groups],
+            total_steps=max(2, total_steps),
+            pct_start=cfg.pct_start,
+            div_factor=cfg.div_factor,
+            final_div_factor=cfg.final_div_factor,
+        )
+        return {"scheduler": sched, "interval": "step"}
+    if isinstance(cfg, PlateauConfig):
+        mode = "min" if cfg.monitor.endswith("loss") else "max"
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience, threshold=cfg.threshold,
+            min_lr=cfg.min_lr,
+        )
+        return {"scheduler": sched, "interval": "epoch", "monitor": cfg.monitor, "strict": True}
+    raise ValueError(f"unknown scheduler config {type(cfg).__name__}")
+
+
+class _WarmupCosine:
+    """LR multiplier: linear warm-up over `warmup` steps, then cosine to `floor` at `total` (picklable)."""
+
+    def __init__(self, warmup: int, total: int, floor: float) -> None:
+        self.warmup, self.total, self.floor = warmup, max(1, total), floor
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _warmup_cosine(warmup: int, total: int, floor: float) -> _WarmupCosine:
+    return _WarmupCosine(warmup, total, floor)

@@ -1,0 +1,90 @@
+"""`train(cfg)`: one training job, from a composed config to metrics.json. Used by train.py and tests."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from omegaconf import DictConfig
+
+from nin_lightning.callbacks import build_callbacks
+from nin_lightning.checkpoints import resolve_start
+from nin_lightning.config import TrainConfig, to_plain_dict, validate
+from nin_lightning.console import print_config_tree
+from nin_lightning.data import build_datamodule
+from nin_lightning.errors import one_line
+from nin_lightning.models import NiN
+from nin_lightning.module import NiNClassifier
+from nin_lightning.tracking import Tracker, say, write_metrics
+
+OBJECTIVE = "val/acc_best"
+
+
+def _hydra_job() -> tuple[Path | None, str | None, str | None]:
+    """(output dir, W&B group, W&B run name) from Hydra's runtime config, if Hydra runs us."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None, None, None
+    hc = HydraConfig.get()
+    name = hc.job.override_dirname or None
+    group = Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
+    return Path(hc.runtime.output_dir), group, name
+
+
+def build_model(conf: TrainConfig) -> NiNClassifier:
+    m = conf.model
+    net = NiN(m.num_classes, m.in_channels, m.preset, m.width, m.dropout, m.batch_norm, m.init, m.init_std,
+              m.final_relu)
+    return NiNClassifier(net, m.num_classes, conf.optimizer, conf.scheduler, m.label_smoothing)
+
+
+def build_trainer(conf: TrainConfig, run_dir: Path, loggers: list[Any]) -> L.Trainer:
+    kwargs = asdict(conf.trainer)
+    callbacks = build_callbacks(conf.callbacks, conf.scheduler, run_dir, kwargs["enable_progress_bar"],
+                                bool(loggers))
+    return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir))
+
+
+def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
+    """Train, test with the best checkpoint, write metrics.json; return val/acc_best (a sweeper's objective)."""
+    started = time.perf_counter()
+    conf = validate(cfg)
+    hydra_dir, group, name = _hydra_job()
+    run_dir = Path(run_dir or hydra_dir or "outputs/run")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start_ckpt = resolve_start(run_dir, conf.resume, conf.ckpt_path)
+    plain = to_plain_dict(cfg)
+    print_config_tree(plain)
+    L.seed_everything(conf.seed, workers=True, verbose=False)
+
+    datamodule = build_datamodule(conf.dataset)
+    model = build_model(conf)
+    tracker = Tracker(conf.logger, run_dir, plain, group, name or run_dir.name, conf.tags)
+    metrics: dict[str, Any] = {"status": "failed", "seed": conf.seed}
+    exit_code = 1
+    try:
+        trainer = build_trainer(conf, run_dir, tracker.loggers)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(start_ckpt) if start_ckpt else None)
+        metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+        metrics["epochs"] = trainer.current_epoch
+        metrics["global_step"] = trainer.global_step
+        has_best = bool(trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path)
+        results = trainer.test(model, datamodule=datamodule, ckpt_path="best" if has_best else None,
+                               verbose=False)
+        metrics.update(results[0] if results else {})
+        metrics["status"] = "interrupted" if trainer.interrupted else "completed"
+        exit_code = 0 if metrics["status"] == "completed" else 1
+    except BaseException as exc:
+        metrics["error"] = one_line(exc)
+        raise
+    finally:
+        metrics["wall_time_s"] = round(time.perf_counter() - started, 3)
+        path = write_metrics(run_dir, metrics)
+        tracker.finish(exit_code)
+        say(f"{metrics['status']}: test/acc={metrics.get('test/acc')} -> {path}")
+    return float(metrics.get(OBJECTIVE, 0.0))

@@ -1,0 +1,21 @@
+"""Train NiN: `python train.py dataset=cifar100 model.dropout=0.3` (see README.md)."""
+
+import hydra
+from omegaconf import DictConfig
+
+from nin_lightning.config import register_configs
+from nin_lightning.errors import one_line_errors
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    """Hydra entry point: one job. Returns the metric that a sweeper maximises (val/acc_best)."""
+    from nin_lightning.run import train
+
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    one_line_errors(main)
