@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import logging
 import os
 import re
 import sys
@@ -92,24 +91,42 @@ def fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
+def wants_traceback() -> bool:
+    """True when the user set HYDRA_FULL_ERROR=1 (not us, for our own child processes)."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1" and _MARKER not in os.environ
+
+
+class _DropHydraJobLine:
+    """stderr proxy that drops Hydra's 'Error executing job with overrides' line (ours says more)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if text.startswith("Error executing job with overrides"):
+            return len(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def one_line_errors(main: Callable[[], Any]) -> Any:
     """Run `main`; turn any exception into one line and a non-zero exit.
 
     With HYDRA_FULL_ERROR=1 set by the user, exceptions propagate with their traceback.
     Otherwise we ask Hydra to re-raise (so we see the exception) and print it ourselves.
     """
-    user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1" and _MARKER not in os.environ
-    if user_wants_traceback:
+    if wants_traceback():
         return main()
     os.environ["HYDRA_FULL_ERROR"] = "1"
     os.environ[_MARKER] = "1"
-    # Hydra logs "Error executing job with overrides: [...]" before re-raising; our line says more.
-    logging.getLogger("hydra.core.utils").addFilter(lambda record: "Error executing job" not in record.msg)
+    sys.stderr = _DropHydraJobLine(sys.stderr)
     try:
         return main()
     except KeyboardInterrupt:
         fail("interrupted", code=130)
-    except Exception as exc:  # noqa: BLE001 - the whole point is to catch everything
+    except Exception as exc:
         fail(one_line(exc), code=2 if _is_user_error(exc) else 1)
 
 

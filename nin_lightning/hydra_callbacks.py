@@ -2,28 +2,39 @@
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from nin_lightning.config import validate
+from nin_lightning.errors import UserError, fail, wants_traceback
 
 
 def task_config(config: DictConfig) -> DictConfig:
     """A copy of Hydra's full config without its `hydra` node."""
-    task = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
     task = config.copy()
     with open_dict(task):
         task.pop("hydra", None)
     return task
 
 
+def _validate_or_exit(config: DictConfig) -> None:
+    # Hydra turns exceptions in callbacks into warnings, so exit here (SystemExit passes through).
+    try:
+        validate(task_config(config))
+    except UserError as exc:
+        if wants_traceback():
+            traceback.print_exc()
+        fail(str(exc))
+
+
 class ValidateOnStart(Callback):
-    """Range-check the config at the start of a run or sweep (sweep values are checked per job)."""
+    """Range-check the config at the start of a run or sweep (swept values are checked per job)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        validate(task_config(config))
+        _validate_or_exit(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        validate(task_config(config))
+        _validate_or_exit(config)

@@ -58,7 +58,7 @@ def build_scheduler(
         return {"scheduler": sched, "interval": "epoch"}
     if isinstance(cfg, CosineConfig):
         steps_per_epoch = max(1, total_steps // max(1, max_epochs))
-        warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+        warmup = round(cfg.warmup_epochs * steps_per_epoch)
         sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(warmup, total_steps, cfg.min_lr_ratio))
         return {"scheduler": sched, "interval": "step"}
     if isinstance(cfg, OneCycleConfig):

@@ -1,0 +1,67 @@
+"""Shared fixtures: compose the real config, and run the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from nin_lightning.config import register_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _registered() -> None:
+    register_configs()
+
+
+@pytest.fixture
+def compose_cfg() -> Callable[..., DictConfig]:
+    """compose_cfg('dataset=cifar100', ...) -> the composed task config (no `hydra` node)."""
+
+    def _compose(*overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose(config_name="train", overrides=list(overrides))
+
+    return _compose
+
+
+def cli_env(tmp: Path) -> dict[str, str]:
+    """An environment with no W&B login and outputs under tmp."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HYDRA_", "NIN_", "SLURM_"))}
+    env.update(HOME=str(tmp / "home"), NIN_OUTPUT_DIR=str(tmp / "outputs"), PYTHONUNBUFFERED="1",
+               WANDB_DISABLE_CODE="true")
+    (tmp / "home").mkdir(exist_ok=True)
+    return env
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path) -> Iterator[Callable[..., subprocess.CompletedProcess[str]]]:
+    """run_cli('dataset=digits', ...) runs `python train.py ...` in tmp_path and returns the result."""
+
+    def _run(*args: str, timeout: float = 600, env: dict[str, str] | None = None,
+             script: str = "train.py") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(ROOT / script), *args],
+            cwd=tmp_path, env=env or cli_env(tmp_path), capture_output=True, text=True, timeout=timeout,
+        )
+
+    yield _run
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def error_lines(stderr: str) -> list[str]:
+    """Non-empty stderr lines, less library warnings."""
+    return [ln for ln in stderr.splitlines() if ln.strip() and "Warning" not in ln and not ln.startswith("  ")]

@@ -1,0 +1,92 @@
+"""The real CLI: bad input fails fast with one line; a digits run learns and leaves its artefacts."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import cli_env, error_lines, read_metrics
+
+BAD_INPUT = [
+    ("model.dropuot=0.3", "model.dropuot", "model.dropout"),
+    ("model.dropout=abc", "model.dropout", "abc"),
+    ("model.dropout=1.5", "model.dropout", "1.5"),
+    ("model.width=0", "model.width", "> 0"),
+    ("dataset=imagenet", "dataset=imagenet", "cifar10"),
+]
+
+
+@pytest.mark.parametrize(("override", "culprit", "hint"), BAD_INPUT)
+def test_bad_input_one_line_nonzero_exit(run_cli, tmp_path, override, culprit, hint):
+    result = run_cli(override, "logger=none", timeout=60)
+    assert result.returncode != 0
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and culprit in lines[0] and hint in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("metrics.json"))
+
+
+def test_traceback_only_with_hydra_full_error(run_cli, tmp_path):
+    env = cli_env(tmp_path) | {"HYDRA_FULL_ERROR": "1"}
+    result = run_cli("model.width=0", env=env, timeout=60)
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_existing_run_dir_is_not_overwritten(run_cli, tmp_path):
+    run_dir = tmp_path / "old"
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text('{"status": "completed"}')
+    result = run_cli(f"hydra.run.dir={run_dir}", "logger=none", timeout=120)
+    assert result.returncode != 0 and "resume=auto" in error_lines(result.stderr)[-1]
+    assert (run_dir / "metrics.json").read_text() == '{"status": "completed"}'
+
+
+def test_missing_ckpt_path_is_one_line_error(run_cli, tmp_path):
+    result = run_cli("ckpt_path=/nonexistent/last.ckpt", "logger=none", timeout=120)
+    assert result.returncode != 0
+    assert "ckpt_path=/nonexistent/last.ckpt" in error_lines(result.stderr)[-1]
+
+
+@pytest.mark.slow
+def test_digits_run_learns_and_writes_artefacts(run_cli, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli("experiment=quickstart", "trainer.max_epochs=12", f"hydra.run.dir={run_dir}",
+                     "trainer.enable_progress_bar=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed"
+    assert metrics["test/acc"] >= 0.90
+    assert metrics["epochs"] == 12 and metrics["wall_time_s"] > 0
+    assert 0.0 < metrics["val/acc_best"] <= 1.0
+    # exactly one W&B offline run, with the resolved config (no _target_ keys) and the one-line sync hint
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    assert "wandb sync" in result.stdout
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    with (run_dir / "history.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == list(range(12))
+    assert float(rows[-1]["train/acc"]) > float(rows[0]["train/acc"])
+
+
+@pytest.mark.slow
+def test_two_runs_in_the_same_second_never_collide(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = cli_env(tmp_path)
+    args = [sys.executable, str(root / "train.py"), "logger=none", "trainer.max_epochs=1", "dataset.val_size=900",
+            "trainer.enable_progress_bar=false", "trainer.limit_train_batches=2"]
+    procs = [subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for _ in range(2)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read() if p.stderr else ""
+    dirs = sorted((tmp_path / "outputs" / "runs").iterdir())
+    assert len(dirs) == 2 and all((d / "metrics.json").is_file() for d in dirs)
+    assert os.path.commonpath(dirs) == str(tmp_path / "outputs" / "runs")
