@@ -244,6 +244,7 @@ class CallbacksConfig:
     rich_progress_bar: bool = True
     history: bool = True
     early_stopping_patience: int | None = None
+    min_free_disk_gb: float = 1.0
 
     def __post_init__(self) -> None:
         _choice("callbacks.mode", self.mode, ("max", "min"))

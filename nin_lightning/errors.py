@@ -39,7 +39,7 @@ def _missing_option(text: str) -> str | None:
     if not found:
         return None
     group, option = found.groups()
-    choices = re.findall(r"^\t(\S+)$", text, flags=re.M)
+    choices = [c for c in re.findall(r"^\t(\S+)$", text, flags=re.M) if not c.endswith("_schema")]
     hint = f"; choose one of: {', '.join(choices)}" if choices else ""
     return f"{group}={option}: no such option in group '{group}'{hint}{did_you_mean(option, choices)}"
 
@@ -71,7 +71,12 @@ def one_line(exc: BaseException) -> str:
     """Condense any exception into a single line that names the culprit."""
     if isinstance(exc, UserError):
         return str(exc).replace("\n", " ")
-    text = str(exc)
+    if isinstance(exc, OSError) and exc.filename:
+        return (f"cannot write or read {exc.filename}: {exc.strerror}; check the path and its permissions "
+                "(hydra.run.dir, NIN_OUTPUT_DIR, dataset.root)")
+    text = re.sub(r"\s*See https?://\S+ for details\.?", "", str(exc))
+    if type(exc).__name__ == "OverrideParseException":
+        return " ".join(text.split()) + "; fix the override's syntax"
     for parse in (_missing_option, lambda _t: _override_error(exc)):
         line = parse(text)
         if line:

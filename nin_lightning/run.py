@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from nin_lightning.callbacks import build_callbacks
@@ -16,6 +17,7 @@ from nin_lightning.config import TrainConfig, to_plain_dict, validate
 from nin_lightning.console import print_config_tree
 from nin_lightning.data import build_datamodule
 from nin_lightning.errors import one_line
+from nin_lightning.guards import AtomicCheckpointIO, FiniteLossGuard, warn_if_low_disk
 from nin_lightning.models import NiN
 from nin_lightning.module import NiNClassifier
 from nin_lightning.tracking import Tracker, say, write_metrics
@@ -47,7 +49,16 @@ def build_trainer(conf: TrainConfig, run_dir: Path, loggers: list[Any]) -> L.Tra
     kwargs = asdict(conf.trainer)
     callbacks = build_callbacks(conf.callbacks, conf.scheduler, run_dir, kwargs["enable_progress_bar"],
                                 bool(loggers))
-    return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir))
+    callbacks.append(FiniteLossGuard())
+    return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
+                     plugins=[AtomicCheckpointIO()])
+
+
+def load_data_early(datamodule: L.LightningDataModule) -> None:
+    """Download (rank 0) and load the data before the Trainer exists, so data errors come first and alone."""
+    if rank_zero_only.rank == 0:
+        datamodule.prepare_data()
+    datamodule.setup("fit")
 
 
 def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
@@ -62,7 +73,9 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
     print_config_tree(plain)
     L.seed_everything(conf.seed, workers=True, verbose=False)
 
+    warn_if_low_disk(run_dir, conf.callbacks.min_free_disk_gb)
     datamodule = build_datamodule(conf.dataset)
+    load_data_early(datamodule)
     model = build_model(conf)
     tracker = Tracker(conf.logger, run_dir, plain, group, name or run_dir.name, conf.tags)
     metrics: dict[str, Any] = {"status": "failed", "seed": conf.seed}

@@ -1,0 +1,76 @@
+"""Guards for unattended runs: non-finite loss, atomic checkpoint writes, free disk space."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from nin_lightning.errors import UserError
+from nin_lightning.tracking import say
+
+
+class FiniteLossGuard(Callback):
+    """Stop before the optimizer step when the loss is NaN/inf, so no bad weights reach a checkpoint."""
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss).all():
+            raise UserError(
+                f"non-finite training loss ({loss.item()}) at epoch {trainer.current_epoch}, "
+                f"step {trainer.global_step}; the last good checkpoint is kept. Lower optimizer.lr or "
+                "set trainer.gradient_clip_val"
+            )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write checkpoints to a temp file in the same dir, fsync, then rename: never a half-written .ckpt."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(checkpoint, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            if exc.errno == errno.ENOSPC:
+                raise UserError(
+                    f"disk full while writing {target}; the previous checkpoint is intact. Free space in "
+                    f"{target.parent} and rerun with resume=auto"
+                ) from exc
+            raise
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        try:
+            return super().load_checkpoint(path, weights_only=False)
+        except (RuntimeError, EOFError, OSError, ValueError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise UserError(
+                f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}); start fresh in a new run dir "
+                "or point ckpt_path at another checkpoint"
+            ) from exc
+
+
+def warn_if_low_disk(run_dir: Path, min_free_gb: float) -> float:
+    """Warn (one line) when the run dir's filesystem has less than `min_free_gb` free; return free GB."""
+    free_gb = shutil.disk_usage(run_dir).free / 1e9
+    if free_gb < min_free_gb:
+        say(f"warning: only {free_gb:.2f} GB free in {run_dir} (< callbacks.min_free_disk_gb={min_free_gb}); "
+            "checkpoints may fail to save")
+    return free_gb
