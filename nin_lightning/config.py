@@ -272,6 +272,9 @@ class TrainConfig:
 
 def register_configs() -> None:
     """Put every schema in Hydra's ConfigStore; YAML files extend them via their defaults list."""
+    from nin_lightning.resolvers import register_resolvers
+
+    register_resolvers()  # ${nin.gpus_per_node:...} in conf/hydra/launcher/*.yaml
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
