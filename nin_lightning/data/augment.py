@@ -13,26 +13,45 @@ import torch.nn.functional as F
 
 
 def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 [0, 255] -> float, standardized per channel."""
+    """uint8 [0, 255] -> float, standardized per channel: (x / 255 - mean) / std in one fused pass."""
     m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     s = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    return (x.float().div_(255.0) - m) / s
+    return torch.addcmul(-m / s, x.float(), 1.0 / (255.0 * s))
 
 
 def random_crop(x: torch.Tensor, padding: int, mode: str = "zero", generator: torch.Generator | None = None
                 ) -> torch.Tensor:
     """Pad by `padding` (zero or reflect) and crop back to the input size at a random offset per sample."""
-    if padding <= 0:
+    return random_crop_flip(x, padding, mode, flip=False, generator=generator)
+
+
+def random_crop_flip(x: torch.Tensor, padding: int, mode: str = "zero", flip: bool = True,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """`random_crop` and (if `flip`) `random_flip` fused into one gather: per-sample offsets and mirrors.
+
+    The crop reads each output pixel from the padded batch through a flat (row * width + col)
+    index; mirroring a sample just reverses its column index, so both cost one pass over the batch.
+    """
+    if padding <= 0 and not flip:
         return x
     n, c, h, w = x.shape
-    pad_mode = "constant" if mode == "zero" else "reflect"
-    padded = F.pad(x, (padding,) * 4, mode=pad_mode)
-    offsets = torch.randint(0, 2 * padding + 1, (2, n), device=x.device, generator=generator)
-    rows = (offsets[0, :, None] + torch.arange(h, device=x.device)).view(n, 1, h, 1)
-    cols = (offsets[1, :, None] + torch.arange(w, device=x.device)).view(n, 1, 1, w)
-    batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
-    chan = torch.arange(c, device=x.device).view(1, c, 1, 1)
-    return padded[batch, chan, rows, cols]
+    dev = x.device
+    if padding > 0:
+        pad_mode = "constant" if mode == "zero" else "reflect"
+        src = F.pad(x, (padding,) * 4, mode=pad_mode)
+        offsets = torch.randint(0, 2 * padding + 1, (2, n), device=dev, generator=generator)
+    else:
+        src = x
+        offsets = torch.zeros(2, n, dtype=torch.long, device=dev)
+    hp, wp = src.shape[-2:]
+    cols = torch.arange(w, device=dev).expand(n, w)
+    if flip:
+        mirror = torch.rand(n, device=dev, generator=generator) < 0.5
+        cols = torch.where(mirror.view(n, 1), cols.flip(-1), cols)
+    rows = offsets[0].view(n, 1) + torch.arange(h, device=dev)  # (n, h)
+    cols = offsets[1].view(n, 1) + cols  # (n, w)
+    index = (rows.view(n, h, 1) * wp + cols.view(n, 1, w)).view(n, 1, h * w).expand(n, c, h * w)
+    return src.reshape(n, c, hp * wp).gather(2, index).view(n, c, h, w)
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,15 +68,24 @@ def split_train_val(n: int, val_size: int, seed: int, name: str) -> tuple[torch.
     return perm[val_size:].sort().values, perm[:val_size].sort().values
 
 
+# Mirroring turns digits into other digits or none (2, 5, 7 ...): these datasets never flip.
+DIGIT_DATASETS = frozenset({"digits", "mnist", "svhn"})
+
+
 class NiNDataModule(L.LightningDataModule):
     """Base for all datasets. Subclasses implement `load()` and, if downloadable, `download()`."""
 
     def __init__(self, cfg: DatasetConfig) -> None:
         super().__init__()
+        if cfg.flip and cfg.name in DIGIT_DATASETS:
+            raise UserError(f"dataset.flip=true: {cfg.name} holds digits, which a mirror image turns into "
+                            "other digits or none; pass dataset.flip=false")
         self.cfg = cfg
         self.train_split: Split | None = None
         self.val_split: Split | None = None
         self.test_split: Split | None = None
+        # uint8 batch -> float batch, replacing mean/std normalization (dataset.preprocess != none)
+        self.preprocessor: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     # --- what a dataset provides -------------------------------------------------------------
     def load(self) -> tuple[Split, Split]:
@@ -87,8 +97,17 @@ class NiNDataModule(L.LightningDataModule):
 
     def split_val(self, train: Split) -> tuple[Split, Split]:
         """(train, val) from the full training set: a seeded random subset of val_size."""
-        train_idx, val_idx = split_train_val(len(train), self.cfg.val_size, self.cfg.split_seed, self.cfg.name)
+        cfg = self.cfg
+        train_idx, val_idx = split_train_val(len(train), cfg.val_size, cfg.split_seed, cfg.name)
         return train.subset(train_idx), train.subset(val_idx)
+
+    def build_preprocessor(self, train: Split) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """dataset.preprocess: a transform fitted on the training split only (None: mean/std)."""
+        if self.cfg.preprocess == "gcn_zca":
+            from nin_lightning.data import preprocess
+
+            return preprocess.build(self.cfg, train.images)
+        return None
 
     # --- Lightning hooks -----------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -101,6 +120,7 @@ class NiNDataModule(L.LightningDataModule):
         full_train, test = self.load()
         self.train_split, self.val_split = self.split_val(full_train)
         self.test_split = test
+        self.preprocessor = self.build_preprocessor(self.train_split)
 
     def _loader(self, split: Split | None, batch_size: int, shuffle: bool) -> DataLoader:
         if split is None:
@@ -123,15 +143,29 @@ class NiNDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_split, self.cfg.eval_batch_size, shuffle=False)
 
+    def transform_batch(self, images: torch.Tensor, training: bool) -> torch.Tensor:
+        """A uint8 batch on its device -> the model's float input; augmentation only while training.
+
+        Default: crop/flip on uint8 (zero padding is black), normalize, cutout.
+        With a preprocessor (GCN+ZCA): whiten first, then crop/flip/cutout the whitened images. The
+        whitening was fitted on whole, unshifted images, so it must see them that way; padding then
+        fills with 0, which is the whitened data's mean, like cutout after normalization.
+        """
+        cfg = self.cfg
+        if self.preprocessor is None:
+            if training:
+                images = augment.random_crop_flip(images, cfg.crop_padding, cfg.padding_mode, cfg.flip)
+            images = augment.normalize(images, cfg.mean, cfg.std)
+        else:
+            images = self.preprocessor(images)
+            if training:
+                images = augment.random_crop_flip(images, cfg.crop_padding, cfg.padding_mode, cfg.flip)
+        if training and cfg.cutout:
+            images = augment.cutout(images, cfg.cutout)
+        return images
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Normalize on the device; augment only while training."""
+        """Normalize (or preprocess) on the device; augment only while training."""
         images, labels = batch
         training = self.trainer is not None and self.trainer.training
-        if training:
-            images = augment.random_crop(images, self.cfg.crop_padding, self.cfg.padding_mode)
-            if self.cfg.flip:
-                images = augment.random_flip(images)
-        images = augment.normalize(images, self.cfg.mean, self.cfg.std)
-        if training and self.cfg.cutout:
-            images = augment.cutout(images, self.cfg.cutout)
-        return images, labels
+        return self.transform_batch(images, training), labels

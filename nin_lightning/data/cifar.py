@@ -1,0 +1,68 @@
+"""CIFAR-10 and CIFAR-100 in torchvision's layout: `<root>/cifar-10-batches-py/`, `<root>/cifar-100-python/`.
+
+torchvision checks every file's MD5 when it opens the dataset; when that fails, `load()` finds which
+file is missing or corrupted and says so in one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torchvision.datasets.utils import check_integrity
+
+from nin_lightning.data import files
+from nin_lightning.data.base import NiNDataModule, Split
+from nin_lightning.errors import UserError
+
+
+class CIFAR10DataModule(NiNDataModule):
+    """50k training images (val_size of them for validation), the official 10k test set."""
+
+    torchvision_name = "CIFAR10"
+
+    def _tv(self) -> type:
+        from torchvision import datasets
+
+        return getattr(datasets, self.torchvision_name)
+
+    def _folder(self) -> Path:
+        return files.root_dir(self.cfg) / self._tv().base_folder
+
+    def download(self) -> None:
+        cls = self._tv()
+        root = files.root_dir(self.cfg)
+        files.download(self.cfg, cls.filename, cls.url, root, lambda: cls(root, train=True, download=True))
+
+    def _diagnose(self, exc: Exception) -> UserError:
+        """Which file made torchvision refuse the dataset."""
+        cls = self._tv()
+        folder = self._folder()
+        expected = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
+        if not any((folder / name).is_file() for name, _ in expected):
+            return files.missing(self.cfg, folder)
+        for name, md5 in expected:
+            path = folder / name
+            if not path.is_file():
+                return files.incomplete(self.cfg, path)
+            if not check_integrity(str(path), md5):
+                return files.corrupted(path, "MD5 mismatch")
+        return UserError(f"torchvision cannot read {folder}: {files.one_line_text(exc)}")
+
+    def _read(self, train: bool) -> Split:
+        cls = self._tv()
+        try:
+            ds = cls(files.root_dir(self.cfg), train=train, download=False)
+        except RuntimeError as exc:
+            raise self._diagnose(exc) from exc
+        source = self._folder() / (cls.train_list if train else cls.test_list)[0][0]
+        # torchvision keeps (N, 32, 32, 3) HWC; the base wants contiguous NCHW
+        return files.to_split(self.cfg, ds.data.transpose(0, 3, 1, 2), ds.targets, source)
+
+    def load(self) -> tuple[Split, Split]:
+        return self._read(train=True), self._read(train=False)
+
+
+class CIFAR100DataModule(CIFAR10DataModule):
+    """The 100 fine labels (`fine_labels`); same layout and split sizes as CIFAR-10."""
+
+    torchvision_name = "CIFAR100"

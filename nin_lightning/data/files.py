@@ -1,0 +1,91 @@
+"""Shared by the torchvision-backed datasets: one-line errors about files, and guarded downloads."""
+
+from __future__ import annotations
+
+import re
+import socket
+import urllib.error
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nin_lightning.config import DatasetConfig
+from nin_lightning.data.base import Split
+from nin_lightning.errors import UserError
+
+
+def root_dir(cfg: DatasetConfig) -> Path:
+    """dataset.root as an absolute path (what error messages show)."""
+    return Path(cfg.root).expanduser().resolve()
+
+
+def one_line_text(text: object) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def missing(cfg: DatasetConfig, expected: Path) -> UserError:
+    """The dataset is not where dataset.root says."""
+    return UserError(
+        f"{cfg.name} not found: expected {expected}; pass dataset.download=true to download it into "
+        f"dataset.root={cfg.root}, or dataset.root=DIR for the directory that already holds it"
+    )
+
+
+def incomplete(cfg: DatasetConfig, path: Path) -> UserError:
+    """Some files are there, this one is not."""
+    return UserError(
+        f"{path} is missing ({cfg.name} is incomplete); re-run with dataset.download=true, "
+        "or copy the file there"
+    )
+
+
+def corrupted(path: Path, why: str) -> UserError:
+    return UserError(
+        f"{path} is corrupted or truncated ({why}); delete it and re-run with dataset.download=true, "
+        "or copy a good copy there"
+    )
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    if isinstance(exc, urllib.error.URLError | TimeoutError | ConnectionError | socket.gaierror):
+        return True
+    # torchvision's MNIST wraps each mirror's URLError in one RuntimeError("Error downloading ...")
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("Error downloading" in text or "urlopen error" in text)
+
+
+def download(cfg: DatasetConfig, what: str, url: str, dest: Path, fetch: Callable[[], object]) -> None:
+    """Run torchvision's `fetch()`; turn a network failure into one line that says so plainly."""
+    try:
+        fetch()
+    except Exception as exc:
+        text = one_line_text(exc)
+        urlopen = re.search(r"<urlopen error [^>]*>", text)  # MNIST: the first mirror's error suffices
+        reason = urlopen.group(0) if urlopen else (text[:300] or type(exc).__name__)
+        if _is_network_error(exc):
+            raise UserError(
+                f"dataset.download=true: cannot download {what} from {url}: no network ({reason}); "
+                f"download it on a machine with internet access, put it in {dest} and run with "
+                "dataset.download=false"
+            ) from exc
+        if isinstance(exc, OSError):
+            raise UserError(f"dataset.download=true: cannot write {what} to {dest} ({reason}); "
+                            "check the disk and permissions, or pass dataset.root=DIR") from exc
+        if isinstance(exc, RuntimeError) and "corrupted" in reason:
+            raise UserError(f"dataset.download=true: the download of {what} from {url} failed its MD5 check "
+                            f"({reason}); delete the partial files in {dest} and retry") from exc
+        raise
+
+
+def to_split(cfg: DatasetConfig, images: np.ndarray | torch.Tensor, labels: object, source: Path) -> Split:
+    """uint8 NCHW images (copied contiguous) and int64 labels, with labels checked against num_classes."""
+    if isinstance(images, np.ndarray):
+        images = torch.as_tensor(np.ascontiguousarray(images))
+    x = images.contiguous()
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.int64).reshape(-1)
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= cfg.num_classes):
+        span = f"{int(y.min())}..{int(y.max())}"
+        raise corrupted(source, f"labels span {span}, expected 0..{cfg.num_classes - 1}")
+    return Split(x, y)

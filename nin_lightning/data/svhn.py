@@ -1,0 +1,112 @@
+"""SVHN from torchvision's layout: `<root>/{train,test,extra}_32x32.mat`.
+
+The .mat files label the digit 0 as 10; torchvision maps it to 0, so labels are the digits 0..9.
+
+`dataset.split=train` trains on train_32x32.mat minus a seeded random validation subset of val_size.
+`dataset.split=train+extra` uses the paper's split (Goodfellow et al. 2013, kept by Lin et al.):
+validation takes 400 images per class from train and 200 per class from extra (val_size=6000; in
+general 2/3 of val_size from train and 1/3 from extra, evenly over the 10 classes), seeded by
+dataset.split_seed; everything else in train + extra is training data.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.datasets.utils import check_integrity
+
+from nin_lightning.config import DatasetConfig
+from nin_lightning.data import files
+from nin_lightning.data.base import NiNDataModule, Split
+from nin_lightning.errors import UserError
+
+TRAIN_SHARE, EXTRA_SHARE = 2, 1  # the paper's 400 : 200 per class
+
+
+def stratified_pick(labels: torch.Tensor, per_class: int, num_classes: int, generator: torch.Generator,
+                    source: str) -> torch.Tensor:
+    """Sorted indices of `per_class` random images of each class."""
+    picked = []
+    for c in range(num_classes):
+        idx = (labels == c).nonzero().view(-1)
+        if len(idx) < per_class:
+            raise UserError(
+                f"dataset.val_size is too large: the validation split needs {per_class} images of digit {c} "
+                f"from {source}, which has {len(idx)}; pass a smaller dataset.val_size (a multiple of 30)"
+            )
+        picked.append(idx[torch.randperm(len(idx), generator=generator)[:per_class]])
+    return torch.cat(picked).sort().values
+
+
+class SVHNDataModule(NiNDataModule):
+    """73,257 training images (+ 531,131 with dataset.split=train+extra); the official 26,032 test images."""
+
+    def __init__(self, cfg: DatasetConfig) -> None:
+        super().__init__(cfg)
+        self.official_train_size: int | None = None  # len(train_32x32.mat) inside the train+extra split
+
+    def _parts(self) -> tuple[str, ...]:
+        return ("train", "extra") if self.cfg.split == "train+extra" else ("train",)
+
+    def download(self) -> None:
+        from torchvision.datasets import SVHN
+        from torchvision.datasets.utils import download_url
+
+        root = files.root_dir(self.cfg)
+        for part in (*self._parts(), "test"):
+            url, filename, md5 = SVHN.split_list[part]
+            # download_url keeps a file whose MD5 already matches, and fetches it otherwise
+            def fetch(url: str = url, filename: str = filename, md5: str = md5) -> None:
+                download_url(url, str(root), filename, md5)
+
+            files.download(self.cfg, filename, url, root, fetch)
+
+    def _read(self, part: str) -> Split:
+        from torchvision.datasets import SVHN
+
+        root = files.root_dir(self.cfg)
+        _, filename, md5 = SVHN.split_list[part]
+        path = root / filename
+        try:
+            ds = SVHN(root, split=part, download=False)
+        except RuntimeError as exc:
+            if not path.is_file():
+                others = [n for _, n, _ in SVHN.split_list.values() if (root / n).is_file()]
+                raise (files.incomplete(self.cfg, path) if others else files.missing(self.cfg, path)) from exc
+            if not check_integrity(str(path), md5):
+                raise files.corrupted(path, "MD5 mismatch") from exc
+            raise UserError(f"torchvision cannot read {path}: {files.one_line_text(exc)}") from exc
+        # torchvision already transposed X (32, 32, 3, N) to (N, 3, 32, 32) and mapped label 10 to 0
+        return files.to_split(self.cfg, ds.data, ds.labels, path)
+
+    def load(self) -> tuple[Split, Split]:
+        train = self._read("train")
+        if self.cfg.split == "train":
+            return train, self._read("test")
+        self.official_train_size = len(train)
+        extra = self._read("extra")
+        images = torch.cat([train.images, extra.images])
+        labels = torch.cat([train.labels, extra.labels])
+        del train, extra
+        return Split(images, labels), self._read("test")
+
+    def split_val(self, train: Split) -> tuple[Split, Split]:
+        if self.cfg.split == "train":
+            return super().split_val(train)
+        cfg, n_train = self.cfg, self.official_train_size
+        assert n_train is not None, "load() sets official_train_size for train+extra"
+        per_class, rest = divmod(cfg.val_size, (TRAIN_SHARE + EXTRA_SHARE) * cfg.num_classes)
+        if rest or per_class == 0:
+            raise UserError(
+                f"dataset.val_size={cfg.val_size} cannot be split 2:1 between train and extra over "
+                f"{cfg.num_classes} classes (the paper: 6000 = 10 x (400 + 200)); pass dataset.val_size=6000 "
+                f"or another positive multiple of {(TRAIN_SHARE + EXTRA_SHARE) * cfg.num_classes}"
+            )
+        g = torch.Generator().manual_seed(cfg.split_seed)
+        from_train = stratified_pick(train.labels[:n_train], TRAIN_SHARE * per_class, cfg.num_classes, g,
+                                     "train_32x32.mat")
+        from_extra = n_train + stratified_pick(train.labels[n_train:], EXTRA_SHARE * per_class,
+                                               cfg.num_classes, g, "extra_32x32.mat")
+        val_idx = torch.cat([from_train, from_extra])
+        keep = torch.ones(len(train), dtype=torch.bool)
+        keep[val_idx] = False
+        return train.subset(keep.nonzero().view(-1)), train.subset(val_idx)

@@ -1,0 +1,484 @@
+"""MNIST, CIFAR-10/100 and SVHN DataModules over tiny files in torchvision's exact on-disk formats."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from nin_lightning.config import DatasetConfig, register_configs, validate
+from nin_lightning.data import augment, build_datamodule, preprocess
+from nin_lightning.data.base import NiNDataModule
+from nin_lightning.errors import UserError
+from tests import fake_data as fd
+from tests.conftest import cli_env
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+WRITERS = {"cifar10": fd.write_cifar10, "cifar100": fd.write_cifar100, "svhn": fd.write_svhn}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Two OpenMP threads on a 2-core box that others share are far slower than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def compose_cfg(overrides: list[str]):
+    register_configs()
+    with initialize_config_dir(version_base=None, config_dir=str(CONF)):
+        return compose("train", overrides=overrides)
+
+
+def dataset_cfg(name: str, root: Path, *overrides: str) -> DatasetConfig:
+    cfg = compose_cfg([f"dataset={name}", f"dataset.root={root}", *overrides])
+    return validate(cfg).dataset
+
+
+def datamodule(name: str, root: Path, *overrides: str, setup: bool = True) -> NiNDataModule:
+    dm = build_datamodule(dataset_cfg(name, root, *overrides))
+    if setup:
+        dm.setup("fit")
+    return dm
+
+
+def user_error(fn) -> str:
+    """The message of the UserError `fn()` raises, checked to be one line."""
+    with pytest.raises(UserError) as info:
+        fn()
+    message = str(info.value)
+    assert "\n" not in message, message
+    return message
+
+
+def image_keys(images: torch.Tensor) -> list[bytes]:
+    return [bytes(img.numpy().tobytes()) for img in images]
+
+
+# --- each format loads, pixel for pixel --------------------------------------------------------------
+
+@pytest.fixture
+def all_fakes(tmp_path, monkeypatch):
+    written = {
+        "mnist": fd.write_mnist(tmp_path, n_train=120, n_test=40),
+        "cifar10": fd.write_cifar10(tmp_path, per_batch=24, n_test=40),
+        "cifar100": fd.write_cifar100(tmp_path, n_train=200, n_test=100),
+        "svhn": fd.write_svhn(tmp_path, n_train=120, n_test=40, n_extra=90),
+    }
+    fd.trust_fake_md5(monkeypatch, tmp_path)
+    return tmp_path, written
+
+
+@pytest.mark.parametrize(("name", "shape", "classes"), [
+    ("mnist", (1, 28, 28), 10), ("cifar10", (3, 32, 32), 10), ("cifar100", (3, 32, 32), 100),
+    ("svhn", (3, 32, 32), 10),
+])
+def test_loads_shapes_dtypes_labels(all_fakes, name, shape, classes):
+    root, written = all_fakes
+    dm = datamodule(name, root, "dataset.val_size=20")
+    train_images, train_labels = written[name]["train"]
+    test_images, test_labels = written[name]["test"]
+    for split in (dm.train_split, dm.val_split, dm.test_split):
+        assert split.images.dtype == torch.uint8 and split.labels.dtype == torch.int64
+        assert tuple(split.images.shape[1:]) == shape
+        assert split.images.is_contiguous()
+    assert (len(dm.train_split), len(dm.val_split), len(dm.test_split)) == (len(train_labels) - 20, 20,
+                                                                           len(test_labels))
+    # the official test split, in order, pixel for pixel (NCHW from CIFAR's channel-major rows,
+    # from SVHN's (32, 32, 3, N) X and from MNIST's idx bytes) with the right labels
+    np.testing.assert_array_equal(dm.test_split.images.numpy(), test_images)
+    np.testing.assert_array_equal(dm.test_split.labels.numpy(), test_labels)
+    # train + val together are exactly the training file, each image with its own label
+    by_image = dict(zip(image_keys(torch.from_numpy(train_images)), train_labels.tolist(), strict=True))
+    seen = []
+    for split in (dm.train_split, dm.val_split):
+        for key, label in zip(image_keys(split.images), split.labels.tolist(), strict=True):
+            assert by_image[key] == label
+            seen.append(key)
+    assert sorted(seen) == sorted(by_image)
+    assert int(dm.train_split.labels.max()) < classes
+
+
+def test_svhn_label_10_is_digit_0(tmp_path, monkeypatch):
+    written = fd.write_svhn(tmp_path, n_train=60, n_test=30)
+    from scipy.io import loadmat
+
+    y = loadmat(tmp_path / "test_32x32.mat")["y"].ravel()
+    assert 10 in y and 0 not in y  # the file uses SVHN's convention
+    fd.trust_fake_md5(monkeypatch, tmp_path)
+    dm = datamodule("svhn", tmp_path, "dataset.val_size=10")
+    labels = dm.test_split.labels.numpy()
+    np.testing.assert_array_equal(labels, np.where(y == 10, 0, y))
+    np.testing.assert_array_equal(labels, written["test"][1])  # the digit each image was drawn as
+    assert labels.min() == 0 and labels.max() == 9
+
+
+def test_cifar100_uses_fine_labels(tmp_path, monkeypatch):
+    written = fd.write_cifar100(tmp_path, n_train=200, n_test=100)
+    fd.trust_fake_md5(monkeypatch, tmp_path)
+    dm = datamodule("cifar100", tmp_path, "dataset.val_size=20")
+    np.testing.assert_array_equal(dm.test_split.labels.numpy(), written["test"][1])
+    assert int(dm.test_split.labels.max()) > 19  # not the 20 coarse labels
+
+
+def test_mnist_reads_gz_only(tmp_path):
+    written = fd.write_mnist(tmp_path, n_train=60, n_test=20, gz=True)
+    raw = tmp_path / "MNIST" / "raw"
+    assert not (raw / "train-images-idx3-ubyte").exists()
+    dm = datamodule("mnist", tmp_path, "dataset.val_size=10")
+    np.testing.assert_array_equal(dm.test_split.images.numpy(), written["test"][0])
+    assert (raw / "train-images-idx3-ubyte").is_file()  # decompressed next to it, as torchvision would
+
+
+# --- splits --------------------------------------------------------------------------------------------
+
+def test_split_sizes_and_seeds(tmp_path):
+    fd.write_mnist(tmp_path, n_train=200, n_test=20)
+
+    def val(seed: int) -> list[bytes]:
+        return image_keys(datamodule("mnist", tmp_path, "dataset.val_size=50", f"dataset.split_seed={seed}")
+                          .val_split.images)
+
+    assert val(0) == val(0)
+    assert set(val(0)) != set(val(1))
+    dm = datamodule("mnist", tmp_path, "dataset.val_size=50")
+    assert (len(dm.train_split), len(dm.val_split)) == (150, 50)
+    assert not set(image_keys(dm.train_split.images)) & set(image_keys(dm.val_split.images))
+    message = user_error(lambda: datamodule("mnist", tmp_path, "dataset.val_size=200"))
+    assert "dataset.val_size" in message
+
+
+def _svhn_sources(written: dict) -> dict[bytes, str]:
+    return {key: part for part in ("train", "extra")
+            for key in image_keys(torch.from_numpy(written[part][0]))}
+
+
+def test_svhn_train_plus_extra_paper_split(tmp_path, monkeypatch):
+    written = fd.write_svhn(tmp_path, n_train=150, n_test=20, n_extra=90)
+    fd.trust_fake_md5(monkeypatch, tmp_path)
+    source = _svhn_sources(written)
+
+    def split(seed: int) -> NiNDataModule:
+        return datamodule("svhn", tmp_path, "dataset.split=train+extra", "dataset.val_size=60",
+                          f"dataset.split_seed={seed}")
+
+    dm = split(0)
+    assert (len(dm.train_split), len(dm.val_split)) == (150 + 90 - 60, 60)
+    # val_size=60 is the paper's 6000 scaled down: per class 4 from train and 2 from extra
+    counts = {}
+    for key, label in zip(image_keys(dm.val_split.images), dm.val_split.labels.tolist(), strict=True):
+        counts[(source[key], label)] = counts.get((source[key], label), 0) + 1
+    assert counts == {**{("train", c): 4 for c in range(10)}, **{("extra", c): 2 for c in range(10)}}
+    # the rest of train + extra trains; nothing is lost or shared
+    train_keys, val_keys = image_keys(dm.train_split.images), image_keys(dm.val_split.images)
+    assert not set(train_keys) & set(val_keys)
+    assert sorted(train_keys + val_keys) == sorted(source)
+    assert image_keys(split(0).val_split.images) == val_keys
+    assert set(image_keys(split(1).val_split.images)) != set(val_keys)
+    message = user_error(lambda: datamodule("svhn", tmp_path, "dataset.split=train+extra",
+                                            "dataset.val_size=50"))
+    assert "dataset.val_size=50" in message and "6000" in message
+
+
+def test_svhn_paper_split_counts_at_full_size():
+    """val_size=6000 (conf/dataset/svhn.yaml) -> 400 per class from train + 200 per class from extra."""
+    from nin_lightning.data.base import Split
+    from nin_lightning.data.svhn import SVHNDataModule
+
+    cfg = DatasetConfig(name="svhn", num_classes=10, in_channels=3, image_size=32, preset="svhn",
+                        mean=[0.5] * 3, std=[0.2] * 3, split="train+extra", val_size=6000)
+    n_train, n_extra = 5000, 3000
+    labels = torch.arange(n_train + n_extra) % 10
+    dm = SVHNDataModule(cfg)
+    dm.official_train_size = n_train
+    full = Split(torch.zeros(n_train + n_extra, 1, 1, 1, dtype=torch.uint8), labels)
+    full.images.view(-1)[:] = (torch.arange(n_train + n_extra) >= n_train).to(torch.uint8)  # 1 = extra
+    train, val = dm.split_val(full)
+    assert len(val) == 6000 and len(train) == n_train + n_extra - 6000
+    from_extra = val.images.view(-1).bool()
+    for c in range(10):
+        assert int(((val.labels == c) & ~from_extra).sum()) == 400
+        assert int(((val.labels == c) & from_extra).sum()) == 200
+
+
+# --- augmentation and evaluation ----------------------------------------------------------------------
+
+def coordinate_images(n: int, size: int = 32) -> torch.Tensor:
+    """Channel 0 = row, channel 1 = column, channel 2 = 255: crops and mirrors can be read back."""
+    rows = torch.arange(size).view(size, 1).expand(size, size)
+    img = torch.stack([rows, rows.T, torch.full((size, size), 255)]).to(torch.uint8)
+    return img.expand(n, 3, size, size).contiguous()
+
+
+def test_crop_offsets_and_flips_are_per_sample():
+    x = coordinate_images(256)
+    torch.manual_seed(0)
+    out = augment.random_crop_flip(x, padding=4, mode="zero", flip=True)
+    dy = out[:, 0, 16, 16].long() - 16
+    col = out[:, 1, 16, :].long()
+    mirrored = col[:, 15] > col[:, 16]  # the centre is never padding
+    dx = torch.where(mirrored, col[:, 15], col[:, 16]) - 16  # the column that lands at 16 (or at 15 mirrored)
+    assert dy.abs().max() <= 4 and dx.abs().max() <= 4
+    assert len(set(zip(dy.tolist(), dx.tolist(), strict=True))) > 40  # 81 possible offsets, 256 samples
+    assert 0.3 < mirrored.float().mean() < 0.7
+    # zero padding shows as black where the crop leaves the image
+    assert bool(((out[:, 2] == 0).flatten(1).any(1) == ((dy != 0) | (dx != 0))).all())
+    reflect = augment.random_crop_flip(x, padding=4, mode="reflect", flip=False)
+    assert bool((reflect[:, 2] == 255).all())  # reflect padding never adds black
+
+
+def test_train_batches_augmented_eval_batches_not(all_fakes):
+    root, _ = all_fakes
+    dm = datamodule("cifar10", root, "dataset.val_size=20", "dataset.cutout=8")
+    images, _ = next(iter(dm.train_dataloader()))
+    same = images[:1].expand(16, -1, -1, -1).contiguous()
+    out = dm.transform_batch(same, training=True)
+    assert out.dtype == torch.float32 and out.shape == same.shape
+    assert len({o.numpy().tobytes() for o in out}) == 16  # every sample its own crop/flip/cutout
+    plain = augment.normalize(same, dm.cfg.mean, dm.cfg.std)
+    torch.testing.assert_close(dm.transform_batch(same, training=False), plain)
+
+
+def test_evaluation_is_deterministic(all_fakes):
+    root, _ = all_fakes
+    dm = datamodule("cifar10", root, "dataset.val_size=40", "dataset.eval_batch_size=16")
+
+    def one_pass() -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = [(dm.transform_batch(x, training=False), y) for x, y in dm.val_dataloader()]
+        xs, ys = zip(*pairs, strict=True)
+        return torch.cat(xs), torch.cat(ys)
+
+    (x1, y1), (x2, y2) = one_pass(), one_pass()
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert torch.equal(y1, dm.val_split.labels)  # in order, no shuffling
+
+
+@pytest.mark.parametrize("name", ["mnist", "svhn"])
+def test_digits_never_flip(all_fakes, name):
+    root, _ = all_fakes
+    dm = datamodule(name, root, "dataset.val_size=20", "dataset.crop_padding=2")
+    assert dm.cfg.flip is False
+    size = dm.cfg.image_size
+    x = coordinate_images(512, size)[:, : dm.cfg.in_channels]
+    x[:, 0] = torch.arange(size).view(1, size)  # channel 0 = column index
+    std = torch.tensor(dm.cfg.std).view(1, -1, 1, 1)
+    mean = torch.tensor(dm.cfg.mean).view(1, -1, 1, 1)
+    back = ((dm.transform_batch(x, training=True) * std + mean) * 255).round()[:, 0, size // 2]
+    inside = back[:, 2:-2]
+    assert bool((inside[:, 1:] > inside[:, :-1]).all())  # columns always increase: never mirrored
+    message = user_error(lambda: datamodule(name, root, "dataset.flip=true", setup=False))
+    assert "dataset.flip=false" in message
+
+
+# --- errors ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("mnist", "MNIST/raw/train-images-idx3-ubyte"),
+    ("cifar10", "cifar-10-batches-py"),
+    ("cifar100", "cifar-100-python"),
+    ("svhn", "train_32x32.mat"),
+])
+def test_missing_data_names_path_and_override(tmp_path, name, expected):
+    message = user_error(lambda: datamodule(name, tmp_path / "nowhere"))
+    assert str(tmp_path / "nowhere" / expected) in message
+    assert "dataset.download=true" in message and "dataset.root=" in message
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10", "cifar100", "svhn"])
+def test_download_without_network_says_so(tmp_path, monkeypatch, name):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    dm = datamodule(name, tmp_path, "dataset.download=true", setup=False)
+    message = user_error(dm.prepare_data)
+    assert "no network" in message and "dataset.download=false" in message
+
+
+def _truncate(path: Path, keep: int = 100) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+@pytest.mark.parametrize(("damage", "culprit", "why"), [
+    ("truncate_images", "train-images-idx3-ubyte", "bytes, expected"),
+    ("bad_magic", "t10k-labels-idx1-ubyte", "magic number"),
+    ("label_count", "train-labels-idx1-ubyte", "labels for the"),
+    ("bad_gz", "t10k-images-idx3-ubyte.gz", "gzip"),
+])
+def test_mnist_corrupted_file_is_named(tmp_path, damage, culprit, why):
+    fd.write_mnist(tmp_path, n_train=60, n_test=20, gz=damage == "bad_gz")
+    raw = tmp_path / "MNIST" / "raw"
+    if damage == "truncate_images":
+        _truncate(raw / culprit, 5000)
+    elif damage == "bad_magic":
+        data = bytearray((raw / culprit).read_bytes())
+        data[3] = 0x03
+        (raw / culprit).write_bytes(bytes(data))
+    elif damage == "label_count":
+        (raw / culprit).write_bytes(fd.idx_labels(np.zeros(59, dtype=np.uint8)))
+    else:
+        (raw / culprit).write_bytes(gzip.compress((raw / culprit).read_bytes())[:50])
+    message = user_error(lambda: datamodule("mnist", tmp_path, "dataset.val_size=10"))
+    assert str(raw / culprit) in message and why in message
+
+
+@pytest.mark.parametrize(("name", "culprit"), [
+    ("cifar10", "cifar-10-batches-py/data_batch_3"),
+    ("cifar10", "cifar-10-batches-py/batches.meta"),
+    ("cifar100", "cifar-100-python/test"),
+    ("svhn", "test_32x32.mat"),
+])
+def test_md5_mismatch_names_the_file(tmp_path, monkeypatch, name, culprit):
+    WRITERS[name](tmp_path)
+    fd.trust_fake_md5(monkeypatch, tmp_path)  # the fake files pass torchvision's real check ...
+    _truncate(tmp_path / culprit)  # ... until one is truncated
+    message = user_error(lambda: datamodule(name, tmp_path, "dataset.val_size=10"))
+    assert str(tmp_path / culprit) in message and "MD5" in message
+
+
+def test_cifar_missing_one_file_is_named(tmp_path, monkeypatch):
+    fd.write_cifar10(tmp_path)
+    fd.trust_fake_md5(monkeypatch, tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "test_batch").unlink()
+    message = user_error(lambda: datamodule("cifar10", tmp_path, "dataset.val_size=10"))
+    assert str(tmp_path / "cifar-10-batches-py" / "test_batch") in message and "incomplete" in message
+
+
+def test_the_real_md5_check_rejects_fake_files(tmp_path):
+    """Without the test-only patch, torchvision's MD5 check (kept in the product) refuses fake CIFAR."""
+    fd.write_cifar10(tmp_path)
+    message = user_error(lambda: datamodule("cifar10", tmp_path, "dataset.val_size=10"))
+    assert "cifar-10-batches-py/data_batch_1" in message and "MD5" in message
+
+
+# --- DDP: one shard per rank ----------------------------------------------------------------------------
+
+def test_ddp_ranks_get_disjoint_shards(all_fakes, monkeypatch):
+    """Lightning's own sampler injection (DDP, 2 ranks): disjoint shards that cover the training set."""
+    import lightning as L
+    from lightning.pytorch.trainer.states import RunningStage
+    from torch.utils.data import DistributedSampler
+
+    root, _ = all_fakes
+    dm = datamodule("cifar10", root, "dataset.val_size=20", "dataset.batch_size=8")  # 100 training images
+    index_of = {key: i for i, key in enumerate(image_keys(dm.train_split.images))}
+    assert len(index_of) == len(dm.train_split)
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
+    for epoch in (0, 1):
+        shards = []
+        for rank in (0, 1):
+            monkeypatch.setenv("LOCAL_RANK", str(rank))
+            trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False,
+                                enable_checkpointing=False, enable_progress_bar=False)
+            trainer.strategy.set_world_ranks()
+            assert trainer.distributed_sampler_kwargs == {"num_replicas": 2, "rank": rank}
+            loader = trainer._data_connector._prepare_dataloader(dm.train_dataloader(), shuffle=True,
+                                                                 mode=RunningStage.TRAINING)
+            assert isinstance(loader.sampler, DistributedSampler) and loader.sampler.shuffle
+            loader.sampler.set_epoch(epoch)
+            seen = []
+            for images, _labels in loader:  # whole batches through __getitems__
+                assert images.shape[0] <= 8 and images.dtype == torch.uint8
+                seen += [index_of[k] for k in image_keys(images)]
+            shards.append(seen)
+        assert len(shards[0]) == len(shards[1]) == 50
+        assert not set(shards[0]) & set(shards[1])  # no duplicates across ranks
+        assert sorted(shards[0] + shards[1]) == list(range(100))  # full coverage (100 = 2 x 50: no padding)
+        assert shards[0] != sorted(shards[0])  # shuffled
+        if epoch == 0:
+            first_epoch = shards[0]
+        else:
+            assert shards[0] != first_epoch  # reshuffled per epoch
+
+
+# --- GCN + ZCA ------------------------------------------------------------------------------------------
+
+def test_zca_whitens_and_is_symmetric():
+    g = torch.Generator().manual_seed(0)
+    basis = torch.randn(48, 48, generator=g)
+    raw = (torch.randn(4000, 48, generator=g) @ basis * 20 + 128).clamp(0, 255).to(torch.uint8)
+    mean, whiten = preprocess.fit_zca(raw.view(-1, 3, 4, 4))
+    torch.testing.assert_close(whiten, whiten.T)
+    out = (preprocess.gcn(raw) - mean) @ whiten
+    eig = torch.linalg.eigvalsh(torch.cov(out.T.double()))
+    assert eig.max() < 1.0 + 1e-3 and eig[-40:].min() > 0.5  # whitened up to the filter bias
+
+
+def test_gcn_zca_fitted_on_train_only_and_cached(all_fakes, monkeypatch):
+    """On MNIST-shaped data (784 dims): a 3072-dim eigendecomposition takes ~10 s on this CPU."""
+    root, _ = all_fakes
+    dm = datamodule("mnist", root, "dataset.val_size=20", "dataset.preprocess=gcn_zca", "dataset.crop_padding=2")
+    cached = list((root / ".nin_cache").glob("mnist-gcn_zca-*.pt"))
+    assert [p.name for p in cached] == [preprocess.cache_path(dm.cfg, dm.train_split.images).name]
+    _, whiten = preprocess.fit_zca(dm.train_split.images)
+    torch.testing.assert_close(dm.preprocessor.whiten, whiten)  # the training split, nothing else
+
+    # a second run loads the cache (fitting would fail here); another split seed is another fit
+    def no_fit(images):
+        raise AssertionError("refitted despite the cache")
+
+    with monkeypatch.context() as m:
+        m.setattr(preprocess, "fit_zca", no_fit)
+        again = datamodule("mnist", root, "dataset.val_size=20", "dataset.preprocess=gcn_zca")
+    torch.testing.assert_close(again.preprocessor.whiten, whiten)
+    datamodule("mnist", root, "dataset.val_size=20", "dataset.preprocess=gcn_zca", "dataset.split_seed=1")
+    assert len(list((root / ".nin_cache").glob("mnist-gcn_zca-*.pt"))) == 2
+
+    # whitening replaces mean/std; evaluation = whitened images, training = whitened then augmented
+    images, _ = next(iter(dm.val_dataloader()))
+    evaluated = dm.transform_batch(images, training=False)
+    torch.testing.assert_close(evaluated, dm.preprocessor(images))
+    trained = dm.transform_batch(images, training=True)
+    assert trained.shape == images.shape and not torch.equal(trained, evaluated)
+
+
+# --- end to end -----------------------------------------------------------------------------------------
+
+FAST_MODEL = ["model.width=0.25", "model.init=kaiming", "model.final_relu=false", "model.dropout=0.1",
+              "optimizer=adamw", "optimizer.lr=3e-3", "scheduler=onecycle", "trainer=cpu", "logger=none",
+              "trainer.enable_progress_bar=false"]
+
+
+@pytest.mark.slow
+def test_train_py_learns_mnist_format(tmp_path):
+    """`python train.py dataset=mnist dataset.root=DIR` on raw idx files learns the fake digits."""
+    fd.write_mnist(tmp_path / "data", n_train=600, n_test=200)
+    run_dir = tmp_path / "run"
+    env = {**cli_env(tmp_path), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "train.py", "dataset=mnist", f"dataset.root={tmp_path / 'data'}",
+           "dataset.val_size=100", "dataset.batch_size=16", "trainer.max_epochs=4", *FAST_MODEL,
+           f"hydra.run.dir={run_dir}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
+    print(f"MNIST-format run: test/acc={metrics['test/acc']:.3f} after {metrics['epochs']} epochs")
+    assert metrics["test/acc"] >= 0.9, metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "svhn"])
+def test_train_runs_on_each_format(tmp_path, monkeypatch, name):
+    """run.train end to end on the CIFAR/SVHN formats (in-process: the MD5 patch applies)."""
+    from nin_lightning.run import train
+
+    WRITERS[name](tmp_path / "data")
+    fd.trust_fake_md5(monkeypatch, tmp_path / "data")
+    cfg = compose_cfg([f"dataset={name}", f"dataset.root={tmp_path / 'data'}", "dataset.val_size=40",
+                       "dataset.batch_size=32", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
+                       *FAST_MODEL])
+    train(cfg, run_dir=tmp_path / "run")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and "test/acc" in metrics
