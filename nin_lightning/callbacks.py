@@ -18,9 +18,7 @@ from lightning.pytorch.callbacks import (
 )
 
 from nin_lightning.config import CallbacksConfig, PlateauConfig, SchedulerConfig
-
-HISTORY_FILE = "history.csv"
-CHECKPOINT_DIR = "checkpoints"
+from nin_lightning.paths import CHECKPOINT_DIR, HISTORY_FILE
 
 
 class EpochHistory(Callback):
@@ -30,8 +28,9 @@ class EpochHistory(Callback):
         self.path = path
         self._epoch_start = 0.0
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # After a resume, drop rows of epochs that the checkpoint does not contain.
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After a resume, drop rows of epochs that the checkpoint does not contain. (Not on_fit_start:
+        # the loops, and with them trainer.current_epoch, are restored from the checkpoint after it.)
         if trainer.is_global_zero and self.path.exists():
             with self.path.open() as fh:
                 rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) < trainer.current_epoch]

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nin_lightning.callbacks import CHECKPOINT_DIR
 from nin_lightning.errors import UserError
-from nin_lightning.tracking import METRICS_FILE
+from nin_lightning.paths import CHECKPOINT_DIR, LAST_CKPT, METRICS_FILE
 
 
 def last_checkpoint(run_dir: Path) -> Path:
-    return run_dir / CHECKPOINT_DIR / "last.ckpt"
+    return run_dir / CHECKPOINT_DIR / LAST_CKPT
+
+
+def refuse_existing_run(run_dir: Path) -> None:
+    """Stop (one line) when `run_dir` already holds a run: a new run must never overwrite it."""
+    if last_checkpoint(run_dir).exists() or (run_dir / METRICS_FILE).exists():
+        raise UserError(
+            f"{run_dir} already holds a run; pass resume=auto to continue it, or choose another hydra.run.dir"
+        )
 
 
 def resolve_start(run_dir: Path, resume: str, ckpt_path: str | None) -> Path | None:
@@ -23,8 +30,5 @@ def resolve_start(run_dir: Path, resume: str, ckpt_path: str | None) -> Path | N
     last = last_checkpoint(run_dir)
     if resume == "auto":
         return last if last.is_file() else None
-    if last.exists() or (run_dir / METRICS_FILE).exists():
-        raise UserError(
-            f"{run_dir} already holds a run; pass resume=auto to continue it, or choose another hydra.run.dir"
-        )
+    refuse_existing_run(run_dir)
     return None

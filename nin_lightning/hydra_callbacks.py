@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import traceback
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict
 
+from nin_lightning.checkpoints import refuse_existing_run
 from nin_lightning.config import validate
 from nin_lightning.errors import UserError, fail, wants_traceback
 
@@ -20,10 +22,12 @@ def task_config(config: DictConfig) -> DictConfig:
     return task
 
 
-def _validate_or_exit(config: DictConfig) -> None:
+def _validate_or_exit(config: DictConfig, run_dir: Path | None = None) -> None:
     # Hydra turns exceptions in callbacks into warnings, so exit here (SystemExit passes through).
     try:
-        validate(task_config(config))
+        conf = validate(task_config(config))
+        if run_dir is not None and conf.resume != "auto":
+            refuse_existing_run(run_dir)  # before Hydra rewrites its .hydra/ files
     except UserError as exc:
         if wants_traceback():
             traceback.print_exc()
@@ -34,7 +38,7 @@ class ValidateOnStart(Callback):
     """Range-check the config at the start of a run or sweep (swept values are checked per job)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _validate_or_exit(config)
+        _validate_or_exit(config, Path(config.hydra.run.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _validate_or_exit(config)

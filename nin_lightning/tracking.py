@@ -17,9 +17,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from nin_lightning.config import LoggerConfig
-
-WANDB_ID_FILE = "wandb_id.txt"
-METRICS_FILE = "metrics.json"
+from nin_lightning.paths import METRICS_FILE, WANDB_ID_FILE
 
 
 def say(message: str) -> None:

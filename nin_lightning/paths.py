@@ -1,0 +1,7 @@
+"""File names inside a run directory (kept import-light: used before torch is loaded)."""
+
+CHECKPOINT_DIR = "checkpoints"
+LAST_CKPT = "last.ckpt"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+WANDB_ID_FILE = "wandb_id.txt"

@@ -1,0 +1,158 @@
+"""The bad-input catalogue: every case runs the real CLI and must fail fast, in one line, harming nothing.
+
+Each case checks: a non-zero exit; exactly one `error:` line on stderr that names the culprit (and the fix
+or the valid choices where one exists); no traceback; and no file of an earlier run changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, cli_env, error_lines
+
+HANG_LIMIT_S = 120  # a hang detector, not a speed target: these cases take a few seconds
+
+
+@dataclass
+class Case:
+    """One bad input: CLI args, and substrings the error line must contain."""
+
+    id: str
+    args: list[str]
+    expect: list[str]
+    prepare: Callable[[Path, Path], list[str]] | None = None  # (tmp, earlier_run) -> extra args
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _file_as_root(tmp: Path, _: Path) -> list[str]:
+    (tmp / "not_a_dir").write_text("x")
+    return [f"dataset.root={tmp / 'not_a_dir'}"]
+
+
+def _truncated_ckpt(tmp: Path, earlier: Path) -> list[str]:
+    data = (earlier / "checkpoints" / "last.ckpt").read_bytes()
+    (tmp / "truncated.ckpt").write_bytes(data[: len(data) // 3])
+    return [f"ckpt_path={tmp / 'truncated.ckpt'}"]
+
+
+def _garbage_ckpt(tmp: Path, _: Path) -> list[str]:
+    (tmp / "garbage.ckpt").write_bytes(b"this is not a checkpoint" * 10)
+    return [f"ckpt_path={tmp / 'garbage.ckpt'}"]
+
+
+GROUP_CASES = [
+    Case(f"unknown-{group.replace('/', '-')}", [f"{group}=nope"], [f"{group}=nope", choice])
+    for group, choice in [("dataset", "cifar10"), ("model", "nin"), ("optimizer", "sgd"), ("scheduler", "cosine"),
+                          ("trainer", "ddp_cpu"), ("logger", "wandb"), ("callbacks", "default"),
+                          ("experiment", "quickstart"), ("hydra/launcher", "basic")]
+]
+
+CASES = [
+    *GROUP_CASES,
+    Case("misspelt-key", ["model.dropuot=0.3"], ["model.dropuot", "did you mean model.dropout"]),
+    Case("misspelt-top-level", ["sed=1"], ["sed", "unknown config key"]),
+    Case("type-seed", ["seed=abc"], ["seed", "abc"]),
+    Case("type-dropout", ["model.dropout=abc"], ["model.dropout", "abc"]),
+    Case("type-batch-norm", ["model.batch_norm=maybe"], ["model.batch_norm", "maybe"]),
+    Case("range-dropout", ["model.dropout=1.5"], ["model.dropout=1.5", "0 <= dropout < 1"]),
+    Case("range-width-zero", ["model.width=0"], ["model.width=0", "> 0"]),
+    Case("range-width-negative", ["model.width=-2"], ["model.width=-2", "> 0"]),
+    Case("range-lr", ["optimizer.lr=-0.1"], ["optimizer.lr=-0.1", "> 0"]),
+    Case("range-batch-size", ["dataset.batch_size=0"], ["dataset.batch_size=0", ">= 1"]),
+    Case("range-max-epochs", ["trainer.max_epochs=-5"], ["trainer.max_epochs=-5", "-1"]),
+    Case("range-devices", ["trainer.devices=0"], ["trainer.devices=0", ">= 1"]),
+    Case("range-val-size", ["dataset.val_size=5000"], ["dataset.val_size=5000", "1437"]),
+    Case("missing-data-dir", ["dataset=mnist", "dataset.root=/nonexistent/data"],
+         ["/nonexistent/data", "dataset.download=true"]),
+    Case("data-root-is-a-file", ["dataset=cifar10"], ["not_a_dir"], prepare=_file_as_root),
+    Case("unwritable-output-dir", ["hydra.run.dir=/proc/nin-run"], ["/proc/nin-run"]),
+    Case("missing-ckpt", ["ckpt_path=/nonexistent/last.ckpt"], ["ckpt_path=/nonexistent/last.ckpt", "no such file"]),
+    Case("truncated-ckpt", [], ["truncated.ckpt", "ckpt_path"], prepare=_truncated_ckpt),
+    Case("garbage-ckpt", [], ["garbage.ckpt", "ckpt_path"], prepare=_garbage_ckpt),
+    Case("gpu-without-gpu", ["trainer=gpu"], ["trainer=gpu", "trainer=cpu"]),
+    Case("empty-sweep-list", ["-m", "model.dropout=choice()"], ["model.dropout=choice()", "empty"]),
+    Case("bad-resume-value", ["resume=sometimes"], ["resume='sometimes'", "never, auto"]),
+]
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def earlier_run(tmp_path_factory) -> Path:
+    """A real, finished 1-epoch digits run whose files no bad input may touch."""
+    tmp = tmp_path_factory.mktemp("earlier")
+    run_dir = tmp / "outputs" / "runs" / "earlier"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", "trainer.max_epochs=1",
+         "trainer.limit_train_batches=3", "trainer.enable_progress_bar=false", "logger=csv"],
+        cwd=tmp, env=cli_env(tmp), capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run_dir
+
+
+def test_catalogue_has_at_least_20_cases():
+    assert len(CASES) >= 20 and len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, earlier_run: Path, tmp_path: Path):
+    outputs = earlier_run.parents[1]
+    before = _snapshot(earlier_run)
+    extra = case.prepare(tmp_path, earlier_run) if case.prepare else []
+    env = cli_env(tmp_path) | {"NIN_OUTPUT_DIR": str(outputs)} | case.env
+    started = time.perf_counter()
+    quiet = [] if any(a.startswith("logger") for a in case.args) else ["logger=none"]
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *case.args, *extra, *quiet],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG_LIMIT_S)
+    elapsed = time.perf_counter() - started
+    print(f"{case.id}: exit {result.returncode} in {elapsed:.1f}s: {result.stderr.strip()[-300:]}")
+    assert result.returncode != 0
+    lines = [ln for ln in error_lines(result.stderr) if ln.startswith("error:")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    for needle in case.expect:
+        assert needle in lines[0], (needle, lines[0])
+    assert _snapshot(earlier_run) == before
+
+
+def test_full_traceback_only_with_hydra_full_error(earlier_run: Path, tmp_path: Path):
+    env = cli_env(tmp_path) | {"HYDRA_FULL_ERROR": "1"}
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "model.dropuot=0.3"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=HANG_LIMIT_S)
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_wandb_online_without_network_falls_back_to_offline(tmp_path: Path):
+    """logger.mode=online with an unreachable server must not hang: it logs offline and says so."""
+    run_dir = tmp_path / "run"
+    env = cli_env(tmp_path) | {"WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "x" * 40}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "logger.mode=online", f"hydra.run.dir={run_dir}",
+         "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.enable_progress_bar=false"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "unreachable" in result.stdout and list((run_dir / "wandb").glob("offline-run-*"))
+
+
+def test_earlier_run_dir_is_left_alone_without_resume(earlier_run: Path, tmp_path: Path):
+    before = _snapshot(earlier_run)
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={earlier_run}", "logger=none"],
+                            cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True,
+                            timeout=HANG_LIMIT_S)
+    assert result.returncode != 0 and "resume=auto" in result.stderr
+    assert _snapshot(earlier_run) == before
+    shutil.rmtree(tmp_path / "outputs", ignore_errors=True)
