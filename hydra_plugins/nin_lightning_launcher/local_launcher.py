@@ -1,0 +1,125 @@
+"""`hydra/launcher=local`: N jobs at once on one machine, each job in a fresh process of its own.
+
+Why not a stock launcher: joblib/loky keeps a pool of N worker processes and REUSES them across jobs,
+so module state, a live W&B run, an initialised torch.distributed group or a CUDA context of one job
+leaks into the next; submitit's local executor gives each job its own process but starts every job
+of the sweep at once. This is submitit's local launcher with a rolling window of `n_jobs`: a job
+starts when a slot frees, in its own `python -m submitit.core._submit` process, with its log in
+SWEEP_DIR/.submitit/<job id>/. (Hydra only loads launchers from the `hydra_plugins` package.)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher as SubmititLocalLauncher
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextmanager
+def environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the processes started inside the block."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def crashed(overrides: Sequence[str], exc: BaseException) -> JobReturn:
+    """A failed JobReturn for a job whose process died without a result (killed, out of memory...)."""
+    ret = JobReturn(overrides=list(overrides), status=JobStatus.FAILED)
+    ret.return_value = exc
+    return ret
+
+
+class LocalLauncher(Launcher):
+    """At most `n_jobs` jobs at once, each in a fresh process (submitit's local executor)."""
+
+    def __init__(self, n_jobs: int = 2, poll_s: float = 0.5, cpus_per_task: int | None = None,
+                 gpus_per_node: int | None = None, submitit_folder: str = ".submitit/%j", max_num_timeout: int = 0,
+                 **executor_params: Any) -> None:
+        if int(n_jobs) < 1:
+            raise ValueError(f"hydra.launcher.n_jobs={n_jobs}: expected an integer >= 1")
+        self.n_jobs, self.poll_s = int(n_jobs), float(poll_s)
+        self.cpus_per_task, self.gpus_per_node = cpus_per_task, int(gpus_per_node or 0)
+        self.folder, self.max_num_timeout = str(submitit_folder), int(max_num_timeout)
+        # timeout_min, signal_delay_s, tasks_per_node, stderr_to_stdout, setup: submitit.LocalExecutor's own
+        self.executor_params = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v
+                                for k, v in executor_params.items() if v is not None}
+        # What each job process runs: submitit's own Hydra job callable (importable wherever Hydra is).
+        self.job = SubmititLocalLauncher()
+        self.config: DictConfig | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        """Called by Hydra before `launch`."""
+        self.config = config
+        self.job.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def _executor(self) -> Any:
+        import submitit
+
+        executor = submitit.LocalExecutor(folder=self.folder, max_num_timeout=self.max_num_timeout)
+        executor.update_parameters(gpus_per_node=self.gpus_per_node, **self.executor_params)
+        return executor
+
+    def _threads(self) -> dict[str, str]:
+        """torch/OpenMP threads per job: `cpus_per_task`, or this machine's CPUs shared among the slots."""
+        cpus = self.cpus_per_task or max(1, (os.cpu_count() or 1) // self.n_jobs)
+        return dict.fromkeys(THREAD_VARS, str(cpus))
+
+    def _slot_gpus(self, slot: int) -> tuple[int, ...]:
+        """Slot k sees GPUs k*g .. k*g+g-1, so jobs running side by side never share a GPU."""
+        return tuple(range(slot * self.gpus_per_node, (slot + 1) * self.gpus_per_node))
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        """Start jobs as slots free up and wait for all; a job whose process died counts as failed."""
+        assert self.config is not None
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        executor = self._executor()
+        log.info(f"Local launcher: {len(job_overrides)} jobs, {self.n_jobs} at once; logs in {sweep_dir}/.submitit")
+        queue = list(enumerate(job_overrides))
+        jobs: list[Any] = [None] * len(job_overrides)
+        running: dict[int, Any] = {}  # slot -> submitit job
+        with environ(self._threads()):
+            while queue or running:
+                running = {slot: job for slot, job in running.items() if not job.done()}
+                for slot in range(self.n_jobs):
+                    if slot in running or not queue:
+                        continue
+                    idx, overrides = queue.pop(0)
+                    num = initial_job_idx + idx
+                    log.info(f"\t#{num} : {' '.join(filter_overrides(overrides))}")
+                    executor.update_parameters(visible_gpus=self._slot_gpus(slot))
+                    jobs[idx] = running[slot] = executor.submit(
+                        self.job, list(overrides), "hydra.sweep.dir", num, f"job_id_for_{num}", Singleton.get_state()
+                    )
+                time.sleep(self.poll_s)
+        return [self._result(job, overrides) for job, overrides in zip(jobs, job_overrides, strict=True)]
+
+    @staticmethod
+    def _result(job: Any, overrides: Sequence[str]) -> JobReturn:
+        try:
+            return job.results()[0]
+        except Exception as exc:  # the job's process died before it could return a result
+            return crashed(overrides, exc)
