@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import fake_data
 from tests.conftest import ROOT, cli_env, error_lines
 
 HANG_LIMIT_S = 120  # a hang detector, not a speed target: these cases take a few seconds
@@ -49,6 +50,32 @@ def _garbage_ckpt(tmp: Path, _: Path) -> list[str]:
     return [f"ckpt_path={tmp / 'garbage.ckpt'}"]
 
 
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _damaged(write: Callable[[Path], object], damaged: str, dataset: str) -> Callable[[Path, Path], list[str]]:
+    """Write tiny files in torchvision's format under tmp/data, truncate one, and point the run at them."""
+
+    def prepare(tmp: Path, _: Path) -> list[str]:
+        write(tmp / "data")
+        _truncate(tmp / "data" / damaged)
+        return [f"dataset={dataset}", f"dataset.root={tmp / 'data'}"]
+
+    return prepare
+
+
+DATA_CASES = [
+    Case("truncated-mnist", [], ["train-images-idx3-ubyte"],
+         prepare=_damaged(fake_data.write_mnist, "MNIST/raw/train-images-idx3-ubyte", "mnist")),
+    Case("truncated-cifar10", [], ["data_batch_1"],
+         prepare=_damaged(fake_data.write_cifar10, "cifar-10-batches-py/data_batch_1", "cifar10")),
+    Case("truncated-cifar100", [], ["cifar-100-python"],
+         prepare=_damaged(fake_data.write_cifar100, "cifar-100-python/train", "cifar100")),
+    Case("truncated-svhn", [], ["train_32x32.mat"],
+         prepare=_damaged(fake_data.write_svhn, "train_32x32.mat", "svhn")),
+]
+
 GROUP_CASES = [
     Case(f"unknown-{group.replace('/', '-')}", [f"{group}=nope"], [f"{group}=nope", choice])
     for group, choice in [("dataset", "cifar10"), ("model", "nin"), ("optimizer", "sgd"), ("scheduler", "cosine"),
@@ -58,6 +85,7 @@ GROUP_CASES = [
 
 CASES = [
     *GROUP_CASES,
+    *DATA_CASES,
     Case("misspelt-key", ["model.dropuot=0.3"], ["model.dropuot", "did you mean model.dropout"]),
     Case("misspelt-top-level", ["sed=1"], ["sed", "unknown config key"]),
     Case("type-seed", ["seed=abc"], ["seed", "abc"]),

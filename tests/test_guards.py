@@ -1,0 +1,94 @@
+"""Guards: a non-finite loss stops the run cleanly; checkpoint writes are atomic; low disk space warns."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+import torch
+
+from nin_lightning import guards
+from nin_lightning.errors import UserError
+from nin_lightning.guards import AtomicCheckpointIO, warn_if_low_disk
+from tests.conftest import error_lines, read_metrics
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_non_finite_loss_from_the_start_fails_in_one_line_without_checkpoints(run_cli, tmp_path):
+    run_dir = tmp_path / "run"
+    blown = run_cli(f"hydra.run.dir={run_dir}", "logger=none", "trainer.enable_progress_bar=false",
+                    "model.batch_norm=false", "scheduler=constant", "optimizer.lr=1e12", "optimizer.momentum=0")
+    assert blown.returncode != 0
+    lines = [ln for ln in error_lines(blown.stderr) if ln.startswith("error:")]
+    assert len(lines) == 1 and "non-finite training loss" in lines[0], blown.stderr[-2000:]
+    assert "epoch 0, step " in lines[0] and "optimizer.lr" in lines[0]
+    assert not (run_dir / "checkpoints" / "last.ckpt").exists()
+    assert read_metrics(run_dir)["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_divergence_after_a_good_epoch_keeps_the_last_good_checkpoint(compose_cfg, tmp_path, monkeypatch):
+    from nin_lightning.module import NiNClassifier
+    from nin_lightning.run import train
+
+    run_dir = tmp_path / "run"
+    common = ["logger=none", "trainer.enable_progress_bar=false", "trainer.limit_train_batches=3"]
+    train(compose_cfg(*common, "trainer.max_epochs=1"), run_dir=run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    before = _sha(last)
+
+    step = NiNClassifier.training_step
+
+    def diverging(self, batch, batch_idx):  # simulate a blow-up in epoch 2
+        return step(self, batch, batch_idx) * float("inf")
+
+    monkeypatch.setattr(NiNClassifier, "training_step", diverging)
+    with pytest.raises(UserError, match=r"non-finite training loss .* epoch 1, step 3"):
+        train(compose_cfg(*common, "trainer.max_epochs=3", "resume=auto"), run_dir=run_dir)
+    assert _sha(last) == before
+    assert read_metrics(run_dir)["status"] == "failed"
+
+
+def test_atomic_checkpoint_write_replaces_whole_file(tmp_path):
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"w": torch.ones(3)}, target)
+    io.save_checkpoint({"w": torch.zeros(3)}, target)
+    assert torch.equal(torch.load(target)["w"], torch.zeros(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_disk_full_fails_loudly_and_leaves_last_checkpoint_intact(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"w": torch.ones(1000)}, target)
+    before = _sha(target)
+
+    def no_space(obj, fh, *args, **kwargs):
+        fh.write(b"partial bytes")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(guards.torch, "save", no_space)
+    with pytest.raises(UserError) as err:
+        io.save_checkpoint({"w": torch.zeros(1000)}, target)
+    assert "disk full" in str(err.value) and str(target) in str(err.value) and "\n" not in str(err.value)
+    assert _sha(target) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temp file left behind
+
+
+def test_low_disk_space_warns_in_one_line(tmp_path, monkeypatch, capsys):
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(guards.shutil, "disk_usage", lambda _: usage(10e9, 9.8e9, 0.2e9))
+    assert warn_if_low_disk(tmp_path, min_free_gb=1.0) == pytest.approx(0.2)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "only 0.20 GB free" in out[0]
+    monkeypatch.setattr(guards.shutil, "disk_usage", lambda _: usage(10e9, 1e9, 9e9))
+    warn_if_low_disk(tmp_path, min_free_gb=1.0)
+    assert capsys.readouterr().out == ""
