@@ -1,0 +1,84 @@
+"""Read a W&B offline run file (run-*.wandb) without the network: the records the W&B service wrote.
+
+The file is a LevelDB-style log (the format W&B has used since 2020): a 7-byte header, then 32 KiB blocks
+of chunks `crc32 (4) | length (2) | type (1) | payload`, where a record is one FULL chunk or FIRST,
+MIDDLE..., LAST chunks, and each record is a serialised `wandb.proto.wandb_internal_pb2.Record`.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BLOCK = 32 * 1024
+HEADER = 7
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def payloads(data: bytes) -> list[bytes]:
+    """The records' bytes, chunks joined."""
+    out, pending, pos = [], b"", HEADER
+    while pos + HEADER <= len(data):
+        left = BLOCK - pos % BLOCK
+        if left < HEADER:  # block trailer: padding
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + HEADER])
+        if kind == 0 and length == 0:  # zero padding up to the end of the block
+            pos += left
+            continue
+        chunk = data[pos + HEADER:pos + HEADER + length]
+        pos += HEADER + length
+        if kind == FULL:
+            out.append(chunk)
+        elif kind == FIRST:
+            pending = chunk
+        elif kind == MIDDLE:
+            pending += chunk
+        elif kind == LAST:
+            out.append(pending + chunk)
+            pending = b""
+    return out
+
+
+@dataclass
+class OfflineRun:
+    """What a test needs from an offline run: identity, grouping, config and the exit code."""
+
+    run_id: str = ""
+    group: str = ""
+    name: str = ""
+    job_type: str = ""
+    tags: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    exit_code: int | None = None  # None: the run was never finished
+
+
+def read_offline_run(path: Path) -> OfflineRun:
+    """Parse one run-*.wandb file."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a W&B log"
+    run = OfflineRun()
+    for payload in payloads(data):
+        rec = pb.Record()
+        rec.ParseFromString(payload)
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            run.run_id, run.group, run.name = rec.run.run_id, rec.run.run_group, rec.run.display_name
+            run.job_type, run.tags = rec.run.job_type, list(rec.run.tags)
+            run.config.update({u.key: json.loads(u.value_json) for u in rec.run.config.update})
+        elif kind == "config":
+            run.config.update({u.key: json.loads(u.value_json) for u in rec.config.update})
+        elif kind == "exit":
+            run.exit_code = rec.exit.exit_code
+    return run
+
+
+def offline_runs(run_dir: Path) -> list[OfflineRun]:
+    """Every offline run under RUN_DIR/wandb/."""
+    return [read_offline_run(f) for f in sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))]
