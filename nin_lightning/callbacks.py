@@ -31,6 +31,7 @@ class EpochHistory(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # After a resume, drop rows of epochs that the checkpoint does not contain. (Not on_fit_start:
         # the loops, and with them trainer.current_epoch, are restored from the checkpoint after it.)
+        self._epoch_start = time.perf_counter()  # a mid-epoch resume skips on_train_epoch_start
         if trainer.is_global_zero and self.path.exists():
             with self.path.open() as fh:
                 rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) < trainer.current_epoch]

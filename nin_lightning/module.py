@@ -24,9 +24,11 @@ class NiNClassifier(L.LightningModule):
         optimizer: OptimizerConfig,
         scheduler: SchedulerConfig,
         label_smoothing: float = 0.0,
+        run_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.net = net
+        self.run_config = run_config  # resolved model/dataset config, stored in checkpoints (resume.py)
         self.optimizer_cfg = optimizer
         self.scheduler_cfg = scheduler
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
@@ -51,7 +53,8 @@ class NiNClassifier(L.LightningModule):
         logits = self(images)
         loss = self.loss(logits, labels)
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=not on_step)
+        # sync_dist: under DDP the logged loss is the mean over all ranks (accuracies sync in torchmetrics)
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=True)
         acc = self.metrics[f"{stage}_acc"]
         acc(logits, labels)
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
@@ -75,6 +78,11 @@ class NiNClassifier(L.LightningModule):
             return
         self.val_acc_best(self.metrics["val_acc"].compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the run's model/dataset config, so that a resume with a different one is refused."""
+        if self.run_config:
+            checkpoint["nin_config"] = self.run_config
 
     def configure_optimizers(self) -> Any:
         world = self.trainer.world_size if self.optimizer_cfg.scale_lr_with_world_size else 1

@@ -12,14 +12,17 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from nin_lightning.callbacks import build_callbacks
-from nin_lightning.checkpoints import resolve_start
+from nin_lightning.checkpoints import last_checkpoint, resolve_start
 from nin_lightning.config import TrainConfig, to_plain_dict, validate
 from nin_lightning.console import print_config_tree
 from nin_lightning.data import build_datamodule
+from nin_lightning.distributed import LocalRanks, check_devices, cluster_plugins
 from nin_lightning.errors import one_line
 from nin_lightning.guards import AtomicCheckpointIO, FiniteLossGuard, warn_if_low_disk
 from nin_lightning.models import NiN
 from nin_lightning.module import NiNClassifier
+from nin_lightning.preemption import PREEMPTED_EXIT, PreemptionCheckpoint, is_preemption
+from nin_lightning.resume import RNGState, check_resume, requeued_resume, snapshot
 from nin_lightning.tracking import Tracker, say, write_metrics
 
 OBJECTIVE = "val/acc_best"
@@ -38,20 +41,20 @@ def _hydra_job() -> tuple[Path | None, str | None, str | None]:
     return Path(hc.runtime.output_dir), group, name
 
 
-def build_model(conf: TrainConfig) -> NiNClassifier:
+def build_model(conf: TrainConfig, run_config: dict[str, Any] | None = None) -> NiNClassifier:
     m = conf.model
     net = NiN(m.num_classes, m.in_channels, m.preset, m.width, m.dropout, m.batch_norm, m.init, m.init_std,
               m.final_relu)
-    return NiNClassifier(net, m.num_classes, conf.optimizer, conf.scheduler, m.label_smoothing)
+    return NiNClassifier(net, m.num_classes, conf.optimizer, conf.scheduler, m.label_smoothing, run_config)
 
 
 def build_trainer(conf: TrainConfig, run_dir: Path, loggers: list[Any]) -> L.Trainer:
     kwargs = asdict(conf.trainer)
     callbacks = build_callbacks(conf.callbacks, conf.scheduler, run_dir, kwargs["enable_progress_bar"],
                                 bool(loggers))
-    callbacks.append(FiniteLossGuard())
+    callbacks += [FiniteLossGuard(), RNGState(), PreemptionCheckpoint(last_checkpoint(run_dir))]
     return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
-                     plugins=[AtomicCheckpointIO()])
+                     plugins=[AtomicCheckpointIO(), *cluster_plugins(conf)])
 
 
 def load_data_early(datamodule: L.LightningDataModule) -> None:
@@ -65,22 +68,30 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
     """Train, test with the best checkpoint, write metrics.json; return val/acc_best (a sweeper's objective)."""
     started = time.perf_counter()
     conf = validate(cfg)
+    check_devices(conf)  # trainer=gpu without a GPU etc.: one line, before any work
     hydra_dir, group, name = _hydra_job()
     run_dir = Path(run_dir or hydra_dir or "outputs/run")
     run_dir.mkdir(parents=True, exist_ok=True)
-    start_ckpt = resolve_start(run_dir, conf.resume, conf.ckpt_path)
+    start_ckpt = resolve_start(run_dir, requeued_resume(conf.resume), conf.ckpt_path)
     plain = to_plain_dict(cfg)
+    if start_ckpt is not None:  # refuses a changed model/dataset; a finished run is left as it is
+        finished = check_resume(start_ckpt, plain, run_dir, same_run=conf.ckpt_path is None)
+        if finished is not None:
+            return float(finished.get(OBJECTIVE) or 0.0)
     print_config_tree(plain)
     L.seed_everything(conf.seed, workers=True, verbose=False)
 
     warn_if_low_disk(run_dir, conf.callbacks.min_free_disk_gb)
     datamodule = build_datamodule(conf.dataset)
     load_data_early(datamodule)
-    model = build_model(conf)
+    model = build_model(conf, snapshot(plain))
     tracker = Tracker(conf.logger, run_dir, plain, group, name or run_dir.name, conf.tags)
     metrics: dict[str, Any] = {"status": "failed", "seed": conf.seed}
     exit_code = 1
+    ranks = LocalRanks()
+    trainer: L.Trainer | None = None
     try:
+        ranks = LocalRanks.start(conf, run_dir)  # DDP under -m: this job's ranks, in this job's dir
         trainer = build_trainer(conf, run_dir, tracker.loggers)
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(start_ckpt) if start_ckpt else None)
         metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
@@ -94,10 +105,20 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
         exit_code = 0 if metrics["status"] == "completed" else 1
     except BaseException as exc:
         metrics["error"] = one_line(exc)
+        if is_preemption(exc):  # SIGTERM (Slurm requeue/preemption): last.ckpt is saved, exit non-zero
+            metrics["status"], metrics["error"] = "preempted", "stopped by SIGTERM (preemption, requeue or kill)"
+            metrics["epochs"] = trainer.current_epoch if trainer else None
+            raise SystemExit(PREEMPTED_EXIT) from exc
         raise
     finally:
         metrics["wall_time_s"] = round(time.perf_counter() - started, 3)
         path = write_metrics(run_dir, metrics)
+        ranks.close()
+        if metrics["status"] == "preempted" and tracker.run is not None:
+            tracker.run.mark_preempting()
         tracker.finish(exit_code)
         say(f"{metrics['status']}: test/acc={metrics.get('test/acc')} -> {path}")
+        for callback in trainer.callbacks if trainer else []:
+            if isinstance(callback, PreemptionCheckpoint):
+                callback.hand_over()  # submitit's time-out/preemption signal: it requeues the job now
     return float(metrics.get(OBJECTIVE, 0.0))

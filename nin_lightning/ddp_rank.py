@@ -1,0 +1,24 @@
+"""Entry point of DDP ranks 1..N-1 that `distributed.LocalRanks` starts for a multirun job.
+
+`python -m nin_lightning.ddp_rank --config-path CONF --config-name train <job overrides>
+hydra.run.dir=<job dir> hydra.output_subdir=null`: a single run of one job, in that job's dir.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from nin_lightning.config import register_configs
+from nin_lightning.errors import one_line_errors
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path=None, config_name=None)
+def main(cfg: DictConfig) -> float:
+    from nin_lightning.run import train
+
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    one_line_errors(main)

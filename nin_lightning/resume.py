@@ -1,0 +1,133 @@
+"""Exact resume: RNG states in the checkpoint, the run's config checked on resume, finished runs left alone.
+
+A checkpoint from `RUN_DIR/checkpoints/last.ckpt` holds, besides Lightning's weights/optimizer/loop
+state:
+- `callbacks["RNGState"]`: torch (CPU and every CUDA device), numpy and python RNG states, restored on load;
+- `nin_config`: the resolved `model` and `dataset` config and `trainer.max_epochs` of the run that saved it
+  (written by `NiNClassifier.on_save_checkpoint`), compared before resuming.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from nin_lightning.errors import UserError
+from nin_lightning.tracking import METRICS_FILE, say
+
+CONFIG_KEY = "nin_config"
+# These may differ between the original run and its resume: where the data lives, how it is loaded,
+# evaluation-only and speed-only knobs. Everything else in `model` and `dataset` must match.
+MAY_CHANGE = frozenset({"dataset.root", "dataset.download", "dataset.num_workers", "dataset.eval_batch_size",
+                        "dataset.tta", "model.compile", "model.channels_last"})
+
+
+class RNGState(Callback):
+    """Saves the RNG states with every checkpoint and restores them when training resumes from one.
+
+    With them, an epoch after a resume draws the same shuffling order, dropout masks and augmentations
+    as it would have in an uninterrupted run: the DataLoader's RandomSampler seeds itself from the
+    global torch RNG when the epoch's iterator starts, and the on-device augmentation uses it as well.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                                 "python": random.getstate()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        np.random.set_state(state_dict["numpy"])
+        random.setstate(state_dict["python"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            states = state_dict["cuda"][: torch.cuda.device_count()]
+            torch.cuda.set_rng_state_all(states)
+
+
+def snapshot(plain: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint remembers of its run: resolved `model` and `dataset`, and `trainer.max_epochs`."""
+    return {"model": plain.get("model", {}), "dataset": plain.get("dataset", {}),
+            "max_epochs": plain.get("trainer", {}).get("max_epochs")}
+
+
+def _flat(node: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out |= _flat(value, f"{prefix}.{key}")
+        return out
+    return {prefix: node}
+
+
+def changed_keys(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """`key (old -> new)` for every model/dataset key that differs, less those in MAY_CHANGE.
+
+    Keys that only one side has (the code gained or lost a config key in between) are not compared.
+    """
+    old = _flat(saved.get("model", {}), "model") | _flat(saved.get("dataset", {}), "dataset")
+    new = _flat(now.get("model", {}), "model") | _flat(now.get("dataset", {}), "dataset")
+    keys = sorted(k for k in old.keys() & new.keys() if k not in MAY_CHANGE and old[k] != new[k])
+    return [f"{k} ({old[k]!r} -> {new[k]!r})" for k in keys]
+
+
+def _read_metrics(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / METRICS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def check_resume(ckpt: Path, plain: dict[str, Any], run_dir: Path, same_run: bool) -> dict[str, Any] | None:
+    """Before resuming from `ckpt`: raise a one-line UserError if the model or dataset changed.
+
+    Returns the run's metrics.json when `same_run` (resume=auto in the run dir) and that run already
+    finished with the same or a higher trainer.max_epochs: then there is nothing left to do.
+    """
+    try:
+        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise UserError(f"cannot read checkpoint {ckpt} ({type(exc).__name__}); point ckpt_path at another "
+                        "checkpoint or start a new run dir") from exc
+    saved = checkpoint.get(CONFIG_KEY)
+    now = snapshot(plain)
+    if saved is None:
+        say(f"{ckpt} does not record its model/dataset config; resuming without checking it")
+        saved_max = None
+    else:
+        diff = changed_keys(saved, now)
+        if diff:
+            raise UserError(f"cannot resume from {ckpt}: the model/dataset config changed: {', '.join(diff)}; "
+                            "resume with the original values, or start a new run (another hydra.run.dir)")
+        saved_max = saved.get("max_epochs")
+    if not same_run:
+        return None
+    metrics = _read_metrics(run_dir)
+    done_epochs = int(checkpoint.get("epoch", -1)) + 1
+    target = saved_max if saved_max is not None else done_epochs
+    max_epochs = now["max_epochs"]
+    if metrics.get("status") == "completed" and max_epochs is not None and 0 <= max_epochs <= target:
+        say(f"{run_dir} already finished ({metrics.get('epochs')} epochs, status completed; "
+            f"test/acc={metrics.get('test/acc')}): nothing to do. Raise trainer.max_epochs above {target} to "
+            "train it further")
+        return metrics
+    return None
+
+
+def requeued_resume(resume: str, quiet: bool = False) -> str:
+    """A job that Slurm requeued (SLURM_RESTART_COUNT > 0) always continues from its run dir's last.ckpt."""
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    if resume != "auto" and restarts > 0:
+        if not quiet:
+            say(f"Slurm restart #{restarts} of job {os.environ.get('SLURM_JOB_ID')}: resume=auto")
+        return "auto"
+    return resume
+
