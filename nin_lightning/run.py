@@ -114,9 +114,14 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
         metrics["wall_time_s"] = round(time.perf_counter() - started, 3)
         path = write_metrics(run_dir, metrics)
         ranks.close()
-        if metrics["status"] == "preempted" and tracker.run is not None:
-            tracker.run.mark_preempting()
-        tracker.finish(exit_code)
+        try:
+            if metrics["status"] == "preempted" and tracker.run is not None:
+                tracker.run.mark_preempting()
+            tracker.finish(exit_code)
+        except Exception as exc:  # on SIGTERM, Slurm stops W&B's service process too
+            if metrics["status"] != "preempted":
+                raise
+            say(f"W&B run not closed cleanly after the signal ({one_line(exc)}); it resumes with the job")
         say(f"{metrics['status']}: test/acc={metrics.get('test/acc')} -> {path}")
         for callback in trainer.callbacks if trainer else []:
             if isinstance(callback, PreemptionCheckpoint):
