@@ -369,8 +369,11 @@ def test_ddp_ranks_get_disjoint_shards(all_fakes, monkeypatch):
     """Lightning's own sampler injection (DDP, 2 ranks): disjoint shards that cover the training set."""
     import lightning as L
     from lightning.pytorch.trainer.states import RunningStage
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
     from torch.utils.data import DistributedSampler
 
+    # set_world_ranks() below sets the process-wide rank_zero_only.rank; restore it afterwards
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
     root, _ = all_fakes
     dm = datamodule("cifar10", root, "dataset.val_size=20", "dataset.batch_size=8")  # 100 training images
     index_of = {key: i for i, key in enumerate(image_keys(dm.train_split.images))}
