@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import (
 )
 
 from nin_lightning.config import CallbacksConfig, PlateauConfig, SchedulerConfig
-from nin_lightning.paths import CHECKPOINT_DIR, HISTORY_FILE
+from nin_lightning.paths import CHECKPOINT_DIR, HISTORY_FILE, LAST_CKPT
 
 
 class EpochHistory(Callback):
@@ -92,11 +92,15 @@ def build_callbacks(cfg: CallbacksConfig, scheduler: SchedulerConfig, run_dir: P
             monitor=cfg.monitor,
             mode=cfg.mode,
             save_top_k=1,
-            save_last=cfg.save_last,
             auto_insert_metric_name=False,
             enable_version_counter=False,
         )
     ]
+    if cfg.save_last:
+        # last.ckpt after EVERY epoch, for resume=auto. Not ModelCheckpoint(save_last=True): Lightning 2.6
+        # writes that one only in epochs where the monitored metric improved (i.e. a copy of best.ckpt).
+        callbacks.append(ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename=Path(LAST_CKPT).stem,
+                                         monitor=None, save_top_k=1, enable_version_counter=False))
     if cfg.lr_monitor and has_logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     if progress_bar:
