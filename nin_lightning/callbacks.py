@@ -111,4 +111,8 @@ def build_callbacks(cfg: CallbacksConfig, scheduler: SchedulerConfig, run_dir: P
         callbacks.append(EarlyStopping(monitor=cfg.monitor, mode=cfg.mode, patience=cfg.early_stopping_patience))
     if isinstance(scheduler, PlateauConfig) and scheduler.stop_below_ratio:
         callbacks.append(StopWhenLRBelow(scheduler.stop_below_ratio))
+    if cfg.test_curve:
+        from nin_lightning.curves import EpochTestCurve
+
+        callbacks.append(EpochTestCurve(run_dir))
     return callbacks

@@ -24,6 +24,11 @@ def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     _check(value in choices, key, value, "one of " + ", ".join(choices))
 
 
+def _auto_or_bool(key: str, value: Any) -> None:
+    """Speed switches (nin_lightning/speed.py): `auto` picks per device; true/false force it."""
+    _check(value == "auto" or isinstance(value, bool), key, value, "auto, true or false")
+
+
 @dataclass
 class DatasetConfig:
     """Which data, where it lives, how it is split, batched and augmented."""
@@ -48,6 +53,7 @@ class DatasetConfig:
     flip: bool = False
     cutout: int = 0
     preprocess: str = "none"
+    tta: Any = "auto"
 
     def __post_init__(self) -> None:
         _choice("dataset.name", self.name, ("digits", "mnist", "cifar10", "cifar100", "svhn"))
@@ -60,6 +66,10 @@ class DatasetConfig:
         _choice("dataset.padding_mode", self.padding_mode, ("zero", "reflect"))
         _choice("dataset.preprocess", self.preprocess, ("none", "gcn_zca"))
         _choice("dataset.split", self.split, ("train", "train+extra"))
+        _auto_or_bool("dataset.tta", self.tta)
+        if self.tta is True and self.name in ("digits", "mnist", "svhn"):
+            raise UserError(f"dataset.tta=true: {self.name} holds digits, which a mirror image turns into other "
+                            "digits or none; pass dataset.tta=false (or auto)")
         _check(len(self.mean) == len(self.std) == self.in_channels, "dataset.mean/std", self.mean,
                f"{self.in_channels} values each")
 
@@ -78,6 +88,8 @@ class ModelConfig:
     init_std: float = 0.05
     final_relu: bool = True
     label_smoothing: float = 0.0
+    channels_last: Any = "auto"
+    compile: Any = "auto"
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.label_smoothing < 1.0, "model.label_smoothing", self.label_smoothing, "0 <= x < 1")
@@ -86,6 +98,8 @@ class ModelConfig:
         _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "0 <= dropout < 1")
         _choice("model.init", self.init, ("normal", "kaiming"))
         _check(self.init_std > 0, "model.init_std", self.init_std, "a number > 0")
+        _auto_or_bool("model.channels_last", self.channels_last)
+        _auto_or_bool("model.compile", self.compile)
 
 
 @dataclass
@@ -97,10 +111,12 @@ class OptimizerConfig:
     weight_decay: float = 1e-4
     exempt_bias_norm: bool = False
     scale_lr_with_world_size: bool = False
+    implementation: str = "auto"
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "optimizer.lr", self.lr, "a number > 0")
         _check(self.weight_decay >= 0, "optimizer.weight_decay", self.weight_decay, "a number >= 0")
+        _choice("optimizer.implementation", self.implementation, ("auto", "fused", "foreach", "for_loop"))
 
 
 @dataclass
@@ -143,6 +159,22 @@ class MultiStepConfig(SchedulerConfig):
 
 
 @dataclass
+class PiecewiseConfig(SchedulerConfig):
+    """Piecewise-constant LR: optimizer.lr x scales[i] from epoch milestones[i-1] on (scales[0] before)."""
+
+    name: str = "piecewise"
+    milestones: list[int] = field(default_factory=lambda: [81, 141])
+    scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.1])
+
+    def __post_init__(self) -> None:
+        _check(len(self.scales) == len(self.milestones) + 1, "scheduler.scales", self.scales,
+               f"{len(self.milestones) + 1} values (one more than scheduler.milestones)")
+        _check(list(self.milestones) == sorted(set(self.milestones)) and all(m > 0 for m in self.milestones),
+               "scheduler.milestones", self.milestones, "increasing epochs > 0")
+        _check(all(s > 0 for s in self.scales), "scheduler.scales", self.scales, "numbers > 0")
+
+
+@dataclass
 class CosineConfig(SchedulerConfig):
     name: str = "cosine"
     warmup_epochs: float = 0.0
@@ -174,10 +206,13 @@ class PlateauConfig(SchedulerConfig):
     threshold: float = 1e-3
     min_lr: float = 0.0
     stop_below_ratio: float | None = None
+    max_reductions: int | None = None
 
     def __post_init__(self) -> None:
         _check(0 < self.factor < 1, "scheduler.factor", self.factor, "0 < factor < 1")
         _check(self.patience >= 0, "scheduler.patience", self.patience, "an integer >= 0")
+        _check(self.max_reductions is None or self.max_reductions >= 0, "scheduler.max_reductions",
+               self.max_reductions, "an integer >= 0, or null")
         _choice("scheduler.monitor", self.monitor, ("val/acc", "train/acc", "val/loss"))
 
 
@@ -197,7 +232,7 @@ class TrainerConfig:
     max_epochs: int = 30
     precision: str = "32-true"
     deterministic: bool = False
-    benchmark: bool | None = None
+    benchmark: Any = "auto"
     sync_batchnorm: bool = False
     gradient_clip_val: float | None = None
     log_every_n_steps: int = 10
@@ -214,6 +249,8 @@ class TrainerConfig:
         devices_ok = self.devices in ("auto", -1) or (isinstance(self.devices, int) and self.devices >= 1)
         _check(devices_ok, "trainer.devices", self.devices, "an integer >= 1, -1 or auto")
         _check(self.num_nodes >= 1, "trainer.num_nodes", self.num_nodes, "an integer >= 1")
+        _check(self.benchmark in ("auto", None) or isinstance(self.benchmark, bool), "trainer.benchmark",
+               self.benchmark, "auto, true, false or null")
 
 
 @dataclass
@@ -245,6 +282,7 @@ class CallbacksConfig:
     history: bool = True
     early_stopping_patience: int | None = None
     min_free_disk_gb: float = 1.0
+    test_curve: bool = False
 
     def __post_init__(self) -> None:
         _choice("callbacks.mode", self.mode, ("max", "min"))
@@ -282,7 +320,7 @@ def register_configs() -> None:
     cs.store(group="optimizer", name="sgd_schema", node=SGDConfig)
     cs.store(group="optimizer", name="adamw_schema", node=AdamWConfig)
     for name, node in (("multistep", MultiStepConfig), ("cosine", CosineConfig), ("onecycle", OneCycleConfig),
-                       ("plateau", PlateauConfig), ("constant", ConstantConfig)):
+                       ("plateau", PlateauConfig), ("constant", ConstantConfig), ("piecewise", PiecewiseConfig)):
         cs.store(group="scheduler", name=f"{name}_schema", node=node)
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
@@ -316,7 +354,8 @@ def _keys(schema: type, prefix: str = "") -> list[str]:
 
 def known_keys() -> list[str]:
     """Every dotted key any schema defines (for 'did you mean' hints)."""
-    subclasses = (SGDConfig, AdamWConfig, MultiStepConfig, CosineConfig, OneCycleConfig, PlateauConfig)
+    subclasses = (SGDConfig, AdamWConfig, MultiStepConfig, CosineConfig, OneCycleConfig, PlateauConfig,
+                  PiecewiseConfig)
     keys = _keys(TrainConfig)
     group_of = {SGDConfig: "optimizer", AdamWConfig: "optimizer"}
     for cls in subclasses:

@@ -7,7 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics import MaxMetric
+from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from nin_lightning.config import OptimizerConfig, SchedulerConfig
@@ -25,9 +25,13 @@ class NiNClassifier(L.LightningModule):
         scheduler: SchedulerConfig,
         label_smoothing: float = 0.0,
         run_config: dict[str, Any] | None = None,
+        tta: bool = False,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.net = net
+        self.tta = tta  # evaluation averages the logits of each image and its mirror (dataset.tta)
+        self.channels_last = channels_last  # inputs in NHWC, like the weights (model.channels_last)
         self.run_config = run_config  # resolved model/dataset config, stored in checkpoints (resume.py)
         self.optimizer_cfg = optimizer
         self.scheduler_cfg = scheduler
@@ -35,22 +39,33 @@ class NiNClassifier(L.LightningModule):
         self.top5 = num_classes > 10
         self.metrics = nn.ModuleDict(
             {
-                f"{stage}_acc": MulticlassAccuracy(num_classes, top_k=1, average="micro")
+                # validate_args=False: the inputs are our own logits and labels, and the checks sync the GPU
+                f"{stage}_acc": MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False)
                 for stage in ("train", "val", "test")
             }
         )
         if self.top5:
             for stage in ("val", "test"):
-                self.metrics[f"{stage}_acc5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+                self.metrics[f"{stage}_acc5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro",
+                                                                   validate_args=False)
+        self.train_loss = MeanMetric(nan_strategy="disable")  # FiniteLossGuard stops on a NaN loss
+        self._train_metrics_logged = False
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # survives a resume
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
+
+    def evaluate(self, x: torch.Tensor) -> torch.Tensor:
+        """Evaluation logits: with TTA, the mean over the image and its horizontal mirror."""
+        logits = self(x)
+        return 0.5 * (logits + self(x.flip(-1))) if self.tta else logits
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, labels = batch
-        logits = self(images)
+        logits = self(images) if stage == "train" else self.evaluate(images)
         loss = self.loss(logits, labels)
         on_step = stage == "train"
         # sync_dist: under DDP the logged loss is the mean over all ranks (accuracies sync in torchmetrics)
@@ -65,7 +80,29 @@ class NiNClassifier(L.LightningModule):
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+        """Loss; train/acc and train/loss_epoch accumulate on the device, train/loss_step at logging steps.
+
+        Each `self.log` call costs Lightning 1-3 ms of Python (it moves and copies its result records),
+        which on a small model is several % of a step (benchmarks/overhead.py). So the epoch metrics are
+        torchmetrics objects handed to Lightning once per epoch (it computes, syncs and resets them at the
+        epoch's end), and the step loss is logged only when the logger records it (log_every_n_steps).
+        """
+        images, labels = batch
+        logits = self(images)
+        loss = self.loss(logits, labels)
+        self.metrics["train_acc"].update(logits.detach(), labels)
+        self.train_loss.update(loss.detach())
+        if not self._train_metrics_logged:
+            self.log("train/acc", self.metrics["train_acc"], on_step=False, on_epoch=True, prog_bar=True)
+            self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
+            self._train_metrics_logged = True
+        if self.trainer._logger_connector.should_update_logs:  # what LearningRateMonitor checks, too
+            # sync_dist: under DDP the logged loss is the mean over all ranks
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._train_metrics_logged = False
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val")
@@ -83,6 +120,11 @@ class NiNClassifier(L.LightningModule):
         """Record the run's model/dataset config, so that a resume with a different one is refused."""
         if self.run_config:
             checkpoint["nin_config"] = self.run_config
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        super().lr_scheduler_step(scheduler, metric)
+        if getattr(scheduler, "exhausted", False):  # optim.LimitedPlateau: no LR cut left, training is over
+            self.trainer.should_stop = True
 
     def configure_optimizers(self) -> Any:
         world = self.trainer.world_size if self.optimizer_cfg.scale_lr_with_world_size else 1

@@ -15,10 +15,12 @@ from nin_lightning.config import (
     MultiStepConfig,
     OneCycleConfig,
     OptimizerConfig,
+    PiecewiseConfig,
     PlateauConfig,
     SchedulerConfig,
     SGDConfig,
 )
+from nin_lightning.speed import optimizer_kwargs
 
 _NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
 
@@ -38,12 +40,13 @@ def param_groups(model: nn.Module, weight_decay: float, exempt_bias_norm: bool) 
 
 
 def build_optimizer(model: nn.Module, cfg: OptimizerConfig, lr: float) -> torch.optim.Optimizer:
-    """SGD (momentum, nesterov) or AdamW at learning rate `lr`."""
+    """SGD (momentum, nesterov) or AdamW at learning rate `lr`, fused/foreach as `cfg.implementation` says."""
     groups = param_groups(model, cfg.weight_decay, cfg.exempt_bias_norm)
+    impl = optimizer_kwargs(cfg.implementation)
     if isinstance(cfg, SGDConfig):
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **impl)
     if isinstance(cfg, AdamWConfig):
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps)
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps, **impl)
     raise ValueError(f"unknown optimizer config {type(cfg).__name__}")
 
 
@@ -55,6 +58,9 @@ def build_scheduler(
         return None
     if isinstance(cfg, MultiStepConfig):
         sched = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma)
+        return {"scheduler": sched, "interval": "epoch"}
+    if isinstance(cfg, PiecewiseConfig):
+        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _Piecewise(list(cfg.milestones), list(cfg.scales)))
         return {"scheduler": sched, "interval": "epoch"}
     if isinstance(cfg, CosineConfig):
         steps_per_epoch = max(1, total_steps // max(1, max_epochs))
@@ -73,12 +79,41 @@ def build_scheduler(
         return {"scheduler": sched, "interval": "step"}
     if isinstance(cfg, PlateauConfig):
         mode = "min" if cfg.monitor.endswith("loss") else "max"
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        sched = LimitedPlateau(
             optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience, threshold=cfg.threshold,
-            min_lr=cfg.min_lr,
+            min_lr=cfg.min_lr, max_reductions=cfg.max_reductions,
         )
         return {"scheduler": sched, "interval": "epoch", "monitor": cfg.monitor, "strict": True}
     raise ValueError(f"unknown scheduler config {type(cfg).__name__}")
+
+
+class LimitedPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
+    """ReduceLROnPlateau that cuts at most `max_reductions` times: the plateau after the last cut sets
+    `exhausted` instead of cutting again, and the LightningModule then ends training (the paper's rule:
+    divide by 10 on a training-accuracy plateau, twice, then stop at the next plateau)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, max_reductions: int | None = None, **kwargs: Any) -> None:
+        super().__init__(optimizer, **kwargs)
+        self.max_reductions = max_reductions
+        self.reductions = 0
+        self.exhausted = False
+
+    def _reduce_lr(self, epoch: Any) -> None:
+        if self.max_reductions is not None and self.reductions >= self.max_reductions:
+            self.exhausted = True
+            return
+        self.reductions += 1
+        super()._reduce_lr(epoch)
+
+
+class _Piecewise:
+    """LR multiplier: scales[i] for epochs in [milestones[i-1], milestones[i]) (picklable, for LambdaLR)."""
+
+    def __init__(self, milestones: list[int], scales: list[float]) -> None:
+        self.milestones, self.scales = milestones, scales
+
+    def __call__(self, epoch: int) -> float:
+        return self.scales[sum(epoch >= m for m in self.milestones)]
 
 
 class _WarmupCosine:

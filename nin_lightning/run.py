@@ -11,6 +11,7 @@ import lightning as L
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
+from nin_lightning import speed
 from nin_lightning.callbacks import build_callbacks
 from nin_lightning.checkpoints import last_checkpoint, resolve_start
 from nin_lightning.config import TrainConfig, to_plain_dict, validate
@@ -45,13 +46,18 @@ def build_model(conf: TrainConfig, run_config: dict[str, Any] | None = None) -> 
     m = conf.model
     net = NiN(m.num_classes, m.in_channels, m.preset, m.width, m.dropout, m.batch_norm, m.init, m.init_std,
               m.final_relu)
-    return NiNClassifier(net, m.num_classes, conf.optimizer, conf.scheduler, m.label_smoothing, run_config)
+    # speed switches (speed.configure has turned each `auto` into true/false; unresolved means off)
+    net = speed.prepare_model(net, channels_last=m.channels_last is True, compile=m.compile is True)
+    return NiNClassifier(net, m.num_classes, conf.optimizer, conf.scheduler, m.label_smoothing, run_config,
+                         tta=conf.dataset.tta is True, channels_last=m.channels_last is True)
 
 
-def build_trainer(conf: TrainConfig, run_dir: Path, loggers: list[Any]) -> L.Trainer:
-    kwargs = asdict(conf.trainer)
+def build_trainer(conf: TrainConfig, run_dir: Path, loggers: list[Any], extra_callbacks: list[Any] | None = None
+                  ) -> L.Trainer:
+    kwargs = asdict(speed.apply(conf, speed.resolve(conf)).trainer)  # no `auto` left (idempotent after configure)
     callbacks = build_callbacks(conf.callbacks, conf.scheduler, run_dir, kwargs["enable_progress_bar"],
                                 bool(loggers))
+    callbacks += extra_callbacks or []
     callbacks += [FiniteLossGuard(), RNGState(), PreemptionCheckpoint(last_checkpoint(run_dir))]
     return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
                      plugins=[AtomicCheckpointIO(), *cluster_plugins(conf)])
@@ -64,8 +70,10 @@ def load_data_early(datamodule: L.LightningDataModule) -> None:
     datamodule.setup("fit")
 
 
-def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
-    """Train, test with the best checkpoint, write metrics.json; return val/acc_best (a sweeper's objective)."""
+def train(cfg: DictConfig, run_dir: Path | None = None, callbacks: list[Any] | None = None) -> float:
+    """Train, test with the best checkpoint, write metrics.json; return val/acc_best (a sweeper's objective).
+
+    `callbacks`: extra Lightning callbacks (benchmarks and tests use it to observe a run)."""
     started = time.perf_counter()
     conf = validate(cfg)
     check_devices(conf)  # trainer=gpu without a GPU etc.: one line, before any work
@@ -79,6 +87,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
         if finished is not None:
             return float(finished.get(OBJECTIVE) or 0.0)
     print_config_tree(plain)
+    speed.configure(conf)  # precision, channels_last, compile, cudnn, fused optimizer, TTA: `auto` -> per device
     L.seed_everything(conf.seed, workers=True, verbose=False)
 
     warn_if_low_disk(run_dir, conf.callbacks.min_free_disk_gb)
@@ -92,7 +101,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> float:
     trainer: L.Trainer | None = None
     try:
         ranks = LocalRanks.start(conf, run_dir)  # DDP under -m: this job's ranks, in this job's dir
-        trainer = build_trainer(conf, run_dir, tracker.loggers)
+        trainer = build_trainer(conf, run_dir, tracker.loggers, callbacks)
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(start_ckpt) if start_ckpt else None)
         metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
         metrics["epochs"] = trainer.current_epoch
