@@ -81,20 +81,27 @@ def build_scheduler(
         mode = "min" if cfg.monitor.endswith("loss") else "max"
         sched = LimitedPlateau(
             optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience, threshold=cfg.threshold,
-            min_lr=cfg.min_lr, max_reductions=cfg.max_reductions,
+            min_lr=cfg.min_lr, max_reductions=cfg.max_reductions, stop_below_ratio=cfg.stop_below_ratio,
         )
         return {"scheduler": sched, "interval": "epoch", "monitor": cfg.monitor, "strict": True}
     raise ValueError(f"unknown scheduler config {type(cfg).__name__}")
 
 
 class LimitedPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
-    """ReduceLROnPlateau that cuts at most `max_reductions` times: the plateau after the last cut sets
-    `exhausted` instead of cutting again, and the LightningModule then ends training (the paper's rule:
-    divide by 10 on a training-accuracy plateau, twice, then stop at the next plateau)."""
+    """ReduceLROnPlateau that can end training; the LightningModule stops as soon as `exhausted` is set.
 
-    def __init__(self, optimizer: torch.optim.Optimizer, max_reductions: int | None = None, **kwargs: Any) -> None:
+    - `max_reductions`: the plateau after that many cuts sets `exhausted` instead of cutting again (the
+      paper: divide by 10 on a training-accuracy plateau, twice, then stop at the next plateau);
+    - `stop_below_ratio`: a cut that takes the LR below ratio x its start sets `exhausted` (the 100-line
+      MNIST script: stop once the LR < 1 % of its start), right after that epoch.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, max_reductions: int | None = None,
+                 stop_below_ratio: float | None = None, **kwargs: Any) -> None:
         super().__init__(optimizer, **kwargs)
         self.max_reductions = max_reductions
+        self.stop_below_ratio = stop_below_ratio
+        self.start_lr = float(optimizer.param_groups[0]["lr"])
         self.reductions = 0
         self.exhausted = False
 
@@ -104,6 +111,8 @@ class LimitedPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
             return
         self.reductions += 1
         super()._reduce_lr(epoch)
+        if self.stop_below_ratio and self.optimizer.param_groups[0]["lr"] < self.stop_below_ratio * self.start_lr:
+            self.exhausted = True
 
 
 class _Piecewise:

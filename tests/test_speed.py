@@ -254,3 +254,16 @@ def test_plateau_max_reductions_ends_a_real_run(compose_cfg, tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     # epoch 0 sets the best, epoch 1 is a plateau (cut 1), epoch 2 is a plateau with no cut left: stop
     assert metrics["status"] == "completed" and metrics["epochs"] == 3
+
+
+def test_limited_plateau_stops_once_lr_is_below_the_ratio():
+    """The 100-line script's rule: lr 0.01 -> 1e-3 -> 1e-4 (not < 1e-4 in floating point) -> 1e-5: stop."""
+    opt = build_optimizer(nn.Linear(2, 2), SGDConfig(), lr=0.01)
+    plateau = build_scheduler(opt, PlateauConfig(monitor="train/acc", patience=0, stop_below_ratio=0.01), 9, 9)
+    plateau = plateau["scheduler"]
+    epochs = 0
+    while not plateau.exhausted and epochs < 10:
+        plateau.step(0.5)
+        epochs += 1
+    assert plateau.exhausted and plateau.reductions == 3 and epochs == 4
+    assert opt.param_groups[0]["lr"] < 1e-4
