@@ -1,0 +1,368 @@
+"""Scale and faults (issue 5): DDP from the CLI and under -m, exact auto-resume, resume errors, preemption.
+
+The training tests are `slow`: DDP runs 2 gloo processes on CPU; the Slurm test submits a real job to
+the single-node Slurm that .ci/slurm-setup.sh starts and requeues it while it runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from nin_lightning.config import validate
+from nin_lightning.errors import UserError
+from tests.conftest import ROOT, cli_env, error_lines, read_metrics
+from tests.wandb_records import offline_runs
+
+QUIET = ["trainer.enable_progress_bar=false"]
+EXACT = ["logger=none", "trainer.deterministic=true", "scheduler=multistep", "scheduler.milestones=[1]", *QUIET]
+CPU_ONLY = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+
+
+def train_cmd(*args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "train.py"), *args]
+
+
+def history_epochs(run_dir: Path) -> list[int]:
+    with (run_dir / "history.csv").open() as fh:
+        return [int(row["epoch"]) for row in csv.DictReader(fh)]
+
+
+def load_ckpt(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def run_config(run_dir: Path):
+    """The typed config of a finished run, recomposed from its .hydra/overrides.yaml."""
+    from hydra import compose, initialize_config_dir
+
+    overrides = [str(o) for o in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def single_process_test_acc(run_dir: Path) -> tuple[float, int]:
+    """Test accuracy of RUN_DIR/checkpoints/best.ckpt on the whole test set, in this one process."""
+    import lightning as L
+
+    from nin_lightning.data import build_datamodule
+    from nin_lightning.run import build_model
+
+    conf = validate(run_config(run_dir))
+    try:  # resolve the `auto` speed switches the way the run did (module added by the speed work)
+        from nin_lightning import speed
+
+        speed.configure(conf)
+    except ImportError:
+        pass
+    model = build_model(conf)
+    datamodule = build_datamodule(conf.dataset)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False)
+    results = trainer.test(model, datamodule=datamodule, ckpt_path=str(run_dir / "checkpoints" / "best.ckpt"),
+                           verbose=False)
+    return results[0]["test/acc"], len(datamodule.test_split)
+
+
+# ----------------------------------------------------------------------------------------------- fast
+@CPU_ONLY
+@pytest.mark.parametrize(("trainer", "fix"), [("gpu", "trainer=cpu"), ("ddp", "trainer=ddp_cpu")])
+def test_gpu_trainers_fail_fast_without_a_gpu(run_cli, tmp_path, trainer, fix):
+    result = run_cli(f"trainer={trainer}", "logger=none", f"hydra.run.dir={tmp_path / 'run'}", timeout=120)
+    assert result.returncode != 0
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert f"trainer={trainer}" in lines[0] and fix in lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_sync_batchnorm_on_cpu_is_refused(compose_cfg):
+    from nin_lightning.distributed import check_devices
+
+    with pytest.raises(UserError, match="sync_batchnorm=false"):
+        check_devices(validate(compose_cfg("trainer=ddp_cpu", "trainer.sync_batchnorm=true")))
+
+
+@pytest.mark.parametrize("scale", [False, True])
+def test_lr_scales_linearly_with_world_size(compose_cfg, scale):
+    from nin_lightning.run import build_model
+
+    conf = validate(compose_cfg("trainer=ddp_cpu", "scheduler=constant", "optimizer.lr=0.05",
+                                f"optimizer.scale_lr_with_world_size={str(scale).lower()}"))
+    model = build_model(conf)
+    model._trainer = SimpleNamespace(world_size=4, max_epochs=2, estimated_stepping_batches=20)
+    out = model.configure_optimizers()
+    optimizer = out["optimizer"] if isinstance(out, dict) else out
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * (4 if scale else 1))
+
+
+def test_slurm_tasks_decide_the_cluster_environment(compose_cfg, monkeypatch):
+    from lightning.pytorch.plugins.environments import LightningEnvironment, SLURMEnvironment
+
+    from nin_lightning.distributed import cluster_plugins
+
+    for key in [k for k in os.environ if k.startswith(("SLURM_", "RANK", "GROUP_RANK", "LOCAL_"))]:
+        monkeypatch.delenv(key)
+    ddp = validate(compose_cfg("trainer=ddp_cpu"))
+    assert cluster_plugins(ddp) == []  # not on Slurm: Lightning's default
+    monkeypatch.setenv("SLURM_JOB_NAME", "train")
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "2")
+    [env] = cluster_plugins(ddp)  # one task per device: Slurm made the ranks; never Lightning's requeue
+    assert isinstance(env, SLURMEnvironment) and env.auto_requeue is False
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "1")
+    [env] = cluster_plugins(ddp)  # one task for 2 devices: Lightning starts the local ranks itself
+    assert type(env) is LightningEnvironment
+    monkeypatch.setenv("SLURM_NTASKS", "3")
+    with pytest.raises(UserError, match="--ntasks-per-node=2"):
+        cluster_plugins(ddp)
+
+
+def test_changed_keys_names_what_changed():
+    from nin_lightning.resume import changed_keys
+
+    saved = {"model": {"dropout": 0.5, "width": 1.0}, "dataset": {"batch_size": 64, "root": "data", "gone": 1}}
+    now = {"model": {"dropout": 0.3, "width": 1.0, "new": 2}, "dataset": {"batch_size": 64, "root": "/scratch"}}
+    assert changed_keys(saved, now) == ["model.dropout (0.5 -> 0.3)"]  # root may move; new/removed keys skipped
+
+
+def test_rng_state_roundtrip():
+    import random
+
+    import numpy as np
+
+    from nin_lightning.resume import RNGState
+
+    state = RNGState().state_dict()
+    first = (torch.rand(3), np.random.rand(), random.random())
+    RNGState().load_state_dict(state)
+    again = (torch.rand(3), np.random.rand(), random.random())
+    assert torch.equal(first[0], again[0]) and first[1:] == again[1:]
+
+
+# ----------------------------------------------------------------------------------------------- DDP
+@pytest.mark.slow
+def test_ddp_from_the_cli_one_dir_one_wandb_run_full_test_set(run_cli, tmp_path):
+    """`trainer=ddp_cpu trainer.devices=2`: Lightning re-executes the command for rank 1 in rank 0's dir."""
+    result = run_cli("trainer=ddp_cpu", "trainer.devices=2", "trainer.max_epochs=1", "scheduler=constant",
+                     "optimizer.scale_lr_with_world_size=true", *QUIET, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((tmp_path / "outputs" / "runs").iterdir())
+    assert len(runs) == 1, runs  # exactly one output dir
+    run_dir = runs[0]
+    assert not (tmp_path / "outputs" / "sweeps").exists() and not (tmp_path / "multirun").exists()
+    assert [p.name for p in run_dir.rglob("metrics.json")] == ["metrics.json"]
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed" and metrics["epochs"] == 1
+    # exactly one W&B run (rank 0), finished, and no second run of rank 1 anywhere
+    wandb_runs = offline_runs(run_dir)
+    assert len(wandb_runs) == 1 and wandb_runs[0].exit_code == 0
+    assert len(list(tmp_path.rglob("offline-run-*"))) == 1 and result.stdout.count("W&B offline run in") == 1
+    # a distinct shard per rank: each rank takes half the batches of a 1-process epoch
+    conf = validate(run_config(run_dir))
+    from nin_lightning.data import build_datamodule
+
+    datamodule = build_datamodule(conf.dataset)
+    datamodule.setup("fit")
+    per_rank = math.ceil(len(datamodule.train_split) / 2)
+    assert metrics["global_step"] == math.ceil(per_rank / conf.dataset.batch_size)
+    # optimizer.scale_lr_with_world_size: lr x 2
+    with (run_dir / "history.csv").open() as fh:
+        assert [float(r["lr"]) for r in csv.DictReader(fh)] == pytest.approx([2 * conf.optimizer.lr])
+    # test/acc is the whole test set's accuracy (torchmetrics syncs), not rank 0's half
+    acc, n = single_process_test_acc(run_dir)
+    assert metrics["test/acc"] == pytest.approx(acc, abs=0.5 / n), (metrics["test/acc"], acc)
+
+
+def _sweep(tmp_path: Path, *args: str, timeout: float = 900) -> tuple[subprocess.CompletedProcess[str], list[Path]]:
+    env = cli_env(tmp_path)
+    result = subprocess.run(train_cmd("-m", "trainer=ddp_cpu", "trainer.devices=2", "logger=none", *QUIET,
+                                      "trainer.max_epochs=1", "trainer.limit_train_batches=4",
+                                      "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", *args),
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    sweeps = list((tmp_path / "outputs" / "sweeps").iterdir()) if (tmp_path / "outputs" / "sweeps").exists() else []
+    jobs = sorted(p for s in sweeps for p in s.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return result, jobs
+
+
+def _check_ddp_jobs(result: subprocess.CompletedProcess[str], jobs: list[Path], n: int) -> None:
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert len(jobs) == n, jobs  # no nested sweep from a rank re-running the command line
+    for job in jobs:
+        metrics = read_metrics(job)
+        assert metrics["status"] == "completed" and metrics["global_step"] == 4, (job, metrics)
+        assert (job / "train_ddp_process_1.log").exists()  # rank 1 ran as a single run in the job's dir
+        assert [p.name for p in job.rglob("metrics.json")] == ["metrics.json"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["basic", "local"])
+def test_ddp_under_multirun(tmp_path, launcher):
+    """Under -m, each job starts its own ranks as single runs of that job (not the sweep's command line)."""
+    args = ["seed=1,2"] if launcher == "basic" else ["hydra/launcher=local", "hydra.launcher.n_jobs=1", "seed=1"]
+    result, jobs = _sweep(tmp_path, *args)
+    _check_ddp_jobs(result, jobs, 2 if launcher == "basic" else 1)
+    assert not (tmp_path / "outputs" / "runs").exists()
+
+
+# ----------------------------------------------------------------------------------------------- resume
+@pytest.fixture(scope="module")
+def straight_and_first_epoch(tmp_path_factory) -> tuple[Path, Path]:
+    """(A) 2 epochs straight and (B) 1 epoch, run side by side; B is a finished 1-epoch run."""
+    tmp = tmp_path_factory.mktemp("resume")
+    env = cli_env(tmp)
+    a, b = tmp / "straight", tmp / "resumed"
+    procs = [subprocess.Popen(train_cmd(*EXACT, f"trainer.max_epochs={n}", f"hydra.run.dir={d}"), cwd=tmp, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for n, d in ((2, a), (1, b))]
+    for p in procs:
+        _, err = p.communicate(timeout=900)
+        assert p.returncode == 0, err[-3000:]
+    return a, b
+
+
+def _copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.mark.slow
+def test_resume_is_bitwise_exact(straight_and_first_epoch, tmp_path):
+    """2 epochs straight == 1 epoch + `resume=auto trainer.max_epochs=2`, bit for bit (weights, BN buffers,
+    optimizer momentum); without the RNG states in the checkpoint it is not."""
+    straight, first = straight_and_first_epoch
+    resumed = _copy_run(first, tmp_path / "resumed")
+    no_rng = _copy_run(first, tmp_path / "no_rng")
+    ckpt = load_ckpt(no_rng / "checkpoints" / "last.ckpt")
+    assert set(ckpt["callbacks"]["RNGState"]) >= {"torch", "numpy", "python"}
+    torch.load(no_rng / "checkpoints" / "last.ckpt", weights_only=True)  # plain tensors and types only
+    del ckpt["callbacks"]["RNGState"]  # the control: what Lightning alone would restore
+    torch.save(ckpt, no_rng / "checkpoints" / "last.ckpt")
+    env = cli_env(tmp_path)
+    procs = [subprocess.Popen(train_cmd(*EXACT, "resume=auto", "trainer.max_epochs=2", f"hydra.run.dir={d}"),
+                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for d in (resumed, no_rng)]
+    for p in procs:
+        _, err = p.communicate(timeout=900)
+        assert p.returncode == 0, err[-3000:]
+
+    a, b, c = (load_ckpt(d / "checkpoints" / "last.ckpt") for d in (straight, resumed, no_rng))
+    assert a["epoch"] == b["epoch"] == 1 and a["global_step"] == b["global_step"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    unequal = [k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])]
+    assert unequal == [], f"resume is not bitwise exact: {unequal[:5]}"
+    momenta_a = [s["momentum_buffer"] for s in a["optimizer_states"][0]["state"].values()]
+    momenta_b = [s["momentum_buffer"] for s in b["optimizer_states"][0]["state"].values()]
+    assert all(torch.equal(x, y) for x, y in zip(momenta_a, momenta_b, strict=True))
+    assert a["lr_schedulers"] == b["lr_schedulers"]  # the milestone after epoch 0 was taken once
+    assert any(not torch.equal(a["state_dict"][k], c["state_dict"][k]) for k in a["state_dict"])
+    # the resumed run continued in its dir: metrics.json and history.csv show both epochs
+    assert read_metrics(resumed)["epochs"] == 2 and history_epochs(resumed) == [0, 1]
+
+
+@pytest.mark.slow
+def test_resume_errors_and_a_finished_run(straight_and_first_epoch, run_cli, tmp_path):
+    _, first = straight_and_first_epoch
+    run_dir = _copy_run(first, tmp_path / "run")
+    metrics_before = (run_dir / "metrics.json").read_bytes()
+    ckpt_before = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
+
+    # a finished run: resuming it is a no-op with a message
+    result = run_cli(*EXACT, "trainer.max_epochs=1", "resume=auto", f"hydra.run.dir={run_dir}", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "already finished" in result.stdout and "nothing to do" in result.stdout
+    assert (run_dir / "metrics.json").read_bytes() == metrics_before
+    assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == ckpt_before
+
+    # a changed model (or dataset) config: one line naming the changed keys, nothing touched
+    result = run_cli(*EXACT, "trainer.max_epochs=2", "resume=auto", "model.dropout=0.3", "dataset.batch_size=32",
+                     f"hydra.run.dir={run_dir}", timeout=300)
+    assert result.returncode != 0
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and "model.dropout (0.5 -> 0.3)" in lines[0] and "dataset.batch_size" in lines[0], lines
+    assert (run_dir / "metrics.json").read_bytes() == metrics_before
+    assert "model.dropout" not in (run_dir / ".hydra" / "overrides.yaml").read_text()
+
+    # ckpt_path pointing at nothing: one line, not a silent fresh start
+    missing = tmp_path / "nowhere" / "last.ckpt"
+    result = run_cli(*EXACT, f"ckpt_path={missing}", f"hydra.run.dir={tmp_path / 'fresh'}", timeout=300)
+    assert result.returncode != 0
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and f"ckpt_path={missing}" in lines[0]
+    assert not (tmp_path / "fresh" / "metrics.json").exists()
+
+
+# ----------------------------------------------------------------------------------------------- Slurm
+def _slurm_usable() -> bool:
+    if not shutil.which("sinfo"):
+        return False
+    out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=20).stdout
+    return any(s.strip().rstrip("*~#") in ("idle", "mix") for s in out.split())
+
+
+def _squeue_state(job: str) -> str:
+    out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True, timeout=30)
+    return out.stdout.strip()
+
+
+def _wait(condition, timeout_s: float, what: str, poll_s: float = 1.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(poll_s)
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_scontrol_requeue_resumes_the_job_from_its_checkpoint(tmp_path):
+    """A running sbatch job is requeued: SIGTERM -> last.ckpt; the restarted job resumes (no resume=auto
+    in its command: SLURM_RESTART_COUNT) and finishes every epoch, in one run dir, with one W&B run."""
+    if not _slurm_usable():
+        pytest.skip("no Slurm here: `sinfo` is missing or no node is idle (CI starts one with .ci/slurm-setup.sh)")
+    epochs = 4
+    run_dir, log = tmp_path / "run", tmp_path / "slurm-%j.out"
+    script = tmp_path / "job.sh"
+    script.write_text("\n".join([
+        "#!/bin/bash",
+        "#SBATCH --partition=debug --nodes=1 --ntasks=1 --cpus-per-task=1 --requeue --open-mode=append",
+        f"#SBATCH --output={log} --job-name=nin-requeue-test",
+        'echo "[job] start, restart=${SLURM_RESTART_COUNT:-0}"',
+        f"cd {tmp_path}",
+        "exec " + " ".join(train_cmd(f"trainer.max_epochs={epochs}", *QUIET, f"hydra.run.dir={run_dir}")),
+    ]) + "\n")
+    env = cli_env(tmp_path)
+    job = subprocess.run(["sbatch", "--parsable", str(script)], env=env, capture_output=True, text=True,
+                         timeout=60, check=True).stdout.strip().split(";")[0]
+    try:
+        last = run_dir / "checkpoints" / "last.ckpt"
+        _wait(lambda: _squeue_state(job) == "RUNNING" and last.exists(), 600, "the job's first checkpoint")
+        subprocess.run(["scontrol", "requeue", job], check=True, timeout=60)
+        _wait(lambda: _squeue_state(job) == "", 900, "the requeued job to finish", poll_s=2.0)
+    finally:
+        subprocess.run(["scancel", job], capture_output=True, timeout=60)
+    out = Path(str(log).replace("%j", job)).read_text()
+    info = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, timeout=30).stdout
+    assert "JobState=COMPLETED" in info and "Restarts=1" in info, info + out[-3000:]
+    assert "stopped by a signal" in out and "Slurm restart #1" in out, out[-3000:]
+
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed" and metrics["epochs"] == epochs, metrics
+    assert history_epochs(run_dir) == list(range(epochs))
+    assert load_ckpt(run_dir / "checkpoints" / "last.ckpt")["epoch"] == epochs - 1
+    runs = offline_runs(run_dir)  # one W&B run: both halves log under the same id
+    assert len(runs) == 2 and len({r.run_id for r in runs}) == 1, [r.run_id for r in runs]
+    assert runs[-1].exit_code == 0
+    assert (run_dir / "wandb_id.txt").read_text().strip() == runs[0].run_id
