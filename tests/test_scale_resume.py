@@ -366,3 +366,41 @@ def test_scontrol_requeue_resumes_the_job_from_its_checkpoint(tmp_path):
     assert len(runs) == 2 and len({r.run_id for r in runs}) == 1, [r.run_id for r in runs]
     assert runs[-1].exit_code == 0
     assert (run_dir / "wandb_id.txt").read_text().strip() == runs[0].run_id
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_submitit_signal_checkpoints_requeues_and_resumes_ddp_tasks(tmp_path):
+    """hydra/launcher=slurm with trainer=ddp_cpu: one Slurm task per rank. submitit's time-out/preemption
+    signal (USR2) stops both ranks after a batch, last.ckpt is saved, then submitit (the one owner of
+    requeueing) requeues the job; it resumes in the same job dir and finishes every epoch."""
+    if not _slurm_usable():
+        pytest.skip("no Slurm here: `sinfo` is missing or no node is idle (CI starts one with .ci/slurm-setup.sh)")
+    epochs = 4
+    env = cli_env(tmp_path)
+    launcher = subprocess.Popen(
+        train_cmd("-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=20",
+                  "trainer=ddp_cpu", f"trainer.max_epochs={epochs}", *QUIET, "seed=1"),
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sweeps = tmp_path / "outputs" / "sweeps"
+    job = ""
+    try:
+        _wait(lambda: any(sweeps.glob("*/*/checkpoints/last.ckpt")), 600, "the job's first checkpoint")
+        job = next(sweeps.glob("*/.submitit/*/*_submitted.pkl")).name.split("_")[0]
+        assert _squeue_state(job) == "RUNNING"
+        subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=60)
+        out, _ = launcher.communicate(timeout=900)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        if job:
+            subprocess.run(["scancel", job], capture_output=True, timeout=60)
+    assert launcher.returncode == 0, out[-3000:]
+    [job_dir] = [p for p in next(sweeps.iterdir()).iterdir() if p.is_dir() and not p.name.startswith(".")]
+    logs = "".join(p.read_text() for p in (next(sweeps.iterdir()) / ".submitit" / job).glob("*_log.*"))
+    assert "stopped by a signal" in logs and f"Requeued job {job}" in logs and "Slurm restart #1" in logs, logs[-3000:]
+    metrics = read_metrics(job_dir)
+    assert metrics["status"] == "completed" and metrics["epochs"] == epochs, metrics
+    assert history_epochs(job_dir) == list(range(epochs))
+    runs = offline_runs(job_dir)
+    assert len(runs) == 2 and len({r.run_id for r in runs}) == 1 and runs[-1].exit_code == 0
