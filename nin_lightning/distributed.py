@@ -74,6 +74,16 @@ def _torchrun() -> bool:
     return all(k in os.environ for k in ("RANK", "GROUP_RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE"))
 
 
+def _single_run_without_run_dir() -> bool:
+    """A Hydra single run whose run dir comes from the default `${now:...}` pattern (differs per process)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.RUN:
+        return False
+    return not any(o.lstrip("+").startswith("hydra.run.dir=") for o in HydraConfig.get().overrides.hydra)
+
+
 def check_devices(conf: TrainConfig) -> None:
     """Stop at once, with one line naming the fix, when the trainer asks for hardware that is not here."""
     import torch
@@ -93,6 +103,11 @@ def check_devices(conf: TrainConfig) -> None:
     if t.sync_batchnorm and on_cpu and world_size(conf) > 1:
         raise UserError("trainer.sync_batchnorm=true needs CUDA GPUs (torch's SyncBatchNorm); on CPU pass "
                         "trainer.sync_batchnorm=false (trainer=ddp_cpu does)")
+    tasks = _slurm_tasks()
+    if tasks is not None and tasks > 1 and _single_run_without_run_dir():
+        raise UserError(f"{tasks} Slurm tasks would each make a run dir of their own: pass "
+                        "hydra.run.dir=outputs/runs/$SLURM_JOB_ID (one dir for all ranks; a requeued job finds its "
+                        "last.ckpt there), or use hydra/launcher=slurm")
     if t.num_nodes > 1 and _slurm_tasks() is None and not _torchrun():
         raise UserError(f"trainer.num_nodes={t.num_nodes} needs a cluster that starts the processes: use "
                         "hydra/launcher=slurm (nodes and tasks follow trainer.num_nodes and trainer.devices), or "

@@ -129,12 +129,16 @@ def check_resume(ckpt: Path, plain: dict[str, Any], run_dir: Path, same_run: boo
     return None
 
 
-def requeued_resume(resume: str, quiet: bool = False) -> str:
+def requeued_resume(resume: str, quiet: bool = False, run_dir: Path | None = None) -> str:
     """A job that Slurm requeued (SLURM_RESTART_COUNT > 0) always continues from its run dir's last.ckpt."""
     restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
-    if resume != "auto" and restarts > 0:
-        if not quiet:
-            say(f"Slurm restart #{restarts} of job {os.environ.get('SLURM_JOB_ID')}: resume=auto")
-        return "auto"
-    return resume
+    if restarts > 0 and not quiet:
+        job = os.environ.get("SLURM_JOB_ID")
+        if run_dir is not None and not (run_dir / "checkpoints" / "last.ckpt").is_file():
+            say(f"Slurm restart #{restarts} of job {job}, but {run_dir} holds no checkpoints/last.ckpt: starting "
+                "fresh. Pin the run dir in the job script (hydra.run.dir=outputs/runs/$SLURM_JOB_ID) so that a "
+                "requeued job finds its checkpoint")
+        elif resume != "auto":
+            say(f"Slurm restart #{restarts} of job {job}: resume=auto")
+    return "auto" if restarts > 0 else resume
 

@@ -80,7 +80,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None, callbacks: list[Any] | N
     hydra_dir, group, name = _hydra_job()
     run_dir = Path(run_dir or hydra_dir or "outputs/run")
     run_dir.mkdir(parents=True, exist_ok=True)
-    start_ckpt = resolve_start(run_dir, requeued_resume(conf.resume), conf.ckpt_path)
+    start_ckpt = resolve_start(run_dir, requeued_resume(conf.resume, run_dir=run_dir), conf.ckpt_path)
     plain = to_plain_dict(cfg)
     if start_ckpt is not None:  # refuses a changed model/dataset; a finished run is left as it is
         finished = check_resume(start_ckpt, plain, run_dir, same_run=conf.ckpt_path is None)
