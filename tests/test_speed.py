@@ -24,6 +24,7 @@ def fake_gpu(monkeypatch):
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: capability)
         monkeypatch.setattr(speed, "_triton_available", lambda: triton)
+        monkeypatch.setattr(speed, "_cpu_bf16_native", lambda: False)
 
     return make
 
@@ -32,6 +33,7 @@ def fake_gpu(monkeypatch):
 def no_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(speed, "_mps_available", lambda: False)
+    monkeypatch.setattr(speed, "_cpu_bf16_native", lambda: False)
 
 
 def plan_for(compose_cfg, *overrides):
@@ -72,6 +74,12 @@ def test_trainer_cpu_on_a_gpu_machine_is_a_cpu_plan(compose_cfg, fake_gpu):
     fake_gpu()
     plan = plan_for(compose_cfg, "trainer=cpu")
     assert plan.device == "cpu" and plan.precision == "32-true" and not plan.compile
+
+
+def test_cpu_with_native_bf16_trains_in_bf16(compose_cfg, no_gpu, monkeypatch):
+    monkeypatch.setattr(speed, "_cpu_bf16_native", lambda: True)
+    plan = plan_for(compose_cfg)
+    assert plan.precision == "bf16-mixed" and plan.notices == []
 
 
 def test_cpu_auto(compose_cfg, no_gpu):
@@ -121,7 +129,7 @@ def test_tta_follows_flip_and_never_applies_to_digits(compose_cfg, no_gpu):
     assert plan_for(compose_cfg, "dataset=cifar10", "dataset.flip=false").tta is False
     for name in ("digits", "mnist", "svhn"):
         assert plan_for(compose_cfg, f"dataset={name}").tta is False
-    with pytest.raises(UserError, match="dataset.tta=true"):
+    with pytest.raises(UserError, match=r"dataset\.tta=true"):
         validate(compose_cfg("dataset=mnist", "dataset.tta=true"))
 
 
@@ -220,7 +228,7 @@ def test_piecewise_expresses_keras_lr_values():
 
 
 def test_piecewise_needs_one_scale_more_than_milestones():
-    with pytest.raises(UserError, match="scheduler.scales"):
+    with pytest.raises(UserError, match=r"scheduler\.scales"):
         PiecewiseConfig(milestones=[80, 140], scales=[1.0, 0.5])
 
 
