@@ -92,6 +92,7 @@ def plot_test_error(csv_path: Path, png_path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     with Path(csv_path).open() as fh:
         rows = list(csv.DictReader(fh))
@@ -99,6 +100,7 @@ def plot_test_error(csv_path: Path, png_path: Path) -> Path:
     errors = [100 * float(r["test_error"]) for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, errors, marker="o")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("test error (%)")
     ax.set_title(f"test error per epoch (best {min(errors):.2f} %)" if errors else "test error per epoch")
