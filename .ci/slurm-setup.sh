@@ -186,7 +186,7 @@ SchedulerParameters=sched_interval=1,bf_interval=1
 JobRequeue=1
 ReturnToService=2
 MessageTimeout=10
-KillWait=5
+KillWait=30
 InactiveLimit=0
 MinJobAge=300
 SlurmctldTimeout=30

@@ -346,7 +346,9 @@ def test_scontrol_requeue_resumes_the_job_from_its_checkpoint(tmp_path):
     in its command: SLURM_RESTART_COUNT) and finishes every epoch, in one run dir, with one W&B run."""
     if not _slurm_usable():
         pytest.skip("no Slurm here: `sinfo` is missing or no node is idle (CI starts one with .ci/slurm-setup.sh)")
-    epochs = 4
+    # Enough epochs that the requeue, sent right after the first checkpoint, lands inside fit (not in test):
+    # a digits epoch takes about a second, and the signal is only handled by the training loop.
+    epochs = 20
     run_dir, log = tmp_path / "run", tmp_path / "slurm-%j.out"
     script = tmp_path / "job.sh"
     script.write_text("\n".join([
@@ -364,6 +366,8 @@ def test_scontrol_requeue_resumes_the_job_from_its_checkpoint(tmp_path):
         last = run_dir / "checkpoints" / "last.ckpt"
         _wait(lambda: _squeue_state(job) == "RUNNING" and last.exists(), 600, "the job's first checkpoint")
         subprocess.run(["scontrol", "requeue", job], check=True, timeout=60)
+        done = history_epochs(run_dir) if (run_dir / "history.csv").exists() else []
+        assert len(done) < epochs - 1, f"the job was past epoch {len(done)} of {epochs} when it was requeued"
         _wait(lambda: _squeue_state(job) == "", 900, "the requeued job to finish", poll_s=2.0)
     finally:
         subprocess.run(["scancel", job], capture_output=True, timeout=60)
@@ -387,7 +391,7 @@ def test_submitit_signal_checkpoints_requeues_and_resumes_ddp_tasks(tmp_path):
     requeueing) requeues the job; it resumes in the same job dir and finishes every epoch."""
     if not _slurm_usable():
         pytest.skip("no Slurm here: `sinfo` is missing or no node is idle (CI starts one with .ci/slurm-setup.sh)")
-    epochs = 4
+    epochs = 12  # enough that USR2, sent right after the first checkpoint, lands inside fit
     env = cli_env(tmp_path)
     launcher = subprocess.Popen(
         train_cmd("-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=20",
