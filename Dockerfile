@@ -5,7 +5,7 @@
 #     -v "$PWD/data:/data" -v "$PWD/outputs:/outputs" \
 #     nin-lightning dataset=cifar10 dataset.download=true trainer=gpu
 #
-# Base image: the project pins torch 2.14.1 from PyPI, whose Linux wheel is built
+# Base image: the image pins torch 2.14.1 from PyPI (ARG TORCH_VERSION), whose Linux wheel is built
 # for CUDA 13.0 (torch.version.cuda == "13.0"; it depends on cuda-toolkit==13.0.3
 # and nvidia-*-cu13 wheels such as cuDNN 9), so the base is the matching
 # CUDA 13.0.3 + cuDNN 9 runtime on Ubuntu 24.04.
@@ -41,13 +41,18 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /app
 
 # Dependencies and package come from pyproject.toml (package `nin-lightning`,
-# import name `nin_lightning`); PyPI's default torch wheel is the cu130 build.
+# import name `nin_lightning`, plus hydra_plugins/ with the project's launchers).
+# torch and torchvision are pinned to the build the CUDA base above matches;
+# PyPI's default torch 2.14.1 wheel is the cu130 build.
+ARG TORCH_VERSION=2.14.1
+ARG TORCHVISION_VERSION=0.29.1
 COPY pyproject.toml README.md ./
 COPY nin_lightning/ ./nin_lightning/
+COPY hydra_plugins/ ./hydra_plugins/
 COPY conf/ ./conf/
 COPY sweeps/ ./sweeps/
 COPY train.py ./
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir . "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
 
 # Non-root user. ubuntu:24.04 ships a default `ubuntu` user with uid/gid 1000;
 # remove it so `nin` gets uid 1000 (matches the usual host user for bind mounts).

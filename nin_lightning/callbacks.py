@@ -17,8 +17,8 @@ from lightning.pytorch.callbacks import (
     TQDMProgressBar,
 )
 
-from nin_lightning.config import CallbacksConfig, PlateauConfig, SchedulerConfig
-from nin_lightning.paths import CHECKPOINT_DIR, HISTORY_FILE, LAST_CKPT
+from nin_lightning.config import CallbacksConfig
+from nin_lightning.paths import BEST_CKPT, CHECKPOINT_DIR, HISTORY_FILE, LAST_CKPT
 
 
 class EpochHistory(Callback):
@@ -62,33 +62,13 @@ class EpochHistory(Callback):
             writer.writerows(rows)
 
 
-class StopWhenLRBelow(Callback):
-    """Stop training once the LR has fallen below `ratio` x its start (the 100-line MNIST script's rule)."""
-
-    def __init__(self, ratio: float) -> None:
-        self.ratio = ratio
-        self.start_lr: float | None = None
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        lr = trainer.optimizers[0].param_groups[0]["lr"]
-        self.start_lr = self.start_lr or lr
-        if lr < self.ratio * self.start_lr:
-            trainer.should_stop = True
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"start_lr": self.start_lr}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.start_lr = state_dict["start_lr"]
-
-
-def build_callbacks(cfg: CallbacksConfig, scheduler: SchedulerConfig, run_dir: Path,
+def build_callbacks(cfg: CallbacksConfig, run_dir: Path,
                     progress_bar: bool, has_logger: bool) -> list[Callback]:
     """The callbacks of a run; checkpoints are RUN_DIR/checkpoints/{best,last}.ckpt."""
     callbacks: list[Callback] = [
         ModelCheckpoint(
             dirpath=run_dir / CHECKPOINT_DIR,
-            filename="best",
+            filename=Path(BEST_CKPT).stem,
             monitor=cfg.monitor,
             mode=cfg.mode,
             save_top_k=1,
@@ -109,8 +89,6 @@ def build_callbacks(cfg: CallbacksConfig, scheduler: SchedulerConfig, run_dir: P
         callbacks.append(EpochHistory(run_dir / HISTORY_FILE))
     if cfg.early_stopping_patience is not None:
         callbacks.append(EarlyStopping(monitor=cfg.monitor, mode=cfg.mode, patience=cfg.early_stopping_patience))
-    if isinstance(scheduler, PlateauConfig) and scheduler.stop_below_ratio:
-        callbacks.append(StopWhenLRBelow(scheduler.stop_below_ratio))
     if cfg.test_curve:
         from nin_lightning.curves import EpochTestCurve
 

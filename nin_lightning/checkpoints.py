@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from nin_lightning.errors import UserError
-from nin_lightning.paths import CHECKPOINT_DIR, LAST_CKPT, METRICS_FILE
+from nin_lightning.paths import BEST_CKPT, CHECKPOINT_DIR, LAST_CKPT, METRICS_FILE
 
 
 def last_checkpoint(run_dir: Path) -> Path:
     return run_dir / CHECKPOINT_DIR / LAST_CKPT
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    """RUN_DIR/metrics.json, or {} when there is none (or it is unreadable)."""
+    try:
+        return json.loads((run_dir / METRICS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def refuse_existing_run(run_dir: Path) -> None:
@@ -28,7 +38,13 @@ def resolve_start(run_dir: Path, resume: str, ckpt_path: str | None) -> Path | N
             raise UserError(f"ckpt_path={ckpt_path}: no such file; pass an existing .ckpt, or drop ckpt_path")
         return path
     last = last_checkpoint(run_dir)
-    if resume == "auto":
-        return last if last.is_file() else None
-    refuse_existing_run(run_dir)
-    return None
+    if resume != "auto":
+        refuse_existing_run(run_dir)
+        return None
+    if last.is_file():
+        return last
+    if (run_dir / CHECKPOINT_DIR / BEST_CKPT).exists() or read_metrics(run_dir).get("status") == "completed":
+        raise UserError(f"resume=auto: {run_dir} holds a run but no {CHECKPOINT_DIR}/{LAST_CKPT} to continue from "
+                        "(callbacks.save_last=false?); start it again in another hydra.run.dir, or pass "
+                        f"ckpt_path={run_dir / CHECKPOINT_DIR / BEST_CKPT} with a new run dir")
+    return None  # nothing to continue yet (e.g. preempted before the first epoch ended): a fresh start

@@ -12,7 +12,7 @@ from typing import Any, get_type_hints
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
-from nin_lightning.errors import UserError
+from nin_lightning.errors import UserError, did_you_mean
 
 
 def _check(ok: bool, key: str, value: Any, expected: str) -> None:
@@ -27,6 +27,9 @@ def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
 def _auto_or_bool(key: str, value: Any) -> None:
     """Speed switches (nin_lightning/speed.py): `auto` picks per device; true/false force it."""
     _check(value == "auto" or isinstance(value, bool), key, value, "auto, true or false")
+
+
+DIGIT_DATASETS = frozenset({"digits", "mnist", "svhn"})  # a mirrored digit is another digit or none
 
 
 @dataclass
@@ -67,7 +70,7 @@ class DatasetConfig:
         _choice("dataset.preprocess", self.preprocess, ("none", "gcn_zca"))
         _choice("dataset.split", self.split, ("train", "train+extra"))
         _auto_or_bool("dataset.tta", self.tta)
-        if self.tta is True and self.name in ("digits", "mnist", "svhn"):
+        if self.tta is True and self.name in DIGIT_DATASETS:
             raise UserError(f"dataset.tta=true: {self.name} holds digits, which a mirror image turns into other "
                             "digits or none; pass dataset.tta=false (or auto)")
         _check(len(self.mean) == len(self.std) == self.in_channels, "dataset.mean/std", self.mean,
@@ -137,6 +140,7 @@ class AdamWConfig(OptimizerConfig):
     name: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 0.05
+    exempt_bias_norm: bool = True
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
 
@@ -156,6 +160,11 @@ class MultiStepConfig(SchedulerConfig):
     name: str = "multistep"
     milestones: list[int] = field(default_factory=lambda: [15, 25])
     gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(list(self.milestones) == sorted(set(self.milestones)) and all(m > 0 for m in self.milestones),
+               "scheduler.milestones", self.milestones, "increasing epochs > 0")
+        _check(0 < self.gamma < 1, "scheduler.gamma", self.gamma, "0 < gamma < 1")
 
 
 @dataclass
@@ -177,11 +186,12 @@ class PiecewiseConfig(SchedulerConfig):
 @dataclass
 class CosineConfig(SchedulerConfig):
     name: str = "cosine"
-    warmup_epochs: float = 0.0
+    warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.warmup_epochs >= 0, "scheduler.warmup_epochs", self.warmup_epochs, "a number >= 0")
+        _check(0 <= self.min_lr_ratio < 1, "scheduler.min_lr_ratio", self.min_lr_ratio, "0 <= min_lr_ratio < 1")
 
 
 @dataclass
@@ -193,6 +203,8 @@ class OneCycleConfig(SchedulerConfig):
 
     def __post_init__(self) -> None:
         _check(0 < self.pct_start < 1, "scheduler.pct_start", self.pct_start, "0 < pct_start < 1")
+        _check(self.div_factor >= 1, "scheduler.div_factor", self.div_factor, "a number >= 1")
+        _check(self.final_div_factor >= 1, "scheduler.final_div_factor", self.final_div_factor, "a number >= 1")
 
 
 @dataclass
@@ -213,12 +225,20 @@ class PlateauConfig(SchedulerConfig):
         _check(self.patience >= 0, "scheduler.patience", self.patience, "an integer >= 0")
         _check(self.max_reductions is None or self.max_reductions >= 0, "scheduler.max_reductions",
                self.max_reductions, "an integer >= 0, or null")
+        _check(self.stop_below_ratio is None or 0 < self.stop_below_ratio < 1, "scheduler.stop_below_ratio",
+               self.stop_below_ratio, "0 < stop_below_ratio < 1, or null")
+        _check(self.min_lr >= 0, "scheduler.min_lr", self.min_lr, "a number >= 0")
         _choice("scheduler.monitor", self.monitor, ("val/acc", "train/acc", "val/loss"))
 
 
 @dataclass
 class ConstantConfig(SchedulerConfig):
     name: str = "constant"
+
+
+# `auto` (nin_lightning/speed.py picks per device) and Lightning's precision names.
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true",
+              "transformer-engine", "transformer-engine-float16", "32", "16", "bf16", "64")
 
 
 @dataclass
@@ -230,7 +250,7 @@ class TrainerConfig:
     strategy: str = "auto"
     num_nodes: int = 1
     max_epochs: int = 30
-    precision: str = "32-true"
+    precision: str = "auto"
     deterministic: bool = False
     benchmark: Any = "auto"
     sync_batchnorm: bool = False
@@ -245,7 +265,9 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         _choice("trainer.accelerator", self.accelerator, ("auto", "cpu", "gpu", "cuda", "mps"))
-        _check(self.max_epochs >= -1, "trainer.max_epochs", self.max_epochs, "an integer >= 0, or -1")
+        _check(self.max_epochs == -1 or self.max_epochs >= 1, "trainer.max_epochs", self.max_epochs,
+               "an integer >= 1, or -1 (no limit)")
+        _choice("trainer.precision", str(self.precision), PRECISIONS)
         devices_ok = self.devices in ("auto", -1) or (isinstance(self.devices, int) and self.devices >= 1)
         _check(devices_ok, "trainer.devices", self.devices, "an integer >= 1, -1 or auto")
         _check(self.num_nodes >= 1, "trainer.num_nodes", self.num_nodes, "an integer >= 1")
@@ -310,9 +332,6 @@ class TrainConfig:
 
 def register_configs() -> None:
     """Put every schema in Hydra's ConfigStore; YAML files extend them via their defaults list."""
-    from nin_lightning.resolvers import register_resolvers
-
-    register_resolvers()  # ${nin.gpus_per_node:...} in conf/hydra/launcher/*.yaml
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
@@ -327,8 +346,27 @@ def register_configs() -> None:
     cs.store(group="callbacks", name="callbacks_schema", node=CallbacksConfig)
 
 
+def _unknown_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """Keys that no schema defines: what a `+key=value` override forces past Hydra's struct check."""
+    schema = OmegaConf.get_type(node)
+    if schema is None or not is_dataclass(schema):
+        return []
+    names = {f.name for f in fields(schema)}
+    unknown = [f"{prefix}{key}" for key in node if key not in names]
+    for key in names & set(node):
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            unknown += _unknown_keys(child, f"{prefix}{key}.")
+    return unknown
+
+
 def validate(cfg: DictConfig) -> TrainConfig:
     """Resolve `cfg` and build the dataclasses, which raises `UserError` on out-of-range values."""
+    unknown = _unknown_keys(cfg)
+    if unknown:
+        key = unknown[0]
+        raise UserError(f"{key}: unknown config key{did_you_mean(key, known_keys())}; drop it or check the "
+                        "spelling (python train.py --cfg job lists every key)")
     try:
         obj = OmegaConf.to_object(cfg)
     except Exception as exc:

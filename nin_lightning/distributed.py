@@ -12,6 +12,7 @@ creates the processes and nothing is re-executed.
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
 import socket
@@ -175,6 +176,7 @@ class LocalRanks:
 
     procs: list[subprocess.Popen] = field(default_factory=list)
     saved_env: dict[str, str | None] = field(default_factory=dict)
+    failure: str | None = None  # set when a rank died: why this job stops
     _done: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
@@ -201,17 +203,33 @@ class LocalRanks:
         threading.Thread(target=ranks._watch, name="nin-rank-watch", daemon=True).start()
         return ranks
 
-    def _watch(self) -> None:
-        """A rank that dies would leave rank 0 waiting in a collective: stop the job, as Lightning does."""
+    def _watch(self, grace_s: float = 60.0) -> None:
+        """A rank that died would leave rank 0 waiting in a collective: end this job, not the sweep.
+
+        The other ranks are killed and rank 0's main thread is interrupted, so `run.train` ends the job as
+        failed (metrics.json, W&B run closed) and the launcher goes on with the next job. A main thread
+        still stuck in a collective after `grace_s` (NCCL does not notice a dead peer) is killed."""
         while not self._done.wait(2.0):
-            failed = [p for p in self.procs if p.poll() not in (None, 0)]
-            if failed and not self._done.is_set():
-                sys.stderr.write(f"error: DDP rank process {failed[0].pid} exited with code {failed[0].returncode}; "
-                                 "stopping this job (its output is above)\n")
+            if self.dead() and not self._done.is_set():
+                sys.stderr.write(f"error: {self.failure}; stopping this job (its output is above)\n")
                 for p in self.procs:
                     if p.poll() is None:
                         p.kill()
-                os.kill(os.getpid(), signal.SIGKILL)
+                _thread.interrupt_main()
+                if not self._done.wait(grace_s):
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return
+
+    def dead(self) -> str | None:
+        """Why the job must stop, when a rank process exited with an error (also kept in `failure`)."""
+        failed = [p for p in self.procs if p.poll() not in (None, 0)]
+        if failed and self.failure is None:
+            self.failure = f"DDP rank process {failed[0].pid} exited with code {failed[0].returncode}"
+        return self.failure
+
+    def stop_watching(self) -> None:
+        """Rank 0 is ending the job itself: the watcher must not interrupt it any more."""
+        self._done.set()
 
     def close(self, timeout_s: float = 120.0) -> None:
         """Wait for the ranks, drop the process group and the DDP environment, for the next job."""

@@ -19,12 +19,19 @@ from nin_lightning.tracking import say
 
 
 class FiniteLossGuard(Callback):
-    """Stop before the optimizer step when the loss is NaN/inf, so no bad weights reach a checkpoint."""
+    """Stop before the optimizer step when the loss is NaN/inf, so no bad weights reach a checkpoint.
+
+    Under DDP the ranks decide together (any rank's bad loss stops all), so none waits forever in the
+    gradient all-reduce of a rank that stopped."""
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss).all():
+        bad = not bool(torch.isfinite(loss).all())
+        if trainer.world_size > 1:
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
             raise UserError(
-                f"non-finite training loss ({loss.item()}) at epoch {trainer.current_epoch}, "
+                f"non-finite training loss ({loss.item()} on rank {trainer.global_rank}) at epoch "
+                f"{trainer.current_epoch}, "
                 f"step {trainer.global_step}; the last good checkpoint is kept. Lower optimizer.lr or "
                 "set trainer.gradient_clip_val"
             )

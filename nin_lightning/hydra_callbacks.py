@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -10,7 +10,6 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict
 
-from nin_lightning.checkpoints import last_checkpoint, refuse_existing_run
 from nin_lightning.config import to_plain_dict, validate
 from nin_lightning.errors import UserError, fail, wants_traceback
 
@@ -28,14 +27,12 @@ def _validate_or_exit(config: DictConfig, run_dir: Path | None = None) -> None:
     try:
         task = task_config(config)
         conf = validate(task)
-        restarted = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0  # a requeued Slurm job resumes
-        if run_dir is not None:  # before Hydra rewrites its .hydra/ files:
-            if conf.resume != "auto" and not restarted:
-                refuse_existing_run(run_dir)  # never overwrite a run
-            elif conf.ckpt_path is None and last_checkpoint(run_dir).is_file():
-                from nin_lightning.resume import check_resume  # imports torch: only when resuming
+        if run_dir is not None:  # before Hydra rewrites the run dir's .hydra/ files:
+            from nin_lightning.resume import plan_start
 
-                check_resume(last_checkpoint(run_dir), to_plain_dict(task), run_dir, same_run=False)
+            _, finished = plan_start(conf.resume, conf.ckpt_path, to_plain_dict(task), run_dir, quiet=True)
+            if finished is not None:  # a finished run: left exactly as it is
+                sys.exit(0)
     except UserError as exc:
         if wants_traceback():
             traceback.print_exc()

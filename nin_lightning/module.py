@@ -11,7 +11,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from nin_lightning.config import OptimizerConfig, SchedulerConfig
-from nin_lightning.optim import build_optimizer, build_scheduler
+from nin_lightning.optim import build_optimizer, build_scheduler, keep_plan, planned_state
 
 
 class NiNClassifier(L.LightningModule):
@@ -45,13 +45,14 @@ class NiNClassifier(L.LightningModule):
             }
         )
         if self.top5:
-            for stage in ("val", "test"):
+            for stage in ("train", "val", "test"):
                 self.metrics[f"{stage}_acc5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro",
                                                                    validate_args=False)
         self.train_loss = MeanMetric(nan_strategy="disable")  # FiniteLossGuard stops on a NaN loss
         self._train_metrics_logged = False
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # survives a resume
+        self._planned_schedule: dict[str, Any] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -63,17 +64,17 @@ class NiNClassifier(L.LightningModule):
         logits = self(x)
         return 0.5 * (logits + self(x.flip(-1))) if self.tta else logits
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        """Evaluation (val or test): loss, top-1 and, for > 10 classes, top-5 accuracy."""
         images, labels = batch
-        logits = self(images) if stage == "train" else self.evaluate(images)
+        logits = self.evaluate(images)
         loss = self.loss(logits, labels)
-        on_step = stage == "train"
         # sync_dist: under DDP the logged loss is the mean over all ranks (accuracies sync in torchmetrics)
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         acc = self.metrics[f"{stage}_acc"]
         acc(logits, labels)
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
-        if self.top5 and stage != "train":
+        if self.top5:
             acc5 = self.metrics[f"{stage}_acc5"]
             acc5(logits, labels)
             self.log(f"{stage}/acc5", acc5, on_step=False, on_epoch=True)
@@ -91,12 +92,16 @@ class NiNClassifier(L.LightningModule):
         logits = self(images)
         loss = self.loss(logits, labels)
         self.metrics["train_acc"].update(logits.detach(), labels)
+        if self.top5:
+            self.metrics["train_acc5"].update(logits.detach(), labels)
         self.train_loss.update(loss.detach())
         if not self._train_metrics_logged:
             self.log("train/acc", self.metrics["train_acc"], on_step=False, on_epoch=True, prog_bar=True)
+            if self.top5:
+                self.log("train/acc5", self.metrics["train_acc5"], on_step=False, on_epoch=True)
             self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
             self._train_metrics_logged = True
-        if self.trainer._logger_connector.should_update_logs:  # what LearningRateMonitor checks, too
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the logger's steps (as Lightning's own)
             # sync_dist: under DDP the logged loss is the mean over all ranks
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
         return loss
@@ -105,10 +110,10 @@ class NiNClassifier(L.LightningModule):
         self._train_metrics_logged = False
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._step(batch, "val")
+        self._eval_step(batch, "val")
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._step(batch, "test")
+        self._eval_step(batch, "test")
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -134,4 +139,10 @@ class NiNClassifier(L.LightningModule):
         )
         if scheduler is None:
             return optimizer
+        self._planned_schedule = planned_state(scheduler["scheduler"])
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def on_train_start(self) -> None:
+        """After Lightning restored a checkpoint: the LR schedule follows the current config (optim.keep_plan)."""
+        if self._planned_schedule is not None and self.trainer.lr_scheduler_configs:
+            keep_plan(self.trainer.lr_scheduler_configs[0].scheduler, self._planned_schedule)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -85,6 +87,38 @@ def build_scheduler(
         )
         return {"scheduler": sched, "interval": "epoch", "monitor": cfg.monitor, "strict": True}
     raise ValueError(f"unknown scheduler config {type(cfg).__name__}")
+
+
+# A scheduler's position in its schedule; the rest of its state is the schedule's shape.
+_POSITION_KEYS = frozenset({"last_epoch", "_step_count", "_last_lr", "_get_lr_called_within_step", "_is_initial"})
+
+
+def planned_state(scheduler: Any) -> dict[str, Any] | None:
+    """The shape of a freshly built closed-form schedule (LambdaLR, OneCycleLR), for `keep_plan`."""
+    closed_form = (torch.optim.lr_scheduler.LambdaLR, torch.optim.lr_scheduler.OneCycleLR)
+    return copy.deepcopy(scheduler.state_dict()) if isinstance(scheduler, closed_form) else None
+
+
+def keep_plan(scheduler: Any, planned: dict[str, Any]) -> None:
+    """After a resume: continue at the checkpoint's step, on the schedule the current config plans.
+
+    Lightning restores a scheduler's whole state, its length included, so a run resumed with a higher
+    trainer.max_epochs would keep the old length: cosine would stay at its floor and one-cycle would step
+    past its end. Here only the position comes from the checkpoint; the shape (length, warm-up, phases,
+    milestones) is `planned`, the scheduler's state as `configure_optimizers` built it. On a run that
+    is not resumed, or resumed with the same config, this changes nothing.
+    """
+    position = {k: v for k, v in scheduler.state_dict().items() if k in _POSITION_KEYS}
+    scheduler.load_state_dict({**copy.deepcopy(planned), **position})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # get_lr outside step(): fine for closed-form schedules
+        try:
+            lrs = scheduler.get_lr()
+        except ValueError:  # one-cycle past a shortened end: Lightning stops at max_epochs anyway
+            return
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+    scheduler._last_lr = list(lrs)
 
 
 class LimitedPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):

@@ -2,6 +2,7 @@
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CKPT = "last.ckpt"
+BEST_CKPT = "best.ckpt"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
 WANDB_ID_FILE = "wandb_id.txt"

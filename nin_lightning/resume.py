@@ -3,13 +3,13 @@
 A checkpoint from `RUN_DIR/checkpoints/last.ckpt` holds, besides Lightning's weights/optimizer/loop
 state:
 - `callbacks["RNGState"]`: torch (CPU and every CUDA device), numpy and python RNG states, restored on load;
-- `nin_config`: the resolved `model` and `dataset` config and `trainer.max_epochs` of the run that saved it
-  (written by `NiNClassifier.on_save_checkpoint`), compared before resuming.
+- `nin_config`: the resolved `model` and `dataset` config, the optimizer and scheduler names and
+  `trainer.max_epochs` of the run that saved it (written by `NiNClassifier.on_save_checkpoint`),
+  compared before resuming.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
@@ -19,8 +19,10 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from nin_lightning.checkpoints import last_checkpoint, read_metrics, resolve_start
 from nin_lightning.errors import UserError
-from nin_lightning.tracking import METRICS_FILE, say
+from nin_lightning.paths import METRICS_FILE
+from nin_lightning.tracking import say
 
 CONFIG_KEY = "nin_config"
 # These may differ between the original run and its resume: where the data lives, how it is loaded,
@@ -61,8 +63,10 @@ class RNGState(Callback):
 
 
 def snapshot(plain: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint remembers of its run: resolved `model` and `dataset`, and `trainer.max_epochs`."""
+    """What a checkpoint remembers of its run: resolved `model` and `dataset`, the optimizer and scheduler
+    names (their states do not carry over to another kind) and `trainer.max_epochs`."""
     return {"model": plain.get("model", {}), "dataset": plain.get("dataset", {}),
+            "optimizer": plain.get("optimizer", {}).get("name"), "scheduler": plain.get("scheduler", {}).get("name"),
             "max_epochs": plain.get("trainer", {}).get("max_epochs")}
 
 
@@ -82,15 +86,23 @@ def changed_keys(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """
     old = _flat(saved.get("model", {}), "model") | _flat(saved.get("dataset", {}), "dataset")
     new = _flat(now.get("model", {}), "model") | _flat(now.get("dataset", {}), "dataset")
+    for group in ("optimizer", "scheduler"):  # by name: SGD's state does not load into AdamW, nor cosine's into plateau
+        if saved.get(group) is not None and now.get(group) is not None:
+            old[group], new[group] = saved[group], now[group]
     keys = sorted(k for k in old.keys() & new.keys() if k not in MAY_CHANGE and old[k] != new[k])
     return [f"{k} ({old[k]!r} -> {new[k]!r})" for k in keys]
 
 
-def _read_metrics(run_dir: Path) -> dict[str, Any]:
+def _original_overrides(run_dir: Path) -> str:
+    """'; it was started with: a=1 b=2' from RUN_DIR/.hydra/overrides.yaml, or ''."""
+    path = run_dir / ".hydra" / "overrides.yaml"
     try:
-        return json.loads((run_dir / METRICS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
+        import yaml
+
+        overrides = [o for o in yaml.safe_load(path.read_text()) or [] if not str(o).startswith("resume=")]
+    except (OSError, ValueError, ImportError, AttributeError, TypeError):
+        return ""
+    return f" (it was started with: {' '.join(map(str, overrides)) or 'no overrides'})"
 
 
 def check_resume(ckpt: Path, plain: dict[str, Any], run_dir: Path, same_run: bool) -> dict[str, Any] | None:
@@ -112,12 +124,13 @@ def check_resume(ckpt: Path, plain: dict[str, Any], run_dir: Path, same_run: boo
     else:
         diff = changed_keys(saved, now)
         if diff:
-            raise UserError(f"cannot resume from {ckpt}: the model/dataset config changed: {', '.join(diff)}; "
-                            "resume with the original values, or start a new run (another hydra.run.dir)")
+            started = _original_overrides(run_dir) if same_run else ""
+            raise UserError(f"cannot resume from {ckpt}: the config changed: {', '.join(diff)}; resume with the "
+                            f"original overrides{started}, or start a new run (another hydra.run.dir)")
         saved_max = saved.get("max_epochs")
     if not same_run:
         return None
-    metrics = _read_metrics(run_dir)
+    metrics = read_metrics(run_dir)
     done_epochs = int(checkpoint.get("epoch", -1)) + 1
     target = saved_max if saved_max is not None else done_epochs
     max_epochs = now["max_epochs"]
@@ -134,7 +147,7 @@ def requeued_resume(resume: str, quiet: bool = False, run_dir: Path | None = Non
     restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
     if restarts > 0 and not quiet:
         job = os.environ.get("SLURM_JOB_ID")
-        if run_dir is not None and not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        if run_dir is not None and not last_checkpoint(run_dir).is_file():
             say(f"Slurm restart #{restarts} of job {job}, but {run_dir} holds no checkpoints/last.ckpt: starting "
                 "fresh. Pin the run dir in the job script (hydra.run.dir=outputs/runs/$SLURM_JOB_ID) so that a "
                 "requeued job finds its checkpoint")
@@ -142,3 +155,25 @@ def requeued_resume(resume: str, quiet: bool = False, run_dir: Path | None = Non
             say(f"Slurm restart #{restarts} of job {job}: resume=auto")
     return "auto" if restarts > 0 else resume
 
+
+
+def plan_start(resume: str, ckpt_path: str | None, plain: dict[str, Any], run_dir: Path,
+               quiet: bool = False) -> tuple[Path | None, dict[str, Any] | None]:
+    """(checkpoint to start from or None, the metrics of a finished run or None), refusing bad resumes.
+
+    One line (UserError) for: a new run into an existing run dir, a missing `ckpt_path`, a run dir with
+    no last.ckpt to continue, a changed model/dataset/optimizer/scheduler. A finished run's metrics mean
+    there is nothing left to do. Used by the Hydra callback (before Hydra rewrites the run dir's .hydra/
+    files) and by `run.train` (for runs started without Hydra).
+    """
+    start = resolve_start(run_dir, requeued_resume(resume, quiet=quiet, run_dir=run_dir), ckpt_path)
+    if start is None:
+        return None, None
+    return start, check_resume(start, plain, run_dir, same_run=ckpt_path is None)
+
+
+def keep_previous_metrics(run_dir: Path) -> None:
+    """Before a finished run is extended: its metrics.json is kept as metrics.previous.json."""
+    path = run_dir / METRICS_FILE
+    if read_metrics(run_dir).get("status") == "completed":
+        path.with_name("metrics.previous.json").write_bytes(path.read_bytes())

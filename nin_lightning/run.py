@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from nin_lightning import speed
 from nin_lightning.callbacks import build_callbacks
-from nin_lightning.checkpoints import last_checkpoint, resolve_start
+from nin_lightning.checkpoints import last_checkpoint, read_metrics
 from nin_lightning.config import TrainConfig, to_plain_dict, validate
 from nin_lightning.console import print_config_tree
 from nin_lightning.data import build_datamodule
@@ -22,8 +22,9 @@ from nin_lightning.errors import one_line
 from nin_lightning.guards import AtomicCheckpointIO, FiniteLossGuard, warn_if_low_disk
 from nin_lightning.models import NiN
 from nin_lightning.module import NiNClassifier
+from nin_lightning.paths import METRICS_FILE
 from nin_lightning.preemption import PREEMPTED_EXIT, PreemptionCheckpoint, is_preemption
-from nin_lightning.resume import RNGState, check_resume, requeued_resume, snapshot
+from nin_lightning.resume import RNGState, keep_previous_metrics, plan_start, snapshot
 from nin_lightning.tracking import Tracker, say, write_metrics
 
 OBJECTIVE = "val/acc_best"
@@ -55,7 +56,7 @@ def build_model(conf: TrainConfig, run_config: dict[str, Any] | None = None) -> 
 def build_trainer(conf: TrainConfig, run_dir: Path, loggers: list[Any], extra_callbacks: list[Any] | None = None
                   ) -> L.Trainer:
     kwargs = asdict(speed.apply(conf, speed.resolve(conf)).trainer)  # no `auto` left (idempotent after configure)
-    callbacks = build_callbacks(conf.callbacks, conf.scheduler, run_dir, kwargs["enable_progress_bar"],
+    callbacks = build_callbacks(conf.callbacks, run_dir, kwargs["enable_progress_bar"],
                                 bool(loggers))
     callbacks += extra_callbacks or []
     callbacks += [FiniteLossGuard(), RNGState(), PreemptionCheckpoint(last_checkpoint(run_dir))]
@@ -64,10 +65,47 @@ def build_trainer(conf: TrainConfig, run_dir: Path, loggers: list[Any], extra_ca
 
 
 def load_data_early(datamodule: L.LightningDataModule) -> None:
-    """Download (rank 0) and load the data before the Trainer exists, so data errors come first and alone."""
-    if rank_zero_only.rank == 0:
+    """Download and load the data before the Trainer exists, so data errors come first and alone.
+
+    Local rank 0 of each node downloads (like Lightning's prepare_data_per_node); the node's other ranks,
+    which Slurm or torchrun start at the same time, first wait for its files. No process group exists yet,
+    so they poll the dataset's own files. Without a local rank in the environment: the global rank.
+    """
+    from nin_lightning.data.base import NiNDataModule, local_rank
+
+    if local_rank(default=rank_zero_only.rank) == 0:
         datamodule.prepare_data()
+    elif isinstance(datamodule, NiNDataModule) and datamodule.cfg.download:
+        datamodule.wait_for_data()
     datamodule.setup("fit")
+
+
+def _close_job(run_dir: Path, metrics: dict[str, Any], exit_code: int, ranks: LocalRanks, tracker: Tracker,
+               trainer: L.Trainer | None) -> OSError | None:
+    """Write metrics.json, stop child ranks, close the W&B run, let submitit requeue: each step always runs.
+
+    Returns the error of writing metrics.json (a full disk, say) instead of raising it, so that it neither
+    skips the steps after it nor hides the error that ended the run."""
+    closing_error: OSError | None = None
+    try:
+        path = write_metrics(run_dir, metrics)
+    except OSError as exc:
+        closing_error, path = exc, run_dir / METRICS_FILE
+        say(f"could not write {path}: {one_line(exc)}")
+    ranks.close()
+    try:
+        if metrics["status"] == "preempted" and tracker.run is not None:
+            tracker.run.mark_preempting()
+        tracker.finish(exit_code)
+    except Exception as exc:  # on SIGTERM, Slurm stops W&B's service process too
+        if metrics["status"] != "preempted":
+            raise
+        say(f"W&B run not closed cleanly after the signal ({one_line(exc)}); it resumes with the job")
+    say(f"{metrics['status']}: test/acc={metrics.get('test/acc')} -> {path}")
+    for callback in trainer.callbacks if trainer else []:
+        if isinstance(callback, PreemptionCheckpoint):
+            callback.hand_over()  # submitit's time-out/preemption signal: it requeues the job now
+    return closing_error
 
 
 def train(cfg: DictConfig, run_dir: Path | None = None, callbacks: list[Any] | None = None) -> float:
@@ -80,22 +118,25 @@ def train(cfg: DictConfig, run_dir: Path | None = None, callbacks: list[Any] | N
     hydra_dir, group, name = _hydra_job()
     run_dir = Path(run_dir or hydra_dir or "outputs/run")
     run_dir.mkdir(parents=True, exist_ok=True)
-    start_ckpt = resolve_start(run_dir, requeued_resume(conf.resume, run_dir=run_dir), conf.ckpt_path)
     plain = to_plain_dict(cfg)
-    if start_ckpt is not None:  # refuses a changed model/dataset; a finished run is left as it is
-        finished = check_resume(start_ckpt, plain, run_dir, same_run=conf.ckpt_path is None)
-        if finished is not None:
-            return float(finished.get(OBJECTIVE) or 0.0)
+    start_ckpt, finished = plan_start(conf.resume, conf.ckpt_path, plain, run_dir)
+    if finished is not None:  # a finished run is left as it is
+        return float(finished.get(OBJECTIVE) or 0.0)
+    earlier_wall_s = 0.0  # wall_time_s counts every segment of a resumed run
+    if start_ckpt is not None and conf.ckpt_path is None:
+        earlier_wall_s = float(read_metrics(run_dir).get("wall_time_s") or 0.0)
+        keep_previous_metrics(run_dir)  # an extended run's failure must not eat its earlier result
     print_config_tree(plain)
-    speed.configure(conf)  # precision, channels_last, compile, cudnn, fused optimizer, TTA: `auto` -> per device
+    plan = speed.configure(conf)  # precision, channels_last, compile, cudnn, fused optimizer, TTA: `auto` -> per device
     L.seed_everything(conf.seed, workers=True, verbose=False)
 
     warn_if_low_disk(run_dir, conf.callbacks.min_free_disk_gb)
     datamodule = build_datamodule(conf.dataset)
     load_data_early(datamodule)
     model = build_model(conf, snapshot(plain))
-    tracker = Tracker(conf.logger, run_dir, plain, group, name or run_dir.name, conf.tags)
-    metrics: dict[str, Any] = {"status": "failed", "seed": conf.seed}
+    chosen = plan.record()  # what each `auto` speed switch became: in the W&B config and metrics.json
+    tracker = Tracker(conf.logger, run_dir, plain | {"speed": chosen}, group, name or run_dir.name, conf.tags)
+    metrics: dict[str, Any] = {"status": "failed", "seed": conf.seed} | {f"speed/{k}": v for k, v in chosen.items()}
     exit_code = 1
     ranks = LocalRanks()
     trainer: L.Trainer | None = None
@@ -110,29 +151,23 @@ def train(cfg: DictConfig, run_dir: Path | None = None, callbacks: list[Any] | N
         results = trainer.test(model, datamodule=datamodule, ckpt_path="best" if has_best else None,
                                verbose=False)
         metrics.update(results[0] if results else {})
-        metrics["status"] = "interrupted" if trainer.interrupted else "completed"
-        exit_code = 0 if metrics["status"] == "completed" else 1
+        metrics["status"], exit_code = "completed", 0
     except BaseException as exc:
         metrics["error"] = one_line(exc)
+        metrics["epochs"] = trainer.current_epoch if trainer else 0
+        ranks.stop_watching()
+        if ranks.dead():  # a DDP rank of this job died (distributed.LocalRanks): the job failed, not the sweep
+            metrics["error"] = ranks.failure
+            raise RuntimeError(f"{ranks.failure}; its output is above") from exc
+        if isinstance(exc, KeyboardInterrupt | SystemExit) and not is_preemption(exc):  # Ctrl-C: Lightning exits 1
+            metrics["status"], metrics["error"] = "interrupted", "stopped by the user (Ctrl-C) or a signal"
         if is_preemption(exc):  # SIGTERM (Slurm requeue/preemption): last.ckpt is saved, exit non-zero
             metrics["status"], metrics["error"] = "preempted", "stopped by SIGTERM (preemption, requeue or kill)"
-            metrics["epochs"] = trainer.current_epoch if trainer else None
             raise SystemExit(PREEMPTED_EXIT) from exc
         raise
     finally:
-        metrics["wall_time_s"] = round(time.perf_counter() - started, 3)
-        path = write_metrics(run_dir, metrics)
-        ranks.close()
-        try:
-            if metrics["status"] == "preempted" and tracker.run is not None:
-                tracker.run.mark_preempting()
-            tracker.finish(exit_code)
-        except Exception as exc:  # on SIGTERM, Slurm stops W&B's service process too
-            if metrics["status"] != "preempted":
-                raise
-            say(f"W&B run not closed cleanly after the signal ({one_line(exc)}); it resumes with the job")
-        say(f"{metrics['status']}: test/acc={metrics.get('test/acc')} -> {path}")
-        for callback in trainer.callbacks if trainer else []:
-            if isinstance(callback, PreemptionCheckpoint):
-                callback.hand_over()  # submitit's time-out/preemption signal: it requeues the job now
+        metrics["wall_time_s"] = round(earlier_wall_s + time.perf_counter() - started, 3)
+        closing_error = _close_job(run_dir, metrics, exit_code, ranks, tracker, trainer)
+    if closing_error is not None:  # the run itself went well, but its metrics.json could not be written
+        raise closing_error
     return float(metrics.get(OBJECTIVE, 0.0))

@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from nin_lightning.config import TrainConfig
+from nin_lightning.config import DIGIT_DATASETS, TrainConfig
 
-DIGIT_DATASETS = frozenset({"digits", "mnist", "svhn"})  # a mirrored digit is another digit or none
 IMPLEMENTATIONS = ("fused", "foreach", "for_loop")
 # Measured on the project's 2-core AMD EPYC (AVX512-BF16), interleaved in one process, NiN train steps/s
 # against fp32 NCHW: channels_last x1.2 (MNIST and CIFAR shapes), bf16 autocast x1.7-1.9, both x2.2-2.5.
@@ -44,6 +43,12 @@ class SpeedPlan:
     optimizer_impl: str
     tta: bool
     notices: list[str] = field(default_factory=list)
+
+    def record(self) -> dict[str, str | bool]:
+        """The concrete choices, for the W&B config and metrics.json (`auto` in the config says too little)."""
+        return {"device": self.device, "precision": self.precision, "channels_last": self.channels_last,
+                "compile": self.compile, "cudnn_benchmark": self.benchmark, "optimizer": self.optimizer_impl,
+                "tta": self.tta}
 
     def summary(self) -> str:
         on = {True: "on", False: "off"}

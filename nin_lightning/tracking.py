@@ -85,7 +85,10 @@ class Tracker:
 
         mode = wandb_mode(self.cfg)
         id_file = self.run_dir / WANDB_ID_FILE
-        run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
+        resuming = id_file.exists()
+        run_id = id_file.read_text().strip() if resuming else secrets.token_hex(4)
+        if resuming:  # the run keeps the group and name it started with (a resume's overrides are not a new job)
+            group = name = None
         self.run = wandb.init(
             project=self.cfg.project,
             entity=self.cfg.entity,
@@ -133,9 +136,13 @@ def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:
         return path
     flat = {k: _clean(v) for k, v in sorted(metrics.items())}
     fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".metrics-", suffix=".json")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(flat, fh, indent=2)
-        fh.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(flat, fh, indent=2)
+            fh.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path

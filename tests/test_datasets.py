@@ -365,28 +365,40 @@ def test_the_real_md5_check_rejects_fake_files(tmp_path):
 
 # --- DDP: one shard per rank ----------------------------------------------------------------------------
 
-def test_ddp_ranks_get_disjoint_shards(all_fakes, monkeypatch):
-    """Lightning's own sampler injection (DDP, 2 ranks): disjoint shards that cover the training set."""
+@pytest.fixture
+def as_rank(monkeypatch):
+    """as_rank(r, world) -> a Trainer that takes itself for DDP rank r of `world` (no process group)."""
     import lightning as L
-    from lightning.pytorch.trainer.states import RunningStage
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    # set_world_ranks() sets the process-wide rank_zero_only.rank; restore it afterwards
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
+
+    def make(rank: int, world: int = 2) -> L.Trainer:
+        monkeypatch.setenv("LOCAL_RANK", str(rank))
+        trainer = L.Trainer(accelerator="cpu", devices=world, strategy="ddp", logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False)
+        trainer.strategy.set_world_ranks()
+        assert trainer.distributed_sampler_kwargs == {"num_replicas": world, "rank": rank}
+        return trainer
+
+    return make
+
+
+def test_ddp_ranks_get_disjoint_shards(all_fakes, as_rank):
+    """Lightning's own sampler injection (DDP, 2 ranks): disjoint shards that cover the training set."""
+    from lightning.pytorch.trainer.states import RunningStage
     from torch.utils.data import DistributedSampler
 
-    # set_world_ranks() below sets the process-wide rank_zero_only.rank; restore it afterwards
-    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
     root, _ = all_fakes
     dm = datamodule("cifar10", root, "dataset.val_size=20", "dataset.batch_size=8")  # 100 training images
     index_of = {key: i for i, key in enumerate(image_keys(dm.train_split.images))}
     assert len(index_of) == len(dm.train_split)
-    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
     for epoch in (0, 1):
         shards = []
         for rank in (0, 1):
-            monkeypatch.setenv("LOCAL_RANK", str(rank))
-            trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False,
-                                enable_checkpointing=False, enable_progress_bar=False)
-            trainer.strategy.set_world_ranks()
-            assert trainer.distributed_sampler_kwargs == {"num_replicas": 2, "rank": rank}
+            trainer = as_rank(rank)
             loader = trainer._data_connector._prepare_dataloader(dm.train_dataloader(), shuffle=True,
                                                                  mode=RunningStage.TRAINING)
             assert isinstance(loader.sampler, DistributedSampler) and loader.sampler.shuffle
@@ -404,6 +416,220 @@ def test_ddp_ranks_get_disjoint_shards(all_fakes, monkeypatch):
             first_epoch = shards[0]
         else:
             assert shards[0] != first_epoch  # reshuffled per epoch
+
+
+def test_ddp_eval_shards_hold_each_image_once(tmp_path, as_rank):
+    """Odd-sized val/test sets on 2 ranks: unpadded shards (21 + 20 images), each image exactly once.
+
+    Lightning's injected DistributedSampler would pad to 2 x 21 with a repeat; it keeps ours instead."""
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+    from lightning.pytorch.trainer.states import RunningStage
+    from torch.utils.data import SequentialSampler
+
+    fd.write_mnist(tmp_path, n_train=100, n_test=41)
+    dm = datamodule("mnist", tmp_path, "dataset.val_size=21", "dataset.eval_batch_size=5")
+    for split, loader_of, mode in ((dm.val_split, dm.val_dataloader, RunningStage.VALIDATING),
+                                   (dm.test_split, dm.test_dataloader, RunningStage.TESTING)):
+        index_of = {key: i for i, key in enumerate(image_keys(split.images))}
+        shards = []
+        for rank in (0, 1):
+            dm.trainer = as_rank(rank)
+            loader = loader_of()
+            assert dm.trainer._data_connector._prepare_dataloader(loader, shuffle=False, mode=mode) is loader
+            assert isinstance(loader.sampler, UnrepeatedDistributedSampler)
+            shards.append([index_of[k] for images, _ in loader for k in image_keys(images)])
+        n = len(split)
+        assert [len(s) for s in shards] == [n - n // 2, n // 2]
+        assert sorted(shards[0] + shards[1]) == list(range(n))
+    dm.trainer = None
+    assert isinstance(dm.test_dataloader().sampler, SequentialSampler)  # one process: as before
+    dm.trainer = as_rank(0, world=50)
+    assert "41 images for 50 DDP ranks" in user_error(dm.test_dataloader)
+
+
+def test_ddp_accuracy_is_the_whole_sets(tmp_path, monkeypatch):
+    """2 gloo ranks, odd-sized val/test sets whose shards take 3 vs 2 and 5 vs 4 batches: no deadlock, and
+    val/acc and test/acc equal one process's accuracy over each set on the same weights (BatchNorm
+    included: DDP syncs its buffers on the first evaluation forward, which both ranks run).
+
+    Forked ranks (no re-import) take well under a second; spawned ones ~40 s on 2 shared cores."""
+    from datetime import timedelta
+
+    import lightning as L
+    from lightning.pytorch.strategies import DDPStrategy
+    from torch import nn
+
+    from nin_lightning.module import NiNClassifier
+
+    for key in ("LOCAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    fd.write_mnist(tmp_path, n_train=64, n_test=41)
+    conf = validate(compose_cfg(["dataset=mnist", f"dataset.root={tmp_path}", "dataset.val_size=21",
+                                 "dataset.eval_batch_size=5", "dataset.batch_size=16", "optimizer=adamw",
+                                 "scheduler=constant"]))
+    dm = build_datamodule(conf.dataset)
+    dm.setup("fit")
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 5, stride=3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(8, 10))
+    model = NiNClassifier(net, 10, conf.optimizer, conf.scheduler)
+    ddp = DDPStrategy(start_method="fork", timeout=timedelta(seconds=60))  # a deadlock fails, not hangs
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy=ddp, max_epochs=1, limit_train_batches=2,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)  # (its weights hand-over file)
+    trainer.fit(model, datamodule=dm)  # the forked ranks train; rank 0's weights come back to this process
+    val_acc = float(trainer.callback_metrics["val/acc"])
+    [results] = trainer.test(model, datamodule=dm, verbose=False)
+
+    def accuracy(split) -> float:
+        model.eval()
+        with torch.no_grad():
+            logits = model.evaluate(dm.transform_batch(split.images, training=False))
+        return float((logits.argmax(1) == split.labels).double().mean())
+
+    print(f"2 ranks: val/acc={val_acc:.4f} test/acc={results['test/acc']:.4f}")
+    assert val_acc == pytest.approx(accuracy(dm.val_split), abs=1e-6)  # not over 22 images (one repeat)
+    assert results["test/acc"] == pytest.approx(accuracy(dm.test_split), abs=1e-6)  # not over 42
+
+
+def test_ddp_ranks_augment_differently(all_fakes, as_rank):
+    """Seeded alike, each rank still draws its own crops/flips/cutout: rank 0 as a single process does
+    (the global RNG), ranks > 0 from (seed, rank, batch index), so reproducibly and without state."""
+    root, _ = all_fakes
+    dm = datamodule("cifar10", root, "dataset.val_size=20", "dataset.cutout=8")
+    x, y = next(iter(dm.train_dataloader()))
+
+    def augmented(rank: int, world: int = 3, batch: int = 0) -> torch.Tensor:
+        dm.trainer = as_rank(rank, world)
+        dm.trainer.training = True
+        dm.trainer.fit_loop.epoch_loop.batch_progress.total.ready = batch
+        torch.manual_seed(0)
+        images, labels = dm.on_after_batch_transfer((x, y), 0)
+        assert labels is y
+        return images
+
+    torch.manual_seed(0)
+    single = dm.transform_batch(x, training=True)
+    rank0, rank1, rank2 = augmented(0), augmented(1), augmented(2)
+    assert torch.equal(rank0, single)  # rank 0 (and one process) unchanged
+    assert not torch.equal(rank1, rank0) and not torch.equal(rank2, rank1) and not torch.equal(rank2, rank0)
+    assert torch.equal(augmented(1), rank1)  # reproducible, whatever the global RNG holds
+    assert not torch.equal(augmented(1, batch=1), rank1)  # a new draw per batch
+    dm.trainer.training = False
+    torch.testing.assert_close(dm.on_after_batch_transfer((x, y), 0)[0], augment.normalize(x, dm.cfg.mean, dm.cfg.std))
+
+
+# --- downloads: local rank 0 of each node, the others wait for its files -------------------------------
+
+def test_local_rank_from_environment(monkeypatch):
+    from nin_lightning.data.base import local_rank
+
+    for key in ("LOCAL_RANK", "SLURM_LOCALID"):
+        monkeypatch.delenv(key, raising=False)
+    assert local_rank() == 0 and local_rank(default=3) == 3
+    monkeypatch.setenv("SLURM_LOCALID", "2")
+    assert local_rank() == 2
+    monkeypatch.setenv("LOCAL_RANK", "1")  # Lightning's ranks inside one Slurm task
+    assert local_rank() == 1
+
+
+def test_other_local_ranks_wait_for_the_download(tmp_path, monkeypatch):
+    """Local rank 1 starts with no data (as under srun) and waits, through half-written files, until local
+    rank 0's download is complete; it never downloads itself, and leaves no files of its own."""
+    import threading
+    import time
+
+    from nin_lightning.data import base
+    from nin_lightning.run import load_data_early
+
+    monkeypatch.setattr(base, "DOWNLOAD_POLL_S", 0.01)
+    monkeypatch.setattr(base, "DOWNLOAD_WAIT_S", 60.0)
+    rank0 = datamodule("mnist", tmp_path, "dataset.download=true", "dataset.val_size=10", setup=False)
+    rank1 = datamodule("mnist", tmp_path, "dataset.download=true", "dataset.val_size=10", setup=False)
+    polls = []
+    file_problem = rank1.file_problem
+
+    def poll() -> UserError | None:
+        polls.append(file_problem())
+        return polls[-1]
+
+    monkeypatch.setattr(rank1, "file_problem", poll)
+    monkeypatch.setattr(rank1, "download", lambda: pytest.fail("local rank 1 downloaded"))
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    errors = []
+    waiting = threading.Thread(target=_record_errors, args=(errors, load_data_early, rank1))
+
+    def looked(times: int = 2) -> None:  # until local rank 1 has looked at the files `times` more
+        target = len(polls) + times
+        while len(polls) < target and waiting.is_alive():
+            time.sleep(0.01)
+
+    def download() -> None:  # local rank 0: one file at a time, the last one in two halves
+        written.update(fd.write_mnist(tmp_path / "staging", n_train=60, n_test=20))
+        staging, raw = tmp_path / "staging" / "MNIST" / "raw", tmp_path / "MNIST" / "raw"
+        looked()
+        raw.mkdir(parents=True)
+        names = sorted(p.name for p in staging.iterdir())
+        for name in names:
+            data = (staging / name).read_bytes()
+            (raw / name).write_bytes(data[: len(data) // 2] if name == names[-1] else data)
+            looked()
+        (raw / names[-1]).write_bytes((staging / names[-1]).read_bytes())
+
+    written = {}
+    monkeypatch.setattr(rank0, "download", download)
+    waiting.start()
+    rank0.prepare_data()
+    waiting.join(30)
+    assert not waiting.is_alive() and not errors, errors
+    assert polls[0] is not None and "not found" in str(polls[0])  # it started before the data existed
+    assert any("corrupted" in str(p) for p in polls)  # the half-written file did not fool it
+    np.testing.assert_array_equal(rank1.test_split.images.numpy(), written["test"][0])
+    assert sorted(p.name for p in (tmp_path / "MNIST" / "raw").iterdir()) == sorted(fd.MNIST_FILES["train"]
+                                                                                  + fd.MNIST_FILES["test"])
+
+
+@pytest.mark.parametrize(("name", "culprit"), [
+    ("mnist", "MNIST/raw/t10k-labels-idx1-ubyte"), ("cifar10", "cifar-10-batches-py/data_batch_2"),
+    ("cifar100", "cifar-100-python/train"), ("svhn", "extra_32x32.mat"),
+])
+def test_file_problem_is_what_load_would_refuse(all_fakes, name, culprit):
+    """What a waiting rank polls: None once complete; a half-written or absent file is named."""
+    root, _ = all_fakes
+    dm = datamodule(name, root, *(["dataset.split=train+extra"] if name == "svhn" else []), setup=False)
+    assert dm.file_problem() is None
+    data = (root / culprit).read_bytes()
+    (root / culprit).write_bytes(data[: len(data) // 2])
+    assert f"{root / culprit} is corrupted" in str(dm.file_problem())
+    (root / culprit).unlink()
+    assert f"{root / culprit} is missing" in str(dm.file_problem())
+
+
+def _record_errors(errors: list, fn, *args) -> None:
+    try:
+        fn(*args)
+    except BaseException as exc:
+        errors.append(exc)
+
+
+def test_waiting_rank_gives_up_in_one_line(tmp_path, monkeypatch):
+    import time
+
+    from nin_lightning.data import base
+    from nin_lightning.run import load_data_early
+
+    monkeypatch.setattr(base, "DOWNLOAD_POLL_S", 0.01)
+    monkeypatch.setattr(base, "DOWNLOAD_WAIT_S", 0.2)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    dm = datamodule("cifar10", tmp_path, "dataset.download=true", setup=False)
+    message = user_error(lambda: load_data_early(dm))
+    assert "waited 0.2 s for local rank 0 to download cifar10" in message
+    assert f"not found: expected {tmp_path / 'cifar-10-batches-py'}" in message
+    # without dataset.download nobody downloads: no waiting, the usual error at once
+    dm = datamodule("cifar10", tmp_path, setup=False)
+    started = time.monotonic()
+    assert "dataset.download=true" in user_error(lambda: load_data_early(dm))
+    assert time.monotonic() - started < 0.2
 
 
 # --- GCN + ZCA ------------------------------------------------------------------------------------------

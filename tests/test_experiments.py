@@ -56,3 +56,48 @@ def test_preset_smoke_run(compose_cfg, tiny_data, tmp_path, name):
     if cfg.callbacks.test_curve:
         assert (run_dir / "test_curve.csv").read_text().count("\n") == 2  # header + one epoch
         assert (run_dir / "test_error.png").stat().st_size > 1000
+
+
+def _lr_by_epoch(conf, epochs: int) -> list[float]:
+    from torch import nn
+
+    from nin_lightning.optim import build_optimizer, build_scheduler
+
+    opt = build_optimizer(nn.Linear(2, 2), conf.optimizer, lr=conf.optimizer.lr)
+    sched = build_scheduler(opt, conf.scheduler, epochs, epochs)["scheduler"]
+    out = []
+    for _ in range(epochs):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_reference_presets_hold_their_recipes(compose_cfg):
+    from nin_lightning.config import validate
+
+    keras = validate(compose_cfg("experiment=keras_cifar10"))
+    o, d = keras.optimizer, keras.dataset
+    assert (o.lr, o.momentum, o.nesterov, o.weight_decay, o.exempt_bias_norm) == (0.01, 0.9, True, 2e-4, True)
+    assert (d.batch_size, d.crop_padding, d.padding_mode, d.flip) == (128, 4, "zero", True)
+    assert keras.trainer.max_epochs == 200
+    lr = _lr_by_epoch(keras, 200)  # 0.01, 0.005 after epoch 80, 0.001 after epoch 140
+    assert [round(lr[e], 6) for e in (0, 80, 81, 140, 141, 199)] == [0.01, 0.01, 0.005, 0.005, 0.001, 0.001]
+
+    ref = validate(compose_cfg("experiment=mnist_reference"))
+    o, m, s = ref.optimizer, ref.model, ref.scheduler
+    assert (o.name, o.lr, o.momentum, o.weight_decay, ref.dataset.batch_size) == ("sgd", 0.01, 0.9, 1e-5, 128)
+    assert (m.init, m.init_std, m.final_relu, m.batch_norm) == ("normal", 0.05, False, False)
+    assert (ref.dataset.mean, ref.dataset.std) == ([0.5], [0.5])  # inputs in [-1, 1]
+    assert (s.name, s.monitor, s.stop_below_ratio) == ("plateau", "train/acc", 0.01) and ref.callbacks.test_curve
+
+    for name in ("paper_cifar10", "paper_svhn", "paper_mnist", "paper_cifar100"):
+        paper = validate(compose_cfg(f"experiment={name}"))
+        o, s = paper.optimizer, paper.scheduler
+        assert paper.model.dropout == 0.5 and not paper.model.batch_norm and paper.trainer.precision == "32-true"
+        assert (o.name, o.momentum) == ("sgd", 0.9)
+        assert (s.name, s.monitor, s.factor, s.max_reductions) == ("plateau", "train/acc", 0.1, 2)
+        if name != "paper_cifar100":  # CIFAR-100's own cuda-convnet params: lr 0.02, wd 5e-4 (its header)
+            assert (o.lr, o.weight_decay) == (0.1, 1e-4)
+    assert validate(compose_cfg("experiment=paper_cifar10")).dataset.preprocess == "gcn_zca"
+    assert validate(compose_cfg("experiment=paper_svhn")).dataset.split == "train+extra"

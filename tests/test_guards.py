@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
+import subprocess
 from collections import namedtuple
 from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from nin_lightning import guards
 from nin_lightning.errors import UserError
@@ -92,3 +95,53 @@ def test_low_disk_space_warns_in_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(guards.shutil, "disk_usage", lambda _: usage(10e9, 1e9, 9e9))
     warn_if_low_disk(tmp_path, min_free_gb=1.0)
     assert capsys.readouterr().out == ""
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 64 MB filesystem (tmpfs, needs root), so that a run can fill it up."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)]).returncode:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the full-disk test: it needs root to mount a small tmpfs")
+        pytest.skip("needs root to mount a small tmpfs")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+class FillDiskAt(Callback):
+    """At the start of `epoch`, remember last.ckpt's hash and fill the run dir's filesystem up."""
+
+    def __init__(self, run_dir: Path, epoch: int) -> None:
+        self.run_dir, self.epoch, self.last_sha = run_dir, epoch, None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch != self.epoch:
+            return
+        self.last_sha = _sha(self.run_dir / "checkpoints" / "last.ckpt")
+        with (self.run_dir.parent / "filler").open("wb") as fh:
+            try:
+                while True:
+                    fh.write(b"\0" * (1 << 20))
+                    fh.flush()
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+
+
+@pytest.mark.slow
+def test_a_really_full_disk_fails_loudly_and_the_run_resumes_after(compose_cfg, small_disk):
+    from nin_lightning.run import train
+
+    run_dir = small_disk / "run"
+    common = ["logger=none", "trainer.enable_progress_bar=false", "model.width=0.25", "trainer.limit_train_batches=3"]
+    fill = FillDiskAt(run_dir, epoch=1)
+    with pytest.raises(UserError, match=r"disk full while writing .*\.ckpt; the previous checkpoint is intact"):
+        train(compose_cfg(*common, "trainer.max_epochs=3"), run_dir=run_dir, callbacks=[fill])
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert fill.last_sha is not None and _sha(last) == fill.last_sha  # epoch 0's checkpoint, whole
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 0
+    assert not [p.name for p in run_dir.rglob(".*") if p.is_file()]  # no half-written temp files
+    (small_disk / "filler").unlink()
+    train(compose_cfg(*common, "trainer.max_epochs=3", "resume=auto"), run_dir=run_dir)
+    assert read_metrics(run_dir)["status"] == "completed" and read_metrics(run_dir)["epochs"] == 3

@@ -67,3 +67,37 @@ def test_multistep_and_plateau():
     for acc in (0.5, 0.5, 0.5):
         plateau["scheduler"].step(acc)
     assert abs(opt.param_groups[0]["lr"] - 0.1) < 1e-9
+
+
+def test_exempt_bias_norm_without_batch_norm_exempts_conv_biases():
+    net = NiN(10, 1, "mnist", batch_norm=False)
+    decay, no_decay = param_groups(net, 1e-4, exempt_bias_norm=True)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert {id(p) for p in decay["params"]} == {id(m.weight) for m in convs}
+    assert {id(p) for p in no_decay["params"]} == {id(m.bias) for m in convs}
+
+
+def test_a_resumed_schedule_keeps_its_step_but_takes_the_new_length():
+    """keep_plan: a cosine schedule restored from a 10-step run and planned again for 20 steps continues
+    at step 10 of 20 (it would otherwise stay at its floor), while the same plan changes nothing."""
+    from nin_lightning.optim import keep_plan, planned_state
+
+    def cosine(total: int):
+        opt = build_optimizer(nn.Linear(2, 2), SGDConfig(), lr=1.0)
+        return opt, build_scheduler(opt, CosineConfig(warmup_epochs=0), max_epochs=1, total_steps=total)["scheduler"]
+
+    opt, old = cosine(10)
+    lrs(old, opt, 10)
+    saved = old.state_dict()
+    assert opt.param_groups[0]["lr"] < 1e-9
+    opt2, new = cosine(20)
+    plan = planned_state(new)
+    new.load_state_dict(saved)  # what Lightning's restore does
+    keep_plan(new, plan)
+    assert new.last_epoch == 10 and abs(opt2.param_groups[0]["lr"] - 0.5) < 1e-6  # half way down the new cosine
+    assert abs(lrs(new, opt2, 11)[-1]) < 1e-9  # and reaches the floor at step 20
+    opt3, same = cosine(10)
+    lrs(same, opt3, 4)
+    before = (same.state_dict(), opt3.param_groups[0]["lr"])
+    keep_plan(same, planned_state(cosine(10)[1]))
+    assert (same.state_dict(), opt3.param_groups[0]["lr"]) == before

@@ -7,6 +7,7 @@ the single-node Slurm that .ci/slurm-setup.sh starts and requeues it while it ru
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import shutil
@@ -303,6 +304,52 @@ def test_resume_errors_and_a_finished_run(straight_and_first_epoch, run_cli, tmp
     assert len(lines) == 1 and f"ckpt_path={missing}" in lines[0]
     assert not (tmp_path / "fresh" / "metrics.json").exists()
 
+    # a run dir with a result but no last.ckpt to continue from: one line, nothing retrained
+    no_last = _copy_run(first, tmp_path / "no_last")
+    (no_last / "checkpoints" / "last.ckpt").unlink()
+    result = run_cli(*EXACT, "trainer.max_epochs=2", "resume=auto", f"hydra.run.dir={no_last}", timeout=300)
+    lines = error_lines(result.stderr)
+    assert result.returncode != 0 and len(lines) == 1 and "no checkpoints/last.ckpt" in lines[0], lines
+    assert (no_last / "metrics.json").read_bytes() == metrics_before
+
+
+def _lr_by_epoch(run_dir: Path) -> dict[int, float]:
+    with (run_dir / "history.csv").open() as fh:
+        return {int(row["epoch"]): float(row["lr"]) for row in csv.DictReader(fh)}
+
+
+@pytest.mark.slow
+def test_extending_a_finished_run_follows_the_new_schedule_length(tmp_path):
+    """A finished 2-epoch run + `resume=auto trainer.max_epochs=4`: step schedules are stretched to the new
+    length (cosine would otherwise stay at its floor of 0, one-cycle step past its end), the earlier
+    result is kept as metrics.previous.json, and a no-op resume leaves the run's .hydra/ files alone."""
+    env = cli_env(tmp_path)
+    base = ["model.width=0.25", "logger=none", "callbacks.history=true", *QUIET]
+    runs = {name: tmp_path / name for name in ("cosine", "onecycle")}
+
+    def run_all(*args: str) -> None:
+        procs = [subprocess.Popen(train_cmd(*base, f"scheduler={name}", *args, f"hydra.run.dir={d}"), cwd=tmp_path,
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for name, d in runs.items()]
+        for p in procs:
+            out, err = p.communicate(timeout=600)
+            assert p.returncode == 0, (out + err)[-3000:]
+
+    run_all("trainer.max_epochs=2")
+    hydra_files = {d: {f.name: f.read_bytes() for f in (d / ".hydra").iterdir()} for d in runs.values()}
+    run_all("trainer.max_epochs=2", "resume=auto")  # finished: nothing to do, nothing rewritten
+    assert all({f.name: f.read_bytes() for f in (d / ".hydra").iterdir()} == hydra_files[d] for d in runs.values())
+    first = {d: read_metrics(d) for d in runs.values()}
+    run_all("trainer.max_epochs=4", "resume=auto")
+    for name, d in runs.items():
+        lrs = _lr_by_epoch(d)
+        assert sorted(lrs) == [0, 1, 2, 3], (name, lrs)
+        assert lrs[1] < 0.01 * lrs[0]  # the 2-epoch schedule had ended
+        assert lrs[2] > 0.1 * max(lrs[0], lrs[1]), f"{name}: epoch 3 of 4 trained at LR {lrs[2]}"
+        assert read_metrics(d)["status"] == "completed" and read_metrics(d)["epochs"] == 4
+        previous = json.loads((d / "metrics.previous.json").read_text())
+        assert previous == first[d] and previous["epochs"] == 2
+
 
 # ----------------------------------------------------------------------------------------------- Slurm
 def _slurm_usable() -> bool:
@@ -344,8 +391,9 @@ def _one_wandb_run(run_dir: Path, segments: int) -> None:
 def test_scontrol_requeue_resumes_the_job_from_its_checkpoint(tmp_path):
     """A running sbatch job is requeued: SIGTERM -> last.ckpt; the restarted job resumes (no resume=auto
     in its command: SLURM_RESTART_COUNT) and finishes every epoch, in one run dir, with one W&B run."""
-    if not _slurm_usable():
-        pytest.skip("no Slurm here: `sinfo` is missing or no node is idle (CI starts one with .ci/slurm-setup.sh)")
+    from tests.slurm_cluster import need_slurm
+
+    need_slurm()  # skip without Slurm; fail in CI (CI=1)
     # Enough epochs that the requeue, sent right after the first checkpoint, lands inside fit (not in test):
     # a digits epoch takes about a second, and the signal is only handled by the training loop.
     epochs = 20
@@ -389,8 +437,9 @@ def test_submitit_signal_checkpoints_requeues_and_resumes_ddp_tasks(tmp_path):
     """hydra/launcher=slurm with trainer=ddp_cpu: one Slurm task per rank. submitit's time-out/preemption
     signal (USR2) stops both ranks after a batch, last.ckpt is saved, then submitit (the one owner of
     requeueing) requeues the job; it resumes in the same job dir and finishes every epoch."""
-    if not _slurm_usable():
-        pytest.skip("no Slurm here: `sinfo` is missing or no node is idle (CI starts one with .ci/slurm-setup.sh)")
+    from tests.slurm_cluster import need_slurm
+
+    need_slurm()  # skip without Slurm; fail in CI (CI=1)
     epochs = 12  # enough that USR2, sent right after the first checkpoint, lands inside fit
     env = cli_env(tmp_path)
     launcher = subprocess.Popen(

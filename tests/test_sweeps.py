@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import csv
 import itertools
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from hydra_plugins.nin_lightning_launcher._resources import Resources
 from nin_lightning.config import validate
+from nin_lightning.errors import UserError
 from tests.conftest import CONF, ROOT, cli_env, error_lines, read_metrics
+from tests.slurm_cluster import need_slurm
 from tests.wandb_records import offline_runs
 
 GRID = ["model.dropout=0.0,0.5", "seed=1,2"]
@@ -33,7 +35,6 @@ TINY = ["experiment=quickstart", "model.width=0.5", "trainer.max_epochs=3", "tra
 FAILING = {"model.dropout": "0.5", "seed": "2"}  # job 3 of the grid
 CHANCE = 0.1  # 10 digit classes
 READY_GRIDS = ["width", "dropout", "weight_decay", "lr_schedule", "dataset_seed"]
-SLURM_UP = ("idle", "mix", "alloc", "comp")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -92,27 +93,6 @@ def check_grid(result: subprocess.CompletedProcess[str], sweep_dir: Path, failed
     assert len(runs) == 4
 
 
-def slurm_state() -> str | None:
-    """The Slurm node's state, or None when there is no usable Slurm here."""
-    if not shutil.which("sinfo"):
-        return None
-    try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=20).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    states = [s.strip().rstrip("*~#") for s in out.split()]
-    return next((s for s in states if s in SLURM_UP), None)
-
-
-def need_slurm() -> None:
-    """Skip (fail in CI, where .ci/run starts Slurm) without a usable Slurm node."""
-    if slurm_state() is None:
-        reason = "no usable Slurm here: `sinfo` is missing or shows no idle/mix/alloc node (.ci/slurm-setup.sh)"
-        if os.environ.get("CI"):
-            pytest.fail(reason + " -- CI must run this test")
-        pytest.skip(reason)
-
-
 # ----------------------------------------------------------------------------- fast: configs
 def sweep_cfg(*overrides: str):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -140,19 +120,107 @@ def test_optuna_search_maximises_val_acc():
     assert set(hydra_cfg.sweeper.params) == {"model.dropout", "optimizer.weight_decay"}
 
 
-@pytest.mark.parametrize(("trainer", "tasks", "gpus"), [("cpu", 1, None), ("ddp_cpu", 2, None), ("gpu", 1, 1),
-                                                         ("ddp", 2, 2)])
-def test_slurm_launcher_follows_trainer(trainer, tasks, gpus):
-    cfg = sweep_cfg("hydra/launcher=slurm", f"trainer={trainer}", "trainer.num_nodes=2")
-    launcher = cfg.hydra.launcher
-    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "debug"
-    assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (tasks, gpus, 2)
-    assert 0 < launcher.signal_delay_s < 60 * launcher.timeout_min
+@pytest.fixture
+def launcher_for():
+    """launcher_for('slurm', *hydra_overrides): hydra/launcher=NAME instantiated and set up as Hydra does,
+    with Hydra's real config loader, so it composes each job's config itself."""
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.plugins import Plugins
+    from hydra.types import HydraContext
+
+    def make(name: str, *overrides: str):
+        cfg = compose(config_name="train", overrides=[f"hydra/launcher={name}", *overrides], return_hydra_config=True)
+        ctx = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=Callbacks())
+        return Plugins.instance().instantiate_launcher(hydra_context=ctx, task_function=lambda _: 0, config=cfg)
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        yield make
 
 
-def test_local_launcher_config():
-    launcher = sweep_cfg("hydra/launcher=local", "trainer=cpu").hydra.launcher
-    assert launcher.n_jobs >= 1 and launcher.gpus_per_node is None and launcher.tasks_per_node == 1
+def test_launcher_configs_hold_values_not_logic():
+    for name in ("slurm", "local"):
+        text = (CONF / "hydra" / "launcher" / f"{name}.yaml").read_text()
+        assert "${nin." not in text and "${trainer." not in text
+    slurm = sweep_cfg("hydra/launcher=slurm").hydra.launcher
+    assert slurm._target_ == "hydra_plugins.nin_lightning_launcher.slurm_launcher.SlurmLauncher"
+    assert slurm.partition is None  # the cluster's default partition
+    assert (slurm.nodes, slurm.tasks_per_node, slurm.gpus_per_node) == (None, None, None)  # per job
+    assert 0 < slurm.signal_delay_s < 60 * slurm.timeout_min
+    local = sweep_cfg("hydra/launcher=local").hydra.launcher
+    assert local.n_jobs >= 1 and local.gpus_per_node is None and local.tasks_per_node == 1
+
+
+@pytest.mark.parametrize(("job", "expected"), [
+    (["trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"], Resources(2, 4, 4)),
+    (["trainer=gpu"], Resources(1, 1, 1)),
+    (["trainer=cpu"], Resources(1, 1, None)),
+    (["trainer=ddp_cpu", "trainer.num_nodes=3"], Resources(3, 2, None)),
+    (["trainer.devices=2"], Resources(1, 2, None)),  # accelerator=auto asks for no GPUs
+    (["trainer=cpu", "trainer.devices=auto"], Resources(1, 1, None)),  # auto on CPU: one process
+    (["experiment=quickstart", "trainer=ddp", "trainer.devices=3"], Resources(1, 3, 3)),
+])
+def test_slurm_resources_come_from_each_jobs_config(launcher_for, job, expected):
+    assert launcher_for("slurm").resources(job) == expected
+
+
+@pytest.mark.parametrize("devices", ["auto", "-1"])
+def test_slurm_gpu_devices_auto_is_a_one_line_error(launcher_for, devices):
+    with pytest.raises(UserError, match=rf"trainer.devices={devices} .*integer >= 1") as err:
+        launcher_for("slurm").resources(["trainer=gpu", f"trainer.devices={devices}"])
+    assert "\n" not in str(err.value)
+
+
+def test_slurm_values_set_in_hydra_launcher_win(launcher_for):
+    launcher = launcher_for("slurm", "hydra.launcher.tasks_per_node=1", "hydra.launcher.gpus_per_node=0")
+    assert launcher.resources(["trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"]) == Resources(2, 1, None)
+    assert launcher.resources(["trainer=gpu", "trainer.devices=auto"]) == Resources(1, 1, None)  # nothing to guess
+    pinned = launcher_for("slurm", "hydra.launcher.nodes=1", "hydra.launcher.gpus_per_node=8")
+    assert pinned.resources(["trainer=ddp", "trainer.num_nodes=2"]) == Resources(1, 2, 8)
+
+
+def test_slurm_sweep_submits_one_array_per_resources(launcher_for, tmp_path, monkeypatch):
+    """trainer.devices=1,2 x seed=1,2 and trainer=cpu,ddp: one array per distinct resources, results in
+    sweep order, and the sbatch script of each array asks for its own tasks and GPUs."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    launcher = launcher_for("slurm", f"hydra.sweep.dir={tmp_path}")
+    devices = [["trainer=ddp_cpu", f"trainer.devices={d}", f"seed={s}"] for d in (1, 2) for s in (1, 2)]
+    assert launcher.groups(devices) == {Resources(1, 1, None): [0, 1], Resources(1, 2, None): [2, 3]}
+    trainers = [["trainer=cpu"], ["trainer=ddp"], ["trainer=cpu", "seed=2"]]
+    assert launcher.groups(trainers) == {Resources(1, 1, None): [0, 2], Resources(1, 2, 2): [1]}
+
+    for res, flags in ((Resources(2, 4, 4), ["--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4"]),
+                       (Resources(1, 1, None), ["--nodes=1", "--ntasks-per-node=1"])):
+        script = launcher.executor(res)._executor._make_submission_file_text("python job.py", "uid")
+        assert all(f"#SBATCH {flag}\n" in script for flag in flags), script
+        assert ("--gpus" in script) == bool(res.gpus_per_node) and "--partition" not in script
+
+    arrays: list[tuple[Resources, list[int]]] = []
+
+    class Array:
+        def __init__(self, res: Resources) -> None:
+            self.res = res
+
+        def map_array(self, fn, overrides, _dir_key, nums, *_rest) -> list:
+            arrays.append((self.res, list(nums)))
+            return [SimpleNamespace(results=lambda o=o: [JobReturn(overrides=o, status=JobStatus.COMPLETED)])
+                    for o in overrides]
+
+    monkeypatch.setattr(launcher, "executor", Array)
+    returns = launcher.launch(trainers, initial_job_idx=10)
+    assert arrays == [(Resources(1, 1, None), [10, 12]), (Resources(1, 2, 2), [11])]
+    assert [r.overrides for r in returns] == trainers
+
+
+def test_local_launcher_gpus_per_job(launcher_for):
+    launcher = launcher_for("local")
+    assert [launcher.job_gpus(job) for job in (["trainer=gpu", "trainer.devices=2"], ["trainer=ddp"],
+                                               ["trainer=cpu"], ["trainer=ddp_cpu"], [])] == [2, 2, 0, 0, 0]
+    with pytest.raises(UserError, match=r"trainer\.devices=auto"):
+        launcher.job_gpus(["trainer=gpu", "trainer.devices=auto"])
+    assert launcher_for("local", "hydra.launcher.gpus_per_node=1").job_gpus(["trainer=ddp"]) == 1
+    assert launcher.free_gpus(2, {0, 2}) == (1, 3) and launcher.free_gpus(0, {0}) == ()
 
 
 class FakeJob:
@@ -184,6 +252,7 @@ class FakeExecutor:
         self.peak = self.submitted = self.clashes = 0
         self.params: dict = {}
         self.gpus: set = set()
+        self.asked: list[tuple[int | None, tuple[int, ...] | None]] = []  # (gpus_per_node, visible_gpus) per job
 
     def update_parameters(self, **params) -> None:
         self.params.update(params)
@@ -191,8 +260,9 @@ class FakeExecutor:
     def submit(self, fn, overrides, *args) -> FakeJob:
         job = FakeJob(self, overrides, polls=1 + 2 * (self.submitted % 2), crash="seed=3" in overrides)
         job.gpus = self.params.get("visible_gpus")
-        self.clashes += sum(other.gpus == job.gpus for other in self.active)
+        self.clashes += sum(bool(set(other.gpus) & set(job.gpus)) for other in self.active)
         self.gpus.add(job.gpus)
+        self.asked.append((self.params.get("gpus_per_node"), job.gpus))
         self.active.add(job)
         self.submitted += 1
         self.peak = max(self.peak, len(self.active))
@@ -214,6 +284,18 @@ def test_local_launcher_runs_at_most_n_jobs_and_reports_a_dead_job(tmp_path, mon
     assert [r.status.name for r in returns] == ["COMPLETED"] * 3 + ["FAILED"] + ["COMPLETED"] * 2
     with pytest.raises(RuntimeError, match="killed"):
         _ = returns[3].return_value
+
+
+def test_local_launcher_gives_each_job_its_own_gpus(launcher_for, tmp_path, monkeypatch):
+    """Jobs needing 2, 1, 2, 1 GPUs, 2 at once: each sees as many GPUs as it asks for, never shared."""
+    launcher = launcher_for("local", "hydra.launcher.poll_s=0", f"hydra.sweep.dir={tmp_path}")
+    fake = FakeExecutor()
+    monkeypatch.setattr(launcher, "_executor", lambda: fake)
+    jobs = [["trainer=gpu", f"trainer.devices={n}", f"seed={i}"] for i, n in enumerate((2, 1, 2, 1))]
+    returns = launcher.launch(jobs, initial_job_idx=0)
+    assert fake.peak == 2 and fake.clashes == 0 and len(returns) == 4
+    assert [(n, len(gpus)) for n, gpus in fake.asked] == [(2, 2), (1, 1), (2, 2), (1, 1)]
+    assert all(max(gpus) < 3 for _, gpus in fake.asked)  # 2 + 1 GPUs at most in use at once
 
 
 # ----------------------------------------------------------------------------- slow: real sweeps
@@ -266,7 +348,27 @@ def test_slurm_launcher_grid_with_one_failing_job(tmp_path):
                        "hydra.launcher.timeout_min=20")
     check_grid(result, sweep_dir, failed_dir)
     script = next((sweep_dir / ".submitit").glob("*/*_submission.sh")).read_text()
-    assert "#SBATCH --partition=debug" in script and sys.executable in script and "--gpus" not in script
+    assert "--partition" not in script and "#SBATCH --ntasks-per-node=1\n" in script  # the default partition
+    assert sys.executable in script and "--gpus" not in script
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_slurm_sweep_over_devices_asks_each_job_its_own_tasks(tmp_path):
+    """trainer.devices=1,2 on ddp_cpu: two job arrays, with 1 and 2 tasks; both jobs train to the end."""
+    need_slurm()
+    sweep_dir = tmp_path / "outputs" / "sweeps" / "devices"
+    args = [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1",
+            "hydra.launcher.timeout_min=10", "trainer=ddp_cpu", "trainer.devices=1,2", "logger=none",
+            "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+            "trainer.limit_test_batches=1", "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep_dir}"]
+    result = subprocess.run(args, cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    scripts = sorted((sweep_dir / ".submitit").glob("*/*_submission.sh"))
+    tasks = sorted(ln for p in scripts for ln in p.read_text().splitlines() if "--ntasks-per-node" in ln)
+    assert tasks == ["#SBATCH --ntasks-per-node=1", "#SBATCH --ntasks-per-node=2"], scripts
+    jobs = sorted(d for d in sweep_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    assert [read_metrics(d)["status"] for d in jobs] == ["completed", "completed"]
 
 
 @pytest.mark.slow

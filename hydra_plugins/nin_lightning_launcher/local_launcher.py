@@ -5,11 +5,14 @@ so module state, a live W&B run, an initialised torch.distributed group or a CUD
 leaks into the next; submitit's local executor gives each job its own process but starts every job
 of the sweep at once. This is submitit's local launcher with a rolling window of `n_jobs`: a job
 starts when a slot frees, in its own `python -m submitit.core._submit` process, with its log in
-SWEEP_DIR/.submitit/<job id>/. (Hydra only loads launchers from the `hydra_plugins` package.)
+SWEEP_DIR/.submitit/<job id>/. Each job's GPUs follow its own composed trainer config (_resources.py)
+unless `gpus_per_node` is set: it sees the lowest GPU indices that no running job holds.
+(Hydra only loads launchers from the `hydra_plugins` package.)
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -24,6 +27,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher as SubmititLocalLauncher
 from omegaconf import DictConfig, OmegaConf
+
+from hydra_plugins.nin_lightning_launcher._resources import job_resources, job_trainer
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +66,8 @@ class LocalLauncher(Launcher):
         if int(n_jobs) < 1:
             raise ValueError(f"hydra.launcher.n_jobs={n_jobs}: expected an integer >= 1")
         self.n_jobs, self.poll_s = int(n_jobs), float(poll_s)
-        self.cpus_per_task, self.gpus_per_node = cpus_per_task, int(gpus_per_node or 0)
+        self.cpus_per_task = cpus_per_task
+        self.gpus_per_node = None if gpus_per_node is None else int(gpus_per_node)  # None: per job
         self.folder, self.max_num_timeout = str(submitit_folder), int(max_num_timeout)
         # timeout_min, signal_delay_s, tasks_per_node, stderr_to_stdout, setup: submitit.LocalExecutor's own
         self.executor_params = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v
@@ -69,51 +75,62 @@ class LocalLauncher(Launcher):
         # What each job process runs: submitit's own Hydra job callable (importable wherever Hydra is).
         self.job = SubmititLocalLauncher()
         self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         """Called by Hydra before `launch`."""
-        self.config = config
+        self.config, self.hydra_context = config, hydra_context
         self.job.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def _executor(self) -> Any:
         import submitit
 
         executor = submitit.LocalExecutor(folder=self.folder, max_num_timeout=self.max_num_timeout)
-        executor.update_parameters(gpus_per_node=self.gpus_per_node, **self.executor_params)
+        executor.update_parameters(**self.executor_params)
         return executor
+
+    def job_gpus(self, overrides: Sequence[str]) -> int:
+        """GPUs of the job with these overrides: `gpus_per_node` if set, else from its own trainer config."""
+        if self.gpus_per_node is not None:
+            return self.gpus_per_node
+        assert self.hydra_context is not None and self.config is not None
+        trainer = job_trainer(self.hydra_context, self.config, overrides)
+        return job_resources(trainer, tasks_per_node=1).gpus_per_node or 0
 
     def _threads(self) -> dict[str, str]:
         """torch/OpenMP threads per job: `cpus_per_task`, or this machine's CPUs shared among the slots."""
         cpus = self.cpus_per_task or max(1, (os.cpu_count() or 1) // self.n_jobs)
         return dict.fromkeys(THREAD_VARS, str(cpus))
 
-    def _slot_gpus(self, slot: int) -> tuple[int, ...]:
-        """Slot k sees GPUs k*g .. k*g+g-1, so jobs running side by side never share a GPU."""
-        return tuple(range(slot * self.gpus_per_node, (slot + 1) * self.gpus_per_node))
+    @staticmethod
+    def free_gpus(count: int, busy: set[int]) -> tuple[int, ...]:
+        """The `count` lowest GPU indices not in `busy`, so jobs running side by side never share a GPU."""
+        return tuple(itertools.islice((i for i in itertools.count() if i not in busy), count))
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         """Start jobs as slots free up and wait for all; a job whose process died counts as failed."""
         assert self.config is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        gpus = [self.job_gpus(overrides) for overrides in job_overrides]  # every job composes before any starts
         executor = self._executor()
         log.info(f"Local launcher: {len(job_overrides)} jobs, {self.n_jobs} at once; logs in {sweep_dir}/.submitit")
         queue = list(enumerate(job_overrides))
         jobs: list[Any] = [None] * len(job_overrides)
-        running: dict[int, Any] = {}  # slot -> submitit job
+        running: dict[int, tuple[int, ...]] = {}  # job index -> the GPUs it holds
         with environ(self._threads()):
             while queue or running:
-                running = {slot: job for slot, job in running.items() if not job.done()}
-                for slot in range(self.n_jobs):
-                    if slot in running or not queue:
-                        continue
+                running = {idx: held for idx, held in running.items() if not jobs[idx].done()}
+                while queue and len(running) < self.n_jobs:
                     idx, overrides = queue.pop(0)
                     num = initial_job_idx + idx
                     log.info(f"\t#{num} : {' '.join(filter_overrides(overrides))}")
-                    executor.update_parameters(visible_gpus=self._slot_gpus(slot))
-                    jobs[idx] = running[slot] = executor.submit(
+                    held = self.free_gpus(gpus[idx], set().union(*running.values()))
+                    executor.update_parameters(gpus_per_node=gpus[idx], visible_gpus=held)
+                    jobs[idx] = executor.submit(
                         self.job, list(overrides), "hydra.sweep.dir", num, f"job_id_for_{num}", Singleton.get_state()
                     )
+                    running[idx] = held
                 time.sleep(self.poll_s)
         return [self._result(job, overrides) for job, overrides in zip(jobs, job_overrides, strict=True)]
 

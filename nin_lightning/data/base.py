@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from nin_lightning.config import DatasetConfig
@@ -68,6 +72,21 @@ def split_train_val(n: int, val_size: int, seed: int, name: str) -> tuple[torch.
     return perm[val_size:].sort().values, perm[:val_size].sort().values
 
 
+def local_rank(default: int = 0) -> int:
+    """This process's rank on its node before any process group exists: LOCAL_RANK, SLURM_LOCALID or `default`.
+
+    LOCAL_RANK first: Lightning sets it in the ranks it starts inside one Slurm task (SLURM_LOCALID=0 there).
+    """
+    for key in ("LOCAL_RANK", "SLURM_LOCALID"):
+        if os.environ.get(key, "").strip():
+            return int(os.environ[key])
+    return default
+
+
+# How long the other ranks of a node wait for local rank 0's download, and how often they look.
+DOWNLOAD_WAIT_S = 3600.0
+DOWNLOAD_POLL_S = 2.0
+
 # Mirroring turns digits into other digits or none (2, 5, 7 ...): these datasets never flip.
 DIGIT_DATASETS = frozenset({"digits", "mnist", "svhn"})
 
@@ -86,6 +105,7 @@ class NiNDataModule(L.LightningDataModule):
         self.test_split: Split | None = None
         # uint8 batch -> float batch, replacing mean/std normalization (dataset.preprocess != none)
         self.preprocessor: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._augment_generator: torch.Generator | None = None  # DDP ranks > 0 (augment_generator)
 
     # --- what a dataset provides -------------------------------------------------------------
     def load(self) -> tuple[Split, Split]:
@@ -93,7 +113,11 @@ class NiNDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def download(self) -> None:
-        """Fetch the files into cfg.root (only called with dataset.download=true, on rank 0)."""
+        """Fetch the files into cfg.root (only called with dataset.download=true, on local rank 0)."""
+
+    def file_problem(self) -> UserError | None:
+        """What `load()` would refuse about the files in cfg.root (missing, incomplete, corrupted), or None."""
+        return None
 
     def split_val(self, train: Split) -> tuple[Split, Split]:
         """(train, val) from the full training set: a seeded random subset of val_size."""
@@ -114,6 +138,19 @@ class NiNDataModule(L.LightningDataModule):
         if self.cfg.download:
             self.download()
 
+    def wait_for_data(self) -> None:
+        """On a node's other ranks: poll the files until local rank 0's download completes them."""
+        deadline = time.monotonic() + DOWNLOAD_WAIT_S
+        while (problem := self.file_problem()) is not None:
+            if time.monotonic() >= deadline:
+                reason = str(problem).split("; ")[0]
+                raise UserError(
+                    f"dataset.download=true: waited {DOWNLOAD_WAIT_S:g} s for local rank 0 to download "
+                    f"{self.cfg.name}, still {reason}; see local rank 0's error, or download once with one "
+                    "process and run with dataset.download=false"
+                )
+            time.sleep(DOWNLOAD_POLL_S)
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_split is not None:
             return
@@ -122,50 +159,91 @@ class NiNDataModule(L.LightningDataModule):
         self.test_split = test
         self.preprocessor = self.build_preprocessor(self.train_split)
 
-    def _loader(self, split: Split | None, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, split: Split | None, batch_size: int, shuffle: bool, stage: str = "train") -> DataLoader:
         if split is None:
             raise RuntimeError("call setup() before asking for a dataloader")
+        dataset = BatchTensorDataset(split)
+        sampler = None if shuffle else self._eval_sampler(dataset, stage)
         return DataLoader(
-            BatchTensorDataset(split),
+            dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             collate_fn=_as_batch,
             num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,
         )
 
+    def _eval_sampler(self, dataset: BatchTensorDataset, stage: str) -> UnrepeatedDistributedSampler | None:
+        """Under DDP: this rank's shard of an evaluation set, unpadded (every image exactly once over the ranks).
+
+        Lightning keeps a DistributedSampler it is given; the one it would inject pads the set with repeats
+        up to a multiple of the world size. Shards then differ by one image at most; that is safe because
+        evaluation logs epoch-level values only (synced once at the epoch's end) and DDP syncs buffers on
+        the first forward only, which every rank runs.
+        """
+        kwargs = self.trainer.distributed_sampler_kwargs if self.trainer is not None else None
+        if not kwargs or kwargs["num_replicas"] <= 1 or len(dataset) == 0:
+            return None
+        if len(dataset) < kwargs["num_replicas"]:
+            fix = "use fewer devices" + (" or a larger dataset.val_size" if stage == "validation" else "")
+            raise UserError(f"the {stage} set has {len(dataset)} images for {kwargs['num_replicas']} DDP ranks, which "
+                            f"need one each at least; {fix}")
+        return UnrepeatedDistributedSampler(dataset, shuffle=False, **kwargs)
+
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_split, self.cfg.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_split, self.cfg.eval_batch_size, shuffle=False)
+        return self._loader(self.val_split, self.cfg.eval_batch_size, shuffle=False, stage="validation")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_split, self.cfg.eval_batch_size, shuffle=False)
+        return self._loader(self.test_split, self.cfg.eval_batch_size, shuffle=False, stage="test")
 
-    def transform_batch(self, images: torch.Tensor, training: bool) -> torch.Tensor:
+    def augment_generator(self, device: torch.device) -> torch.Generator | None:
+        """The RNG of this training batch's augmentation: None (the global RNG) on global rank 0.
+
+        Every rank is seeded alike, so the other ranks would draw rank 0's crops and flips. Rank r > 0
+        draws from a generator keyed by (seed, r, batch index across the run): reproducible and, with
+        no state of its own, exact after a resume. Rank 0, and so a single process, is unchanged: the
+        global RNG that RNGState checkpoints.
+        """
+        trainer = self.trainer
+        if trainer is None or trainer.global_rank == 0:
+            return None
+        batch = trainer.fit_loop.total_batch_idx + 1  # Lightning counts the batch after this hook
+        seed = int(os.environ.get("PL_GLOBAL_SEED", "0"))
+        key = int(np.random.SeedSequence([seed, trainer.global_rank, batch]).generate_state(1, np.uint64)[0])
+        if self._augment_generator is None or self._augment_generator.device != device:
+            self._augment_generator = torch.Generator(device=device)
+        return self._augment_generator.manual_seed(key)
+
+    def transform_batch(self, images: torch.Tensor, training: bool, generator: torch.Generator | None = None
+                        ) -> torch.Tensor:
         """A uint8 batch on its device -> the model's float input; augmentation only while training.
 
         Default: crop/flip on uint8 (zero padding is black), normalize, cutout.
         With a preprocessor (GCN+ZCA): whiten first, then crop/flip/cutout the whitened images. The
         whitening was fitted on whole, unshifted images, so it must see them that way; padding then
         fills with 0, which is the whitened data's mean, like cutout after normalization.
+        `generator`: the augmentation's RNG (None: the global one).
         """
         cfg = self.cfg
         if self.preprocessor is None:
             if training:
-                images = augment.random_crop_flip(images, cfg.crop_padding, cfg.padding_mode, cfg.flip)
+                images = augment.random_crop_flip(images, cfg.crop_padding, cfg.padding_mode, cfg.flip, generator)
             images = augment.normalize(images, cfg.mean, cfg.std)
         else:
             images = self.preprocessor(images)
             if training:
-                images = augment.random_crop_flip(images, cfg.crop_padding, cfg.padding_mode, cfg.flip)
+                images = augment.random_crop_flip(images, cfg.crop_padding, cfg.padding_mode, cfg.flip, generator)
         if training and cfg.cutout:
-            images = augment.cutout(images, cfg.cutout)
+            images = augment.cutout(images, cfg.cutout, generator)
         return images
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Normalize (or preprocess) on the device; augment only while training."""
+        """Normalize (or preprocess) on the device; augment only while training, per rank."""
         images, labels = batch
         training = self.trainer is not None and self.trainer.training
-        return self.transform_batch(images, training), labels
+        generator = self.augment_generator(images.device) if training else None
+        return self.transform_batch(images, training, generator), labels

@@ -33,20 +33,25 @@ class CIFAR10DataModule(NiNDataModule):
         root = files.root_dir(self.cfg)
         files.download(self.cfg, cls.filename, cls.url, root, lambda: cls(root, train=True, download=True))
 
-    def _diagnose(self, exc: Exception) -> UserError:
-        """Which file made torchvision refuse the dataset."""
+    def file_problem(self) -> UserError | None:
+        """The first file that is missing or fails its MD5 (checked only once all are there)."""
         cls = self._tv()
         folder = self._folder()
         expected = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
         if not any((folder / name).is_file() for name, _ in expected):
             return files.missing(self.cfg, folder)
+        for name, _ in expected:
+            if not (folder / name).is_file():
+                return files.incomplete(self.cfg, folder / name)
         for name, md5 in expected:
-            path = folder / name
-            if not path.is_file():
-                return files.incomplete(self.cfg, path)
-            if not check_integrity(str(path), md5):
-                return files.corrupted(path, "MD5 mismatch")
-        return UserError(f"torchvision cannot read {folder}: {files.one_line_text(exc)}")
+            if not check_integrity(str(folder / name), md5):
+                return files.corrupted(folder / name, "MD5 mismatch")
+        return None
+
+    def _diagnose(self, exc: Exception) -> UserError:
+        """Which file made torchvision refuse the dataset."""
+        return self.file_problem() or UserError(f"torchvision cannot read {self._folder()}: "
+                                                f"{files.one_line_text(exc)}")
 
     def _read(self, train: bool) -> Split:
         cls = self._tv()

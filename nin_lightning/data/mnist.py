@@ -66,13 +66,16 @@ def _decompress_checked(gz: Path, raw: Path, labels: bool) -> None:
                         "or make the directory writable") from exc
 
 
-def check_raw_files(raw_dir: Path) -> None:
-    """Raise a one-line UserError unless the four idx files are present (raw or .gz) and consistent."""
+def check_raw_files(raw_dir: Path, decompress: bool = True) -> None:
+    """Raise a one-line UserError unless the four idx files are present and consistent.
+
+    `decompress`: a file present only as `.gz` counts, and is decompressed next to it.
+    """
     for split, (image_file, label_file) in FILES.items():
         counts = []
         for name, labels in ((image_file, False), (label_file, True)):
             raw, gz = raw_dir / name, raw_dir / f"{name}.gz"
-            if not raw.is_file() and gz.is_file():
+            if decompress and not raw.is_file() and gz.is_file():
                 _decompress_checked(gz, raw, labels)
             if not raw.is_file():
                 raise _not_found(raw_dir, raw)
@@ -110,6 +113,16 @@ class MNISTDataModule(NiNDataModule):
         """torchvision still reads the old `MNIST/processed/{training,test}.pt` when both exist."""
         processed = self._raw_dir().parent / "processed"
         return (processed / "training.pt").is_file() and (processed / "test.pt").is_file()
+
+    def file_problem(self) -> UserError | None:
+        """Read-only (no .gz decompressed: local rank 0's download does that): all four idx files complete."""
+        if self._legacy():
+            return None
+        try:
+            check_raw_files(self._raw_dir(), decompress=False)
+        except UserError as exc:
+            return exc
+        return None
 
     def _read(self, train: bool) -> Split:
         from torchvision.datasets import MNIST

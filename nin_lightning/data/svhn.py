@@ -60,21 +60,41 @@ class SVHNDataModule(NiNDataModule):
 
             files.download(self.cfg, filename, url, root, fetch)
 
-    def _read(self, part: str) -> Split:
+    def _part_problem(self, part: str, check_md5: bool = True) -> UserError | None:
+        """`<part>_32x32.mat` missing or (with `check_md5`) failing its MD5, or None."""
         from torchvision.datasets import SVHN
 
         root = files.root_dir(self.cfg)
         _, filename, md5 = SVHN.split_list[part]
         path = root / filename
+        if not path.is_file():
+            others = [n for _, n, _ in SVHN.split_list.values() if (root / n).is_file()]
+            return files.incomplete(self.cfg, path) if others else files.missing(self.cfg, path)
+        if check_md5 and not check_integrity(str(path), md5):
+            return files.corrupted(path, "MD5 mismatch")
+        return None
+
+    def file_problem(self) -> UserError | None:
+        """The first file missing, then (once all are there) one failing its MD5.
+
+        MD5s go in reverse download order: a file still arriving fails before the big ones are read.
+        """
+        parts = (*self._parts(), "test")  # the order of download()
+        for part, check_md5 in [(part, False) for part in parts] + [(part, True) for part in reversed(parts)]:
+            if (problem := self._part_problem(part, check_md5)) is not None:
+                return problem
+        return None
+
+    def _read(self, part: str) -> Split:
+        from torchvision.datasets import SVHN
+
+        root = files.root_dir(self.cfg)
+        path = root / SVHN.split_list[part][1]
         try:
             ds = SVHN(root, split=part, download=False)
         except RuntimeError as exc:
-            if not path.is_file():
-                others = [n for _, n, _ in SVHN.split_list.values() if (root / n).is_file()]
-                raise (files.incomplete(self.cfg, path) if others else files.missing(self.cfg, path)) from exc
-            if not check_integrity(str(path), md5):
-                raise files.corrupted(path, "MD5 mismatch") from exc
-            raise UserError(f"torchvision cannot read {path}: {files.one_line_text(exc)}") from exc
+            problem = self._part_problem(part)
+            raise problem or UserError(f"torchvision cannot read {path}: {files.one_line_text(exc)}") from exc
         # torchvision already transposed X (32, 32, 3, N) to (N, 3, 32, 32) and mapped label 10 to 0
         return files.to_split(self.cfg, ds.data, ds.labels, path)
 

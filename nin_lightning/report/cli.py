@@ -40,17 +40,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Build the report and print where its files are; one line and exit code 1 when there is nothing to read."""
+    """Build the report and print where its files are. Bad input (no such sweep dir, no jobs, W&B unreadable)
+    raises UserError; `python -m nin_lightning.report` prints it as one line on stderr and exits with 2."""
     args = parse_args(argv)
-    try:
-        if args.wandb:
-            jobs = read_wandb_group(args.wandb, args.group)
-            out_dir, title = args.dir or Path("outputs/reports") / args.group, f"{args.wandb} group {args.group}"
-        else:
-            jobs, out_dir, title = read_sweep_dir(args.dir), args.dir, args.dir.name
-    except (FileNotFoundError, LookupError) as exc:
-        print(f"error: {exc}")
-        return 1
+    if args.wandb:
+        jobs = read_wandb_group(args.wandb, args.group)
+        out_dir, title = args.dir or Path("outputs/reports") / args.group, f"{args.wandb} group {args.group}"
+    else:
+        jobs, out_dir, title = read_sweep_dir(args.dir), args.dir, args.dir.name
     files = make_report(out_dir, title, jobs)
     print(f"[nin] report of {len(jobs)} jobs in {out_dir}:")
     for path in files:

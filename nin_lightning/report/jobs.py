@@ -1,20 +1,32 @@
-"""One record per job of a sweep, read from its job dir (metrics.json, .hydra/, history.csv)."""
+"""One record per job of a sweep, read from its job dir (metrics.json, .hydra/, history.csv) and multirun.yaml.
+
+A job resumed by hand (`python train.py resume=auto hydra.run.dir=JOB_DIR ...`, maybe with a larger
+trainer.max_epochs) rewrites its .hydra/overrides.yaml. So a job's setting is what the sweep launched it
+with: its dir name (`<num>_<override_dirname>`, conf/train.yaml) restricted to the keys that the sweep's
+multirun.yaml sweeps; the overrides that differ now are kept apart in `Job.changed`.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from nin_lightning.errors import UserError
+
 METRICS = ("val/acc_best", "test/acc", "epochs", "wall_time_s")
 HISTORY_KEYS = ("epoch", "step", "epoch_time_s", "lr", "train/loss", "train/acc", "val/loss", "val/acc",
                 "val/acc_best")
 OK, FAILED, INCOMPLETE = "completed", "failed", "incomplete"
+IGNORED = frozenset({"resume", "ckpt_path"})  # how a job was (re)started, never part of its setting
+DEFAULT = "(default)"
+_DIRNAME_SPLIT = re.compile(r",(?=[+~]*[A-Za-z_][\w./-]*=)")
 
 
 @dataclass
@@ -27,6 +39,7 @@ class Job:
     metrics: dict[str, float | None] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     error: str | None = None
+    changed: dict[str, str] = field(default_factory=dict)  # overrides changed since the launch: {key: "2 -> 4"}
 
     @property
     def ok(self) -> bool:
@@ -54,13 +67,61 @@ def to_float(value: Any) -> float | None:
 
 
 def parse_overrides(lines: list[str]) -> dict[str, str]:
-    """Hydra override lines ('model.dropout=0.5', '+x=1', 'scheduler=cosine') -> {key: value}."""
+    """Hydra override lines ('model.dropout=0.5', '+x=1', 'scheduler=cosine') -> {key: value}, less IGNORED."""
     out: dict[str, str] = {}
     for line in lines:
         key, sep, value = str(line).partition("=")
-        if sep:
+        if sep and key.lstrip("+~") not in IGNORED:
             out[key.lstrip("+~")] = value
     return out
+
+
+def parse_override_dirname(name: str) -> dict[str, str]:
+    """Hydra's override_dirname ('model.dropout=0.5,tags=[a,b],seed=2', also our W&B run names) -> {key: value};
+    {} for any other name."""
+    pairs = [part.partition("=") for part in _DIRNAME_SPLIT.split(name or "")]
+    if not all(sep for _, sep, _ in pairs):
+        return {}
+    return parse_overrides([f"{key}={value}" for key, _, value in pairs])
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """What a sweep's multirun.yaml says: the swept keys, and the other overrides, common to all its jobs."""
+
+    swept: frozenset[str]
+    fixed: dict[str, str]
+
+
+def read_spec(sweep_dir: Path) -> SweepSpec | None:
+    """Swept keys: sweep overrides of the command line (a,b / range() / interval() ...) and hydra.sweeper.params."""
+    spec = _read_yaml(sweep_dir / "multirun.yaml")
+    hydra = spec.get("hydra") if isinstance(spec, dict) else None
+    if not isinstance(hydra, dict):
+        return None
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    task = [str(line) for line in (hydra.get("overrides") or {}).get("task") or []]
+    params = (hydra.get("sweeper") or {}).get("params") or {}
+    swept = {o.key_or_group for o in OverridesParser.create().parse_overrides(task) if o.is_sweep_override()}
+    swept |= {str(key).lstrip("+~") for key in params}
+    return SweepSpec(frozenset(swept), {k: v for k, v in parse_overrides(task).items() if k not in swept})
+
+
+def setting_of(job_dir: Path, now: dict[str, str], spec: SweepSpec | None) -> tuple[dict[str, str], dict[str, str]]:
+    """(the setting the sweep launched the job with, the overrides changed since: {key: "old -> new"})."""
+    head, _, rest = job_dir.name.partition("_")
+    launched = parse_override_dirname(rest) if head.isdigit() else {}
+    if spec is None:  # no multirun.yaml: every override is part of the setting; only the dir name to compare with
+        setting = launched or now
+        keys = set(launched)
+    else:
+        setting = {k: v for k, v in (now | launched).items() if k in spec.swept}
+        keys = set(spec.fixed) | set(setting) | set(now)
+    expected = (spec.fixed if spec else {}) | setting
+    changed = {k: f"{expected.get(k, DEFAULT)} -> {now.get(k, DEFAULT)}" for k in sorted(keys)
+               if expected.get(k) != now.get(k)}
+    return dict(setting), changed
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
@@ -80,9 +141,10 @@ def _read_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text()) if path.is_file() else None
 
 
-def read_job(job_dir: Path) -> Job:
+def read_job(job_dir: Path, spec: SweepSpec | None = None) -> Job:
     """A job dir -> Job. No metrics.json means the job never finished (incomplete)."""
-    overrides = parse_overrides(_read_yaml(job_dir / ".hydra" / "overrides.yaml") or [])
+    now = parse_overrides(_read_yaml(job_dir / ".hydra" / "overrides.yaml") or [])
+    overrides, changed = setting_of(job_dir, now, spec)
     config = _read_yaml(job_dir / ".hydra" / "config.yaml") or {}
     metrics_path = job_dir / "metrics.json"
     raw: dict[str, Any] = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
@@ -96,6 +158,7 @@ def read_job(job_dir: Path) -> Job:
         metrics={k: to_float(raw.get(k)) for k in METRICS},
         history=read_history(job_dir / "history.csv"),
         error=raw.get("error"),
+        changed=changed,
     )
 
 
@@ -111,10 +174,14 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def read_sweep_dir(sweep_dir: Path) -> list[Job]:
-    """Every job of a sweep dir; raises FileNotFoundError when there is none."""
+    """Every job of a sweep dir; raises UserError when there is none."""
+    hint = "give a sweep dir (hydra.sweep.dir of `python train.py -m ...`, e.g. outputs/sweeps/dropout_<timestamp>)"
     if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"{sweep_dir}: no such directory")
+        raise UserError(f"{sweep_dir}: no such directory; {hint}")
     dirs = job_dirs(sweep_dir)
+    if not dirs and (sweep_dir / ".hydra").is_dir():
+        raise UserError(f"{sweep_dir}: one job's dir, not a sweep dir; give its parent, {sweep_dir.parent}")
     if not dirs:
-        raise FileNotFoundError(f"{sweep_dir}: no job dirs (sub-directories with a .hydra/ folder)")
-    return [read_job(d) for d in dirs]
+        raise UserError(f"{sweep_dir}: no jobs in it (sub-directories with a .hydra/ folder); {hint}")
+    spec = read_spec(sweep_dir)
+    return [read_job(d, spec) for d in dirs]

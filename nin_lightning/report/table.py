@@ -36,16 +36,22 @@ class Row:
         return len(self.jobs) - self.n_ok - self.n_failed
 
     @property
+    def n_changed(self) -> int:
+        return sum(bool(j.changed) for j in self.jobs)
+
+    @property
     def seeds(self) -> list[str]:
         return [j.overrides.get(SEED, "") for j in self.jobs if j.ok]
 
     def jobs_note(self) -> str:
-        """'2 ok' or '1 ok, 1 FAILED, 1 incomplete' (failed and incomplete jobs marked)."""
+        """'2 ok' or '1 ok, 1 FAILED, 1 incomplete, 1 changed' (failed, incomplete and changed jobs marked)."""
         parts = [f"{self.n_ok} ok"]
         if self.n_failed:
             parts.append(f"{self.n_failed} FAILED")
         if self.n_incomplete:
             parts.append(f"{self.n_incomplete} incomplete")
+        if self.n_changed:
+            parts.append(f"{self.n_changed} changed")
         return ", ".join(parts)
 
 
@@ -108,6 +114,11 @@ def problem_lines(jobs: Sequence[Job]) -> list[str]:
     return [f"- `{j.name}`: **{j.status}**" + (f": {j.error}" if j.error else "") for j in jobs if not j.ok]
 
 
+def changed_lines(jobs: Sequence[Job]) -> list[str]:
+    """A bullet per job whose overrides changed since the sweep launched it (resume, longer trainer.max_epochs)."""
+    return [f"- `{j.name}`: " + ", ".join(f"{k} {v}" for k, v in j.changed.items()) for j in jobs if j.changed]
+
+
 def markdown(title: str, jobs: Sequence[Job], rows: Sequence[Row], keys: Sequence[str],
              plots: Sequence[Path]) -> str:
     """The whole report.md."""
@@ -125,21 +136,28 @@ def markdown(title: str, jobs: Sequence[Job], rows: Sequence[Row], keys: Sequenc
     problems = problem_lines(jobs)
     if problems:
         lines += ["", "## Failed or incomplete jobs", "", *problems]
+    changed = changed_lines(jobs)
+    if changed:
+        lines += ["", "## Changed after the sweep", "",
+                  "Resumed or extended by hand (their .hydra/overrides.yaml differs from the sweep's); each stays "
+                  "in the row of the setting it was launched with, its metrics are those it ended with.",
+                  "", *changed]
     if plots:
         lines += ["", "## Plots", "", *(f"![{p.stem}]({p.name})" for p in plots)]
     return "\n".join(lines) + "\n"
 
 
 def write_csv(path: Path, rows: Sequence[Row], keys: Sequence[str]) -> Path:
-    """report.csv: the table with separate mean and std columns and job counts."""
+    """report.csv: the table with separate mean and std columns and job counts (n_changed: resumed by hand)."""
     metric_cols = [f"{m}_{stat}" for m in METRICS for stat in ("mean", "std")]
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow([*keys, "n_seeds", "n_jobs", "n_failed", "n_incomplete", "seeds", *metric_cols])
+        writer.writerow([*keys, "n_seeds", "n_jobs", "n_failed", "n_incomplete", "n_changed", "seeds",
+                         *metric_cols])
         for row in rows:
             stats = [row.mean[m] if s == "mean" else row.std[m] for m in METRICS for s in ("mean", "std")]
             writer.writerow([*row.setting.values(), row.n_ok, len(row.jobs), row.n_failed, row.n_incomplete,
-                             " ".join(row.seeds), *("" if v is None else f"{v:.6g}" for v in stats)])
+                             row.n_changed, " ".join(row.seeds), *("" if v is None else f"{v:.6g}" for v in stats)])
     return path
 
 

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from nin_lightning.report.jobs import OK, Job, normalise_status, to_float
+from nin_lightning.errors import UserError
+from nin_lightning.report.jobs import IGNORED, OK, Job, normalise_status, parse_override_dirname, to_float
 
 # W&B history key -> our history column (Lightning suffixes on_step/on_epoch metrics with _step/_epoch)
 HISTORY_MAP = {"val/acc": "val/acc", "val/loss": "val/loss", "val/acc_best": "val/acc_best", "train/acc": "train/acc",
                "train/acc_epoch": "train/acc", "train/loss_epoch": "train/loss", "train/loss": "train/loss"}
 STATES = {"finished": OK, "failed": "failed", "crashed": "failed"}  # anything else: incomplete
-_OVERRIDE_SPLIT = re.compile(r",(?=[+~]*[A-Za-z_][\w./-]*=)")
-
-
-def parse_run_name(name: str) -> dict[str, str]:
-    """Our run names are the job's overrides, 'model.dropout=0.5,seed=2'; {} for any other name."""
-    pairs = [part.partition("=") for part in _OVERRIDE_SPLIT.split(name or "")]
-    if not pairs or not all(sep for _, sep, _ in pairs):
-        return {}
-    return {key.lstrip("+~"): value for key, _, value in pairs}
+PROBE_TIMEOUT_S = 5.0  # for an unreachable server wandb.Api() would wait out its whole timeout
+parse_run_name = parse_override_dirname  # our run names are the job's overrides, 'model.dropout=0.5,seed=2'
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -59,7 +54,7 @@ def run_history(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, float]]:
 def run_to_job(run: Any) -> Job:
     """A W&B run -> Job. The run's state gives the status (our jobs finish failed runs with exit code 1)."""
     config = dict(run.config or {})
-    overrides = parse_run_name(run.name) or flatten(config)
+    overrides = parse_run_name(run.name) or {k: v for k, v in flatten(config).items() if k not in IGNORED}
     if "seed" not in overrides and config.get("seed") is not None:
         overrides["seed"] = str(config["seed"])
     summary = run.summary
@@ -79,13 +74,51 @@ def run_to_job(run: Any) -> Job:
                error=_get(summary, "error"))
 
 
-def read_wandb_group(path: str, group: str, api: Any = None) -> list[Job]:
-    """Every run of `group` in ENTITY/PROJECT `path`, through `wandb.Api()` (or the `api` given)."""
-    if api is None:
-        import wandb
+def connect(timeout_s: float = 60.0) -> Any:
+    """`wandb.Api()`, once the W&B server answers at all (UserError naming the server when it does not)."""
+    import requests
+    import wandb
+    from wandb.sdk import wandb_setup
 
-        api = wandb.Api(timeout=60)
-    runs = list(api.runs(path, filters={"group": group}))
-    if not runs:
-        raise LookupError(f"no W&B runs in group {group!r} of {path}")
-    return [run_to_job(run) for run in runs]
+    setup = getattr(wandb_setup, "singleton", None)  # its settings include `wandb login --host`
+    url = os.environ.get("WANDB_BASE_URL") or str((setup().settings if setup else wandb.Settings()).base_url)
+    try:
+        requests.head(url, timeout=PROBE_TIMEOUT_S)
+    except requests.RequestException as exc:
+        cause = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", str(exc))
+        reason = cause.group(1).strip() if cause else type(exc).__name__
+        raise UserError(f"W&B: cannot reach the server {url} ({reason}); check the network, or WANDB_BASE_URL "
+                        "for a self-hosted server") from exc
+    return wandb.Api(timeout=timeout_s)
+
+
+def explain(exc: Exception, path: str) -> str:
+    """One line naming the cause of a W&B API error and its fix."""
+    text = " ".join(str(exc).split())
+    kind = type(exc).__name__
+    if kind == "UsageError" and "api key" in text.lower():
+        return "W&B: no API key; run `wandb login`, or set WANDB_API_KEY"
+    if "did not respond in time" in text or isinstance(exc, TimeoutError):
+        return f"W&B: the server did not answer in time ({text}); check the network and try again"
+    if kind == "AuthenticationError":
+        return f"W&B: the API key was not accepted ({text}); run `wandb login --relogin`, or set WANDB_API_KEY"
+    if "could not find project" in text.lower():
+        return (f"W&B: no project {path}, or no access to it; check --wandb ENTITY/PROJECT "
+                "(the part after wandb.ai/ in the project's URL)")
+    return f"W&B: reading the runs of {path} failed ({kind}: {text}); check --wandb ENTITY/PROJECT and `wandb login`"
+
+
+def read_wandb_group(path: str, group: str, api: Any = None) -> list[Job]:
+    """Every run of `group` in ENTITY/PROJECT `path`, through `connect()` (or the `api` given).
+    Raises UserError, one line with the cause and the fix, when W&B cannot be read or the group is empty."""
+    try:
+        api = api if api is not None else connect()
+        jobs = [run_to_job(run) for run in api.runs(path, filters={"group": group})]
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(explain(exc, path)) from exc
+    if not jobs:
+        raise UserError(f"W&B: no runs in group {group!r} of {path}; check --group: the sweep dir's name "
+                        "(e.g. dropout_2026-05-01_10-00-00-123456), as on the project's Runs page")
+    return jobs

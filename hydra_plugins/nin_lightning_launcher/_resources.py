@@ -1,0 +1,66 @@
+"""What one job of a sweep asks its launcher for, from that job's own composed `trainer` config.
+
+Resources are computed per job, not once per sweep: `trainer.devices=1,2` or `trainer=cpu,ddp` under -m
+gives jobs with different needs. One task per device per node (Lightning's SLURMEnvironment reads srun's
+ranks), one node per `trainer.num_nodes`, and GPUs only on a GPU accelerator (`gpu`/`cuda`;
+`trainer.accelerator=auto` asks for none). A value set in `hydra.launcher` (not null) wins over the trainer's.
+The leading underscore keeps Hydra's plugin scan from re-executing this module (it re-runs every other
+module of hydra_plugins, which would define a second `Resources` class).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.types import HydraContext
+from omegaconf import DictConfig, OmegaConf
+
+from nin_lightning.errors import UserError
+
+GPU_ACCELERATORS = ("gpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Per-node resources of one job; `gpus_per_node` None: no GPUs."""
+
+    nodes: int
+    tasks_per_node: int
+    gpus_per_node: int | None
+
+
+def devices_per_node(accelerator: str, devices: Any) -> int:
+    """`trainer.devices` as a count. `auto` on a non-GPU accelerator is 1 (what Lightning uses there);
+    `auto`/-1 on GPUs cannot be known before the job lands on a node, so it is a UserError."""
+    text = str(devices).strip()
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    if text == "auto" and accelerator not in GPU_ACCELERATORS:
+        return 1
+    raise UserError(f"trainer.devices={devices} (trainer.accelerator={accelerator}): a launcher must know how many "
+                    "devices to reserve before the job starts; set trainer.devices to an integer >= 1, e.g. "
+                    "trainer.devices=2 (or pin hydra.launcher.tasks_per_node and hydra.launcher.gpus_per_node)")
+
+
+def job_resources(trainer: Any, nodes: int | None = None, tasks_per_node: int | None = None,
+                  gpus_per_node: int | None = None) -> Resources:
+    """Resources of a job with this `trainer` config; a non-None argument (set in hydra.launcher) wins.
+    `gpus_per_node=0` means no GPUs."""
+    trainer = trainer if isinstance(trainer, DictConfig) else OmegaConf.create(dict(trainer))
+    accelerator = str(OmegaConf.select(trainer, "accelerator", default="auto"))
+    gpu = accelerator in GPU_ACCELERATORS
+    need_devices = tasks_per_node is None or (gpu and gpus_per_node is None)
+    devices = devices_per_node(accelerator, OmegaConf.select(trainer, "devices", default=1)) if need_devices else 0
+    if gpus_per_node is None:
+        gpus_per_node = devices if gpu else None
+    return Resources(nodes=int(nodes if nodes is not None else OmegaConf.select(trainer, "num_nodes", default=1)),
+                     tasks_per_node=int(tasks_per_node if tasks_per_node is not None else devices),
+                     gpus_per_node=int(gpus_per_node) if gpus_per_node else None)
+
+
+def job_trainer(hydra_context: HydraContext, config: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """The `trainer` node of one job's config, composed the way the job itself will compose it."""
+    job_cfg = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+    return OmegaConf.select(job_cfg, "trainer", default=OmegaConf.create())
