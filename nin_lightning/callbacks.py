@@ -62,9 +62,31 @@ class EpochHistory(Callback):
             writer.writerows(rows)
 
 
-def build_callbacks(cfg: CallbacksConfig, run_dir: Path,
-                    progress_bar: bool, has_logger: bool) -> list[Callback]:
-    """The callbacks of a run; checkpoints are RUN_DIR/checkpoints/{best,last}.ckpt."""
+class EpochLine(Callback):
+    """One line per epoch on stdout (rank 0) where stdout is not a terminal (Slurm logs, pipes), in which
+    a progress bar's redraws would become hundreds of lines."""
+
+    KEYS = ("train/loss_epoch", "train/acc", "val/loss", "val/acc")
+
+    def __init__(self) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        shown = ", ".join(f"{k.replace('_epoch', '')} {float(metrics[k]):.4f}" for k in self.KEYS if k in metrics)
+        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {shown} "
+              f"({time.perf_counter() - self._epoch_start:.1f} s)", flush=True)
+
+
+def build_callbacks(cfg: CallbacksConfig, run_dir: Path, progress: str, has_logger: bool) -> list[Callback]:
+    """The callbacks of a run; checkpoints are RUN_DIR/checkpoints/{best,last}.ckpt.
+
+    `progress`: `bar` (a terminal), `lines` (one line per epoch: logs, pipes) or `none`."""
     callbacks: list[Callback] = [
         ModelCheckpoint(
             dirpath=run_dir / CHECKPOINT_DIR,
@@ -83,8 +105,10 @@ def build_callbacks(cfg: CallbacksConfig, run_dir: Path,
                                          monitor=None, save_top_k=1, enable_version_counter=False))
     if cfg.lr_monitor and has_logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    if progress_bar:
+    if progress == "bar":
         callbacks.append(RichProgressBar(leave=True) if cfg.rich_progress_bar else TQDMProgressBar())
+    elif progress == "lines":
+        callbacks.append(EpochLine())
     if cfg.history:
         callbacks.append(EpochHistory(run_dir / HISTORY_FILE))
     if cfg.early_stopping_patience is not None:

@@ -7,8 +7,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nin_lightning.config import to_plain_dict, validate
 from nin_lightning.errors import UserError, fail, wants_traceback
@@ -22,14 +23,51 @@ def task_config(config: DictConfig) -> DictConfig:
     return task
 
 
+def swept_values(config: DictConfig) -> list[tuple[str, Any]]:
+    """(key, value) for every value of every swept config key on the command line (not group choices, whose
+    configs Hydra composes per job, nor intervals, which a search samples)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    task = task_config(config)
+    pairs = []
+    for override in OverridesParser.create().parse_overrides(list(config.hydra.overrides.task)):
+        key = override.get_key_element()
+        if not override.is_sweep_override() or override.is_interval_sweep() or override.is_hydra_override():
+            continue
+        if isinstance(OmegaConf.select(task, key.lstrip("+~")), DictConfig) or override.is_delete():
+            continue  # a config group (dataset=mnist,cifar10)
+        pairs += [(key, value) for value in override.sweep_string_iterator()]
+    return pairs
+
+
+def _check_each_swept_value(config: DictConfig) -> None:
+    """Before the first job: the base config with each swept value in turn, so a bad value late in a grid
+    fails at once instead of after the jobs before it."""
+    for key, value in swept_values(config):
+        if key.startswith(("+", "~")):
+            continue  # added or deleted keys: checked when their job composes
+        task = task_config(config)
+        try:
+            task.merge_with_dotlist([f"{key}={value}"])
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{key}={value} (a value of the sweep): {reason}; fix or drop that value") from exc
+        validate(task)
+
+
 def _validate_or_exit(config: DictConfig, run_dir: Path | None = None) -> None:
     # Hydra turns exceptions in callbacks into warnings, so exit here (SystemExit passes through).
     try:
         task = task_config(config)
         conf = validate(task)
-        if run_dir is not None:  # before Hydra rewrites the run dir's .hydra/ files:
+        if run_dir is None:
+            _check_each_swept_value(config)
+        else:  # before Hydra makes the run dir, or rewrites its .hydra/ files:
+            from nin_lightning.preflight import preflight
             from nin_lightning.resume import plan_start
 
+            HydraConfig.instance().set_config(config)  # as run_job will: checks read the group choices
+            preflight(conf)
             _, finished = plan_start(conf.resume, conf.ckpt_path, to_plain_dict(task), run_dir, quiet=True)
             if finished is not None:  # a finished run: left exactly as it is
                 sys.exit(0)
@@ -40,7 +78,7 @@ def _validate_or_exit(config: DictConfig, run_dir: Path | None = None) -> None:
 
 
 class ValidateOnStart(Callback):
-    """Range-check the config at the start of a run or sweep (swept values are checked per job)."""
+    """Check the config at the start of a run, or of a sweep (there, each swept value too)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         _validate_or_exit(config, Path(config.hydra.run.dir))

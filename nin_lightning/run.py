@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -17,13 +18,15 @@ from nin_lightning.checkpoints import last_checkpoint, read_metrics
 from nin_lightning.config import TrainConfig, to_plain_dict, validate
 from nin_lightning.console import print_config_tree
 from nin_lightning.data import build_datamodule
-from nin_lightning.distributed import LocalRanks, check_devices, cluster_plugins
+from nin_lightning.distributed import LocalRanks, cluster_plugins
 from nin_lightning.errors import one_line
 from nin_lightning.guards import AtomicCheckpointIO, FiniteLossGuard, warn_if_low_disk
 from nin_lightning.models import NiN
 from nin_lightning.module import NiNClassifier
 from nin_lightning.paths import METRICS_FILE
 from nin_lightning.preemption import PREEMPTED_EXIT, PreemptionCheckpoint, is_preemption
+from nin_lightning.preflight import preflight
+from nin_lightning.quiet import quiet_libraries
 from nin_lightning.resume import RNGState, keep_previous_metrics, plan_start, snapshot
 from nin_lightning.tracking import Tracker, say, write_metrics
 
@@ -56,8 +59,9 @@ def build_model(conf: TrainConfig, run_config: dict[str, Any] | None = None) -> 
 def build_trainer(conf: TrainConfig, run_dir: Path, loggers: list[Any], extra_callbacks: list[Any] | None = None
                   ) -> L.Trainer:
     kwargs = asdict(speed.apply(conf, speed.resolve(conf)).trainer)  # no `auto` left (idempotent after configure)
-    callbacks = build_callbacks(conf.callbacks, run_dir, kwargs["enable_progress_bar"],
-                                bool(loggers))
+    progress = ("bar" if sys.stdout.isatty() else "lines") if kwargs["enable_progress_bar"] else "none"
+    kwargs["enable_progress_bar"] = progress == "bar"
+    callbacks = build_callbacks(conf.callbacks, run_dir, progress, bool(loggers))
     callbacks += extra_callbacks or []
     callbacks += [FiniteLossGuard(), RNGState(), PreemptionCheckpoint(last_checkpoint(run_dir))]
     return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
@@ -113,8 +117,9 @@ def train(cfg: DictConfig, run_dir: Path | None = None, callbacks: list[Any] | N
 
     `callbacks`: extra Lightning callbacks (benchmarks and tests use it to observe a run)."""
     started = time.perf_counter()
+    quiet_libraries()
     conf = validate(cfg)
-    check_devices(conf)  # trainer=gpu without a GPU etc.: one line, before any work
+    preflight(conf)  # trainer=gpu without a GPU, missing data files etc.: one line, before any work
     hydra_dir, group, name = _hydra_job()
     run_dir = Path(run_dir or hydra_dir or "outputs/run")
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from tests import fake_data
 from tests.conftest import ROOT, cli_env, error_lines
 
 HANG_LIMIT_S = 120  # a hang detector, not a speed target: these cases take a few seconds
+WITHIN_S = 60  # "within seconds": a bad input must never reach training (a loaded 2-core box takes ~6 s)
 
 
 @dataclass
@@ -109,6 +110,11 @@ CASES = [
     Case("gpu-without-gpu", ["trainer=gpu"], ["trainer=gpu", "trainer=cpu"]),
     Case("empty-sweep-list", ["-m", "model.dropout=choice()"], ["model.dropout=choice()", "empty"]),
     Case("bad-resume-value", ["resume=sometimes"], ["resume='sometimes'", "never, auto"]),
+    Case("added-unknown-key", ["+foo=1"], ["foo", "unknown config key"]),
+    Case("range-max-epochs-zero", ["trainer.max_epochs=0"], ["trainer.max_epochs=0", ">= 1, or -1"]),
+    Case("unknown-precision", ["trainer.precision=bogus"], ["trainer.precision='bogus'", "bf16-mixed"]),
+    Case("unknown-strategy", ["trainer.strategy=dpp"], ["trainer.strategy=dpp", "did you mean ddp"]),
+    Case("bad-value-late-in-a-sweep", ["-m", "model.dropout=0.0,0.3,1.5"], ["model.dropout=1.5", "0 <= dropout < 1"]),
 ]
 
 
@@ -147,7 +153,8 @@ def test_bad_input(case: Case, earlier_run: Path, tmp_path: Path):
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG_LIMIT_S)
     elapsed = time.perf_counter() - started
     print(f"{case.id}: exit {result.returncode} in {elapsed:.1f}s: {result.stderr.strip()[-300:]}")
-    assert result.returncode != 0
+    assert result.returncode != 0 and elapsed < WITHIN_S
+    assert not (outputs / "sweeps").exists()  # a sweep with a bad value starts no job
     lines = [ln for ln in error_lines(result.stderr) if ln.startswith("error:")]
     assert len(lines) == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr

@@ -19,15 +19,10 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
     return torch.addcmul(-m / s, x.float(), 1.0 / (255.0 * s))
 
 
-def random_crop(x: torch.Tensor, padding: int, mode: str = "zero", generator: torch.Generator | None = None
-                ) -> torch.Tensor:
-    """Pad by `padding` (zero or reflect) and crop back to the input size at a random offset per sample."""
-    return random_crop_flip(x, padding, mode, flip=False, generator=generator)
-
-
 def random_crop_flip(x: torch.Tensor, padding: int, mode: str = "zero", flip: bool = True,
                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """`random_crop` and (if `flip`) `random_flip` fused into one gather: per-sample offsets and mirrors.
+    """Pad by `padding` (zero or reflect), crop back at a random offset per sample and (if `flip`) mirror a
+    random half of the samples, fused into one gather.
 
     The crop reads each output pixel from the padded batch through a flat (row * width + col)
     index; mirroring a sample just reverses its column index, so both cost one pass over the batch.
@@ -52,12 +47,6 @@ def random_crop_flip(x: torch.Tensor, padding: int, mode: str = "zero", flip: bo
     cols = offsets[1].view(n, 1) + cols  # (n, w)
     index = (rows.view(n, h, 1) * wp + cols.view(n, 1, w)).view(n, 1, h * w).expand(n, c, h * w)
     return src.reshape(n, c, hp * wp).gather(2, index).view(n, c, h, w)
-
-
-def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Mirror a random half of the batch left-right (per sample)."""
-    mask = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
-    return torch.where(mask.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
 def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
-from nin_lightning.config import DatasetConfig
+from nin_lightning.config import DIGIT_DATASETS, DatasetConfig
 from nin_lightning.data import augment
 from nin_lightning.errors import UserError
 
@@ -88,7 +88,6 @@ DOWNLOAD_WAIT_S = 3600.0
 DOWNLOAD_POLL_S = 2.0
 
 # Mirroring turns digits into other digits or none (2, 5, 7 ...): these datasets never flip.
-DIGIT_DATASETS = frozenset({"digits", "mnist", "svhn"})
 
 
 class NiNDataModule(L.LightningDataModule):
@@ -115,8 +114,10 @@ class NiNDataModule(L.LightningDataModule):
     def download(self) -> None:
         """Fetch the files into cfg.root (only called with dataset.download=true, on local rank 0)."""
 
-    def file_problem(self) -> UserError | None:
-        """What `load()` would refuse about the files in cfg.root (missing, incomplete, corrupted), or None."""
+    def file_problem(self, check_md5: bool = True) -> UserError | None:
+        """What `load()` would refuse about the files in cfg.root (missing, incomplete, corrupted), or None.
+
+        `check_md5=False`: only what is cheap to see (files missing, truncated idx headers), no checksums."""
         return None
 
     def split_val(self, train: Split) -> tuple[Split, Split]:

@@ -114,7 +114,7 @@ class MNISTDataModule(NiNDataModule):
         processed = self._raw_dir().parent / "processed"
         return (processed / "training.pt").is_file() and (processed / "test.pt").is_file()
 
-    def file_problem(self) -> UserError | None:
+    def file_problem(self, check_md5: bool = True) -> UserError | None:
         """Read-only (no .gz decompressed: local rank 0's download does that): all four idx files complete."""
         if self._legacy():
             return None

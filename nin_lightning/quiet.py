@@ -1,0 +1,39 @@
+"""Library noise a user of this project cannot act on, filtered once at the start of a job."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+# Warnings about things this project handles itself.
+_WARNINGS = (
+    r"The `srun` command is available on your system but is not used",  # Slurm jobs use srun or submitit
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning 2.6 on torch 2.14, internal
+    r"Precision .* is not supported by the model summary",  # the summary's size estimate only
+    r"`\.test\(ckpt_path=\"best\"\)` is called with Trainer configured with multiple `ModelCheckpoint`",  # best.ckpt
+    r"Checkpoint directory .* exists and is not empty",  # resume=auto continues in its run dir
+)
+_LOG_PREFIXES = ("💡 Tip:",)  # Lightning's advertisement for its cloud logger
+
+
+class _DropAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_LOG_PREFIXES)
+
+
+def quiet_libraries() -> None:
+    """Filter the warnings above; under Hydra's job logging, Lightning's lines are printed once, by it."""
+    for pattern in _WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    root = logging.getLogger()
+    if not root.handlers:  # not under Hydra: Lightning keeps its own console handlers
+        return
+    for handler in root.handlers:  # Hydra's console and RUN_DIR/<job>.log
+        if not any(isinstance(f, _DropAdverts) for f in handler.filters):
+            handler.addFilter(_DropAdverts())
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        log = logging.getLogger(name)
+        for handler in list(log.handlers):
+            if type(handler) is logging.StreamHandler:
+                log.removeHandler(handler)
+        log.propagate = True
