@@ -34,7 +34,8 @@ def swept_values(config: DictConfig) -> list[tuple[str, Any]]:
         key = override.get_key_element()
         if not override.is_sweep_override() or override.is_interval_sweep() or override.is_hydra_override():
             continue
-        if isinstance(OmegaConf.select(task, key.lstrip("+~")), DictConfig) or override.is_delete():
+        groups = config.hydra.runtime.choices
+        if key.lstrip("+~") in groups or isinstance(OmegaConf.select(task, key.lstrip("+~")), DictConfig):
             continue  # a config group (dataset=mnist,cifar10)
         pairs += [(key, value) for value in override.sweep_string_iterator()]
     return pairs
