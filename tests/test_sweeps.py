@@ -113,6 +113,15 @@ def test_ready_grid_composes_every_job(compose_cfg, name):
         validate(compose_cfg(f"sweep={name}", *job))
 
 
+def test_paper_grid_runs_each_paper_preset(compose_cfg):
+    """sweep=paper: the README's results column in one command, one job per paper preset."""
+    params = dict(sweep_cfg("sweep=paper").hydra.sweeper.params)
+    presets = params["experiment"].split(",")
+    assert sorted(presets) == ["paper_cifar10", "paper_cifar100", "paper_mnist", "paper_svhn"]
+    datasets = {validate(compose_cfg("sweep=paper", f"experiment={p}")).dataset.name for p in presets}
+    assert datasets == {"cifar10", "cifar100", "mnist", "svhn"}
+
+
 def test_optuna_search_maximises_val_acc():
     hydra_cfg = sweep_cfg("sweep=optuna_dropout_wd").hydra
     assert "optuna" in hydra_cfg.sweeper._target_.lower()
