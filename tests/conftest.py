@@ -58,6 +58,16 @@ def run_cli(tmp_path: Path) -> Iterator[Callable[..., subprocess.CompletedProces
     yield _run
 
 
+def lr_trace(scheduler, optimizer, steps: int) -> list[float]:
+    """The LR before each of `steps` optimizer + scheduler steps."""
+    out = []
+    for _ in range(steps):
+        out.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return out
+
+
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests import fake_data as fd
+from tests.conftest import lr_trace
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -64,13 +65,7 @@ def _lr_by_epoch(conf, epochs: int) -> list[float]:
     from nin_lightning.optim import build_optimizer, build_scheduler
 
     opt = build_optimizer(nn.Linear(2, 2), conf.optimizer, lr=conf.optimizer.lr)
-    sched = build_scheduler(opt, conf.scheduler, epochs, epochs)["scheduler"]
-    out = []
-    for _ in range(epochs):
-        out.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    return out
+    return lr_trace(build_scheduler(opt, conf.scheduler, epochs, epochs)["scheduler"], opt, epochs)
 
 
 def test_reference_presets_hold_their_recipes(compose_cfg):

@@ -13,15 +13,7 @@ from nin_lightning.config import (
 )
 from nin_lightning.models import NiN
 from nin_lightning.optim import build_optimizer, build_scheduler, param_groups
-
-
-def lrs(sched, opt, steps):
-    out = []
-    for _ in range(steps):
-        out.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    return out
+from tests.conftest import lr_trace as lrs
 
 
 def test_exempt_bias_norm_splits_groups():
