@@ -5,4 +5,4 @@ LAST_CKPT = "last.ckpt"
 BEST_CKPT = "best.ckpt"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
-WANDB_ID_FILE = "wandb_id.txt"
+WANDB_RUN_FILE = "wandb_run.json"  # the W&B run of this dir: id, group, name (kept across resumes)

@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from nin_lightning.config import LoggerConfig
-from nin_lightning.paths import METRICS_FILE, WANDB_ID_FILE
+from nin_lightning.paths import METRICS_FILE, WANDB_RUN_FILE
 
 
 def say(message: str) -> None:
@@ -84,15 +84,16 @@ class Tracker:
         import wandb
 
         mode = wandb_mode(self.cfg)
-        id_file = self.run_dir / WANDB_ID_FILE
-        resuming = id_file.exists()
-        run_id = id_file.read_text().strip() if resuming else secrets.token_hex(4)
-        if resuming:  # the run keeps the group and name it started with (a resume's overrides are not a new job)
-            group = name = None
+        run_file = self.run_dir / WANDB_RUN_FILE
+        # A resumed job continues its W&B run: same id, and the group and name it started with (the resume
+        # command's overrides do not make it another job).
+        saved = json.loads(run_file.read_text()) if run_file.exists() else {}
+        run_id = saved.get("id") or secrets.token_hex(4)
+        group, name = saved.get("group", self.cfg.group or group), saved.get("name", name)
         self.run = wandb.init(
             project=self.cfg.project,
             entity=self.cfg.entity,
-            group=self.cfg.group or group,
+            group=group,
             job_type=self.cfg.job_type,
             name=name,
             tags=list(tags),
@@ -106,7 +107,7 @@ class Tracker:
                 **_flush_often(wandb.Settings),
             ),
         )
-        id_file.write_text(run_id + "\n")
+        run_file.write_text(json.dumps({"id": run_id, "group": group, "name": name}) + "\n")
         self.loggers = [WandbLogger(experiment=self.run)]
         if mode == "offline":
             say(f"W&B offline run in {self.run.dir.rsplit('/files', 1)[0]}; upload it later with "

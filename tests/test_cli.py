@@ -90,3 +90,23 @@ def test_two_runs_in_the_same_second_never_collide(tmp_path):
     dirs = sorted((tmp_path / "outputs" / "runs").iterdir())
     assert len(dirs) == 2 and all((d / "metrics.json").is_file() for d in dirs)
     assert os.path.commonpath(dirs) == str(tmp_path / "outputs" / "runs")
+
+
+def test_a_resumed_run_keeps_its_wandb_run_id_group_and_name(tmp_path, monkeypatch):
+    """A second start in the same run dir (resume, requeue) continues the same W&B run: same id, and the
+    group and name of the first start, whatever the resume command's own overrides are."""
+    from nin_lightning.config import LoggerConfig
+    from nin_lightning.tracking import Tracker
+    from tests.wandb_records import offline_runs
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for key in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(key, raising=False)
+    cfg = LoggerConfig(name="wandb", mode="offline")
+    first = Tracker(cfg, tmp_path, {"seed": 1}, "dropout_sweep", "model.dropout=0.5,seed=1", ["ablation"])
+    first.finish(1)
+    again = Tracker(cfg, tmp_path, {"seed": 1}, None, "resume=auto,trainer.max_epochs=60", ["ablation"])
+    again.finish(0)
+    runs = offline_runs(tmp_path)
+    assert len(runs) == 2 and len({r.run_id for r in runs}) == 1
+    assert {(r.group, r.name) for r in runs} == {("dropout_sweep", "model.dropout=0.5,seed=1")}

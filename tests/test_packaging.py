@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -33,8 +34,10 @@ def test_the_image_copies_every_package_and_the_entry_point():
 
 @pytest.mark.slow
 def test_the_wheel_holds_the_package_and_the_hydra_launchers(tmp_path):
+    src = tmp_path / "src"  # a copy: an in-tree build would leave build/ in the checkout
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "outputs", "build", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), str(ROOT)], check=True, timeout=300)
+                    str(tmp_path), str(src)], check=True, timeout=300)
     (wheel,) = tmp_path.glob("nin_lightning-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "nin_lightning/run.py" in names and "nin_lightning/models/nin.py" in names

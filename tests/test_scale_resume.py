@@ -373,12 +373,12 @@ def _wait(condition, timeout_s: float, what: str, poll_s: float = 1.0) -> None:
 
 
 def _one_wandb_run(run_dir: Path, segments: int) -> None:
-    """One W&B run: every offline segment (one per start of the job) carries the id in wandb_id.txt.
+    """One W&B run: every offline segment (one per start of the job) carries the id in wandb_run.json.
 
     A segment's file can be cut short when Slurm's SIGTERM also stops W&B's service process, so the id is
     read from the segment dirs' names too; the last segment is complete and finished with exit code 0.
     """
-    run_id = (run_dir / "wandb_id.txt").read_text().strip()
+    run_id = json.loads((run_dir / "wandb_run.json").read_text())["id"]
     dirs = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(dirs) == segments and all(d.name.endswith(f"-{run_id}") for d in dirs), dirs
     runs = offline_runs(run_dir)
