@@ -58,7 +58,8 @@ class InMemory(NiNDataModule):
 def project_path(images: np.ndarray, labels: np.ndarray, epochs: int) -> float:
     dm = InMemory(cifar_cfg(), images, labels)
     dm.setup("fit")
-    dm.trainer = SimpleNamespace(training=True)  # what on_after_batch_transfer asks of the Trainer
+    # what on_after_batch_transfer asks of the Trainer: training, and the rank (0: the global RNG, one process)
+    dm.trainer = SimpleNamespace(training=True, global_rank=0)
     loader = dm.train_dataloader()
 
     def epoch() -> int:
