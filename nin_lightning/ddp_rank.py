@@ -1,4 +1,4 @@
-"""Entry point of DDP ranks 1..N-1 that `distributed.LocalRanks` starts for a multirun job.
+"""Entry point of DDP ranks 1..N-1 that `local_ranks.LocalRanks` starts for a multirun job.
 
 `python -m nin_lightning.ddp_rank --config-path CONF --config-name train <job overrides>
 hydra.run.dir=<job dir> hydra.output_subdir=null`: a single run of one job, in that job's dir.

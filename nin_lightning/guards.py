@@ -49,7 +49,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, fh)
                 fh.flush()
                 os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp makes it 0600: colleagues on a shared cluster read checkpoints too
             os.replace(tmp, target)
+            _fsync_dir(target.parent)  # the rename itself survives a crash
         except OSError as exc:
             Path(tmp).unlink(missing_ok=True)
             if exc.errno == errno.ENOSPC:
@@ -63,15 +65,33 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
-        try:
-            return super().load_checkpoint(path, weights_only=False)
-        except (RuntimeError, EOFError, OSError, ValueError) as exc:
-            if isinstance(exc, FileNotFoundError):
-                raise
-            raise UserError(
-                f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}); start fresh in a new run dir "
-                "or point ckpt_path at another checkpoint"
-            ) from exc
+        return load_checkpoint_file(Path(path))
+
+
+def load_checkpoint_file(path: Path) -> dict[str, Any]:
+    """torch.load with weights_only=True (tensors and plain types: this project's checkpoints, RNG states
+    included), so a checkpoint from elsewhere cannot run code; one line for a truncated or foreign file."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # the unpickler fails on garbage in many ways (EOFError, IndexError, ...)
+        foreign = isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower().replace("_", " ")
+        if foreign:
+            raise UserError(f"checkpoint {path} holds Python objects besides tensors (not one of this project's); "
+                            "refusing to unpickle it: point ckpt_path at a checkpoint nin-lightning wrote") from exc
+        raise UserError(f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}); start fresh in a new "
+                        "run dir or point ckpt_path at another checkpoint") from exc
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def warn_if_low_disk(run_dir: Path, min_free_gb: float) -> float:

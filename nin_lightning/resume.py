@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import Callback
 
 from nin_lightning.checkpoints import last_checkpoint, read_metrics, resolve_start
 from nin_lightning.errors import UserError
+from nin_lightning.guards import load_checkpoint_file
 from nin_lightning.paths import METRICS_FILE
 from nin_lightning.tracking import say
 
@@ -111,11 +112,7 @@ def check_resume(ckpt: Path, plain: dict[str, Any], run_dir: Path, same_run: boo
     Returns the run's metrics.json when `same_run` (resume=auto in the run dir) and that run already
     finished with the same or a higher trainer.max_epochs: then there is nothing left to do.
     """
-    try:
-        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise UserError(f"cannot read checkpoint {ckpt} ({type(exc).__name__}); point ckpt_path at another "
-                        "checkpoint or start a new run dir") from exc
+    checkpoint = load_checkpoint_file(ckpt)
     saved = checkpoint.get(CONFIG_KEY)
     now = snapshot(plain)
     if saved is None:

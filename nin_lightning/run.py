@@ -18,9 +18,10 @@ from nin_lightning.checkpoints import last_checkpoint, read_metrics
 from nin_lightning.config import TrainConfig, to_plain_dict, validate
 from nin_lightning.console import print_config_tree
 from nin_lightning.data import build_datamodule
-from nin_lightning.distributed import LocalRanks, cluster_plugins
+from nin_lightning.distributed import cluster_plugins
 from nin_lightning.errors import one_line
 from nin_lightning.guards import AtomicCheckpointIO, FiniteLossGuard, warn_if_low_disk
+from nin_lightning.local_ranks import LocalRanks
 from nin_lightning.models import NiN
 from nin_lightning.module import NiNClassifier
 from nin_lightning.paths import METRICS_FILE
@@ -161,7 +162,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None, callbacks: list[Any] | N
         metrics["error"] = one_line(exc)
         metrics["epochs"] = trainer.current_epoch if trainer else 0
         ranks.stop_watching()
-        if ranks.dead():  # a DDP rank of this job died (distributed.LocalRanks): the job failed, not the sweep
+        if ranks.dead():  # a DDP rank of this job died (local_ranks.LocalRanks): the job failed, not the sweep
             metrics["error"] = ranks.failure
             raise RuntimeError(f"{ranks.failure}; its output is above") from exc
         if isinstance(exc, KeyboardInterrupt | SystemExit) and not is_preemption(exc):  # Ctrl-C: Lightning exits 1

@@ -51,6 +51,15 @@ def _garbage_ckpt(tmp: Path, _: Path) -> list[str]:
     return [f"ckpt_path={tmp / 'garbage.ckpt'}"]
 
 
+def _foreign_ckpt(tmp: Path, _: Path) -> list[str]:
+    import argparse
+
+    import torch
+
+    torch.save({"state_dict": {}, "args": argparse.Namespace(lr=0.1)}, tmp / "foreign.ckpt")  # code on unpickling
+    return [f"ckpt_path={tmp / 'foreign.ckpt'}"]
+
+
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
@@ -107,6 +116,7 @@ CASES = [
     Case("missing-ckpt", ["ckpt_path=/nonexistent/last.ckpt"], ["ckpt_path=/nonexistent/last.ckpt", "no such file"]),
     Case("truncated-ckpt", [], ["truncated.ckpt", "ckpt_path"], prepare=_truncated_ckpt),
     Case("garbage-ckpt", [], ["garbage.ckpt", "ckpt_path"], prepare=_garbage_ckpt),
+    Case("foreign-ckpt", [], ["foreign.ckpt", "refusing to unpickle"], prepare=_foreign_ckpt),
     Case("gpu-without-gpu", ["trainer=gpu"], ["trainer=gpu", "trainer=cpu"]),
     Case("empty-sweep-list", ["-m", "model.dropout=choice()"], ["model.dropout=choice()", "empty"]),
     Case("bad-resume-value", ["resume=sometimes"], ["resume='sometimes'", "never, auto"]),
@@ -143,6 +153,11 @@ def test_catalogue_has_at_least_20_cases():
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(case: Case, earlier_run: Path, tmp_path: Path):
+    if case.id == "gpu-without-gpu":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("checks the message on a machine without a GPU")
     outputs = earlier_run.parents[1]
     before = _snapshot(earlier_run)
     extra = case.prepare(tmp_path, earlier_run) if case.prepare else []
