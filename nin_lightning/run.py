@@ -25,7 +25,7 @@ from nin_lightning.local_ranks import LocalRanks
 from nin_lightning.models import NiN
 from nin_lightning.module import NiNClassifier
 from nin_lightning.paths import METRICS_FILE
-from nin_lightning.preemption import PREEMPTED_EXIT, PreemptionCheckpoint, is_preemption
+from nin_lightning.preemption import PREEMPTED_EXIT, PreemptionCheckpoint
 from nin_lightning.preflight import preflight
 from nin_lightning.quiet import quiet_libraries
 from nin_lightning.resume import RNGState, keep_previous_metrics, plan_start, snapshot
@@ -113,6 +113,12 @@ def _close_job(run_dir: Path, metrics: dict[str, Any], exit_code: int, ranks: Lo
     return closing_error
 
 
+def _preempted(trainer: L.Trainer | None, exc: BaseException) -> bool:
+    """Whether the job stopped because of the preemption signal (SIGTERM or submitit's)."""
+    callbacks = trainer.callbacks if trainer else []
+    return any(isinstance(cb, PreemptionCheckpoint) and cb.explains(exc) for cb in callbacks)
+
+
 def train(cfg: DictConfig, run_dir: Path | None = None, callbacks: list[Any] | None = None) -> float:
     """Train, test with the best checkpoint, write metrics.json; return val/acc_best (a sweeper's objective).
 
@@ -165,9 +171,10 @@ def train(cfg: DictConfig, run_dir: Path | None = None, callbacks: list[Any] | N
         if ranks.dead():  # a DDP rank of this job died (local_ranks.LocalRanks): the job failed, not the sweep
             metrics["error"] = ranks.failure
             raise RuntimeError(f"{ranks.failure}; its output is above") from exc
-        if isinstance(exc, KeyboardInterrupt | SystemExit) and not is_preemption(exc):  # Ctrl-C: Lightning exits 1
+        preempted = _preempted(trainer, exc)
+        if isinstance(exc, KeyboardInterrupt | SystemExit) and not preempted:  # Ctrl-C: Lightning exits 1
             metrics["status"], metrics["error"] = "interrupted", "stopped by the user (Ctrl-C) or a signal"
-        if is_preemption(exc):  # SIGTERM (Slurm requeue/preemption): last.ckpt is saved, exit non-zero
+        if preempted:  # SIGTERM (Slurm requeue/preemption): last.ckpt is saved, exit non-zero
             metrics["status"], metrics["error"] = "preempted", "stopped by SIGTERM (preemption, requeue or kill)"
             raise SystemExit(PREEMPTED_EXIT) from exc
         raise

@@ -142,6 +142,19 @@ def test_swept_keys_from_multirun_yaml(tmp_path):
     assert read_spec(tmp_path) is None
 
 
+def test_command_line_and_job_overrides_compare_in_hydra_normal_form(tmp_path):
+    """The command line says `false` and `1e-4`; Hydra writes `False` and `0.0001` into each job's overrides."""
+    sweep = make_sweep(tmp_path)
+    spec = yaml.safe_load((sweep / "multirun.yaml").read_text())
+    spec["hydra"]["overrides"]["task"] += ["trainer.enable_progress_bar=false", "optimizer.lr=1e-4"]
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump(spec))
+    for overrides in sweep.glob("*/.hydra/overrides.yaml"):
+        lines = yaml.safe_load(overrides.read_text())
+        overrides.write_text(yaml.safe_dump([*lines, "trainer.enable_progress_bar=False", "optimizer.lr=0.0001"]))
+    jobs = read_sweep_dir(sweep)
+    assert len(jobs) == 5 and not any(j.changed for j in jobs), [j.changed for j in jobs]
+
+
 def test_bad_sweep_dir_raises_one_line_user_error(tmp_path):
     with pytest.raises(UserError, match="no such directory"):
         cli.main([str(tmp_path / "nope")])

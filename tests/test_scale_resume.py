@@ -70,7 +70,8 @@ def single_process_test_acc(run_dir: Path) -> tuple[float, int]:
     model = build_model(conf)
     datamodule = build_datamodule(conf.dataset)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False)
+                        enable_model_summary=False, enable_checkpointing=False,
+                        precision=conf.trainer.precision)  # as resolved for the run (bf16-mixed on this CPU)
     results = trainer.test(model, datamodule=datamodule, ckpt_path=str(run_dir / "checkpoints" / "best.ckpt"),
                            verbose=False)
     return results[0]["test/acc"], len(datamodule.test_split)
@@ -372,11 +373,17 @@ def _wait(condition, timeout_s: float, what: str, poll_s: float = 1.0) -> None:
         time.sleep(poll_s)
 
 
-def _one_wandb_run(run_dir: Path, segments: int) -> None:
+# An epoch's metrics in W&B's rows, and their history.csv columns.
+EPOCH_METRICS = {"train/loss_epoch": "train/loss", "train/acc": "train/acc", "val/loss": "val/loss",
+                 "val/acc": "val/acc"}
+
+
+def _one_wandb_run(run_dir: Path, segments: int) -> list:
     """One W&B run: every offline segment (one per start of the job) carries the id in wandb_run.json.
 
     A segment's file can be cut short when Slurm's SIGTERM also stops W&B's service process, so the id is
     read from the segment dirs' names too; the last segment is complete and finished with exit code 0.
+    Returns the segments' records.
     """
     run_id = json.loads((run_dir / "wandb_run.json").read_text())["id"]
     dirs = sorted((run_dir / "wandb").glob("offline-run-*"))
@@ -384,19 +391,44 @@ def _one_wandb_run(run_dir: Path, segments: int) -> None:
     runs = offline_runs(run_dir)
     assert {r.run_id for r in runs if r.run_id} == {run_id}
     assert runs[-1].run_id == run_id and runs[-1].exit_code == 0
+    return runs
+
+
+def _wandb_holds_every_epoch(run_dir: Path, runs: list) -> None:
+    """W&B's records, all segments together, hold every epoch's metrics, with history.csv's values."""
+    from tests.wandb_records import epoch_metrics
+
+    logged = epoch_metrics(runs, tuple(EPOCH_METRICS))
+    with (run_dir / "history.csv").open() as fh:
+        history = {int(row["epoch"]): row for row in csv.DictReader(fh)}
+    assert sorted(logged) == sorted(history), f"W&B has the metrics of epochs {sorted(logged)}"
+    for epoch, row in history.items():
+        for key, column in EPOCH_METRICS.items():
+            values = logged[epoch].get(key)
+            assert values and values == pytest.approx([float(row[column])] * len(values)), (epoch, key, values)
+
+
+def _wandb_flush_s() -> float:
+    """How often W&B's service writes a run's file (what it holds longer is lost if it is killed)."""
+    import wandb
+
+    from nin_lightning.tracking import _flush_often
+
+    return float(_flush_often(wandb.Settings).get("x_transaction_log_flush_interval", 15.0))
 
 
 @pytest.mark.slow
 @pytest.mark.slurm
 def test_scontrol_requeue_resumes_the_job_from_its_checkpoint(tmp_path):
     """A running sbatch job is requeued: SIGTERM -> last.ckpt; the restarted job resumes (no resume=auto
-    in its command: SLURM_RESTART_COUNT) and finishes every epoch, in one run dir, with one W&B run."""
+    in its command: SLURM_RESTART_COUNT) and finishes every epoch, in one run dir, with one W&B run that
+    holds every epoch's metrics."""
+    import signal
+
     from tests.slurm_cluster import need_slurm
 
     need_slurm()  # skip without Slurm; fail in CI (CI=1)
-    # Enough epochs that the requeue, sent right after the first checkpoint, lands inside fit (not in test):
-    # a digits epoch takes about a second, and the signal is only handled by the training loop.
-    epochs = 20
+    epochs = 20  # a digits epoch takes well under a second: the job must still be in fit when we stop it
     run_dir, log = tmp_path / "run", tmp_path / "slurm-%j.out"
     script = tmp_path / "job.sh"
     script.write_text("\n".join([
@@ -405,6 +437,7 @@ def test_scontrol_requeue_resumes_the_job_from_its_checkpoint(tmp_path):
         f"#SBATCH --output={log} --job-name=nin-requeue-test",
         'echo "[job] start, restart=${SLURM_RESTART_COUNT:-0}"',
         f"cd {tmp_path}",
+        f"echo $$ > {tmp_path / 'job.pid'}",  # exec keeps the pid: the training process
         "exec " + " ".join(train_cmd(f"trainer.max_epochs={epochs}", *QUIET, f"hydra.run.dir={run_dir}")),
     ]) + "\n")
     env = cli_env(tmp_path)
@@ -413,9 +446,17 @@ def test_scontrol_requeue_resumes_the_job_from_its_checkpoint(tmp_path):
     try:
         last = run_dir / "checkpoints" / "last.ckpt"
         _wait(lambda: _squeue_state(job) == "RUNNING" and last.exists(), 600, "the job's first checkpoint")
-        subprocess.run(["scontrol", "requeue", job], check=True, timeout=60)
-        done = history_epochs(run_dir) if (run_dir / "history.csv").exists() else []
+        # Freeze training, so that the signal lands where we look (in fit) however late the requeue comes
+        # under load, and W&B's service, which Slurm's SIGTERM kills as well, first writes all it got.
+        # Signalled while stopped, training sees the SIGTERM first thing when the requeue's SIGCONT (sent
+        # before its SIGTERM to every process of the job) wakes it.
+        pid = int((tmp_path / "job.pid").read_text())
+        os.kill(pid, signal.SIGSTOP)
+        done = history_epochs(run_dir)
         assert len(done) < epochs - 1, f"the job was past epoch {len(done)} of {epochs} when it was requeued"
+        time.sleep(2 * _wandb_flush_s())
+        os.kill(pid, signal.SIGTERM)
+        subprocess.run(["scontrol", "requeue", job], check=True, timeout=60)
         _wait(lambda: _squeue_state(job) == "", 900, "the requeued job to finish", poll_s=2.0)
     finally:
         subprocess.run(["scancel", job], capture_output=True, timeout=60)
@@ -428,7 +469,7 @@ def test_scontrol_requeue_resumes_the_job_from_its_checkpoint(tmp_path):
     assert metrics["status"] == "completed" and metrics["epochs"] == epochs, metrics
     assert history_epochs(run_dir) == list(range(epochs))
     assert load_ckpt(run_dir / "checkpoints" / "last.ckpt")["epoch"] == epochs - 1
-    _one_wandb_run(run_dir, segments=2)
+    _wandb_holds_every_epoch(run_dir, _one_wandb_run(run_dir, segments=2))
 
 
 @pytest.mark.slow
@@ -467,3 +508,48 @@ def test_submitit_signal_checkpoints_requeues_and_resumes_ddp_tasks(tmp_path):
     assert metrics["status"] == "completed" and metrics["epochs"] == epochs, metrics
     assert history_epochs(job_dir) == list(range(epochs))
     _one_wandb_run(job_dir, segments=2)
+
+
+def test_sigterm_stops_every_rank_at_the_same_batch_and_explains_wandb_errors(monkeypatch, tmp_path):
+    """The SIGTERM handler only sets a flag (no collective inside a signal handler); at a batch's end the
+    ranks' flags are reduced and Lightning stops them all; a W&B error after the signal is the preemption."""
+    import signal
+
+    from nin_lightning import preemption
+    from nin_lightning.preemption import PreemptionCheckpoint
+
+    monkeypatch.setattr(preemption, "SIGNAL_GRACE_S", 0.0)
+    decisions: list[bool] = []
+
+    def any_rank(flag: bool, all: bool = True) -> bool:
+        decisions.append(flag)
+        return flag or peer_signalled
+
+    def failing_log(row):
+        raise ConnectionResetError("Connection lost")
+
+    from lightning.pytorch.loggers import WandbLogger
+
+    wandb = WandbLogger(experiment=SimpleNamespace(id="run1", log=failing_log))
+    trainer = SimpleNamespace(loggers=[wandb], strategy=SimpleNamespace(reduce_boolean_decision=any_rank),
+                              _signal_connector=SimpleNamespace(received_sigterm=False))
+    callback = PreemptionCheckpoint(tmp_path / "last.ckpt")
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        callback.on_train_start(trainer, None)
+        peer_signalled = False
+        callback.on_train_batch_end(trainer, None, None, None, 0)
+        assert trainer._signal_connector.received_sigterm is False
+        with pytest.raises(ConnectionResetError):  # no signal: a W&B failure is an error
+            wandb.log_metrics({"val/acc": 0.5}, step=1)
+        assert not callback.explains(ConnectionResetError())
+        peer_signalled = True  # another rank got the signal: this one stops too, at the same batch
+        callback.on_train_batch_end(trainer, None, None, None, 1)
+        assert trainer._signal_connector.received_sigterm is True and callback.signalled is False
+        os.kill(os.getpid(), signal.SIGTERM)  # this rank's own signal: only the flag
+        time.sleep(0.1)
+        assert callback.signalled and decisions == [False, False]
+        wandb.log_metrics({"val/acc": 0.5}, step=2)  # Slurm's SIGTERM stopped W&B's service: rows lost, no error
+        assert callback.explains(ConnectionResetError())
+    finally:
+        signal.signal(signal.SIGTERM, previous)

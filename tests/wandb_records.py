@@ -30,6 +30,8 @@ def payloads(data: bytes) -> list[bytes]:
         if kind == 0 and length == 0:  # zero padding up to the end of the block
             pos += left
             continue
+        if pos + HEADER + length > len(data):  # cut short: W&B's service died while writing it
+            break
         chunk = data[pos + HEADER:pos + HEADER + length]
         pos += HEADER + length
         if kind == FULL:
@@ -46,7 +48,7 @@ def payloads(data: bytes) -> list[bytes]:
 
 @dataclass
 class OfflineRun:
-    """What a test needs from an offline run: identity, grouping, config and the exit code."""
+    """What a test needs from an offline run: identity, grouping, config, the logged rows and the exit code."""
 
     run_id: str = ""
     group: str = ""
@@ -55,6 +57,7 @@ class OfflineRun:
     tags: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     exit_code: int | None = None  # None: the run was never finished
+    history: list[dict[str, Any]] = field(default_factory=list)  # the logged rows (run.log), in order
 
 
 def read_offline_run(path: Path) -> OfflineRun:
@@ -76,9 +79,23 @@ def read_offline_run(path: Path) -> OfflineRun:
             run.config.update({u.key: json.loads(u.value_json) for u in rec.config.update})
         elif kind == "exit":
             run.exit_code = rec.exit.exit_code
+        elif kind == "history":
+            run.history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
     return run
 
 
 def offline_runs(run_dir: Path) -> list[OfflineRun]:
     """Every offline run under RUN_DIR/wandb/."""
     return [read_offline_run(f) for f in sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))]
+
+
+def epoch_metrics(runs: list[OfflineRun], keys: tuple[str, ...]) -> dict[int, dict[str, list[Any]]]:
+    """{epoch: {key: every value logged for it}} over RUNS (e.g. the segments of a resumed run), for the
+    rows that hold one of KEYS (Lightning adds `epoch` to each row it logs)."""
+    out: dict[int, dict[str, list[Any]]] = {}
+    for run in runs:
+        for row in run.history:
+            for key in keys:
+                if key in row and "epoch" in row:
+                    out.setdefault(int(row["epoch"]), {}).setdefault(key, []).append(row[key])
+    return out

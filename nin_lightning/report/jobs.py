@@ -9,6 +9,7 @@ multirun.yaml sweeps; the overrides that differ now are kept apart in `Job.chang
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import re
@@ -67,13 +68,34 @@ def to_float(value: Any) -> float | None:
 
 
 def parse_overrides(lines: list[str]) -> dict[str, str]:
-    """Hydra override lines ('model.dropout=0.5', '+x=1', 'scheduler=cosine') -> {key: value}, less IGNORED."""
+    """Hydra override lines ('model.dropout=0.5', '+x=1', 'scheduler=cosine') -> {key: value}, less IGNORED.
+
+    Values are in Hydra's normal form, the one a sweep writes into each job's overrides.yaml
+    (`false` -> `False`, `1e-4` -> `0.0001`), so that a command line and a job compare equal."""
     out: dict[str, str] = {}
     for line in lines:
         key, sep, value = str(line).partition("=")
         if sep and key.lstrip("+~") not in IGNORED:
-            out[key.lstrip("+~")] = value
+            out[key.lstrip("+~")] = _normal_value(f"{key}={value}", value)
     return out
+
+
+@functools.cache
+def _parser() -> Any:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create()
+
+
+def _normal_value(line: str, value: str) -> str:
+    """VALUE as Hydra writes it in a job's overrides.yaml; VALUE itself for sweeps and unparsable text."""
+    from hydra.errors import HydraException
+
+    try:
+        override = _parser().parse_override(line)
+    except HydraException:
+        return value
+    return value if override.is_sweep_override() else override.get_value_element_as_str()
 
 
 def parse_override_dirname(name: str) -> dict[str, str]:
