@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import (
 )
 
 from nin_lightning.config import CallbacksConfig
+from nin_lightning.console import show
 from nin_lightning.paths import BEST_CKPT, CHECKPOINT_DIR, HISTORY_FILE, LAST_CKPT
 
 
@@ -79,8 +80,8 @@ class EpochLine(Callback):
             return
         metrics = trainer.callback_metrics
         shown = ", ".join(f"{k.replace('_epoch', '')} {float(metrics[k]):.4f}" for k in self.KEYS if k in metrics)
-        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {shown} "
-              f"({time.perf_counter() - self._epoch_start:.1f} s)", flush=True)
+        show(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {shown} "
+             f"({time.perf_counter() - self._epoch_start:.1f} s)")
 
 
 def build_callbacks(cfg: CallbacksConfig, run_dir: Path, progress: str, has_logger: bool) -> list[Callback]:

@@ -21,7 +21,9 @@ def _check(ok: bool, key: str, value: Any, expected: str) -> None:
 
 
 def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    _check(value in choices, key, value, "one of " + ", ".join(choices))
+    if value not in choices:
+        raise UserError(f"{key}={value!r} is not a valid choice{did_you_mean(str(value), list(choices))}; "
+                        f"choose one of: {', '.join(choices)}")
 
 
 def _auto_or_bool(key: str, value: Any) -> None:
@@ -29,6 +31,8 @@ def _auto_or_bool(key: str, value: Any) -> None:
     _check(value == "auto" or isinstance(value, bool), key, value, "auto, true or false")
 
 
+# Epoch metrics that checkpointing and early stopping can follow (val/acc_top5: more than 10 classes).
+MONITORED = ("val/acc", "val/loss", "val/acc_top5", "train/acc", "train/loss_epoch")
 DIGIT_DATASETS = frozenset({"digits", "mnist", "svhn"})  # a mirrored digit is another digit or none
 
 
@@ -308,6 +312,7 @@ class CallbacksConfig:
 
     def __post_init__(self) -> None:
         _choice("callbacks.mode", self.mode, ("max", "min"))
+        _choice("callbacks.monitor", self.monitor, MONITORED)
 
 
 @dataclass

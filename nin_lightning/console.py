@@ -1,12 +1,37 @@
-"""Printing the composed config as a tree."""
+"""What the user reads: status lines (also in the run's log file) and the composed config as a tree."""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import sys
+from typing import Any, TextIO
 
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from rich import print as rich_print
 from rich.tree import Tree
+
+_LOG = logging.getLogger("nin_lightning")
+
+
+def to_log_files(line: str, level: int = logging.INFO) -> None:
+    """LINE into the log files of the root logger (RUN_DIR/train.log under Hydra), not the console."""
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    if handlers:
+        record = _LOG.makeRecord(_LOG.name, level, __file__, 0, line, None, None)
+        for handler in handlers:
+            handler.handle(record)
+
+
+def show(line: str, stream: TextIO | None = None) -> None:
+    """LINE on stdout (or STREAM), and in the run's log file."""
+    print(line, file=stream or sys.stdout, flush=True)
+    to_log_files(line)
+
+
+def say(message: str) -> None:
+    """One line of status for the user (rank 0 only), also in the run's log file."""
+    if rank_zero_only.rank == 0:
+        show(f"[nin] {message}")
 
 
 def _add(tree: Tree, node: Any) -> None:

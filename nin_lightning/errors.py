@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 import sys
@@ -64,7 +65,17 @@ def _override_error(exc: BaseException) -> str | None:
             "check the spelling (python train.py --cfg job lists every key)"
         )
     reason = _first_line(cause_text) or _first_line(text)
-    return f"{key}: {reason}"
+    return f"{key}: {reason}{_type_fix(key, reason)}"
+
+
+def _type_fix(key: str, reason: str) -> str:
+    """The fix for a value of the wrong type, from OmegaConf's reason."""
+    for pattern, fix in ((r"converted to Integer", "a whole number, e.g. {key}=10"),
+                         (r"converted to Float", "a number, e.g. {key}=0.5"),
+                         (r"not a valid bool", "true or false, e.g. {key}=true")):
+        if re.search(pattern, reason):
+            return "; give " + fix.format(key=key)
+    return ""
 
 
 def one_line(exc: BaseException) -> str:
@@ -91,8 +102,11 @@ def one_line(exc: BaseException) -> str:
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print `error: message` on one line to stderr and exit."""
+    from nin_lightning.console import to_log_files
+
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
+    to_log_files(f"error: {message}", logging.ERROR)
     sys.exit(code)
 
 

@@ -14,8 +14,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from nin_lightning.console import say
 from nin_lightning.errors import UserError
-from nin_lightning.tracking import say
 
 
 class FiniteLossGuard(Callback):

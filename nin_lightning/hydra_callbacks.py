@@ -1,9 +1,12 @@
-"""Hydra callbacks: check the composed config before Hydra makes any directory."""
+"""Hydra callbacks: check the composed config before Hydra makes any directory; sum a sweep up at its end."""
 
 from __future__ import annotations
 
+import atexit
+import shlex
 import sys
 import traceback
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +89,25 @@ class ValidateOnStart(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _validate_or_exit(config)
+
+
+class SweepSummary(Callback):
+    """At the end of a sweep: one line with its jobs' outcomes and the command for its table and plots.
+
+    Registered at exit, because Hydra skips `on_multirun_end` when a job failed, when it matters most."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        atexit.register(summarise_sweep, Path(str(config.hydra.sweep.dir)))
+
+
+def summarise_sweep(sweep_dir: Path) -> None:
+    from nin_lightning.report.jobs import read_sweep_dir
+
+    try:
+        jobs = read_sweep_dir(sweep_dir)
+    except UserError:  # no job dirs (every job refused before it started)
+        return
+    outcomes = ", ".join(f"{n} {status}" for status, n in sorted(Counter(j.status for j in jobs).items()))
+    # print, not the log: the last job's log file may still be attached to the root logger
+    print(f"[nin] sweep: {len(jobs)} jobs ({outcomes}) in {sweep_dir}; table and plots: "
+          f"python -m nin_lightning.report {shlex.quote(str(sweep_dir))}", flush=True)

@@ -31,7 +31,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from nin_lightning.tracking import say
+from nin_lightning.console import say
 
 # Exit status of a job stopped by SIGTERM (128 + 15): not a success, and Slurm requeues it anyway.
 PREEMPTED_EXIT = 143

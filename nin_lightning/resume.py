@@ -20,10 +20,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from nin_lightning.checkpoints import last_checkpoint, read_metrics, resolve_start
+from nin_lightning.console import say
 from nin_lightning.errors import UserError
 from nin_lightning.guards import load_checkpoint_file
 from nin_lightning.paths import METRICS_FILE
-from nin_lightning.tracking import say
 
 CONFIG_KEY = "nin_config"
 # These may differ between the original run and its resume: where the data lives, how it is loaded,

@@ -16,7 +16,7 @@ from nin_lightning import speed
 from nin_lightning.callbacks import build_callbacks
 from nin_lightning.checkpoints import last_checkpoint, read_metrics
 from nin_lightning.config import TrainConfig, to_plain_dict, validate
-from nin_lightning.console import print_config_tree
+from nin_lightning.console import print_config_tree, say
 from nin_lightning.data import build_datamodule
 from nin_lightning.distributed import cluster_plugins
 from nin_lightning.errors import one_line
@@ -29,7 +29,7 @@ from nin_lightning.preemption import PREEMPTED_EXIT, PreemptionCheckpoint
 from nin_lightning.preflight import preflight
 from nin_lightning.quiet import quiet_libraries
 from nin_lightning.resume import RNGState, keep_previous_metrics, plan_start, snapshot
-from nin_lightning.tracking import Tracker, say, write_metrics
+from nin_lightning.tracking import Tracker, write_metrics
 
 OBJECTIVE = "val/acc_best"
 
@@ -106,7 +106,8 @@ def _close_job(run_dir: Path, metrics: dict[str, Any], exit_code: int, ranks: Lo
         if metrics["status"] != "preempted":
             raise
         say(f"W&B run not closed cleanly after the signal ({one_line(exc)}); it resumes with the job")
-    say(f"{metrics['status']}: test/acc={metrics.get('test/acc')} -> {path}")
+    acc = metrics.get("test/acc")
+    say(f"{metrics['status']}: test/acc={'-' if acc is None else f'{float(acc):.4f}'} -> {path}")
     for callback in trainer.callbacks if trainer else []:
         if isinstance(callback, PreemptionCheckpoint):
             callback.hand_over()  # submitit's time-out/preemption signal: it requeues the job now

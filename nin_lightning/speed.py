@@ -242,7 +242,7 @@ def prepare_model(net: torch.nn.Module, channels_last: bool, compile: bool) -> t
 
 def configure(conf: TrainConfig) -> SpeedPlan:
     """Resolve and apply the plan, and say each notice and the summary (one line each)."""
-    from nin_lightning.tracking import say
+    from nin_lightning.console import say
 
     plan = resolve(conf)
     apply(conf, plan)

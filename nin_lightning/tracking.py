@@ -17,13 +17,8 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from nin_lightning.config import LoggerConfig
+from nin_lightning.console import say
 from nin_lightning.paths import METRICS_FILE, WANDB_RUN_FILE
-
-
-def say(message: str) -> None:
-    """One line of status for the user (rank 0 only)."""
-    if rank_zero_only.rank == 0:
-        print(f"[nin] {message}", flush=True)
 
 
 def _has_wandb_login() -> bool:

@@ -98,9 +98,9 @@ CASES = [
     *DATA_CASES,
     Case("misspelt-key", ["model.dropuot=0.3"], ["model.dropuot", "did you mean model.dropout"]),
     Case("misspelt-top-level", ["sed=1"], ["sed", "unknown config key"]),
-    Case("type-seed", ["seed=abc"], ["seed", "abc"]),
-    Case("type-dropout", ["model.dropout=abc"], ["model.dropout", "abc"]),
-    Case("type-batch-norm", ["model.batch_norm=maybe"], ["model.batch_norm", "maybe"]),
+    Case("type-seed", ["seed=abc"], ["seed", "abc", "give a whole number, e.g. seed="]),
+    Case("type-dropout", ["model.dropout=abc"], ["model.dropout", "abc", "give a number, e.g. model.dropout="]),
+    Case("type-batch-norm", ["model.batch_norm=maybe"], ["model.batch_norm", "maybe", "model.batch_norm=true"]),
     Case("range-dropout", ["model.dropout=1.5"], ["model.dropout=1.5", "0 <= dropout < 1"]),
     Case("range-width-zero", ["model.width=0"], ["model.width=0", "> 0"]),
     Case("range-width-negative", ["model.width=-2"], ["model.width=-2", "> 0"]),
@@ -124,6 +124,7 @@ CASES = [
     Case("range-max-epochs-zero", ["trainer.max_epochs=0"], ["trainer.max_epochs=0", ">= 1, or -1"]),
     Case("unknown-precision", ["trainer.precision=bogus"], ["trainer.precision='bogus'", "bf16-mixed"]),
     Case("unknown-strategy", ["trainer.strategy=dpp"], ["trainer.strategy=dpp", "did you mean ddp"]),
+    Case("unknown-monitored-metric", ["callbacks.monitor=val/accc"], ["callbacks.monitor='val/accc'", "val/acc"]),
     Case("bad-value-late-in-a-sweep", ["-m", "model.dropout=0.0,0.3,1.5"], ["model.dropout=1.5", "0 <= dropout < 1"]),
 ]
 

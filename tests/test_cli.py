@@ -54,8 +54,7 @@ def test_missing_ckpt_path_is_one_line_error(run_cli, tmp_path):
 @pytest.mark.slow
 def test_digits_run_learns_and_writes_artefacts(run_cli, tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli("experiment=quickstart", "trainer.max_epochs=12", f"hydra.run.dir={run_dir}",
-                     "trainer.enable_progress_bar=false")
+    result = run_cli("experiment=quickstart", "trainer.max_epochs=12", f"hydra.run.dir={run_dir}")  # a pipe: lines
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "completed"
@@ -72,6 +71,10 @@ def test_digits_run_learns_and_writes_artefacts(run_cli, tmp_path):
         rows = list(csv.DictReader(fh))
     assert [int(r["epoch"]) for r in rows] == list(range(12))
     assert float(rows[-1]["train/acc"]) > float(rows[0]["train/acc"])
+    # the run's log file holds what the console showed: our status lines and one line per epoch
+    log = (run_dir / "train.log").read_text()
+    assert "[nin] W&B offline run in" in log and f"[nin] completed: test/acc={metrics['test/acc']:.4f}" in log
+    assert sum("][nin_lightning][INFO] - epoch " in line for line in log.splitlines()) == 12
 
 
 @pytest.mark.slow

@@ -72,6 +72,8 @@ def check_grid(result: subprocess.CompletedProcess[str], sweep_dir: Path, failed
     own = [ln for ln in error_lines(result.stderr) if ln.startswith("error:")]
     assert len(own) == 1 and error_lines(result.stderr)[-1] == own[0], result.stderr[-3000:]
     assert "checkpoints" in own[0] and "Traceback" not in result.stderr
+    assert f"[nin] sweep: 4 jobs (3 completed, 1 failed) in {sweep_dir}; table and plots: python -m " \
+           "nin_lightning.report" in result.stdout, result.stdout[-2000:]
 
     dirs = sorted(d for d in sweep_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
     assert [d.name for d in dirs] == [job_dir_name(i, o) for i, o in enumerate(grid_jobs())]
