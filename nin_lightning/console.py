@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
-from rich import print as rich_print
-from rich.tree import Tree
+if TYPE_CHECKING:
+    from rich.tree import Tree
+
+# Imported by the error path (errors.fail), so importing this module must stay cheap: no lightning, no rich.
 
 _LOG = logging.getLogger("nin_lightning")
 
@@ -28,9 +29,15 @@ def show(line: str, stream: TextIO | None = None) -> None:
     to_log_files(line)
 
 
+def _rank() -> int:
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0))
+
+
 def say(message: str) -> None:
     """One line of status for the user (rank 0 only), also in the run's log file."""
-    if rank_zero_only.rank == 0:
+    if _rank() == 0:
         show(f"[nin] {message}")
 
 
@@ -42,9 +49,13 @@ def _add(tree: Tree, node: Any) -> None:
             tree.add(f"{key}: [cyan]{value!r}[/cyan]")
 
 
-@rank_zero_only
 def print_config_tree(config: dict[str, Any], order: tuple[str, ...] = ("dataset", "model", "optimizer")) -> None:
-    """The resolved config as a rich tree, groups first."""
+    """The resolved config as a rich tree, groups first (rank 0 only)."""
+    from rich import print as rich_print
+    from rich.tree import Tree
+
+    if _rank() != 0:
+        return
     tree = Tree("[bold]config[/bold]")
     ordered = {k: config[k] for k in order if k in config} | config
     _add(tree, ordered)

@@ -207,3 +207,12 @@ def test_earlier_run_dir_is_left_alone_without_resume(earlier_run: Path, tmp_pat
     assert result.returncode != 0 and "resume=auto" in result.stderr
     assert _snapshot(earlier_run) == before
     shutil.rmtree(tmp_path / "outputs", ignore_errors=True)
+
+
+def test_config_errors_need_no_torch():
+    """A typo costs well under a second: the modules of the config-error path import neither torch nor
+    Lightning (importing them takes about 6 s on this machine)."""
+    code = ("import sys, nin_lightning.config, nin_lightning.errors, nin_lightning.console,"
+            " nin_lightning.hydra_callbacks; print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr[-2000:]

@@ -325,6 +325,7 @@ def test_local_launcher_grid_with_one_failing_job(local_sweep):
     check_grid(result, sweep_dir, failed_dir)
     # one fresh process per job: each job has its own submitit folder (its own process id)
     assert len([d for d in (sweep_dir / ".submitit").iterdir() if any(d.glob("*_result.pkl"))]) == 4
+    assert not (sweep_dir / ".submitit" / "%j").exists()  # submitit's folder template leaves no empty dir
 
 
 @pytest.mark.slow

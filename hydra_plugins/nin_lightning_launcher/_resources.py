@@ -10,8 +10,10 @@ module of hydra_plugins, which would define a second `Resources` class).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra.types import HydraContext
@@ -20,6 +22,12 @@ from omegaconf import DictConfig, OmegaConf
 from nin_lightning.errors import UserError
 
 GPU_ACCELERATORS = ("gpu", "cuda")
+
+
+def drop_template_dir(folder: str) -> None:
+    """Remove the empty `.submitit/%j` dir that submitit makes from its folder template (jobs get their own)."""
+    with contextlib.suppress(OSError):  # not empty, or already gone: leave it
+        Path(folder).rmdir()
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher as SubmititLocalLauncher
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.nin_lightning_launcher._resources import job_resources, job_trainer
+from hydra_plugins.nin_lightning_launcher._resources import drop_template_dir, job_resources, job_trainer
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ class LocalLauncher(Launcher):
                     )
                     running[idx] = held
                 time.sleep(self.poll_s)
+        drop_template_dir(self.folder)
         return [self._result(job, overrides) for job, overrides in zip(jobs, job_overrides, strict=True)]
 
     @staticmethod

@@ -22,7 +22,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQue
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
 from omegaconf import OmegaConf
 
-from hydra_plugins.nin_lightning_launcher._resources import Resources, job_resources, job_trainer
+from hydra_plugins.nin_lightning_launcher._resources import Resources, drop_template_dir, job_resources, job_trainer
 
 log = logging.getLogger(__name__)
 
@@ -94,4 +94,5 @@ class SlurmLauncher(SubmititSlurmLauncher):
                 log.info(f"\t#{num} : {' '.join(filter_overrides(job_overrides[idx]))}")
                 args.append((list(job_overrides[idx]), "hydra.sweep.dir", num, f"job_id_for_{num}", state))
             jobs.update(zip(idxs, self.executor(res).map_array(self, *zip(*args, strict=True)), strict=True))
+        drop_template_dir(str(self.params["submitit_folder"]))
         return [jobs[idx].results()[0] for idx in range(len(job_overrides))]
