@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import sys
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.tree import Tree
@@ -23,9 +22,9 @@ def to_log_files(line: str, level: int = logging.INFO) -> None:
             handler.handle(record)
 
 
-def show(line: str, stream: TextIO | None = None) -> None:
-    """LINE on stdout (or STREAM), and in the run's log file."""
-    print(line, file=stream or sys.stdout, flush=True)
+def show(line: str) -> None:
+    """LINE on stdout, and in the run's log file."""
+    print(line, flush=True)
     to_log_files(line)
 
 

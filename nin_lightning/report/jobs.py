@@ -76,7 +76,7 @@ def parse_overrides(lines: list[str]) -> dict[str, str]:
     for line in lines:
         key, sep, value = str(line).partition("=")
         if sep and key.lstrip("+~") not in IGNORED:
-            out[key.lstrip("+~")] = _normal_value(f"{key}={value}", value)
+            out[key.lstrip("+~")] = _normal_value(str(line), value)
     return out
 
 
@@ -121,11 +121,9 @@ def read_spec(sweep_dir: Path) -> SweepSpec | None:
     hydra = spec.get("hydra") if isinstance(spec, dict) else None
     if not isinstance(hydra, dict):
         return None
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     task = [str(line) for line in (hydra.get("overrides") or {}).get("task") or []]
     params = (hydra.get("sweeper") or {}).get("params") or {}
-    swept = {o.key_or_group for o in OverridesParser.create().parse_overrides(task) if o.is_sweep_override()}
+    swept = {o.key_or_group for o in _parser().parse_overrides(task) if o.is_sweep_override()}
     swept |= {str(key).lstrip("+~") for key in params}
     return SweepSpec(frozenset(swept), {k: v for k, v in parse_overrides(task).items() if k not in swept})
 
