@@ -21,19 +21,31 @@ from nin_lightning.config import CallbacksConfig
 from nin_lightning.console import show
 from nin_lightning.paths import BEST_CKPT, CHECKPOINT_DIR, HISTORY_FILE, LAST_CKPT
 
+# The epoch's record: history.csv's columns, and the callback metrics they come from.
+HISTORY_COLUMNS = {"train/loss": "train/loss_epoch", "train/acc": "train/acc", "val/loss": "val/loss",
+                   "val/acc": "val/acc", "val/acc_best": "val/acc_best"}
+EPOCH_PREFIXES = ("train/", "val/")  # epoch-level callback metrics (train/loss_step is a step metric)
+
 
 class EpochHistory(Callback):
-    """Appends one row per epoch to RUN_DIR/history.csv: the learning curves for the report."""
+    """One record per training epoch, written to every sink at once: a row of RUN_DIR/history.csv (the
+    report's learning curves), and ONE row to the loggers with every epoch metric.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    The module logs its epoch metrics with `logger=False`, so that Lightning does not send them in
+    several rows (validation's, then training's): a logger stopped in between (Slurm's SIGTERM also
+    stops W&B's service) would keep half an epoch. Here an epoch's row reaches a logger whole or not
+    at all, and holds the same values as history.csv. (The test's metrics are one row already.)
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path  # None: no history.csv (callbacks.history=false), rows to the loggers only
         self._epoch_start = 0.0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # After a resume, drop rows of epochs that the checkpoint does not contain. (Not on_fit_start:
         # the loops, and with them trainer.current_epoch, are restored from the checkpoint after it.)
         self._epoch_start = time.perf_counter()  # a mid-epoch resume skips on_train_epoch_start
-        if trainer.is_global_zero and self.path.exists():
+        if trainer.is_global_zero and self.path is not None and self.path.exists():
             with self.path.open() as fh:
                 rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) < trainer.current_epoch]
             self._write(rows, mode="w")
@@ -48,13 +60,20 @@ class EpochHistory(Callback):
         row: dict[str, Any] = {"epoch": trainer.current_epoch, "step": trainer.global_step,
                                "epoch_time_s": round(time.perf_counter() - self._epoch_start, 3),
                                "lr": trainer.optimizers[0].param_groups[0]["lr"]}
-        for key in ("train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/acc_best"):
-            row[key.replace("_epoch", "")] = metrics.get(key)
-        self._write([row], mode="a")
+        row |= {column: metrics.get(key) for column, key in HISTORY_COLUMNS.items()}
+        if self.path is not None:
+            self._write([row], mode="a")
+        epoch_metrics = {k: v for k, v in metrics.items() if k.startswith(EPOCH_PREFIXES) and not k.endswith("_step")}
+        self._log(trainer, epoch_metrics | {"epoch": trainer.current_epoch})
+
+    @staticmethod
+    def _log(trainer: L.Trainer, row: dict[str, float]) -> None:
+        for logger in trainer.loggers:
+            logger.log_metrics(row, step=trainer.global_step)
 
     def _write(self, rows: list[dict[str, Any]], mode: str) -> None:
-        fields = ["epoch", "step", "epoch_time_s", "lr", "train/loss", "train/acc", "val/loss", "val/acc",
-                  "val/acc_best"]
+        assert self.path is not None
+        fields = ["epoch", "step", "epoch_time_s", "lr", *HISTORY_COLUMNS]
         new_file = mode == "w" or not self.path.exists()
         with self.path.open(mode, newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=fields)
@@ -110,8 +129,7 @@ def build_callbacks(cfg: CallbacksConfig, run_dir: Path, progress: str, has_logg
         callbacks.append(RichProgressBar(leave=True) if cfg.rich_progress_bar else TQDMProgressBar())
     elif progress == "lines":
         callbacks.append(EpochLine())
-    if cfg.history:
-        callbacks.append(EpochHistory(run_dir / HISTORY_FILE))
+    callbacks.append(EpochHistory(run_dir / HISTORY_FILE if cfg.history else None))
     if cfg.early_stopping_patience is not None:
         callbacks.append(EarlyStopping(monitor=cfg.monitor, mode=cfg.mode, patience=cfg.early_stopping_patience))
     if cfg.test_curve:

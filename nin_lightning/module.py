@@ -70,14 +70,17 @@ class NiNClassifier(L.LightningModule):
         logits = self.evaluate(images)
         loss = self.loss(logits, labels)
         # sync_dist: under DDP the logged loss is the mean over all ranks (accuracies sync in torchmetrics)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        # Validation's epoch metrics reach the loggers in one row with training's (callbacks.EpochHistory);
+        # the test's are one row of their own, which Lightning logs (and trainer.test returns).
+        to_logger = stage == "test"
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, logger=to_logger)
         acc = self.metrics[f"{stage}_acc"]
         acc(logits, labels)
-        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True, logger=to_logger)
         if self.top5:
             acc5 = self.metrics[f"{stage}_acc5"]
             acc5(logits, labels)
-            self.log(f"{stage}/acc5", acc5, on_step=False, on_epoch=True)
+            self.log(f"{stage}/acc5", acc5, on_step=False, on_epoch=True, logger=to_logger)
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -96,10 +99,10 @@ class NiNClassifier(L.LightningModule):
             self.metrics["train_acc5"].update(logits.detach(), labels)
         self.train_loss.update(loss.detach())
         if not self._train_metrics_logged:
-            self.log("train/acc", self.metrics["train_acc"], on_step=False, on_epoch=True, prog_bar=True)
+            self.log("train/acc", self.metrics["train_acc"], on_step=False, on_epoch=True, prog_bar=True, logger=False)
             if self.top5:
-                self.log("train/acc5", self.metrics["train_acc5"], on_step=False, on_epoch=True)
-            self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
+                self.log("train/acc5", self.metrics["train_acc5"], on_step=False, on_epoch=True, logger=False)
+            self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True, logger=False)
             self._train_metrics_logged = True
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the logger's steps (as Lightning's own)
             # sync_dist: under DDP the logged loss is the mean over all ranks
@@ -119,7 +122,7 @@ class NiNClassifier(L.LightningModule):
         if self.trainer.sanity_checking:
             return
         self.val_acc_best(self.metrics["val_acc"].compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True, logger=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record the run's model/dataset config, so that a resume with a different one is refused."""

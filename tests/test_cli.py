@@ -75,6 +75,19 @@ def test_digits_run_learns_and_writes_artefacts(run_cli, tmp_path):
     log = (run_dir / "train.log").read_text()
     assert "[nin] W&B offline run in" in log and f"[nin] completed: test/acc={metrics['test/acc']:.4f}" in log
     assert sum("][nin_lightning][INFO] - epoch " in line for line in log.splitlines()) == 12
+    # W&B: each epoch's metrics arrive in ONE row, equal to history.csv's (a stopped logger cannot keep half
+    # an epoch), and the test metrics in one row after them
+    from tests.wandb_records import offline_runs
+
+    (run,) = offline_runs(run_dir)
+    epoch_rows = [r for r in run.history if "val/acc" in r or "train/acc" in r]
+    assert [r["epoch"] for r in epoch_rows] == list(range(12))
+    for row, csv_row in zip(epoch_rows, rows, strict=True):
+        assert {"train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/acc_best"} <= set(row)
+        assert row["val/acc"] == pytest.approx(float(csv_row["val/acc"]))
+        assert row["train/loss_epoch"] == pytest.approx(float(csv_row["train/loss"]))
+    (test_row,) = [r for r in run.history if "test/acc" in r]
+    assert test_row["test/acc"] == pytest.approx(metrics["test/acc"])
 
 
 @pytest.mark.slow
