@@ -17,9 +17,10 @@ train: $(VENV)/.installed  ## NiN on scikit-learn's digits, 15-22 s on a 2-core 
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash .ci/lint-docker.sh
 
-test: lint  ## ruff, hadolint, then the whole pytest suite (slow tests included)
+test: lint  ## ruff, import layers, hadolint, then the whole pytest suite (slow tests included)
 	$(PY) -m pytest $(ARGS)
 
 clean:

@@ -3,8 +3,8 @@
 import hydra
 from omegaconf import DictConfig
 
+from nin_lightning.cli.errors import one_line_errors
 from nin_lightning.config import register_configs
-from nin_lightning.errors import one_line_errors
 
 register_configs()
 
@@ -12,9 +12,9 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point: one job. Returns the metric that a sweeper maximises (val/acc_best)."""
-    from nin_lightning.run import train
+    from nin_lightning.cli.task import run_job
 
-    return train(cfg)
+    return run_job(cfg)
 
 
 if __name__ == "__main__":

@@ -45,9 +45,9 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from lightning.pytorch.callbacks import Callback  # noqa: E402
 
 from nin_lightning import speed  # noqa: E402
+from nin_lightning.callbacks import FiniteLossGuard  # noqa: E402
 from nin_lightning.config import TrainConfig, register_configs, validate  # noqa: E402
 from nin_lightning.data.base import NiNDataModule, Split  # noqa: E402
-from nin_lightning.guards import FiniteLossGuard  # noqa: E402
 from nin_lightning.optim import build_optimizer, build_scheduler  # noqa: E402
 from nin_lightning.run import build_model  # noqa: E402
 
@@ -81,26 +81,27 @@ def compose_conf(dataset: str, batch: int, overrides: list[str]) -> TrainConfig:
     return conf
 
 
-def fresh_model(conf: TrainConfig, seed: int):
+def fresh_model(conf: TrainConfig, plan: speed.SpeedPlan, seed: int):
     torch.manual_seed(seed)
-    return build_model(conf)
+    return build_model(conf, plan)
 
 
 class PlainLoop:
     """The plain PyTorch loop, one training step per `step()` call (each call times itself)."""
 
-    def __init__(self, conf: TrainConfig, dm: InMemory, steps: int, seed: int) -> None:
-        self.net = fresh_model(conf, seed).net  # the same nn.Module (channels_last/compile applied)
+    def __init__(self, conf: TrainConfig, plan: speed.SpeedPlan, dm: InMemory, steps: int, seed: int) -> None:
+        self.net = fresh_model(conf, plan, seed).net  # the same nn.Module (channels_last/compile applied)
         self.dm, self.device = dm, torch.device("cpu")
         self.net.train()
-        self.optimizer = build_optimizer(self.net, conf.optimizer, lr=conf.optimizer.lr)
+        self.optimizer = build_optimizer(self.net, conf.optimizer, lr=conf.optimizer.lr,
+                                         implementation=plan.optimizer_impl)
         sched = build_scheduler(self.optimizer, conf.scheduler, 1, steps)
         self.scheduler = sched["scheduler"] if sched and sched["interval"] == "step" else None
         self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=conf.model.label_smoothing)
         self.loss_sum = torch.zeros((), device=self.device)
         self.correct = torch.zeros((), dtype=torch.long, device=self.device)
-        self.channels_last = conf.model.channels_last is True
-        precision = conf.trainer.precision
+        self.channels_last = plan.channels_last
+        precision = plan.precision
         self.autocast = precision.startswith(("bf16", "16"))
         self.dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16
         self.batches = iter(dm.train_dataloader())
@@ -154,12 +155,14 @@ class LockStep(Callback):
         self.mark = self.last_step = time.perf_counter()
 
 
-def run_pair(conf: TrainConfig, dm: InMemory, steps: int, skip: int, seed: int) -> dict[str, float]:
+def run_pair(conf: TrainConfig, plan: speed.SpeedPlan, dm: InMemory, steps: int, skip: int, seed: int
+             ) -> dict[str, float]:
     """One Lightning fit with a plain step after each of its steps: seconds for steps skip..steps-1 of each,
     and Lightning's one-off seconds per fit (Trainer construction, set-up before and tear-down after the steps)."""
-    module = fresh_model(conf, seed)
-    plain = PlainLoop(conf, dm, steps, seed)
-    kwargs = asdict(conf.trainer) | {"max_epochs": 1, "limit_train_batches": steps, "limit_val_batches": 0,
+    module = fresh_model(conf, plan, seed)
+    plain = PlainLoop(conf, plan, dm, steps, seed)
+    kwargs = asdict(conf.trainer) | {"precision": plan.precision, "benchmark": plan.benchmark, "max_epochs": 1,
+                                     "limit_train_batches": steps, "limit_val_batches": 0,
                                      "num_sanity_val_steps": 0, "enable_progress_bar": False}
     lockstep = LockStep(plain, skip)
     started = time.perf_counter()
@@ -193,7 +196,6 @@ def main() -> None:
 
     conf = compose_conf(args.dataset, args.batch, args.overrides)
     plan = speed.resolve(conf)
-    speed.apply(conf, plan)
     dm = InMemory(conf, n=args.steps * args.batch)
     dm.setup("fit")
     print(f"NiN ({conf.model.preset} preset, batch_norm={conf.model.batch_norm}), {args.dataset}-shaped synthetic "
@@ -205,18 +207,18 @@ def main() -> None:
         import cProfile
         import pstats
 
-        run_pair(conf, dm, 3, 1, seed=0)
+        run_pair(conf, plan, dm, 3, 1, seed=0)
         prof = cProfile.Profile()
-        prof.runcall(run_pair, conf, dm, args.steps, args.skip, 0)
+        prof.runcall(run_pair, conf, plan, dm, args.steps, args.skip, 0)
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
         return
 
-    run_pair(conf, dm, 3, 1, seed=0)  # warm-up: allocator, oneDNN primitive caches, lazy imports
+    run_pair(conf, plan, dm, 3, 1, seed=0)  # warm-up: allocator, oneDNN primitive caches, lazy imports
     images = (args.steps - args.skip) * args.batch
     rates: dict[str, list[float]] = {"lightning": [], "plain": []}
     ratios, one_off = [], []
     for r in range(args.repeats):
-        t = run_pair(conf, dm, args.steps, args.skip, seed=r)
+        t = run_pair(conf, plan, dm, args.steps, args.skip, seed=r)
         for name in rates:
             rates[name].append(images / t[name])
         ratios.append(t["plain"] / t["lightning"])

@@ -55,8 +55,8 @@ sys.path.insert(0, str(REPO))
 import lightning as L  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from nin_lightning.config import register_configs  # noqa: E402
-from nin_lightning.curves import EpochTestCurve  # noqa: E402
+from nin_lightning.callbacks import EpochTestCurve  # noqa: E402
+from nin_lightning.config import JobContext, register_configs  # noqa: E402
 
 # --- (a) ours ----------------------------------------------------------------------------------------
 
@@ -120,7 +120,7 @@ def run_ours(root: Path, n_train: int, args: argparse.Namespace, workdir: Path) 
     budget = Budget(run_dir, started, args.target, args.max_epochs, args.max_seconds, args.run_to_end)
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured):  # the config tree; our one-line notices are echoed below
-        train(cfg, run_dir=run_dir, callbacks=[budget])
+        train(cfg, JobContext(run_dir=run_dir), callbacks=[budget])
     for line in captured.getvalue().splitlines():
         if line.startswith("[nin] speed"):
             print(f"  {line}")

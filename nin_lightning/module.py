@@ -10,8 +10,10 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from nin_lightning import metric_names as names
 from nin_lightning.config import OptimizerConfig, SchedulerConfig
 from nin_lightning.optim import build_optimizer, build_scheduler, keep_plan, planned_state
+from nin_lightning.rundir.start import CONFIG_KEY
 
 
 class NiNClassifier(L.LightningModule):
@@ -27,6 +29,7 @@ class NiNClassifier(L.LightningModule):
         run_config: dict[str, Any] | None = None,
         tta: bool = False,
         channels_last: bool = False,
+        optimizer_impl: str | None = None,
     ) -> None:
         super().__init__()
         self.net = net
@@ -34,18 +37,16 @@ class NiNClassifier(L.LightningModule):
         self.channels_last = channels_last  # inputs in NHWC, like the weights (model.channels_last)
         self.run_config = run_config  # resolved model/dataset config, stored in checkpoints (resume.py)
         self.optimizer_cfg = optimizer
+        self.optimizer_impl = optimizer_impl  # fused / foreach / for_loop (speed.SpeedPlan)
         self.scheduler_cfg = scheduler
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        self.top5 = num_classes > 10
-        self.metrics = nn.ModuleDict(
-            {
-                # validate_args=False: the inputs are our own logits and labels, and the checks sync the GPU
-                f"{stage}_acc": MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False)
-                for stage in ("train", "val", "test")
-            }
-        )
+        self.top5 = names.has_top5(num_classes)
+        stages = (names.TRAIN, names.VAL, names.TEST)
+        # validate_args=False: the inputs are our own logits and labels, and the checks sync the GPU
+        self.metrics = nn.ModuleDict({f"{stage}_acc": MulticlassAccuracy(num_classes, top_k=1, average="micro",
+                                                                         validate_args=False) for stage in stages})
         if self.top5:
-            for stage in ("train", "val", "test"):
+            for stage in stages:
                 self.metrics[f"{stage}_acc5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro",
                                                                    validate_args=False)
         self.train_loss = MeanMetric(nan_strategy="disable")  # FiniteLossGuard stops on a NaN loss
@@ -72,15 +73,16 @@ class NiNClassifier(L.LightningModule):
         # sync_dist: under DDP the logged loss is the mean over all ranks (accuracies sync in torchmetrics)
         # Validation's epoch metrics reach the loggers in one row with training's (callbacks.EpochHistory);
         # the test's are one row of their own, which Lightning logs (and trainer.test returns).
-        to_logger = stage == "test"
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, logger=to_logger)
+        to_logger = stage == names.TEST
+        self.log(names.loss(stage), loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
+                 logger=to_logger)
         acc = self.metrics[f"{stage}_acc"]
         acc(logits, labels)
-        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True, logger=to_logger)
+        self.log(names.acc(stage), acc, on_step=False, on_epoch=True, prog_bar=True, logger=to_logger)
         if self.top5:
             acc5 = self.metrics[f"{stage}_acc5"]
             acc5(logits, labels)
-            self.log(f"{stage}/acc5", acc5, on_step=False, on_epoch=True, logger=to_logger)
+            self.log(names.acc5(stage), acc5, on_step=False, on_epoch=True, logger=to_logger)
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -98,36 +100,38 @@ class NiNClassifier(L.LightningModule):
         if self.top5:
             self.metrics["train_acc5"].update(logits.detach(), labels)
         self.train_loss.update(loss.detach())
-        if not self._train_metrics_logged:
-            self.log("train/acc", self.metrics["train_acc"], on_step=False, on_epoch=True, prog_bar=True, logger=False)
+        if not self._train_metrics_logged:  # logger=False: one row per epoch (callbacks.EpochHistory)
+            self.log(names.acc(names.TRAIN), self.metrics["train_acc"], on_step=False, on_epoch=True, prog_bar=True,
+                     logger=False)
             if self.top5:
-                self.log("train/acc5", self.metrics["train_acc5"], on_step=False, on_epoch=True, logger=False)
-            self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True, logger=False)
+                self.log(names.acc5(names.TRAIN), self.metrics["train_acc5"], on_step=False, on_epoch=True,
+                         logger=False)
+            self.log(names.TRAIN_LOSS, self.train_loss, on_step=False, on_epoch=True, logger=False)
             self._train_metrics_logged = True
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the logger's steps (as Lightning's own)
             # sync_dist: under DDP the logged loss is the mean over all ranks
-            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
+            self.log(names.LOSS_STEP, loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
         return loss
 
     def on_train_epoch_start(self) -> None:
         self._train_metrics_logged = False
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+        self._eval_step(batch, names.VAL)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+        self._eval_step(batch, names.TEST)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
         self.val_acc_best(self.metrics["val_acc"].compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True, logger=False)
+        self.log(names.VAL_ACC_BEST, self.val_acc_best.compute(), prog_bar=True, sync_dist=True, logger=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record the run's model/dataset config, so that a resume with a different one is refused."""
         if self.run_config:
-            checkpoint["nin_config"] = self.run_config
+            checkpoint[CONFIG_KEY] = self.run_config
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
         super().lr_scheduler_step(scheduler, metric)
@@ -136,7 +140,8 @@ class NiNClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         world = self.trainer.world_size if self.optimizer_cfg.scale_lr_with_world_size else 1
-        optimizer = build_optimizer(self.net, self.optimizer_cfg, lr=self.optimizer_cfg.lr * world)
+        optimizer = build_optimizer(self.net, self.optimizer_cfg, lr=self.optimizer_cfg.lr * world,
+                                    implementation=self.optimizer_impl)
         scheduler = build_scheduler(
             optimizer, self.scheduler_cfg, self.trainer.max_epochs or 1, int(self.trainer.estimated_stepping_batches)
         )

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nin_lightning import compat
 from nin_lightning.config import (
     AdamWConfig,
     ConstantConfig,
@@ -22,7 +23,6 @@ from nin_lightning.config import (
     SchedulerConfig,
     SGDConfig,
 )
-from nin_lightning.speed import optimizer_kwargs
 
 _NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
 
@@ -41,10 +41,23 @@ def param_groups(model: nn.Module, weight_decay: float, exempt_bias_norm: bool) 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimizerConfig, lr: float) -> torch.optim.Optimizer:
-    """SGD (momentum, nesterov) or AdamW at learning rate `lr`, fused/foreach as `cfg.implementation` says."""
+def optimizer_kwargs(implementation: str) -> dict[str, bool]:
+    """torch.optim keyword arguments for an implementation (`auto`: torch's own default)."""
+    if implementation == "fused":
+        return {"fused": True}
+    if implementation == "foreach":
+        return {"foreach": True}
+    if implementation == "for_loop":
+        return {"foreach": False}
+    return {}
+
+
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig, lr: float, implementation: str | None = None
+                    ) -> torch.optim.Optimizer:
+    """SGD (momentum, nesterov) or AdamW at learning rate `lr`; `implementation` (speed.SpeedPlan's choice,
+    default `cfg.implementation`): fused, foreach or for_loop."""
     groups = param_groups(model, cfg.weight_decay, cfg.exempt_bias_norm)
-    impl = optimizer_kwargs(cfg.implementation)
+    impl = optimizer_kwargs(implementation or cfg.implementation)
     if isinstance(cfg, SGDConfig):
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **impl)
     if isinstance(cfg, AdamWConfig):
@@ -89,8 +102,6 @@ def build_scheduler(
     raise ValueError(f"unknown scheduler config {type(cfg).__name__}")
 
 
-# A scheduler's position in its schedule; the rest of its state is the schedule's shape.
-_POSITION_KEYS = frozenset({"last_epoch", "_step_count", "_last_lr", "_get_lr_called_within_step", "_is_initial"})
 
 
 def planned_state(scheduler: Any) -> dict[str, Any] | None:
@@ -108,7 +119,7 @@ def keep_plan(scheduler: Any, planned: dict[str, Any]) -> None:
     milestones) is `planned`, the scheduler's state as `configure_optimizers` built it. On a run that
     is not resumed, or resumed with the same config, this changes nothing.
     """
-    position = {k: v for k, v in scheduler.state_dict().items() if k in _POSITION_KEYS}
+    position = {k: v for k, v in scheduler.state_dict().items() if k in compat.SCHEDULER_POSITION_KEYS}
     scheduler.load_state_dict({**copy.deepcopy(planned), **position})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # get_lr outside step(): fine for closed-form schedules
@@ -118,7 +129,7 @@ def keep_plan(scheduler: Any, planned: dict[str, Any]) -> None:
             return
     for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
         group["lr"] = lr
-    scheduler._last_lr = list(lrs)
+    compat.set_last_lr(scheduler, list(lrs))
 
 
 class LimitedPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -128,6 +139,8 @@ class LimitedPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
       paper: divide by 10 on a training-accuracy plateau, twice, then stop at the next plateau);
     - `stop_below_ratio`: a cut that takes the LR below ratio x its start sets `exhausted` (the 100-line
       MNIST script: stop once the LR < 1 % of its start), right after that epoch.
+    A cut is seen by comparing the LRs around ReduceLROnPlateau's own `step`; one past `max_reductions`
+    is undone at once.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, max_reductions: int | None = None,
@@ -139,12 +152,18 @@ class LimitedPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
         self.reductions = 0
         self.exhausted = False
 
-    def _reduce_lr(self, epoch: Any) -> None:
+    def step(self, metrics: Any, epoch: Any = None) -> None:  # type: ignore[override]
+        before = [group["lr"] for group in self.optimizer.param_groups]
+        super().step(metrics) if epoch is None else super().step(metrics, epoch)
+        if [group["lr"] for group in self.optimizer.param_groups] == before:
+            return
         if self.max_reductions is not None and self.reductions >= self.max_reductions:
+            for group, lr in zip(self.optimizer.param_groups, before, strict=True):
+                group["lr"] = lr  # no cut left: training is over instead
+            compat.set_last_lr(self, before)
             self.exhausted = True
             return
         self.reductions += 1
-        super()._reduce_lr(epoch)
         if self.stop_below_ratio and self.optimizer.param_groups[0]["lr"] < self.stop_below_ratio * self.start_lr:
             self.exhausted = True
 

@@ -1,162 +1,155 @@
-"""`train(cfg)`: one training job, from a composed config to metrics.json. Used by train.py and tests."""
+"""`train(cfg, job)`: one training job, from a composed config to metrics.json, as a list of named steps.
+
+The command line (train.py -> nin_lightning/cli) passes the job's context read from Hydra; a notebook or
+a test calls it directly: `train(cfg, JobContext(run_dir=Path("runs/a")))`. Nothing here imports the CLI.
+
+    validate -> preflight -> claim the run dir and plan its start -> load the data -> begin the run
+    -> model, callbacks, tracker, Trainer -> fit -> test (best.ckpt) -> close: metrics.json, W&B
+"""
 
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
-from nin_lightning import speed
-from nin_lightning.callbacks import build_callbacks
-from nin_lightning.checkpoints import last_checkpoint, read_metrics
-from nin_lightning.config import TrainConfig, to_plain_dict, validate
-from nin_lightning.console import print_config_tree, say
-from nin_lightning.data import build_datamodule
-from nin_lightning.distributed import cluster_plugins
+from nin_lightning import metric_names, speed
+from nin_lightning.callbacks import PREEMPTED_EXIT, PreemptionCheckpoint, build_callbacks
+from nin_lightning.cluster.checks import check_devices
+from nin_lightning.cluster.local_ranks import LocalRanks
+from nin_lightning.cluster.slurm import cluster_plugins, local_rank, process_rank, restart_count, restart_note
+from nin_lightning.config import JobContext, TrainConfig, to_plain_dict, validate
+from nin_lightning.data import build_datamodule, check_data_files
+from nin_lightning.data.base import NiNDataModule
 from nin_lightning.errors import one_line
-from nin_lightning.guards import AtomicCheckpointIO, FiniteLossGuard, warn_if_low_disk
-from nin_lightning.local_ranks import LocalRanks
 from nin_lightning.models import NiN
 from nin_lightning.module import NiNClassifier
-from nin_lightning.paths import METRICS_FILE
-from nin_lightning.preemption import PREEMPTED_EXIT, PreemptionCheckpoint
-from nin_lightning.preflight import preflight
-from nin_lightning.quiet import quiet_libraries
-from nin_lightning.resume import RNGState, keep_previous_metrics, plan_start, snapshot
-from nin_lightning.tracking import Tracker, write_metrics
+from nin_lightning.rundir import RunDir, Start, last_checkpoint, snapshot
+from nin_lightning.rundir.checkpoint_io import AtomicCheckpointIO
+from nin_lightning.rundir.disk import warn_if_low_disk
+from nin_lightning.status import say, to_log_files
+from nin_lightning.tracking import Tracker
 
-OBJECTIVE = "val/acc_best"
-
-
-def _hydra_job() -> tuple[Path | None, str | None, str | None]:
-    """(output dir, W&B group, W&B run name) from Hydra's runtime config, if Hydra runs us."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return None, None, None
-    hc = HydraConfig.get()
-    name = hc.job.override_dirname or None
-    group = Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
-    return Path(hc.runtime.output_dir), group, name
+OBJECTIVE = metric_names.VAL_ACC_BEST  # what train() returns: the value a sweeper maximises
+DEFAULT_RUN_DIR = Path("outputs/run")
 
 
-def build_model(conf: TrainConfig, run_config: dict[str, Any] | None = None) -> NiNClassifier:
+def build_model(conf: TrainConfig, plan: speed.SpeedPlan, run_config: dict[str, Any] | None = None) -> NiNClassifier:
+    """NiN and its LightningModule, with the plan's memory format, compile and optimizer implementation."""
     m = conf.model
     net = NiN(m.num_classes, m.in_channels, m.preset, m.width, m.dropout, m.batch_norm, m.init, m.init_std,
               m.final_relu)
-    # speed switches (speed.configure has turned each `auto` into true/false; unresolved means off)
-    net = speed.prepare_model(net, channels_last=m.channels_last is True, compile=m.compile is True)
+    net = speed.prepare_model(net, channels_last=plan.channels_last, compile=plan.compile)
     return NiNClassifier(net, m.num_classes, conf.optimizer, conf.scheduler, m.label_smoothing, run_config,
-                         tta=conf.dataset.tta is True, channels_last=m.channels_last is True)
+                         tta=plan.tta, channels_last=plan.channels_last, optimizer_impl=plan.optimizer_impl)
 
 
-def build_trainer(conf: TrainConfig, run_dir: Path, loggers: list[Any], extra_callbacks: list[Any] | None = None
-                  ) -> L.Trainer:
-    kwargs = asdict(speed.apply(conf, speed.resolve(conf)).trainer)  # no `auto` left (idempotent after configure)
-    progress = ("bar" if sys.stdout.isatty() else "lines") if kwargs["enable_progress_bar"] else "none"
-    kwargs["enable_progress_bar"] = progress == "bar"
-    callbacks = build_callbacks(conf.callbacks, run_dir, progress, bool(loggers))
-    callbacks += extra_callbacks or []
-    callbacks += [FiniteLossGuard(), RNGState(), PreemptionCheckpoint(last_checkpoint(run_dir))]
+def build_trainer(conf: TrainConfig, plan: speed.SpeedPlan, callbacks: list[Any], loggers: list[Any],
+                  run_dir: Path, start: Start | None = None, strategy: Any = None) -> L.Trainer:
+    """The Trainer: the config's `trainer` keys, with the plan's precision and cuDNN benchmark."""
+    kwargs = asdict(conf.trainer) | {"precision": plan.precision, "benchmark": plan.benchmark}
+    kwargs["strategy"] = strategy or conf.trainer.strategy
+    kwargs["enable_progress_bar"] = progress_mode(conf) == "bar"
     return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
-                     plugins=[AtomicCheckpointIO(), *cluster_plugins(conf)])
+                     plugins=[AtomicCheckpointIO(preloaded=_preloaded(start)), *cluster_plugins(conf)])
 
 
-def load_data_early(datamodule: L.LightningDataModule) -> None:
-    """Download and load the data before the Trainer exists, so data errors come first and alone.
+def _preloaded(start: Start | None) -> tuple[Path, dict[str, Any]] | None:
+    """The start's checkpoint, read once while planning: Lightning gets it without reading it again."""
+    return (start.path, start.checkpoint) if start and start.path and start.checkpoint is not None else None
+
+
+def progress_mode(conf: TrainConfig) -> str:
+    """`bar` on a terminal, `lines` (one per epoch) in logs and pipes, `none` when switched off."""
+    if not conf.trainer.enable_progress_bar:
+        return "none"
+    return "bar" if sys.stdout.isatty() else "lines"
+
+
+def preflight(conf: TrainConfig, job: JobContext) -> None:
+    """Everything that can fail before any work, as one line each: hardware, strategy, data files."""
+    check_devices(conf, job)
+    check_data_files(conf.dataset)
+
+
+def load_data_early(datamodule: NiNDataModule) -> NiNDataModule:
+    """Download (dataset.download) and load the data before anything is written, so data errors come first.
 
     Local rank 0 of each node downloads (like Lightning's prepare_data_per_node); the node's other ranks,
     which Slurm or torchrun start at the same time, first wait for its files. No process group exists yet,
     so they poll the dataset's own files. Without a local rank in the environment: the global rank.
     """
-    from nin_lightning.data.base import NiNDataModule, local_rank
-
-    if local_rank(default=rank_zero_only.rank) == 0:
+    if local_rank(default=process_rank()) == 0:
         datamodule.prepare_data()
-    elif isinstance(datamodule, NiNDataModule) and datamodule.cfg.download:
+    elif datamodule.cfg.download:
         datamodule.wait_for_data()
     datamodule.setup("fit")
+    return datamodule
 
 
-def _close_job(run_dir: Path, metrics: dict[str, Any], exit_code: int, ranks: LocalRanks, tracker: Tracker,
-               trainer: L.Trainer | None) -> OSError | None:
-    """Write metrics.json, stop child ranks, close the W&B run, let submitit requeue: each step always runs.
-
-    Returns the error of writing metrics.json (a full disk, say) instead of raising it, so that it neither
-    skips the steps after it nor hides the error that ended the run."""
-    closing_error: OSError | None = None
-    try:
-        path = write_metrics(run_dir, metrics)
-    except OSError as exc:
-        closing_error, path = exc, run_dir / METRICS_FILE
-        say(f"could not write {path}: {one_line(exc)}")
-    ranks.close()
-    try:
-        if metrics["status"] == "preempted" and tracker.run is not None:
-            tracker.run.mark_preempting()
-        tracker.finish(exit_code)
-    except Exception as exc:  # on SIGTERM, Slurm stops W&B's service process too
-        if metrics["status"] != "preempted":
-            raise
-        say(f"W&B run not closed cleanly after the signal ({one_line(exc)}); it resumes with the job")
-    acc = metrics.get("test/acc")
-    say(f"{metrics['status']}: test/acc={'-' if acc is None else f'{float(acc):.4f}'} -> {path}")
-    for callback in trainer.callbacks if trainer else []:
-        if isinstance(callback, PreemptionCheckpoint):
-            callback.hand_over()  # submitit's time-out/preemption signal: it requeues the job now
-    return closing_error
+def plan_start(run: RunDir, conf: TrainConfig, plain: dict[str, Any]) -> Start:
+    """Where this start of the run begins (rundir/start.py decides); a requeued Slurm job says so."""
+    restarts = restart_count()
+    start = run.plan(conf.resume, conf.ckpt_path, snapshot(plain), restarts)
+    if restarts:
+        say(restart_note(restarts, run.path, last_checkpoint(run.path).is_file()))
+    if start.note:
+        say(start.note)
+    return start
 
 
-def _preempted(trainer: L.Trainer | None, exc: BaseException) -> bool:
-    """Whether the job stopped because of the preemption signal (SIGTERM or submitit's)."""
-    callbacks = trainer.callbacks if trainer else []
-    return any(isinstance(cb, PreemptionCheckpoint) and cb.explains(exc) for cb in callbacks)
-
-
-def train(cfg: DictConfig, run_dir: Path | None = None, callbacks: list[Any] | None = None) -> float:
+def train(cfg: DictConfig, job: JobContext | None = None, callbacks: list[Any] | None = None) -> float:
     """Train, test with the best checkpoint, write metrics.json; return val/acc_best (a sweeper's objective).
 
     `callbacks`: extra Lightning callbacks (benchmarks and tests use it to observe a run)."""
-    started = time.perf_counter()
-    quiet_libraries()
+    job = job or JobContext()
     conf = validate(cfg)
-    preflight(conf)  # trainer=gpu without a GPU, missing data files etc.: one line, before any work
-    hydra_dir, group, name = _hydra_job()
-    run_dir = Path(run_dir or hydra_dir or "outputs/run")
-    run_dir.mkdir(parents=True, exist_ok=True)
     plain = to_plain_dict(cfg)
-    start_ckpt, finished = plan_start(conf.resume, conf.ckpt_path, plain, run_dir)
-    if finished is not None:  # a finished run is left as it is
-        return float(finished.get(OBJECTIVE) or 0.0)
-    earlier_wall_s = 0.0  # wall_time_s counts every segment of a resumed run
-    if start_ckpt is not None and conf.ckpt_path is None:
-        earlier_wall_s = float(read_metrics(run_dir).get("wall_time_s") or 0.0)
-        keep_previous_metrics(run_dir)  # an extended run's failure must not eat its earlier result
-    print_config_tree(plain)
-    plan = speed.configure(conf)  # precision, channels_last, compile, cudnn, fused optimizer, TTA: `auto` -> per device
-    L.seed_everything(conf.seed, workers=True, verbose=False)
+    preflight(conf, job)
+    run = RunDir.claim(job.run_dir or DEFAULT_RUN_DIR, owner=process_rank() == 0)
+    try:
+        start = plan_start(run, conf, plain)
+        if start.finished is not None:  # a finished run is left as it is
+            run.release()
+            return float(start.finished.get(OBJECTIVE) or 0.0)
+        datamodule = load_data_early(build_datamodule(conf.dataset))
+    except BaseException as exc:
+        failed = {"status": "failed", "error": one_line(exc), "seed": conf.seed} if job.multirun else None
+        run.abandon(job.hydra_files, failed)  # a sweep shows its job failed; a single run leaves no dir
+        if failed is not None:
+            to_log_files(f"error: {failed['error']}")
+        raise
+    plan = speed.resolve(conf)  # precision, channels_last, compile, cudnn, optimizer, TTA: `auto` -> this device
+    chosen = {f"speed/{k}": v for k, v in plan.record().items()}
+    head = {"seed": conf.seed, **chosen}  # in metrics.json from the start on
+    run.begin(start, job.hydra_files, head)
+    speed.announce(plan)
+    warn_if_low_disk(run.path, conf.callbacks.min_free_disk_gb)
+    return _fit_and_test(conf, plain, job, run, start, plan, datamodule, callbacks or [], head)
 
-    warn_if_low_disk(run_dir, conf.callbacks.min_free_disk_gb)
-    datamodule = build_datamodule(conf.dataset)
-    load_data_early(datamodule)
-    model = build_model(conf, snapshot(plain))
-    chosen = plan.record()  # what each `auto` speed switch became: in the W&B config and metrics.json
-    tracker = Tracker(conf.logger, run_dir, plain | {"speed": chosen}, group, name or run_dir.name, conf.tags)
-    metrics: dict[str, Any] = {"status": "failed", "seed": conf.seed} | {f"speed/{k}": v for k, v in chosen.items()}
+
+def _fit_and_test(conf: TrainConfig, plain: dict[str, Any], job: JobContext, run: RunDir, start: Start,
+                  plan: speed.SpeedPlan, datamodule: NiNDataModule, extra: list[Any], head: dict[str, Any]) -> float:
+    """Fit from START, test best.ckpt, and close the run whatever happens (metrics.json, W&B, DDP ranks)."""
+    L.seed_everything(conf.seed, workers=True, verbose=False)
+    model = build_model(conf, plan, snapshot(plain))
+    preemption = PreemptionCheckpoint(last_checkpoint(run.path))
+    tracker = Tracker(conf.logger, run.path, plain | {"speed": plan.record()}, job.group, job.name or run.path.name,
+                      conf.tags, excuse=preemption.excuses, identity=start.wandb)
+    metrics: dict[str, Any] = {"status": "failed", **head}
     exit_code = 1
     ranks = LocalRanks()
     trainer: L.Trainer | None = None
     try:
-        ranks = LocalRanks.start(conf, run_dir)  # DDP under -m: this job's ranks, in this job's dir
-        trainer = build_trainer(conf, run_dir, tracker.loggers, callbacks)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=str(start_ckpt) if start_ckpt else None)
+        ranks = LocalRanks.start(conf, job)  # DDP under -m: this job's ranks, in this job's dir
+        callbacks = build_callbacks(conf.callbacks, run, progress_mode(conf), bool(tracker.loggers), preemption)
+        trainer = build_trainer(conf, plan, [*callbacks, *extra], tracker.loggers, run.path, start,
+                                strategy=ranks.strategy(conf))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(start.path) if start.path else None)
         metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
         metrics["epochs"] = trainer.current_epoch
         metrics["global_step"] = trainer.global_step
@@ -169,19 +162,50 @@ def train(cfg: DictConfig, run_dir: Path | None = None, callbacks: list[Any] | N
         metrics["error"] = one_line(exc)
         metrics["epochs"] = trainer.current_epoch if trainer else 0
         ranks.stop_watching()
-        if ranks.dead():  # a DDP rank of this job died (local_ranks.LocalRanks): the job failed, not the sweep
+        if ranks.dead():  # a DDP rank of this job died (cluster/local_ranks.py): the job failed, not the sweep
             metrics["error"] = ranks.failure
             raise RuntimeError(f"{ranks.failure}; its output is above") from exc
-        preempted = _preempted(trainer, exc)
-        if isinstance(exc, KeyboardInterrupt | SystemExit) and not preempted:  # Ctrl-C: Lightning exits 1
-            metrics["status"], metrics["error"] = "interrupted", "stopped by the user (Ctrl-C) or a signal"
-        if preempted:  # SIGTERM (Slurm requeue/preemption): last.ckpt is saved, exit non-zero
+        if preemption.explains(exc):  # SIGTERM (Slurm requeue/preemption): last.ckpt is saved, exit non-zero
             metrics["status"], metrics["error"] = "preempted", "stopped by SIGTERM (preemption, requeue or kill)"
             raise SystemExit(PREEMPTED_EXIT) from exc
+        if isinstance(exc, KeyboardInterrupt | SystemExit):  # Ctrl-C: Lightning exits 1
+            metrics["status"], metrics["error"] = "interrupted", "stopped by the user (Ctrl-C) or a signal"
         raise
     finally:
-        metrics["wall_time_s"] = round(earlier_wall_s + time.perf_counter() - started, 3)
-        closing_error = _close_job(run_dir, metrics, exit_code, ranks, tracker, trainer)
+        closing_error = _close(run, metrics, exit_code, ranks, tracker, preemption)
     if closing_error is not None:  # the run itself went well, but its metrics.json could not be written
         raise closing_error
     return float(metrics.get(OBJECTIVE, 0.0))
+
+
+def _close(run: RunDir, metrics: dict[str, Any], exit_code: int, ranks: LocalRanks, tracker: Tracker,
+           preemption: PreemptionCheckpoint) -> OSError | None:
+    """Write metrics.json, stop child ranks, close the W&B run, let submitit requeue: each step always runs.
+
+    Returns the error of writing metrics.json (a full disk, say) instead of raising it, so that it neither
+    skips the steps after it nor hides the error that ended the run."""
+    closing_error: OSError | None = None
+    path = run.path / "metrics.json"
+    try:
+        run.close(metrics)
+    except OSError as exc:
+        closing_error = exc
+        say(f"could not write {path}: {one_line(exc)}")
+    ranks.close()
+    try:
+        if metrics["status"] == "preempted" and tracker.run is not None:
+            tracker.run.mark_preempting()
+        tracker.finish(exit_code)
+    except Exception as exc:  # on SIGTERM, Slurm stops W&B's service process too
+        if metrics["status"] != "preempted":
+            raise
+        say(f"W&B run not closed cleanly after the signal ({one_line(exc)}); it resumes with the job")
+    acc = metrics.get("test/acc")
+    say(f"{metrics['status']}: test/acc={'-' if acc is None else f'{float(acc):.4f}'} -> {path}")
+    if metrics.get("error") and process_rank() == 0:
+        to_log_files(f"error: {metrics['error']}")
+    preemption.hand_over()  # submitit's time-out/preemption signal: it requeues the job now
+    return closing_error
+
+
+__all__ = ["OBJECTIVE", "build_model", "build_trainer", "load_data_early", "train"]

@@ -1,9 +1,9 @@
 """Speed switches: every `auto` becomes the fastest choice that is still correct on the device in use.
 
-`resolve(conf)` reads the typed config, decides, and returns a `SpeedPlan`; `apply(conf, plan)` writes
-the decisions back into the config, so the Trainer, the model and the optimizer only ever see concrete
-values. Explicit choices are kept when the device can honour them; otherwise they fall back, and the
-plan carries a one-line notice that says so.
+`resolve(conf)` reads the typed config, decides, and returns a frozen `SpeedPlan`, which run.py hands to
+the model, the optimizer and the Trainer; the config itself keeps what the user asked for (`auto`).
+Explicit choices are kept when the device can honour them; otherwise they fall back, and the plan
+carries a one-line notice that says so.
 
 | switch                     | auto on CUDA                          | auto on CPU (MPS)                        |
 |----------------------------|---------------------------------------|------------------------------------------|
@@ -19,19 +19,21 @@ from __future__ import annotations
 
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from nin_lightning import compat
 from nin_lightning.config import DIGIT_DATASETS, TrainConfig
+from nin_lightning.status import say
 
-IMPLEMENTATIONS = ("fused", "foreach", "for_loop")
 # Measured on the project's 2-core AMD EPYC (AVX512-BF16), interleaved in one process, NiN train steps/s
 # against fp32 NCHW: channels_last x1.2 (MNIST and CIFAR shapes), bf16 autocast x1.7-1.9, both x2.2-2.5.
 CPU_CHANNELS_LAST = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class SpeedPlan:
     """Concrete choices for one run, and the one-line notices for any request the device cannot honour."""
 
@@ -42,7 +44,7 @@ class SpeedPlan:
     benchmark: bool
     optimizer_impl: str
     tta: bool
-    notices: list[str] = field(default_factory=list)
+    notices: tuple[str, ...] = ()
 
     def record(self) -> dict[str, str | bool]:
         """The concrete choices, for the W&B config and metrics.json (`auto` in the config says too little)."""
@@ -90,12 +92,14 @@ def _bf16_supported() -> bool:
         return False
 
 
-def _cpu_bf16_native() -> bool:
-    """bf16 matmul/conv instructions (AVX512-BF16 or AMX): bf16 autocast is faster, not emulated."""
+def _cpu_bf16_native(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """bf16 matmul/conv instructions (AVX512-BF16 or AMX), from the kernel's CPU flags: bf16 autocast is then
+    faster, not emulated. (torch has no public query; elsewhere than Linux: no.)"""
     try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except Exception:
+        flags = next((line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), "").split()
+    except OSError:
         return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _triton_available() -> bool:
@@ -113,9 +117,7 @@ def _cpu_compiler_available() -> bool:
 
 def _dynamo_supported() -> bool:
     try:
-        from torch._dynamo import is_dynamo_supported
-
-        return bool(is_dynamo_supported())
+        return compat.dynamo_supported()
     except Exception:
         return False
 
@@ -170,9 +172,7 @@ def resolve_benchmark(requested: bool | str | None, device: str, deterministic: 
 
 def _fused_supported(device: str) -> bool:
     try:
-        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-
-        return device in _get_fused_kernels_supported_devices()
+        return device in compat.fused_optimizer_devices()
     except Exception:
         return device == "cuda"
 
@@ -202,30 +202,8 @@ def resolve(conf: TrainConfig) -> SpeedPlan:
     benchmark, n4 = resolve_benchmark(conf.trainer.benchmark, device, conf.trainer.deterministic)
     impl, n5 = resolve_optimizer_impl(conf.optimizer.implementation, device)
     tta = resolve_tta(conf.dataset.tta, conf.dataset.name, conf.dataset.flip)
-    notices = [n for n in (n1, n2, n3, n4, n5) if n]
+    notices = tuple(n for n in (n1, n2, n3, n4, n5) if n)
     return SpeedPlan(device, precision, channels_last, compiled, benchmark, impl, tta, notices)
-
-
-def apply(conf: TrainConfig, plan: SpeedPlan) -> TrainConfig:
-    """Write the plan's concrete values into `conf` (in place) and return it."""
-    conf.trainer.precision = plan.precision
-    conf.trainer.benchmark = plan.benchmark
-    conf.model.channels_last = plan.channels_last
-    conf.model.compile = plan.compile
-    conf.optimizer.implementation = plan.optimizer_impl
-    conf.dataset.tta = plan.tta
-    return conf
-
-
-def optimizer_kwargs(implementation: str) -> dict[str, bool]:
-    """torch.optim keyword arguments for an implementation (`auto`: torch's own default)."""
-    if implementation == "fused":
-        return {"fused": True}
-    if implementation == "foreach":
-        return {"foreach": True}
-    if implementation == "for_loop":
-        return {"foreach": False}
-    return {}
 
 
 def prepare_model(net: torch.nn.Module, channels_last: bool, compile: bool) -> torch.nn.Module:
@@ -233,20 +211,12 @@ def prepare_model(net: torch.nn.Module, channels_last: bool, compile: bool) -> t
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     if compile:
-        from torch._dynamo import config as dynamo_config
-
-        dynamo_config.suppress_errors = True  # a graph that fails to compile runs eagerly instead
-        net.compile()
+        net.compile()  # a graph that fails to compile raises: what runs is what metrics.json says
     return net
 
 
-def configure(conf: TrainConfig) -> SpeedPlan:
-    """Resolve and apply the plan, and say each notice and the summary (one line each)."""
-    from nin_lightning.console import say
-
-    plan = resolve(conf)
-    apply(conf, plan)
+def announce(plan: SpeedPlan) -> None:
+    """Each notice and the summary, one line each."""
     for notice in plan.notices:
         say(notice)
     say(plan.summary())
-    return plan

@@ -1,14 +1,13 @@
-"""Experiment tracking: one W&B run per job (offline without a login), and metrics.json."""
+"""Experiment tracking: one W&B run per job (offline without a login), continued across resumes."""
 
 from __future__ import annotations
 
 import json
-import math
 import netrc
 import os
 import secrets
 import socket
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -16,9 +15,11 @@ from urllib.parse import urlparse
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from nin_lightning import compat
 from nin_lightning.config import LoggerConfig
-from nin_lightning.console import say
-from nin_lightning.paths import METRICS_FILE, WANDB_RUN_FILE
+from nin_lightning.rundir.atomic import atomic_write
+from nin_lightning.rundir.layout import WANDB_RUN_FILE
+from nin_lightning.status import say
 
 
 def _has_wandb_login() -> bool:
@@ -52,19 +53,32 @@ def wandb_mode(cfg: LoggerConfig) -> str:
     return mode
 
 
-def _flush_often(settings: Any) -> dict[str, Any]:
-    """Write the run's .wandb file every 2 s (W&B: 15 s): Slurm's SIGTERM on preemption also stops W&B's
-    service process, which then loses what it had not written yet."""
-    field = "x_transaction_log_flush_interval"
-    return {field: 2.0} if field in getattr(settings, "model_fields", {}) else {}
+class TolerantWandbLogger(WandbLogger):
+    """Lightning's WandbLogger, except that a failed write which `excuse` explains (the preemption signal,
+    which also stops W&B's service) only loses those rows instead of failing the job."""
+
+    def __init__(self, excuse: Callable[[BaseException], bool] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.excuse = excuse
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        try:
+            super().log_metrics(metrics, step)
+        except Exception as exc:
+            if self.excuse is None or not self.excuse(exc):
+                raise
 
 
 class Tracker:
-    """Owns the W&B run's lifecycle: init before fit, finish (with exit code) after the job."""
+    """Owns the W&B run's lifecycle: init before fit, finish (with exit code) after the job.
+
+    `excuse`: whether a failed W&B write is explained by the preemption signal (callbacks/preemption.py)."""
 
     def __init__(self, cfg: LoggerConfig, run_dir: Path, config: dict[str, Any], group: str | None,
-                 name: str | None, tags: list[str]) -> None:
-        self.cfg, self.run_dir = cfg, run_dir
+                 name: str | None, tags: list[str], excuse: Callable[[BaseException], bool] | None = None,
+                 identity: dict[str, Any] | None = None) -> None:
+        self.cfg, self.run_dir, self.excuse = cfg, run_dir, excuse
+        self.identity = identity or {}  # the W&B run a continued run logs into (rundir: wandb_run.json)
         self.run: Any = None
         self.loggers: list[Logger] = []
         if cfg.name == "csv":
@@ -82,7 +96,7 @@ class Tracker:
         run_file = self.run_dir / WANDB_RUN_FILE
         # A resumed job continues its W&B run: same id, and the group and name it started with (the resume
         # command's overrides do not make it another job).
-        saved = json.loads(run_file.read_text()) if run_file.exists() else {}
+        saved = self.identity
         run_id = saved.get("id") or secrets.token_hex(4)
         group, name = saved.get("group", self.cfg.group or group), saved.get("name", name)
         self.run = wandb.init(
@@ -99,11 +113,11 @@ class Tracker:
             mode=mode,
             settings=wandb.Settings(
                 init_timeout=self.cfg.init_timeout_s, silent=True, console="off", reinit="finish_previous",
-                **_flush_often(wandb.Settings),
+                **compat.wandb_flush_often(wandb.Settings),
             ),
         )
-        run_file.write_text(json.dumps({"id": run_id, "group": group, "name": name}) + "\n")
-        self.loggers = [WandbLogger(experiment=self.run)]
+        atomic_write(run_file, json.dumps({"id": run_id, "group": group, "name": name}) + "\n")
+        self.loggers = [TolerantWandbLogger(excuse=self.excuse, experiment=self.run)]
         if mode == "offline":
             say(f"W&B offline run in {self.run.dir.rsplit('/files', 1)[0]}; upload it later with "
                 f"`wandb sync {self.run_dir / 'wandb'}/offline-run-*`")
@@ -115,30 +129,3 @@ class Tracker:
         if self.run is not None:
             self.run.finish(exit_code=exit_code)
             self.run = None
-
-
-def _clean(value: Any) -> Any:
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:
-    """Write flat metrics.json atomically (rank 0 only)."""
-    path = run_dir / METRICS_FILE
-    if rank_zero_only.rank != 0:
-        return path
-    flat = {k: _clean(v) for k, v in sorted(metrics.items())}
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".metrics-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(flat, fh, indent=2)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

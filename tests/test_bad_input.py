@@ -212,7 +212,8 @@ def test_earlier_run_dir_is_left_alone_without_resume(earlier_run: Path, tmp_pat
 def test_config_errors_need_no_torch():
     """A typo costs well under a second: the modules of the config-error path import neither torch nor
     Lightning (importing them takes about 6 s on this machine)."""
-    code = ("import sys, nin_lightning.config, nin_lightning.errors, nin_lightning.console,"
-            " nin_lightning.hydra_callbacks; print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))")
+    code = ("import sys, nin_lightning.config, nin_lightning.errors, nin_lightning.cli.errors,"
+            " nin_lightning.cli.hydra_callbacks, nin_lightning.rundir, nin_lightning.status;"
+            " print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr[-2000:]

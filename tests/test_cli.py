@@ -112,6 +112,7 @@ def test_a_resumed_run_keeps_its_wandb_run_id_group_and_name(tmp_path, monkeypat
     """A second start in the same run dir (resume, requeue) continues the same W&B run: same id, and the
     group and name of the first start, whatever the resume command's own overrides are."""
     from nin_lightning.config import LoggerConfig
+    from nin_lightning.rundir.start import wandb_identity
     from nin_lightning.tracking import Tracker
     from tests.wandb_records import offline_runs
 
@@ -121,7 +122,8 @@ def test_a_resumed_run_keeps_its_wandb_run_id_group_and_name(tmp_path, monkeypat
     cfg = LoggerConfig(name="wandb", mode="offline")
     first = Tracker(cfg, tmp_path, {"seed": 1}, "dropout_sweep", "model.dropout=0.5,seed=1", ["ablation"])
     first.finish(1)
-    again = Tracker(cfg, tmp_path, {"seed": 1}, None, "resume=auto,trainer.max_epochs=60", ["ablation"])
+    again = Tracker(cfg, tmp_path, {"seed": 1}, None, "resume=auto,trainer.max_epochs=60", ["ablation"],
+                    identity=wandb_identity(tmp_path))  # what rundir reads when the run continues
     again.finish(0)
     runs = offline_runs(tmp_path)
     assert len(runs) == 2 and len({r.run_id for r in runs}) == 1

@@ -15,7 +15,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from nin_lightning.config import DatasetConfig, register_configs, validate
+from nin_lightning.config import DatasetConfig, JobContext, register_configs, validate
 from nin_lightning.data import augment, build_datamodule, preprocess
 from nin_lightning.data.base import NiNDataModule
 from nin_lightning.errors import UserError
@@ -522,7 +522,7 @@ def test_ddp_ranks_augment_differently(all_fakes, as_rank):
 # --- downloads: local rank 0 of each node, the others wait for its files -------------------------------
 
 def test_local_rank_from_environment(monkeypatch):
-    from nin_lightning.data.base import local_rank
+    from nin_lightning.cluster.slurm import local_rank
 
     for key in ("LOCAL_RANK", "SLURM_LOCALID"):
         monkeypatch.delenv(key, raising=False)
@@ -708,6 +708,6 @@ def test_train_runs_on_each_format(tmp_path, monkeypatch, name):
     cfg = compose_cfg([f"dataset={name}", f"dataset.root={tmp_path / 'data'}", "dataset.val_size=40",
                        "dataset.batch_size=32", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
                        *FAST_MODEL])
-    train(cfg, run_dir=tmp_path / "run")
+    train(cfg, JobContext(run_dir=tmp_path / "run"))
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "completed" and "test/acc" in metrics

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from nin_lightning.config import JobContext
 from tests import fake_data as fd
 from tests.conftest import lr_trace
 
@@ -50,7 +51,7 @@ def test_preset_smoke_run(compose_cfg, tiny_data, tmp_path, name):
     if cfg.dataset.name != "digits":
         cfg.dataset.val_size = 30  # a multiple of 30 for SVHN's paper split (2/3 train, 1/3 extra)
     run_dir = tmp_path / "run"
-    train(cfg, run_dir=run_dir)
+    train(cfg, JobContext(run_dir=run_dir))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["epochs"] == 1
     assert 0.0 <= metrics["test/acc"] <= 1.0

@@ -13,9 +13,11 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from nin_lightning import guards
+from nin_lightning.config import JobContext
 from nin_lightning.errors import UserError
-from nin_lightning.guards import AtomicCheckpointIO, warn_if_low_disk
+from nin_lightning.rundir import checkpoint_io, disk
+from nin_lightning.rundir.checkpoint_io import AtomicCheckpointIO
+from nin_lightning.rundir.disk import warn_if_low_disk
 from tests.conftest import error_lines, read_metrics
 
 
@@ -43,7 +45,7 @@ def test_divergence_after_a_good_epoch_keeps_the_last_good_checkpoint(compose_cf
 
     run_dir = tmp_path / "run"
     common = ["logger=none", "trainer.enable_progress_bar=false", "trainer.limit_train_batches=3"]
-    train(compose_cfg(*common, "trainer.max_epochs=1"), run_dir=run_dir)
+    train(compose_cfg(*common, "trainer.max_epochs=1"), JobContext(run_dir=run_dir))
     last = run_dir / "checkpoints" / "last.ckpt"
     before = _sha(last)
 
@@ -54,7 +56,7 @@ def test_divergence_after_a_good_epoch_keeps_the_last_good_checkpoint(compose_cf
 
     monkeypatch.setattr(NiNClassifier, "training_step", diverging)
     with pytest.raises(UserError, match=r"non-finite training loss .* epoch 1, step 3"):
-        train(compose_cfg(*common, "trainer.max_epochs=3", "resume=auto"), run_dir=run_dir)
+        train(compose_cfg(*common, "trainer.max_epochs=3", "resume=auto"), JobContext(run_dir=run_dir))
     assert _sha(last) == before
     assert read_metrics(run_dir)["status"] == "failed"
 
@@ -78,7 +80,7 @@ def test_disk_full_fails_loudly_and_leaves_last_checkpoint_intact(tmp_path, monk
         fh.write(b"partial bytes")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(guards.torch, "save", no_space)
+    monkeypatch.setattr(checkpoint_io.torch, "save", no_space)
     with pytest.raises(UserError) as err:
         io.save_checkpoint({"w": torch.zeros(1000)}, target)
     assert "disk full" in str(err.value) and str(target) in str(err.value) and "\n" not in str(err.value)
@@ -86,15 +88,18 @@ def test_disk_full_fails_loudly_and_leaves_last_checkpoint_intact(tmp_path, monk
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temp file left behind
 
 
-def test_low_disk_space_warns_in_one_line(tmp_path, monkeypatch, capsys):
+def test_low_disk_space_warns_in_one_line(tmp_path, monkeypatch, caplog):
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(guards.shutil, "disk_usage", lambda _: usage(10e9, 9.8e9, 0.2e9))
-    assert warn_if_low_disk(tmp_path, min_free_gb=1.0) == pytest.approx(0.2)
-    out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1 and "only 0.20 GB free" in out[0]
-    monkeypatch.setattr(guards.shutil, "disk_usage", lambda _: usage(10e9, 1e9, 9e9))
-    warn_if_low_disk(tmp_path, min_free_gb=1.0)
-    assert capsys.readouterr().out == ""
+    monkeypatch.setattr(disk.shutil, "disk_usage", lambda _: usage(10e9, 9.8e9, 0.2e9))
+    with caplog.at_level("INFO", logger="nin_lightning"):  # status lines go through logging (status.py)
+        assert warn_if_low_disk(tmp_path, min_free_gb=1.0) == pytest.approx(0.2)
+    out = caplog.messages
+    assert len(out) == 1 and "only 0.20 GB free" in out[0] and "\n" not in out[0]
+    caplog.clear()
+    monkeypatch.setattr(disk.shutil, "disk_usage", lambda _: usage(10e9, 1e9, 9e9))
+    with caplog.at_level("INFO", logger="nin_lightning"):
+        warn_if_low_disk(tmp_path, min_free_gb=1.0)
+    assert caplog.messages == []
 
 
 @pytest.fixture
@@ -137,11 +142,11 @@ def test_a_really_full_disk_fails_loudly_and_the_run_resumes_after(compose_cfg, 
     common = ["logger=none", "trainer.enable_progress_bar=false", "model.width=0.25", "trainer.limit_train_batches=3"]
     fill = FillDiskAt(run_dir, epoch=1)
     with pytest.raises(UserError, match=r"disk full while writing .*\.ckpt; the previous checkpoint is intact"):
-        train(compose_cfg(*common, "trainer.max_epochs=3"), run_dir=run_dir, callbacks=[fill])
+        train(compose_cfg(*common, "trainer.max_epochs=3"), JobContext(run_dir=run_dir), callbacks=[fill])
     last = run_dir / "checkpoints" / "last.ckpt"
     assert fill.last_sha is not None and _sha(last) == fill.last_sha  # epoch 0's checkpoint, whole
     assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 0
-    assert not [p.name for p in run_dir.rglob(".*") if p.is_file()]  # no half-written temp files
+    assert not [p.name for p in run_dir.rglob(".*") if p.is_file() and p.name != ".lock"]  # no half-written temp files
     (small_disk / "filler").unlink()
-    train(compose_cfg(*common, "trainer.max_epochs=3", "resume=auto"), run_dir=run_dir)
+    train(compose_cfg(*common, "trainer.max_epochs=3", "resume=auto"), JobContext(run_dir=run_dir))
     assert read_metrics(run_dir)["status"] == "completed" and read_metrics(run_dir)["epochs"] == 3

@@ -57,21 +57,17 @@ def single_process_test_acc(run_dir: Path) -> tuple[float, int]:
     """Test accuracy of RUN_DIR/checkpoints/best.ckpt on the whole test set, in this one process."""
     import lightning as L
 
+    from nin_lightning import speed
     from nin_lightning.data import build_datamodule
     from nin_lightning.run import build_model
 
     conf = validate(run_config(run_dir))
-    try:  # resolve the `auto` speed switches the way the run did (module added by the speed work)
-        from nin_lightning import speed
-
-        speed.configure(conf)
-    except ImportError:
-        pass
-    model = build_model(conf)
+    plan = speed.resolve(conf)  # the `auto` speed switches, resolved the way the run did
+    model = build_model(conf, plan)
     datamodule = build_datamodule(conf.dataset)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False,
-                        precision=conf.trainer.precision)  # as resolved for the run (bf16-mixed on this CPU)
+                        precision=plan.precision)  # as resolved for the run (bf16-mixed on this CPU)
     results = trainer.test(model, datamodule=datamodule, ckpt_path=str(run_dir / "checkpoints" / "best.ckpt"),
                            verbose=False)
     return results[0]["test/acc"], len(datamodule.test_split)
@@ -90,19 +86,21 @@ def test_gpu_trainers_fail_fast_without_a_gpu(run_cli, tmp_path, trainer, fix):
 
 
 def test_sync_batchnorm_on_cpu_is_refused(compose_cfg):
-    from nin_lightning.distributed import check_devices
+    from nin_lightning.cluster.checks import check_devices
+    from nin_lightning.config import JobContext
 
     with pytest.raises(UserError, match="sync_batchnorm=false"):
-        check_devices(validate(compose_cfg("trainer=ddp_cpu", "trainer.sync_batchnorm=true")))
+        check_devices(validate(compose_cfg("trainer=ddp_cpu", "trainer.sync_batchnorm=true")), JobContext())
 
 
 @pytest.mark.parametrize("scale", [False, True])
 def test_lr_scales_linearly_with_world_size(compose_cfg, scale):
+    from nin_lightning import speed
     from nin_lightning.run import build_model
 
     conf = validate(compose_cfg("trainer=ddp_cpu", "scheduler=constant", "optimizer.lr=0.05",
                                 f"optimizer.scale_lr_with_world_size={str(scale).lower()}"))
-    model = build_model(conf)
+    model = build_model(conf, speed.resolve(conf))
     model._trainer = SimpleNamespace(world_size=4, max_epochs=2, estimated_stepping_batches=20)
     out = model.configure_optimizers()
     optimizer = out["optimizer"] if isinstance(out, dict) else out
@@ -112,7 +110,7 @@ def test_lr_scales_linearly_with_world_size(compose_cfg, scale):
 def test_slurm_tasks_decide_the_cluster_environment(compose_cfg, monkeypatch):
     from lightning.pytorch.plugins.environments import LightningEnvironment, SLURMEnvironment
 
-    from nin_lightning.distributed import cluster_plugins
+    from nin_lightning.cluster.slurm import cluster_plugins
 
     for key in [k for k in os.environ if k.startswith(("SLURM_", "RANK", "GROUP_RANK", "LOCAL_"))]:
         monkeypatch.delenv(key)
@@ -133,7 +131,7 @@ def test_slurm_tasks_decide_the_cluster_environment(compose_cfg, monkeypatch):
 
 
 def test_changed_keys_names_what_changed():
-    from nin_lightning.resume import changed_keys
+    from nin_lightning.rundir import changed_keys
 
     saved = {"model": {"dropout": 0.5, "width": 1.0}, "dataset": {"batch_size": 64, "root": "data", "gone": 1}}
     now = {"model": {"dropout": 0.3, "width": 1.0, "new": 2}, "dataset": {"batch_size": 64, "root": "/scratch"}}
@@ -145,7 +143,7 @@ def test_rng_state_roundtrip():
 
     import numpy as np
 
-    from nin_lightning.resume import RNGState
+    from nin_lightning.callbacks import RNGState
 
     state = RNGState().state_dict()
     first = (torch.rand(3), np.random.rand(), random.random())
@@ -523,11 +521,11 @@ def test_submitit_signal_checkpoints_requeues_and_resumes_ddp_tasks(tmp_path):
 
 def test_sigterm_stops_every_rank_at_the_same_batch_and_explains_wandb_errors(monkeypatch, tmp_path):
     """The SIGTERM handler only sets a flag (no collective inside a signal handler); at a batch's end the
-    ranks' flags are reduced and Lightning stops them all; a W&B error after the signal is the preemption."""
+    ranks' flags are reduced and every rank raises Preempted; a W&B error after the signal is the preemption."""
     import signal
 
-    from nin_lightning import preemption
-    from nin_lightning.preemption import PreemptionCheckpoint
+    from nin_lightning.callbacks import Preempted, PreemptionCheckpoint, preemption
+    from nin_lightning.tracking import TolerantWandbLogger
 
     monkeypatch.setattr(preemption, "SIGNAL_GRACE_S", 0.0)
     decisions: list[bool] = []
@@ -539,28 +537,28 @@ def test_sigterm_stops_every_rank_at_the_same_batch_and_explains_wandb_errors(mo
     def failing_log(row):
         raise ConnectionResetError("Connection lost")
 
-    from lightning.pytorch.loggers import WandbLogger
-
-    wandb = WandbLogger(experiment=SimpleNamespace(id="run1", log=failing_log))
-    trainer = SimpleNamespace(loggers=[wandb], strategy=SimpleNamespace(reduce_boolean_decision=any_rank),
-                              _signal_connector=SimpleNamespace(received_sigterm=False))
     callback = PreemptionCheckpoint(tmp_path / "last.ckpt")
+    wandb = TolerantWandbLogger(excuse=callback.excuses, experiment=SimpleNamespace(id="run1", log=failing_log))
+    trainer = SimpleNamespace(loggers=[wandb], strategy=SimpleNamespace(reduce_boolean_decision=any_rank),
+                              current_epoch=0, global_step=1)
     previous = signal.getsignal(signal.SIGTERM)
     try:
         callback.on_train_start(trainer, None)
         peer_signalled = False
-        callback.on_train_batch_end(trainer, None, None, None, 0)
-        assert trainer._signal_connector.received_sigterm is False
+        callback.on_train_batch_end(trainer, None, None, None, 0)  # nobody signalled: training goes on
         with pytest.raises(ConnectionResetError):  # no signal: a W&B failure is an error
             wandb.log_metrics({"val/acc": 0.5}, step=1)
         assert not callback.explains(ConnectionResetError())
         peer_signalled = True  # another rank got the signal: this one stops too, at the same batch
-        callback.on_train_batch_end(trainer, None, None, None, 1)
-        assert trainer._signal_connector.received_sigterm is True and callback.signalled is False
+        with pytest.raises(Preempted):
+            callback.on_train_batch_end(trainer, None, None, None, 1)
+        assert callback.signalled is False
         os.kill(os.getpid(), signal.SIGTERM)  # this rank's own signal: only the flag
         time.sleep(0.1)
         assert callback.signalled and decisions == [False, False]
         wandb.log_metrics({"val/acc": 0.5}, step=2)  # Slurm's SIGTERM stopped W&B's service: rows lost, no error
         assert callback.explains(ConnectionResetError())
+        callback.teardown(trainer, None, "fit")
+        assert signal.getsignal(signal.SIGTERM) is previous  # the handler is put back
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -19,9 +19,7 @@ from typing import Any
 from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf
 
-from nin_lightning.errors import UserError
-
-GPU_ACCELERATORS = ("gpu", "cuda")
+from nin_lightning.cluster.devices import GPU_ACCELERATORS, devices_per_node
 
 
 def drop_template_dir(folder: str) -> None:
@@ -39,19 +37,6 @@ class Resources:
     gpus_per_node: int | None
 
 
-def devices_per_node(accelerator: str, devices: Any) -> int:
-    """`trainer.devices` as a count. `auto` on a non-GPU accelerator is 1 (what Lightning uses there);
-    `auto`/-1 on GPUs cannot be known before the job lands on a node, so it is a UserError."""
-    text = str(devices).strip()
-    if text.isdigit() and int(text) >= 1:
-        return int(text)
-    if text == "auto" and accelerator not in GPU_ACCELERATORS:
-        return 1
-    raise UserError(f"trainer.devices={devices} (trainer.accelerator={accelerator}): a launcher must know how many "
-                    "devices to reserve before the job starts; set trainer.devices to an integer >= 1, e.g. "
-                    "trainer.devices=2 (or pin hydra.launcher.tasks_per_node and hydra.launcher.gpus_per_node)")
-
-
 def job_resources(trainer: Any, nodes: int | None = None, tasks_per_node: int | None = None,
                   gpus_per_node: int | None = None) -> Resources:
     """Resources of a job with this `trainer` config; a non-None argument (set in hydra.launcher) wins.
@@ -60,7 +45,9 @@ def job_resources(trainer: Any, nodes: int | None = None, tasks_per_node: int | 
     accelerator = str(OmegaConf.select(trainer, "accelerator", default="auto"))
     gpu = accelerator in GPU_ACCELERATORS
     need_devices = tasks_per_node is None or (gpu and gpus_per_node is None)
-    devices = devices_per_node(accelerator, OmegaConf.select(trainer, "devices", default=1)) if need_devices else 0
+    # visible_gpus=None: which node (and how many GPUs) the job lands on is not known before it starts
+    devices = (devices_per_node(accelerator, OmegaConf.select(trainer, "devices", default=1), visible_gpus=None)
+               if need_devices else 0)
     if gpus_per_node is None:
         gpus_per_node = devices if gpu else None
     return Resources(nodes=int(nodes if nodes is not None else OmegaConf.select(trainer, "num_nodes", default=1)),

@@ -27,6 +27,7 @@ from hydra_plugins.nin_lightning_launcher._resources import Resources, drop_temp
 log = logging.getLogger(__name__)
 
 PER_JOB = ("nodes", "tasks_per_node", "gpus_per_node")
+CLUSTER = "slurm"  # submitit's name of the cluster (the stock launcher keeps it in a private class attribute)
 
 
 @dataclass
@@ -66,10 +67,10 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
         params = {**self.params, **asdict(res)}
         folder, max_num_timeout = params.pop("submitit_folder"), params.pop("max_num_timeout")
-        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, folder=folder,
-                                         **{f"{self._EXECUTOR}_max_num_timeout": max_num_timeout})
+        executor = submitit.AutoExecutor(cluster=CLUSTER, folder=folder,
+                                         **{f"{CLUSTER}_max_num_timeout": max_num_timeout})
         base = set(OmegaConf.structured(BaseQueueConf).keys())
-        executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in params.items()})
+        executor.update_parameters(**{k if k in base else f"{CLUSTER}_{k}": v for k, v in params.items()})
         return executor
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:

@@ -1,28 +1,28 @@
-"""Datasets: one LightningDataModule per dataset on a shared base."""
+"""Datasets: one LightningDataModule per dataset on a shared base (base.py): uint8 tensors in memory,
+whole batches, augmentation on the device (augment.py). The names come from config.DATASETS."""
 
 from __future__ import annotations
 
 from importlib import import_module
 
-from nin_lightning.config import DatasetConfig
+from nin_lightning.config import DATASETS, DatasetConfig
 from nin_lightning.data.base import NiNDataModule
-
-# name -> "module:Class", imported lazily so that `digits` never imports torchvision.
-REGISTRY = {
-    "digits": "nin_lightning.data.digits:DigitsDataModule",
-    "mnist": "nin_lightning.data.mnist:MNISTDataModule",
-    "cifar10": "nin_lightning.data.cifar:CIFAR10DataModule",
-    "cifar100": "nin_lightning.data.cifar:CIFAR100DataModule",
-    "svhn": "nin_lightning.data.svhn:SVHNDataModule",
-}
+from nin_lightning.errors import UserError
 
 
 def build_datamodule(cfg: DatasetConfig) -> NiNDataModule:
-    """The DataModule for `cfg.name`."""
-    from nin_lightning.errors import UserError
-
-    if cfg.name not in REGISTRY:
-        choices = ", ".join(sorted(REGISTRY))
-        raise UserError(f"dataset={cfg.name} is not available yet; choose one of: {choices}")
-    module_name, cls_name = REGISTRY[cfg.name].split(":")
+    """The DataModule for `cfg.name` (its module is imported only now: `digits` never imports torchvision)."""
+    if cfg.name not in DATASETS:
+        raise UserError(f"dataset={cfg.name} is not available; choose one of: {', '.join(DATASETS)}")
+    module_name, cls_name = DATASETS[cfg.name].split(":")
     return getattr(import_module(module_name), cls_name)(cfg)
+
+
+def check_data_files(cfg: DatasetConfig) -> None:
+    """Without dataset.download, files missing (or MNIST's truncated): one line now, before any work.
+    Checksums are left to `load()`, which reads the files anyway."""
+    if cfg.download:
+        return
+    problem = build_datamodule(cfg).file_problem(check_md5=False)
+    if problem is not None:
+        raise problem

@@ -72,17 +72,6 @@ def split_train_val(n: int, val_size: int, seed: int, name: str) -> tuple[torch.
     return perm[val_size:].sort().values, perm[:val_size].sort().values
 
 
-def local_rank(default: int = 0) -> int:
-    """This process's rank on its node before any process group exists: LOCAL_RANK, SLURM_LOCALID or `default`.
-
-    LOCAL_RANK first: Lightning sets it in the ranks it starts inside one Slurm task (SLURM_LOCALID=0 there).
-    """
-    for key in ("LOCAL_RANK", "SLURM_LOCALID"):
-        if os.environ.get(key, "").strip():
-            return int(os.environ[key])
-    return default
-
-
 # How long the other ranks of a node wait for local rank 0's download, and how often they look.
 DOWNLOAD_WAIT_S = 3600.0
 DOWNLOAD_POLL_S = 2.0

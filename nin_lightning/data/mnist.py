@@ -8,15 +8,14 @@ is checked and decompressed next to it, as torchvision's own download step does.
 from __future__ import annotations
 
 import gzip
-import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 from nin_lightning.data import files
 from nin_lightning.data.base import NiNDataModule, Split
 from nin_lightning.errors import UserError
+from nin_lightning.rundir.atomic import atomic_write
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
@@ -57,10 +56,7 @@ def _decompress_checked(gz: Path, raw: Path, labels: bool) -> None:
         raise files.corrupted(gz, f"not a complete gzip file: {exc}") from exc
     _check_idx(gz, data[:16], len(data), labels)
     try:
-        fd, tmp = tempfile.mkstemp(dir=raw.parent, prefix=raw.name, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, raw)
+        atomic_write(raw, data)  # safe with several ranks: a reader sees the whole file or none
     except OSError as exc:
         raise UserError(f"cannot decompress {gz} to {raw} ({exc}); decompress it yourself (gunzip -k {gz}) "
                         "or make the directory writable") from exc

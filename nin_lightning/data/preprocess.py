@@ -16,14 +16,13 @@ mean, scaled to a fixed L2 norm of 55) then ZCA whitening with filter_bias 0.1. 
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
 from nin_lightning.config import DatasetConfig
+from nin_lightning.rundir.atomic import atomic_write
 
 VERSION = 1
 ZCA_FILTER_BIAS = 0.1  # added to every eigenvalue of the covariance (pylearn2 / Goodfellow: 0.1)
@@ -104,13 +103,9 @@ def _load_cached(path: Path) -> GcnZca | None:
 
 
 def _save_cached(path: Path, prep: GcnZca) -> None:
-    """Atomic write (temp file + rename), so concurrent ranks never read a half-written file."""
+    """Atomic write, so concurrent ranks never read a half-written file."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(fd)
-        torch.save({"mean": prep.mean, "whiten": prep.whiten}, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda fh: torch.save({"mean": prep.mean, "whiten": prep.whiten}, fh))
     except OSError as exc:
         warnings.warn(f"could not cache the ZCA fit in {path.parent} ({exc}); it will be refitted next run",
                       stacklevel=3)

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from nin_lightning.errors import UserError
+from nin_lightning.rundir.layout import HISTORY_FILE, HYDRA_DIR, METRICS_FILE
 
 METRICS = ("val/acc_best", "test/acc", "epochs", "wall_time_s")
 HISTORY_KEYS = ("epoch", "step", "epoch_time_s", "lr", "train/loss", "train/acc", "val/loss", "val/acc",
@@ -163,10 +164,10 @@ def _read_yaml(path: Path) -> Any:
 
 def read_job(job_dir: Path, spec: SweepSpec | None = None) -> Job:
     """A job dir -> Job. No metrics.json means the job never finished (incomplete)."""
-    now = parse_overrides(_read_yaml(job_dir / ".hydra" / "overrides.yaml") or [])
+    now = parse_overrides(_read_yaml(job_dir / HYDRA_DIR / "overrides.yaml") or [])
     overrides, changed = setting_of(job_dir, now, spec)
-    config = _read_yaml(job_dir / ".hydra" / "config.yaml") or {}
-    metrics_path = job_dir / "metrics.json"
+    config = _read_yaml(job_dir / HYDRA_DIR / "config.yaml") or {}
+    metrics_path = job_dir / METRICS_FILE
     raw: dict[str, Any] = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     seed = raw.get("seed", config.get("seed") if isinstance(config, dict) else None)
     if "seed" not in overrides and seed is not None:
@@ -176,7 +177,7 @@ def read_job(job_dir: Path, spec: SweepSpec | None = None) -> Job:
         overrides=overrides,
         status=normalise_status(raw.get("status")),
         metrics={k: to_float(raw.get(k)) for k in METRICS},
-        history=read_history(job_dir / "history.csv"),
+        history=read_history(job_dir / HISTORY_FILE),
         error=raw.get("error"),
         changed=changed,
     )
@@ -189,7 +190,7 @@ def _job_order(path: Path) -> tuple[int, str]:
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
     """The sweep's job dirs (those Hydra wrote a .hydra/ into), in job order."""
-    dirs = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
+    dirs = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / HYDRA_DIR).is_dir()]
     return sorted(dirs, key=_job_order)
 
 
@@ -199,7 +200,7 @@ def read_sweep_dir(sweep_dir: Path) -> list[Job]:
     if not sweep_dir.is_dir():
         raise UserError(f"{sweep_dir}: no such directory; {hint}")
     dirs = job_dirs(sweep_dir)
-    if not dirs and (sweep_dir / ".hydra").is_dir():
+    if not dirs and (sweep_dir / HYDRA_DIR).is_dir():
         raise UserError(f"{sweep_dir}: one job's dir, not a sweep dir; give its parent, {sweep_dir.parent}")
     if not dirs:
         raise UserError(f"{sweep_dir}: no jobs in it (sub-directories with a .hydra/ folder); {hint}")

@@ -1,17 +1,17 @@
-"""Typed config schemas, registered in Hydra's ConfigStore, with range checks.
+"""Typed config schemas with range and cross-key checks (registered in Hydra's ConfigStore by store.py).
 
-Hydra checks keys and types while it composes (a misspelt key or `model.dropout=abc`
-fails there). `validate` then builds the dataclasses, whose `__post_init__` checks ranges.
+Hydra checks keys and types while it composes (a misspelt key or `model.dropout=abc` fails there).
+`validate` then builds these dataclasses, whose `__post_init__` checks ranges and choices.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, get_type_hints
+from dataclasses import dataclass, field
+from typing import Any
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import II, MISSING, DictConfig, OmegaConf
+from omegaconf import II, MISSING
 
+from nin_lightning import metric_names
 from nin_lightning.errors import UserError, did_you_mean
 
 
@@ -31,9 +31,18 @@ def _auto_or_bool(key: str, value: Any) -> None:
     _check(value == "auto" or isinstance(value, bool), key, value, "auto, true or false")
 
 
-# Epoch metrics that checkpointing and early stopping can follow (val/acc_top5: more than 10 classes).
-MONITORED = ("val/acc", "val/loss", "val/acc_top5", "train/acc", "train/loss_epoch")
+# Every dataset: its name (dataset=NAME) -> its LightningDataModule ("module:Class"), imported lazily by
+# nin_lightning.data so that `digits` never imports torchvision.
+DATASETS = {
+    "digits": "nin_lightning.data.digits:DigitsDataModule",
+    "mnist": "nin_lightning.data.mnist:MNISTDataModule",
+    "cifar10": "nin_lightning.data.cifar:CIFAR10DataModule",
+    "cifar100": "nin_lightning.data.cifar:CIFAR100DataModule",
+    "svhn": "nin_lightning.data.svhn:SVHNDataModule",
+}
 DIGIT_DATASETS = frozenset({"digits", "mnist", "svhn"})  # a mirrored digit is another digit or none
+# torch.optim's implementations (optimizer.implementation; `auto`: the fastest the device has, speed.py)
+OPTIMIZER_IMPLEMENTATIONS = ("fused", "foreach", "for_loop")
 
 
 @dataclass
@@ -63,7 +72,7 @@ class DatasetConfig:
     tta: Any = "auto"
 
     def __post_init__(self) -> None:
-        _choice("dataset.name", self.name, ("digits", "mnist", "cifar10", "cifar100", "svhn"))
+        _choice("dataset.name", self.name, tuple(DATASETS))
         _check(self.batch_size >= 1, "dataset.batch_size", self.batch_size, "an integer >= 1")
         _check(self.eval_batch_size >= 1, "dataset.eval_batch_size", self.eval_batch_size, "an integer >= 1")
         _check(self.val_size >= 0, "dataset.val_size", self.val_size, "an integer >= 0")
@@ -123,7 +132,7 @@ class OptimizerConfig:
     def __post_init__(self) -> None:
         _check(self.lr > 0, "optimizer.lr", self.lr, "a number > 0")
         _check(self.weight_decay >= 0, "optimizer.weight_decay", self.weight_decay, "a number >= 0")
-        _choice("optimizer.implementation", self.implementation, ("auto", "fused", "foreach", "for_loop"))
+        _choice("optimizer.implementation", self.implementation, ("auto", *OPTIMIZER_IMPLEMENTATIONS))
 
 
 @dataclass
@@ -232,7 +241,7 @@ class PlateauConfig(SchedulerConfig):
         _check(self.stop_below_ratio is None or 0 < self.stop_below_ratio < 1, "scheduler.stop_below_ratio",
                self.stop_below_ratio, "0 < stop_below_ratio < 1, or null")
         _check(self.min_lr >= 0, "scheduler.min_lr", self.min_lr, "a number >= 0")
-        _choice("scheduler.monitor", self.monitor, ("val/acc", "train/acc", "val/loss"))
+        _choice("scheduler.monitor", self.monitor, tuple(metric_names.MONITOR_MODES))
 
 
 @dataclass
@@ -312,7 +321,7 @@ class CallbacksConfig:
 
     def __post_init__(self) -> None:
         _choice("callbacks.mode", self.mode, ("max", "min"))
-        _choice("callbacks.monitor", self.monitor, MONITORED)
+        _choice("callbacks.monitor", self.monitor, tuple(metric_names.MONITOR_MODES))
 
 
 @dataclass
@@ -333,91 +342,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _choice("resume", self.resume, ("never", "auto"))
-
-
-def register_configs() -> None:
-    """Put every schema in Hydra's ConfigStore; YAML files extend them via their defaults list."""
-    cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConfig)
-    cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="optimizer", name="sgd_schema", node=SGDConfig)
-    cs.store(group="optimizer", name="adamw_schema", node=AdamWConfig)
-    for name, node in (("multistep", MultiStepConfig), ("cosine", CosineConfig), ("onecycle", OneCycleConfig),
-                       ("plateau", PlateauConfig), ("constant", ConstantConfig), ("piecewise", PiecewiseConfig)):
-        cs.store(group="scheduler", name=f"{name}_schema", node=node)
-    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
-    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
-    cs.store(group="callbacks", name="callbacks_schema", node=CallbacksConfig)
-
-
-def _unknown_keys(node: DictConfig, prefix: str = "") -> list[str]:
-    """Keys that no schema defines: what a `+key=value` override forces past Hydra's struct check."""
-    schema = OmegaConf.get_type(node)
-    if schema is None or not is_dataclass(schema):
-        return []
-    names = {f.name for f in fields(schema)}
-    unknown = [f"{prefix}{key}" for key in node if key not in names]
-    for key in names & set(node):
-        child = node._get_node(key)
-        if isinstance(child, DictConfig):
-            unknown += _unknown_keys(child, f"{prefix}{key}.")
-    return unknown
-
-
-def validate(cfg: DictConfig) -> TrainConfig:
-    """Resolve `cfg` and build the dataclasses, which raises `UserError` on out-of-range values."""
-    unknown = _unknown_keys(cfg)
-    if unknown:
-        key = unknown[0]
-        raise UserError(f"{key}: unknown config key{did_you_mean(key, known_keys())}; drop it or check the "
-                        "spelling (python train.py --cfg job lists every key)")
-    try:
-        obj = OmegaConf.to_object(cfg)
-    except Exception as exc:
-        for link in (exc, exc.__cause__, exc.__context__):
-            if isinstance(link, UserError):
-                raise link from None
-        raise
-    if not isinstance(obj, TrainConfig):
-        raise UserError("the composed config is not a TrainConfig; start from conf/train.yaml")
-    return obj
-
-
-def _keys(schema: type, prefix: str = "") -> list[str]:
-    out = []
-    hints = get_type_hints(schema)
-    for f in fields(schema):
-        key = f"{prefix}{f.name}"
-        out.append(key)
-        if isinstance(hints[f.name], type) and is_dataclass(hints[f.name]):
-            out += _keys(hints[f.name], key + ".")
-    return out
-
-
-def known_keys() -> list[str]:
-    """Every dotted key any schema defines (for 'did you mean' hints)."""
-    subclasses = (SGDConfig, AdamWConfig, MultiStepConfig, CosineConfig, OneCycleConfig, PlateauConfig,
-                  PiecewiseConfig)
-    keys = _keys(TrainConfig)
-    group_of = {SGDConfig: "optimizer", AdamWConfig: "optimizer"}
-    for cls in subclasses:
-        keys += _keys(cls, group_of.get(cls, "scheduler") + ".")
-    for name, schema in (("dataset", DatasetConfig), ("model", ModelConfig), ("trainer", TrainerConfig),
-                         ("logger", LoggerConfig), ("callbacks", CallbacksConfig)):
-        keys += _keys(schema, name + ".")
-    return sorted(set(keys))
-
-
-def to_plain_dict(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config as a nested dict without Hydra's `_target_`-style keys (for W&B)."""
-    container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-
-    def strip(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: strip(v) for k, v in node.items() if not str(k).startswith("_")}
-        if isinstance(node, list):
-            return [strip(v) for v in node]
-        return node
-
-    return strip(container)
+        _check(0 <= self.seed < 2**32, "seed", self.seed, "an integer in [0, 2**32) (numpy's seed range)")
+        classes = self.dataset.num_classes
+        logged = metric_names.monitorable(classes)
+        for key, name in (("callbacks.monitor", self.callbacks.monitor),
+                          ("scheduler.monitor", getattr(self.scheduler, "monitor", None))):
+            if name is not None and name not in logged:
+                raise UserError(f"{key}={name}: {self.dataset.name} has {classes} classes, and top-5 accuracy is "
+                                f"logged only with more than {metric_names.TOP5_FROM_CLASSES - 1}; choose one of: "
+                                f"{', '.join(logged)}")

@@ -3,8 +3,8 @@
 Under `-m`, Lightning's re-execution of the command line would re-run the whole sweep (the command line
 holds `-m` and every swept value), and inside a launcher's worker there is no usable command line at all.
 So `LocalRanks` starts the other ranks itself, as single runs of *this job's* overrides in this job's dir
-(`python -m nin_lightning.ddp_rank ...`), and tells Lightning through `LOCAL_RANK`/`WORLD_SIZE` that the
-processes exist already.
+(`JobContext.rerun`: `python -m nin_lightning.cli.ddp_rank ...`), and tells Lightning through
+`LOCAL_RANK`/`WORLD_SIZE` that the processes exist already.
 """
 
 from __future__ import annotations
@@ -18,43 +18,25 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
-from nin_lightning.config import TrainConfig
-from nin_lightning.distributed import devices_per_node, is_ddp, slurm_tasks, torchrun, world_size
+from nin_lightning.cluster.devices import devices_per_node, is_ddp, visible_gpus, world_size
+from nin_lightning.cluster.slurm import slurm_tasks, torchrun
+from nin_lightning.config import JobContext, TrainConfig
 from nin_lightning.errors import UserError
 
-_DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+# TORCH_NCCL_BLOCKING_WAIT: a collective whose peer died raises after the process group's timeout instead of
+# hanging, so a job that shares its process with the rest of its sweep (the basic launcher) can end alone.
+_DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCH_NCCL_BLOCKING_WAIT")
+# The process group's timeout for such a job (Lightning's default: 30 min): the longest a collective waits
+# for a rank that died, e.g. before it joined. Generous for a rank's start (imports and data: ~10 s here).
+SHARED_PROCESS_TIMEOUT_S = 300.0
 
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-_DROP_HYDRA = ("hydra.mode=", "hydra/launcher=", "hydra.launcher.", "hydra/sweeper=", "hydra.sweeper.",
-               "hydra.sweep.", "hydra.run.dir=", "hydra.output_subdir=", "hydra.job.name=")
-
-
-def rank_command(job_dir: Path, local_rank: int) -> tuple[list[str], str]:
-    """(argv, cwd) that runs this Hydra job again as a single run of rank `local_rank` in `job_dir`."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.utils import get_original_cwd
-
-    hc = HydraConfig.get()
-    cmd = [sys.executable, "-m", "nin_lightning.ddp_rank"]
-    for source in hc.runtime.config_sources:
-        where = source.path if source.schema == "file" else f"{source.schema}://{source.path}"
-        if source.provider == "main":
-            cmd += ["--config-path", where]
-        elif source.provider == "command-line":
-            cmd += ["--config-dir", where]
-    cmd += ["--config-name", hc.job.config_name]
-    cmd += list(hc.overrides.task)
-    cmd += [o for o in hc.overrides.hydra if not o.lstrip("+~").startswith(_DROP_HYDRA)]
-    cmd += [f'hydra.run.dir="{job_dir}"', "hydra.output_subdir=null", f"hydra.job.name=train_ddp_process_{local_rank}"]
-    return cmd, get_original_cwd()
 
 
 @dataclass
@@ -64,29 +46,29 @@ class LocalRanks:
     procs: list[subprocess.Popen] = field(default_factory=list)
     saved_env: dict[str, str | None] = field(default_factory=dict)
     failure: str | None = None  # set when a rank died: why this job stops
+    own_process: bool = True  # False: the job shares its process with the rest of its sweep (basic launcher)
     _done: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
-    def start(cls, conf: TrainConfig, job_dir: Path) -> LocalRanks:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        ranks = cls()
-        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    def start(cls, conf: TrainConfig, job: JobContext) -> LocalRanks:
+        ranks = cls(own_process=not job.shares_process)
         externally = "LOCAL_RANK" in os.environ or slurm_tasks() == world_size(conf) or torchrun()
-        if not (multirun and is_ddp(conf)) or externally:
+        if not (job.multirun and is_ddp(conf)) or externally:
             return ranks
         if conf.trainer.num_nodes > 1:
             raise UserError("trainer.num_nodes > 1 under -m needs hydra/launcher=slurm (one task per device)")
-        n = devices_per_node(conf)
+        if not job.rerun or job.run_dir is None:
+            raise UserError("DDP under -m needs the job's command (JobContext.rerun); run it through train.py")
+        n = devices_per_node(conf.trainer.accelerator, conf.trainer.devices, visible_gpus())
         env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "NODE_RANK": "0",
-               "WORLD_SIZE": str(n)}
+               "WORLD_SIZE": str(n), "TORCH_NCCL_BLOCKING_WAIT": "1"}
         ranks.saved_env = {k: os.environ.get(k) for k in _DDP_ENV}
         os.environ.update(env, LOCAL_RANK="0")  # Lightning: the processes exist, do not re-execute
         for local_rank in range(1, n):
-            cmd, cwd = rank_command(job_dir, local_rank)
+            cmd = [*job.rerun, f'hydra.run.dir="{job.run_dir}"', "hydra.output_subdir=null",
+                   f"hydra.job.name=train_ddp_process_{local_rank}"]
             child_env = os.environ | env | {"LOCAL_RANK": str(local_rank)}
-            ranks.procs.append(subprocess.Popen(cmd, cwd=cwd, env=child_env))
+            ranks.procs.append(subprocess.Popen(cmd, cwd=job.cwd, env=child_env))
         threading.Thread(target=ranks._watch, name="nin-rank-watch", daemon=True).start()
         return ranks
 
@@ -95,7 +77,9 @@ class LocalRanks:
 
         The other ranks are killed and rank 0's main thread is interrupted, so `run.train` ends the job as
         failed (metrics.json, W&B run closed) and the launcher goes on with the next job. A main thread
-        still stuck in a collective after `grace_s` (NCCL does not notice a dead peer) is killed."""
+        still stuck in a collective after `grace_s` (NCCL may not notice a dead peer) is killed when the
+        job has a process of its own (hydra/launcher=local|slurm); a process that runs the whole sweep
+        (the basic launcher) is never killed: its collective raises after the process group's timeout."""
         while not self._done.wait(2.0):
             if self.dead() and not self._done.is_set():
                 sys.stderr.write(f"error: {self.failure}; stopping this job (its output is above)\n")
@@ -103,9 +87,20 @@ class LocalRanks:
                     if p.poll() is None:
                         p.kill()
                 _thread.interrupt_main()
-                if not self._done.wait(grace_s):
+                if not self._done.wait(grace_s) and self.own_process:
                     os.kill(os.getpid(), signal.SIGKILL)
                 return
+
+    def strategy(self, conf: TrainConfig) -> Any:
+        """The Trainer's strategy: the config's, or for ranks started here in a process that runs the whole
+        sweep, DDP with a process-group timeout, so a rank that died ends this job and not the sweep."""
+        if not self.procs or self.own_process:
+            return conf.trainer.strategy
+        from datetime import timedelta
+
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(timeout=timedelta(seconds=SHARED_PROCESS_TIMEOUT_S))
 
     def dead(self) -> str | None:
         """Why the job must stop, when a rank process exited with an error (also kept in `failure`)."""

@@ -1,4 +1,4 @@
-"""Lightning callbacks built from `callbacks` config: checkpoints, LR, progress, history."""
+"""Each epoch's record: history.csv, one row to the loggers, a console line, and the run's progress."""
 
 from __future__ import annotations
 
@@ -8,23 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import (
-    Callback,
-    EarlyStopping,
-    LearningRateMonitor,
-    ModelCheckpoint,
-    RichProgressBar,
-    TQDMProgressBar,
-)
+from lightning.pytorch.callbacks import Callback
 
-from nin_lightning.config import CallbacksConfig
-from nin_lightning.console import show
-from nin_lightning.paths import BEST_CKPT, CHECKPOINT_DIR, HISTORY_FILE, LAST_CKPT
+from nin_lightning import metric_names as names
+from nin_lightning.rundir import RunDir
+from nin_lightning.status import say, show
 
 # The epoch's record: history.csv's columns, and the callback metrics they come from.
-HISTORY_COLUMNS = {"train/loss": "train/loss_epoch", "train/acc": "train/acc", "val/loss": "val/loss",
-                   "val/acc": "val/acc", "val/acc_best": "val/acc_best"}
-EPOCH_PREFIXES = ("train/", "val/")  # epoch-level callback metrics (train/loss_step is a step metric)
+HISTORY_COLUMNS = {"train/loss": names.TRAIN_LOSS, "train/acc": names.acc(names.TRAIN),
+                   "val/loss": names.loss(names.VAL), "val/acc": names.acc(names.VAL),
+                   "val/acc_best": names.VAL_ACC_BEST}
+EPOCH_PREFIXES = (f"{names.TRAIN}/", f"{names.VAL}/")  # epoch metrics (not LOSS_STEP, a step metric)
 
 
 class EpochHistory(Callback):
@@ -63,7 +57,7 @@ class EpochHistory(Callback):
         row |= {column: metrics.get(key) for column, key in HISTORY_COLUMNS.items()}
         if self.path is not None:
             self._write([row], mode="a")
-        epoch_metrics = {k: v for k, v in metrics.items() if k.startswith(EPOCH_PREFIXES) and not k.endswith("_step")}
+        epoch_metrics = {k: v for k, v in metrics.items() if k.startswith(EPOCH_PREFIXES) and k != names.LOSS_STEP}
         self._log(trainer, epoch_metrics | {"epoch": trainer.current_epoch})
 
     @staticmethod
@@ -86,7 +80,7 @@ class EpochLine(Callback):
     """One line per epoch on stdout (rank 0) where stdout is not a terminal (Slurm logs, pipes), in which
     a progress bar's redraws would become hundreds of lines."""
 
-    KEYS = ("train/loss_epoch", "train/acc", "val/loss", "val/acc")
+    KEYS = (names.TRAIN_LOSS, names.acc(names.TRAIN), names.loss(names.VAL), names.acc(names.VAL))
 
     def __init__(self) -> None:
         self._epoch_start = time.perf_counter()
@@ -103,37 +97,23 @@ class EpochLine(Callback):
              f"({time.perf_counter() - self._epoch_start:.1f} s)")
 
 
-def build_callbacks(cfg: CallbacksConfig, run_dir: Path, progress: str, has_logger: bool) -> list[Callback]:
-    """The callbacks of a run; checkpoints are RUN_DIR/checkpoints/{best,last}.ckpt.
+class RunProgress(Callback):
+    """After every epoch, metrics.json says how far the run got (epochs, wall time; status running).
 
-    `progress`: `bar` (a terminal), `lines` (one line per epoch: logs, pipes) or `none`."""
-    callbacks: list[Callback] = [
-        ModelCheckpoint(
-            dirpath=run_dir / CHECKPOINT_DIR,
-            filename=Path(BEST_CKPT).stem,
-            monitor=cfg.monitor,
-            mode=cfg.mode,
-            save_top_k=1,
-            auto_insert_metric_name=False,
-            enable_version_counter=False,
-        )
-    ]
-    if cfg.save_last:
-        # last.ckpt after EVERY epoch, for resume=auto. Not ModelCheckpoint(save_last=True): Lightning 2.6
-        # writes that one only in epochs where the monitored metric improved (i.e. a copy of best.ckpt).
-        callbacks.append(ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename=Path(LAST_CKPT).stem,
-                                         monitor=None, save_top_k=1, enable_version_counter=False))
-    if cfg.lr_monitor and has_logger:
-        callbacks.append(LearningRateMonitor(logging_interval="step"))
-    if progress == "bar":
-        callbacks.append(RichProgressBar(leave=True) if cfg.rich_progress_bar else TQDMProgressBar())
-    elif progress == "lines":
-        callbacks.append(EpochLine())
-    callbacks.append(EpochHistory(run_dir / HISTORY_FILE if cfg.history else None))
-    if cfg.early_stopping_patience is not None:
-        callbacks.append(EarlyStopping(monitor=cfg.monitor, mode=cfg.mode, patience=cfg.early_stopping_patience))
-    if cfg.test_curve:
-        from nin_lightning.curves import EpochTestCurve
+    Best effort: a write that fails (a full disk) leaves the previous, still true, state and is said once;
+    the checkpoint written next reports the disk itself."""
 
-        callbacks.append(EpochTestCurve(run_dir))
-    return callbacks
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
+        self.failed = False
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        try:
+            self.run.progress(trainer.current_epoch + 1)
+        except OSError as exc:
+            if not self.failed:
+                say(f"could not update {self.run.path / 'metrics.json'} ({exc.strerror}); it still says the run is "
+                    "running, with the epochs of its last update")
+            self.failed = True

@@ -1,23 +1,23 @@
-"""Entry point of DDP ranks 1..N-1 that `local_ranks.LocalRanks` starts for a multirun job.
+"""Entry point of DDP ranks 1..N-1 that `cluster.local_ranks.LocalRanks` starts for a multirun job.
 
-`python -m nin_lightning.ddp_rank --config-path CONF --config-name train <job overrides>
+`python -m nin_lightning.cli.ddp_rank --config-path CONF --config-name train <job overrides>
 hydra.run.dir=<job dir> hydra.output_subdir=null`: a single run of one job, in that job's dir.
 """
 
 import hydra
 from omegaconf import DictConfig
 
+from nin_lightning.cli.errors import one_line_errors
 from nin_lightning.config import register_configs
-from nin_lightning.errors import one_line_errors
 
 register_configs()
 
 
 @hydra.main(version_base="1.3", config_path=None, config_name=None)
 def main(cfg: DictConfig) -> float:
-    from nin_lightning.run import train
+    from nin_lightning.cli.task import run_job
 
-    return train(cfg)
+    return run_job(cfg)
 
 
 if __name__ == "__main__":

@@ -1,21 +1,22 @@
-"""Hydra callbacks: check the composed config before Hydra makes any directory; sum a sweep up at its end."""
+"""Hydra callbacks: check every value of a sweep before its first job; sum a sweep up at its end.
+
+(A single run is checked once, by `run.train`, before it writes anything.)"""
 
 from __future__ import annotations
 
 import atexit
 import shlex
-import sys
 import traceback
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nin_lightning.config import to_plain_dict, validate
-from nin_lightning.errors import UserError, fail, wants_traceback
+from nin_lightning.cli.errors import fail, wants_traceback
+from nin_lightning.config import validate
+from nin_lightning.errors import UserError
 
 
 def task_config(config: DictConfig) -> DictConfig:
@@ -59,36 +60,18 @@ def _check_each_swept_value(config: DictConfig) -> None:
         validate(task)
 
 
-def _validate_or_exit(config: DictConfig, run_dir: Path | None = None) -> None:
-    # Hydra turns exceptions in callbacks into warnings, so exit here (SystemExit passes through).
-    try:
-        task = task_config(config)
-        conf = validate(task)
-        if run_dir is None:
-            _check_each_swept_value(config)
-        else:  # before Hydra makes the run dir, or rewrites its .hydra/ files:
-            from nin_lightning.preflight import preflight
-            from nin_lightning.resume import plan_start
-
-            HydraConfig.instance().set_config(config)  # as run_job will: checks read the group choices
-            preflight(conf)
-            _, finished = plan_start(conf.resume, conf.ckpt_path, to_plain_dict(task), run_dir, quiet=True)
-            if finished is not None:  # a finished run: left exactly as it is
-                sys.exit(0)
-    except UserError as exc:
-        if wants_traceback():
-            traceback.print_exc()
-        fail(str(exc))
-
-
 class ValidateOnStart(Callback):
-    """Check the config at the start of a run, or of a sweep (there, each swept value too)."""
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _validate_or_exit(config, Path(config.hydra.run.dir))
+    """Before a sweep's first job: its base config, and each swept value in turn."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _validate_or_exit(config)
+        # Hydra turns exceptions in callbacks into warnings, so exit here.
+        try:
+            validate(task_config(config))
+            _check_each_swept_value(config)
+        except UserError as exc:
+            if wants_traceback():
+                traceback.print_exc()
+            fail(str(exc))
 
 
 class SweepSummary(Callback):

@@ -1,0 +1,152 @@
+"""One-line errors on the command line; a traceback only with HYDRA_FULL_ERROR=1.
+
+`explain(exc)` reads Hydra's and OmegaConf's exception classes (the option that is missing and the
+group's options; the key and message of a bad override) and falls back to `errors.one_line`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
+
+from nin_lightning.errors import UserError, did_you_mean, one_line
+
+# Set by `one_line_errors` in the parent process, so that child processes (DDP ranks, launcher workers)
+# keep printing one-line errors instead of tracebacks.
+_MARKER = "NIN_ONE_LINE_ERRORS"
+# What a value of the wrong type should look like, by the type OmegaConf expected.
+_TYPE_FIX = {int: "a whole number, e.g. {key}=10", float: "a number, e.g. {key}=0.5",
+             bool: "true or false, e.g. {key}=true"}
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out, seen = [], set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        out.append(link)
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    return out
+
+
+def _missing_option(exc: BaseException) -> str | None:
+    """Hydra's MissingConfigException for `group=option`: the group's real options (not our *_schema)."""
+    from hydra.errors import MissingConfigException
+
+    if not isinstance(exc, MissingConfigException) or not exc.missing_cfg_file or exc.options is None:
+        return None
+    group, _, option = exc.missing_cfg_file.rpartition("/")
+    choices = sorted(o for o in exc.options if not o.endswith("_schema"))
+    return (f"{group}={option}: no such option in group '{group}'; choose one of: {', '.join(choices)}"
+            f"{did_you_mean(option, choices)}")
+
+
+def _bad_key_or_value(exc: BaseException) -> str | None:
+    """OmegaConf's error behind a failed override: an unknown key, or a value of the wrong type."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    from nin_lightning.config import known_keys
+
+    omega = next((e for e in _chain(exc) if isinstance(e, OmegaConfBaseException) and e.full_key), None)
+    if omega is None:
+        return None
+    key = str(omega.full_key)
+    if isinstance(omega, ConfigKeyError | ConfigAttributeError):
+        return (f"{key}: unknown config key{did_you_mean(key, known_keys())}; "
+                "check the spelling (python train.py --cfg job lists every key)")
+    reason = (omega.msg or str(omega)).strip().splitlines()[0].strip()  # the rest repeats full_key and types
+    fix = _TYPE_FIX.get(_field_type(omega.object_type, omega.key))
+    return f"{key}: {reason}" + (f"; give {fix.format(key=key)}" if fix else "")
+
+
+def _field_type(schema: Any, key: Any) -> Any:
+    """The annotated type of field KEY of the dataclass SCHEMA (what OmegaConf tried to convert to)."""
+    from dataclasses import is_dataclass
+    from typing import get_type_hints
+
+    if not (isinstance(schema, type) and is_dataclass(schema) and isinstance(key, str)):
+        return None
+    return get_type_hints(schema).get(key)
+
+
+def explain(exc: BaseException) -> str:
+    """Any exception as one line that names the culprit and, where known, the fix."""
+    from hydra.errors import OverrideParseException
+
+    if isinstance(exc, UserError):
+        return one_line(exc)
+    if isinstance(exc, OverrideParseException):
+        return " ".join(exc.message.split()) + "; fix the override's syntax"
+    return _missing_option(exc) or _bad_key_or_value(exc) or one_line(exc)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print `error: message` on one line to stderr and exit. (A run that had begun wrote the same line into
+    its train.log itself: run.py; a refused start must not touch an earlier run's log.)"""
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+def wants_traceback() -> bool:
+    """True when the user set HYDRA_FULL_ERROR=1 (not us, for our own child processes)."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1" and _MARKER not in os.environ
+
+
+class _DropHydraJobLine:
+    """stderr proxy that drops Hydra's 'Error executing job with overrides' line (ours says more)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if text.startswith("Error executing job with overrides"):
+            return len(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _hydra_reraises() -> Iterator[None]:
+    """While the job runs: Hydra re-raises (HYDRA_FULL_ERROR=1, so we see the exception), children know
+    to print one line (the marker), and Hydra's own job line is dropped; all undone afterwards."""
+    saved_env = {k: os.environ.get(k) for k in ("HYDRA_FULL_ERROR", _MARKER)}
+    saved_stderr = sys.stderr
+    os.environ.update({"HYDRA_FULL_ERROR": "1", _MARKER: "1"})
+    sys.stderr = _DropHydraJobLine(saved_stderr)
+    try:
+        yield
+    finally:
+        sys.stderr = saved_stderr
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def one_line_errors(main: Callable[[], Any]) -> Any:
+    """Run `main`; turn any exception into one line and a non-zero exit (2 for the user's mistakes).
+
+    With HYDRA_FULL_ERROR=1 set by the user, exceptions propagate with their traceback."""
+    if wants_traceback():
+        return main()
+    try:
+        with _hydra_reraises():
+            return main()
+    except KeyboardInterrupt:
+        fail("interrupted", code=130)
+    except Exception as exc:
+        fail(explain(exc), code=2 if _is_user_error(exc) else 1)
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return any(isinstance(e, UserError | HydraException | OmegaConfBaseException) for e in _chain(exc))

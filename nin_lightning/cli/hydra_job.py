@@ -1,0 +1,72 @@
+"""Hydra's runtime, read once at the entry point into a `JobContext` that `run.train` gets whole.
+
+This module and the Hydra callbacks are the only code that reads `HydraConfig`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from nin_lightning.config import JobContext
+
+# Hydra overrides that belong to the sweep, not to the job: dropped when a job's DDP rank re-runs it.
+_SWEEP_ONLY = ("hydra.mode=", "hydra/launcher=", "hydra.launcher.", "hydra/sweeper=", "hydra.sweeper.",
+               "hydra.sweep.", "hydra.run.dir=", "hydra.output_subdir=", "hydra.job.name=")
+
+
+def _rerun_command() -> tuple[str, ...]:
+    """argv that runs this job again as a single run (nin_lightning/cli/ddp_rank.py), with its config
+    sources and overrides; LocalRanks adds the run dir and the rank's log name."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    cmd = [sys.executable, "-m", "nin_lightning.cli.ddp_rank"]
+    for source in hc.runtime.config_sources:
+        where = source.path if source.schema == "file" else f"{source.schema}://{source.path}"
+        if source.provider == "main":
+            cmd += ["--config-path", where]
+        elif source.provider == "command-line":
+            cmd += ["--config-dir", where]
+    cmd += ["--config-name", hc.job.config_name, *hc.overrides.task]
+    cmd += [o for o in hc.overrides.hydra if not o.lstrip("+~").startswith(_SWEEP_ONLY)]
+    return tuple(cmd)
+
+
+def _hydra_files(task_yaml: str) -> dict[str, str]:
+    """What Hydra would have written to RUN_DIR/.hydra/ (conf/train.yaml sets hydra.output_subdir=null:
+    rundir writes these only once the run's checks passed, so a refused start rewrites nothing)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    hc = HydraConfig.get()
+    return {"config.yaml": task_yaml,
+            "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})),
+            "overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(list(hc.overrides.task)))}
+
+
+def job_context(task_yaml: str) -> JobContext:
+    """The JobContext of the Hydra job running now (a plain JobContext outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from hydra.utils import get_original_cwd
+
+    if not HydraConfig.initialized():
+        return JobContext()
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    pinned = any(o.lstrip("+").startswith("hydra.run.dir=") for o in hc.overrides.hydra)
+    launcher = hc.runtime.choices.get("hydra/launcher") or "basic"
+    return JobContext(
+        run_dir=Path(hc.runtime.output_dir),
+        multirun=multirun,
+        shares_process=multirun and launcher == "basic",
+        group=Path(hc.sweep.dir).name if multirun else None,
+        name=hc.job.override_dirname or None,
+        trainer_option=hc.runtime.choices.get("trainer"),
+        run_dir_pinned=multirun or pinned,
+        overrides=tuple(hc.overrides.task),
+        hydra_files=_hydra_files(task_yaml) if hc.output_subdir is None else {},
+        rerun=_rerun_command() if multirun else (),
+        cwd=Path(get_original_cwd()),
+    )

@@ -1,0 +1,46 @@
+"""Every use of another library's private (underscored or experimental) API, in one place, each with why.
+
+Checked on torch 2.14.1, Lightning 2.6.6, wandb 0.31.0 (the versions pinned for CI). `tests/test_compat.py`
+fails loudly when a new release removes or changes one of these. A leaf module: no package imports, and
+each library is imported only inside the function that needs it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# torch.optim.lr_scheduler.LRScheduler: the state-dict entries that say WHERE a schedule is (the rest say
+# what shape it has). optim.keep_plan keeps these from a checkpoint and takes the shape from the current
+# config, so that an extended run's schedule stretches. No public API splits the two.
+SCHEDULER_POSITION_KEYS = frozenset({"last_epoch", "_step_count", "_last_lr", "_get_lr_called_within_step",
+                                     "_is_initial"})
+
+
+def set_last_lr(scheduler: Any, lrs: list[float]) -> None:
+    """What `scheduler.get_last_lr()` returns, after the LRs were set by hand (optim.keep_plan after a resume,
+    optim.LimitedPlateau undoing a cut). LRScheduler keeps it in `_last_lr`, set only inside `step()`."""
+    scheduler._last_lr = list(lrs)
+
+
+def fused_optimizer_devices() -> tuple[str, ...]:
+    """Device types with fused SGD/AdamW kernels. torch has no public query; without one, `fused=True`
+    fails only at the first step. (torch.utils._foreach_utils._get_fused_kernels_supported_devices)"""
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    return tuple(_get_fused_kernels_supported_devices())
+
+
+def dynamo_supported() -> bool:
+    """Whether torch.compile can run on this Python (torch._dynamo.is_dynamo_supported; no public twin)."""
+    from torch._dynamo import is_dynamo_supported
+
+    return bool(is_dynamo_supported())
+
+
+def wandb_flush_often(settings: Any, every_s: float = 2.0) -> dict[str, Any]:
+    """wandb.Settings keyword that writes the offline run file every EVERY_S seconds (W&B's default: 15).
+
+    Slurm's SIGTERM on preemption also stops W&B's service process, which loses what it had not written.
+    `x_transaction_log_flush_interval` is an experimental (x_) setting: omitted when a release drops it."""
+    field = "x_transaction_log_flush_interval"
+    return {field: every_s} if field in getattr(settings, "model_fields", {}) else {}

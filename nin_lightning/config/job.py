@@ -1,0 +1,26 @@
+"""What launched a job: read once from Hydra's runtime at the entry point (cli/hydra_job.py), passed down.
+
+Without Hydra (a notebook, a test), `JobContext(run_dir=Path(...))` is all `run.train` needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """One job of a run or of a sweep."""
+
+    run_dir: Path | None = None  # where the job writes (Hydra's output dir); None: outputs/run
+    multirun: bool = False  # one job of a `-m` sweep
+    shares_process: bool = False  # the sweep's other jobs run in this process too (Hydra's basic launcher)
+    group: str | None = None  # the sweep's name: the W&B group of its jobs
+    name: str | None = None  # the job's overrides as one string: its W&B run name
+    trainer_option: str | None = None  # `trainer=` as chosen (gpu, ddp, ...): named in device errors
+    run_dir_pinned: bool = True  # False: the default per-process timestamp dir (not shared by Slurm tasks)
+    overrides: tuple[str, ...] = ()  # the job's command-line overrides
+    hydra_files: dict[str, str] = field(default_factory=dict)  # RUN_DIR/.hydra/NAME -> text, written at start
+    rerun: tuple[str, ...] = ()  # argv that runs this job again as a single run (DDP ranks under -m)
+    cwd: Path | None = None  # the directory to run `rerun` in

@@ -1,0 +1,63 @@
+"""Checkpoint files: written atomically (Lightning's CheckpointIO plugin), read with weights_only=True."""
+
+from __future__ import annotations
+
+import errno
+import pickle
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from nin_lightning.errors import UserError
+from nin_lightning.rundir.atomic import atomic_write
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write checkpoints to a temp file in the same dir, fsync, then rename: never a half-written .ckpt.
+
+    `preloaded`: the checkpoint the run starts from, already read while planning the start (rundir/start.py),
+    so that Lightning does not read it again."""
+
+    def __init__(self, preloaded: tuple[Path, dict[str, Any]] | None = None) -> None:
+        super().__init__()
+        self.preloaded = preloaded
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        target = Path(path)
+
+        def write(fh: IO[bytes]) -> None:
+            torch.save(checkpoint, fh)
+
+        try:
+            atomic_write(target, write)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise UserError(
+                    f"disk full while writing {target}; the previous checkpoint is intact. Free space in "
+                    f"{target.parent} and rerun with resume=auto"
+                ) from exc
+            raise
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        if self.preloaded is not None and Path(path).resolve() == self.preloaded[0].resolve():
+            checkpoint, self.preloaded = self.preloaded[1], None
+            return checkpoint
+        return load_checkpoint_file(Path(path))
+
+
+def load_checkpoint_file(path: Path) -> dict[str, Any]:
+    """torch.load with weights_only=True (tensors and plain types: this project's checkpoints, RNG states
+    included), so a checkpoint from elsewhere cannot run code; one line for a truncated or foreign file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # the unpickler fails on garbage in many ways (EOFError, IndexError, ...)
+        foreign = isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower().replace("_", " ")
+        if foreign:
+            raise UserError(f"checkpoint {path} holds Python objects besides tensors (not one of this project's); "
+                            "refusing to unpickle it: point ckpt_path at a checkpoint nin-lightning wrote") from exc
+        raise UserError(f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}); start fresh in a new "
+                        "run dir or point ckpt_path at another checkpoint") from exc

@@ -1,0 +1,32 @@
+"""What a run directory holds: file names, and the paths inside one RUN_DIR.
+
+Every path a run writes is relative to its run dir, so a run dir can be moved or copied and resumed
+there (nothing in it points outside it). Import-light: used before torch is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHECKPOINT_DIR = "checkpoints"
+LAST_CKPT = "last.ckpt"  # after every epoch (and on preemption): what resume=auto continues from
+BEST_CKPT = "best.ckpt"  # the best epoch by callbacks.monitor: what the test phase scores
+METRICS_FILE = "metrics.json"  # flat: status, test/acc, val/acc_best, epochs, wall_time_s, seed, ...
+PREVIOUS_METRICS_FILE = "metrics.previous.json"  # a finished run's result, while it is being extended
+HISTORY_FILE = "history.csv"  # one row per epoch
+WANDB_RUN_FILE = "wandb_run.json"  # the W&B run of this dir: id, group, name (kept across resumes)
+HYDRA_DIR = ".hydra"  # config.yaml, hydra.yaml, overrides.yaml of the run's latest start
+LOCK_FILE = ".lock"  # held by the one process that trains in this dir (rundir/lock.py)
+LOG_FILE = "train.log"  # Hydra's job log (conf/hydra/job_logging/nin.yaml)
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return run_dir / CHECKPOINT_DIR
+
+
+def last_checkpoint(run_dir: Path) -> Path:
+    return run_dir / CHECKPOINT_DIR / LAST_CKPT
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    return run_dir / CHECKPOINT_DIR / BEST_CKPT

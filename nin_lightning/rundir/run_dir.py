@@ -1,0 +1,114 @@
+"""One start of a run in its run dir: claim it, plan the start, mark it running, close it with its result.
+
+    run = RunDir.claim(path)               # the lock (rank 0), before anything is read
+    start = run.plan(resume, ckpt_path, ...)   # rundir/start.py: fresh, resume, or nothing to do
+    run.begin(start, hydra_files, head)    # .hydra/, metrics.json {"status": "running", ...}
+    run.progress(epochs)                   # after every epoch: how far it got (what a kill -9 leaves)
+    run.close(metrics)                     # metrics.json with the result; the lock is released
+
+A process that stops before `begin` leaves the dir as it found it (`abandon`): bad input or data never
+leaves a run dir behind, and a refused start changes no file of an earlier run. Other DDP ranks of the
+job plan the same start (`owner=False`) but never write.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from nin_lightning.rundir.atomic import atomic_write
+from nin_lightning.rundir.layout import HYDRA_DIR, LOCK_FILE, LOG_FILE, checkpoint_dir
+from nin_lightning.rundir.lock import RunLock
+from nin_lightning.rundir.metrics import keep_previous_metrics, read_metrics, write_metrics
+from nin_lightning.rundir.start import Start, plan_start
+from nin_lightning.status import open_run_logs
+
+RUNNING = "running"
+
+
+class RunDir:
+    """A run dir while this process owns it (rank 0), or only reads it (`owner=False`)."""
+
+    def __init__(self, path: Path, owner: bool, lock: RunLock | None, existed: bool) -> None:
+        self.path, self.owner, self.lock, self.existed = path, owner, lock, existed
+        self.started = time.perf_counter()
+        self.earlier_wall_s = 0.0  # wall_time_s of the run's earlier starts: a resumed run adds them up
+        self.head: dict[str, Any] = {}  # what metrics.json says from the start on (seed, speed/*, pid, ...)
+        self.begun = False
+
+    @classmethod
+    def claim(cls, path: Path, owner: bool = True) -> RunDir:
+        """Take RUN_DIR's lock (the owner), or not (another DDP rank of the owner's job)."""
+        path = Path(path)
+        existed = path.is_dir() and any(p.name not in (LOG_FILE, LOCK_FILE) for p in path.iterdir())
+        return cls(path, owner, RunLock(path) if owner else None, existed)
+
+    def plan(self, resume: str, ckpt_path: str | None, now: dict[str, Any], restarts: int = 0) -> Start:
+        """Where this start begins (rundir/start.py)."""
+        return plan_start(self.path, resume, ckpt_path, now, restarts, owner=self.owner)
+
+    def begin(self, start: Start, hydra_files: dict[str, str], head: dict[str, Any]) -> None:
+        """The run starts: its config files, and metrics.json {status: running, epochs, **head}.
+
+        A finished run that is extended keeps its result as metrics.previous.json; from now on
+        metrics.json says `running`, so a dead extension is never taken for the finished run."""
+        self.begun = True
+        open_run_logs()  # train.log gets its lines from now on (status.RunLogHandler)
+        if not self.owner:
+            return
+        assert self.lock is not None
+        self.lock.record_holder()
+        if start.continues:
+            self.earlier_wall_s = float(read_metrics(self.path).get("wall_time_s") or 0.0)
+            keep_previous_metrics(self.path)
+        for stale in checkpoint_dir(self.path).glob(".*.tmp"):  # a checkpoint write that was killed midway
+            stale.unlink(missing_ok=True)
+        for name, text in hydra_files.items():
+            atomic_write(self.path / HYDRA_DIR / name, text)
+        self.head = {**head, "pid": os.getpid(), "host": socket.gethostname()}
+        self.progress(int(start.checkpoint.get("epoch", -1)) + 1 if start.checkpoint else 0)
+
+    def wall_time_s(self) -> float:
+        """Every start's wall time so far, this one included."""
+        return round(self.earlier_wall_s + time.perf_counter() - self.started, 3)
+
+    def progress(self, epochs: int) -> None:
+        """metrics.json while the run runs: how many epochs are done and the wall time so far."""
+        if self.owner and self.begun:
+            write_metrics(self.path, self.head | {"status": RUNNING, "epochs": epochs,
+                                                  "wall_time_s": self.wall_time_s()})
+
+    def close(self, metrics: dict[str, Any]) -> Path:
+        """Write the run's result (rank 0) and release the lock, whatever happens while writing."""
+        try:
+            if self.owner:
+                write_metrics(self.path, metrics | {"wall_time_s": self.wall_time_s()})
+        finally:
+            self.release()
+        return self.path
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def abandon(self, hydra_files: dict[str, str] | None = None, metrics: dict[str, Any] | None = None) -> None:
+        """Stopped before `begin`: release the lock; a dir that held nothing before is removed again.
+
+        With METRICS (a sweep's job, which its sweep must show as failed): write them and HYDRA_FILES."""
+        if self.owner and not self.begun and metrics is not None and not self.existed:
+            open_run_logs()
+            for name, text in (hydra_files or {}).items():
+                atomic_write(self.path / HYDRA_DIR / name, text)
+            write_metrics(self.path, metrics)
+        self.release()
+        if not self.owner or self.begun or self.existed or metrics is not None:
+            return
+        for name in (LOCK_FILE, LOG_FILE):
+            (self.path / name).unlink(missing_ok=True)
+        if self.path.is_dir() and not any(self.path.iterdir()):
+            shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,218 @@
+"""Where a run starts: fresh, from a checkpoint, or not at all. The one place resume is decided.
+
+    plan_start(run_dir, resume, ckpt_path, snapshot(config), restarts) -> Start
+
+- `resume=never` (default): a fresh run. A run dir that holds an earlier run's files refuses it.
+- `resume=auto`, or a job that Slurm restarted (`SLURM_RESTART_COUNT > 0`): continue from
+  RUN_DIR/checkpoints/last.ckpt. A finished run (metrics.json status `completed`, same or lower
+  trainer.max_epochs) is left alone: nothing to do. A run with results but no last.ckpt is an error,
+  never a silent restart from epoch 0.
+- `ckpt_path=FILE`: start from FILE's weights, optimizer and loop state in a new run dir.
+
+Before resuming, the checkpoint's `nin_config` (the resolved `model` and `dataset` config, the optimizer
+and scheduler names and `trainer.max_epochs` of the run that saved it, see `snapshot`) is compared with
+the current config: a changed model or dataset is refused with one line naming the keys.
+The checkpoint is read once, here; Lightning gets the same dict (`Start.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nin_lightning.errors import UserError
+from nin_lightning.rundir.layout import (
+    CHECKPOINT_DIR,
+    HISTORY_FILE,
+    HYDRA_DIR,
+    LAST_CKPT,
+    METRICS_FILE,
+    WANDB_RUN_FILE,
+    best_checkpoint,
+    checkpoint_dir,
+    last_checkpoint,
+)
+from nin_lightning.rundir.metrics import read_metrics
+
+CONFIG_KEY = "nin_config"
+# These may differ between the original run and its resume: where the data lives, how it is loaded,
+# evaluation-only and speed-only knobs. Everything else in `model` and `dataset` must match.
+MAY_CHANGE = frozenset({"dataset.root", "dataset.download", "dataset.num_workers", "dataset.eval_batch_size",
+                        "dataset.tta", "model.compile", "model.channels_last"})
+
+
+@dataclass(frozen=True)
+class Start:
+    """The plan for this start of a run."""
+
+    path: Path | None = None  # the checkpoint to start from; None: from scratch
+    checkpoint: dict[str, Any] | None = field(default=None, repr=False)  # its content, read once
+    continues: bool = False  # continues this run dir's own run (resume=auto, a requeue): same W&B run
+    finished: dict[str, Any] | None = None  # a finished run's metrics.json: nothing to do
+    note: str | None = None  # one line for the user about this start
+    wandb: dict[str, Any] = field(default_factory=dict)  # the W&B run this run continues: id, group, name
+
+
+def snapshot(plain: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint remembers of its run: resolved `model` and `dataset`, the optimizer and scheduler
+    names (their states do not carry over to another kind) and `trainer.max_epochs`."""
+    return {"model": plain.get("model", {}), "dataset": plain.get("dataset", {}),
+            "optimizer": plain.get("optimizer", {}).get("name"), "scheduler": plain.get("scheduler", {}).get("name"),
+            "max_epochs": plain.get("trainer", {}).get("max_epochs")}
+
+
+def _flat(node: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out |= _flat(value, f"{prefix}.{key}")
+        return out
+    return {prefix: node}
+
+
+def changed_keys(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """`key (old -> new)` for every model/dataset key that differs, less those in MAY_CHANGE.
+
+    Keys that only one side has (the code gained or lost a config key in between) are not compared.
+    """
+    old = _flat(saved.get("model", {}), "model") | _flat(saved.get("dataset", {}), "dataset")
+    new = _flat(now.get("model", {}), "model") | _flat(now.get("dataset", {}), "dataset")
+    for group in ("optimizer", "scheduler"):  # by name: SGD's state does not load into AdamW, nor cosine's into plateau
+        if saved.get(group) is not None and now.get(group) is not None:
+            old[group], new[group] = saved[group], now[group]
+    keys = sorted(k for k in old.keys() & new.keys() if k not in MAY_CHANGE and old[k] != new[k])
+    return [f"{k} ({old[k]!r} -> {new[k]!r})" for k in keys]
+
+
+def original_overrides(run_dir: Path) -> str:
+    """' (it was started with: a=1 b=2)' from RUN_DIR/.hydra/overrides.yaml, or ''."""
+    path = run_dir / HYDRA_DIR / "overrides.yaml"
+    try:
+        import yaml
+
+        overrides = [o for o in yaml.safe_load(path.read_text()) or [] if not str(o).startswith("resume=")]
+    except (OSError, ValueError, ImportError, AttributeError, TypeError):
+        return ""
+    return f" (it was started with: {' '.join(map(str, overrides)) or 'no overrides'})"
+
+
+def _history_rows(run_dir: Path) -> int:
+    try:
+        with (run_dir / HISTORY_FILE).open(newline="") as fh:
+            return sum(1 for _ in csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return 0
+
+
+def earlier_run_files(run_dir: Path) -> list[str]:
+    """The files of an earlier run in RUN_DIR (which a new run must never overwrite)."""
+    names = [METRICS_FILE, HISTORY_FILE, WANDB_RUN_FILE]
+    found = [n for n in names if (run_dir / n).exists()]
+    ckpts = checkpoint_dir(run_dir)
+    if ckpts.is_dir():
+        found += [f"{CHECKPOINT_DIR}/{p.name}" for p in sorted(ckpts.glob("*.ckpt"))]
+    return found
+
+
+def refuse_existing_run(run_dir: Path) -> None:
+    """Stop (one line) when `run_dir` already holds a run: a new run must never overwrite it."""
+    found = earlier_run_files(run_dir)
+    if found:
+        raise UserError(f"{run_dir} already holds a run ({', '.join(found[:3])}); pass resume=auto to continue "
+                        "it, or choose another hydra.run.dir")
+
+
+def _check_config(ckpt: Path, checkpoint: dict[str, Any], now: dict[str, Any], run_dir: Path | None) -> str | None:
+    """Refuse (UserError) a checkpoint whose model/dataset/optimizer/scheduler differ; a note if unknown."""
+    saved = checkpoint.get(CONFIG_KEY)
+    if saved is None:
+        return f"{ckpt} does not record its model/dataset config; resuming without checking it"
+    diff = changed_keys(saved, now)
+    if diff:
+        started = original_overrides(run_dir) if run_dir is not None else ""
+        raise UserError(f"cannot resume from {ckpt}: the config changed: {', '.join(diff)}; resume with the "
+                        f"original overrides{started}, or start a new run (another hydra.run.dir)")
+    return None
+
+
+def _finished(run_dir: Path, checkpoint: dict[str, Any], now: dict[str, Any]) -> dict[str, Any] | None:
+    """RUN_DIR's metrics.json when its run completed with the same or a higher trainer.max_epochs."""
+    metrics = read_metrics(run_dir)
+    saved_max = (checkpoint.get(CONFIG_KEY) or {}).get("max_epochs")
+    target = saved_max if saved_max is not None else int(checkpoint.get("epoch", -1)) + 1
+    max_epochs = now["max_epochs"]
+    if metrics.get("status") == "completed" and max_epochs is not None and 0 <= max_epochs <= target:
+        return metrics | {"_target": target}
+    return None
+
+
+def wandb_identity(run_dir: Path) -> dict[str, Any]:
+    """RUN_DIR/wandb_run.json: the W&B run a continued run logs into ({} when there is none)."""
+    import json
+
+    path = run_dir / WANDB_RUN_FILE
+    if not path.exists():
+        return {}
+    try:
+        identity = json.loads(path.read_text())
+        if not isinstance(identity, dict) or not isinstance(identity.get("id"), str):
+            raise ValueError("no W&B run id in it")
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} is unreadable ({type(exc).__name__}: {str(exc)[:80]}); delete it to continue "
+                        "this run in a new W&B run, or restore it from a copy") from exc
+    return identity
+
+
+def _load(path: Path) -> dict[str, Any]:
+    from nin_lightning.rundir.checkpoint_io import load_checkpoint_file  # torch: only when there is one
+
+    return load_checkpoint_file(path)
+
+
+def _continue(run_dir: Path, now: dict[str, Any]) -> Start:
+    """resume=auto (or a requeue) in RUN_DIR."""
+    last = last_checkpoint(run_dir)
+    if not last.is_file():
+        completed = read_metrics(run_dir).get("status") == "completed"
+        if best_checkpoint(run_dir).exists() or _history_rows(run_dir) or completed:
+            raise UserError(f"resume=auto: {run_dir} holds a run but no {CHECKPOINT_DIR}/{LAST_CKPT} to continue "
+                            "from (callbacks.save_last=false?); start it again in another hydra.run.dir, or pass "
+                            f"ckpt_path={best_checkpoint(run_dir)} with a new run dir")
+        # nothing to continue yet (stopped before its first epoch ended): a fresh start in the same W&B run
+        return Start(continues=True, wandb=wandb_identity(run_dir))
+    checkpoint = _load(last)
+    note = _check_config(last, checkpoint, now, run_dir)
+    finished = _finished(run_dir, checkpoint, now)
+    if finished is not None:
+        target = finished.pop("_target")
+        note = (f"{run_dir} already finished ({finished.get('epochs')} epochs, status completed; "
+                f"test/acc={finished.get('test/acc')}): nothing to do. Raise trainer.max_epochs above {target} to "
+                "train it further")
+        return Start(finished=finished, continues=True, note=note)
+    return Start(path=last, checkpoint=checkpoint, continues=True, note=note, wandb=wandb_identity(run_dir))
+
+
+def plan_start(run_dir: Path, resume: str, ckpt_path: str | None, now: dict[str, Any], restarts: int = 0,
+               owner: bool = True) -> Start:
+    """The start of the run in RUN_DIR; one-line UserError for every start that would lose or mix results.
+
+    `now`: `snapshot()` of the current config. `restarts`: how often Slurm restarted this job. `owner=False`:
+    another DDP rank of the job whose rank 0 owns RUN_DIR and may have begun writing it already, so the
+    refusals that look at its files are rank 0's alone; this rank only needs the same checkpoint."""
+    if restarts > 0:
+        resume = "auto"  # a requeued job always continues from its run dir's last.ckpt
+    if ckpt_path is not None:
+        path = Path(ckpt_path).expanduser()
+        if not path.is_file():
+            raise UserError(f"ckpt_path={ckpt_path}: no such file; pass an existing .ckpt, or drop ckpt_path")
+        if resume != "auto" and owner:
+            refuse_existing_run(run_dir)
+        checkpoint = _load(path)
+        return Start(path=path, checkpoint=checkpoint, note=_check_config(path, checkpoint, now, None))
+    if resume == "auto":
+        return _continue(run_dir, now)
+    if owner:
+        refuse_existing_run(run_dir)
+    return Start()

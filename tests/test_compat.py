@@ -1,0 +1,42 @@
+"""Every private API that nin_lightning/compat.py uses still exists and does what we rely on.
+
+A new release of torch, Lightning or wandb that changes one fails here, by name, instead of somewhere
+deep in a run."""
+
+from __future__ import annotations
+
+import torch
+
+from nin_lightning import compat
+
+
+def test_fused_optimizer_devices_are_listed():
+    devices = compat.fused_optimizer_devices()
+    assert "cuda" in devices and all(isinstance(d, str) for d in devices)
+
+
+def test_dynamo_support_is_queried():
+    assert isinstance(compat.dynamo_supported(), bool)
+
+
+def test_scheduler_position_keys_are_in_the_state_dicts():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    state = sched.state_dict()
+    assert {"last_epoch", "_step_count", "_last_lr"} <= set(state)
+    assert {"last_epoch", "_step_count", "_last_lr"} <= compat.SCHEDULER_POSITION_KEYS
+
+
+def test_set_last_lr_is_what_get_last_lr_returns():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    for sched in (torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0),
+                  torch.optim.lr_scheduler.ReduceLROnPlateau(opt)):
+        compat.set_last_lr(sched, [0.05])
+        assert sched.get_last_lr() == [0.05]
+
+
+def test_wandb_flush_interval_is_a_setting():
+    import wandb
+
+    assert compat.wandb_flush_often(wandb.Settings) == {"x_transaction_log_flush_interval": 2.0}
+    wandb.Settings(**compat.wandb_flush_often(wandb.Settings))  # accepted
