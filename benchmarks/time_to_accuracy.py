@@ -104,7 +104,8 @@ class Budget(EpochTestCurve):
 
 
 # ours without validation, as the reference (see the module docstring)
-NO_VALIDATION = ("dataset.val_size=0", "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0")
+NO_VALIDATION = ("dataset.val_size=0", "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
+                 "callbacks.monitor=train/acc")  # best.ckpt by training accuracy: there is no validation set
 
 
 def run_ours(root: Path, n_train: int, args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ import json
 import netrc
 import os
 import secrets
+import shlex
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,12 @@ def wandb_mode(cfg: LoggerConfig) -> str:
         say("W&B server unreachable: logging offline instead (sync later with `wandb sync`)")
         mode = "offline"
     return mode
+
+
+def sync_command(run_dir: Path) -> str:
+    """The shell command that uploads every offline segment of RUN_DIR's W&B run (quoted: dirs may hold spaces,
+    or the `=` and `,` of a sweep job's name)."""
+    return f"wandb sync {shlex.quote(str(run_dir / 'wandb'))}/offline-run-*"
 
 
 class TolerantWandbLogger(WandbLogger):
@@ -120,7 +127,7 @@ class Tracker:
         self.loggers = [TolerantWandbLogger(excuse=self.excuse, experiment=self.run)]
         if mode == "offline":
             say(f"W&B offline run in {self.run.dir.rsplit('/files', 1)[0]}; upload it later with "
-                f"`wandb sync {self.run_dir / 'wandb'}/offline-run-*`")
+                f"`{sync_command(self.run_dir)}`")
         elif mode == "online":
             say(f"W&B run: {self.run.url}")
 

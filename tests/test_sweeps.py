@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -159,7 +160,8 @@ def test_launcher_configs_hold_values_not_logic():
     assert (slurm.nodes, slurm.tasks_per_node, slurm.gpus_per_node) == (None, None, None)  # per job
     assert 0 < slurm.signal_delay_s < 60 * slurm.timeout_min
     local = sweep_cfg("hydra/launcher=local").hydra.launcher
-    assert local.n_jobs >= 1 and local.gpus_per_node is None and local.tasks_per_node == 1
+    assert local.n_jobs == "auto" and local.jobs_per_gpu == 1 and local.gpus_per_node is None
+    assert local.tasks_per_node == 1
 
 
 @pytest.mark.parametrize(("job", "expected"), [
@@ -231,7 +233,10 @@ def test_local_launcher_gpus_per_job(launcher_for):
     with pytest.raises(UserError, match=r"trainer\.devices=auto"):
         launcher.job_gpus(["trainer=gpu", "trainer.devices=auto"])
     assert launcher_for("local", "hydra.launcher.gpus_per_node=1").job_gpus(["trainer=ddp"]) == 1
-    assert launcher.free_gpus(2, {0, 2}) == (1, 3) and launcher.free_gpus(0, {0}) == ()
+    assert launcher.pick_gpus(2, {0: 1, 2: 1}, node_gpus=4) == (1, 3) and launcher.pick_gpus(0, {0: 1}, 4) == ()
+    assert launcher.pick_gpus(2, {0: 1, 2: 1}, node_gpus=3) is None  # only GPU 1 is free: wait
+    packed = launcher_for("local", "hydra.launcher.jobs_per_gpu=2")
+    assert packed.pick_gpus(1, {0: 1, 1: 2}, node_gpus=2) == (0,) and packed.pick_gpus(1, {0: 2, 1: 2}, 2) is None
 
 
 class FakeJob:
@@ -298,15 +303,43 @@ def test_local_launcher_runs_at_most_n_jobs_and_reports_a_dead_job(tmp_path, mon
 
 
 def test_local_launcher_gives_each_job_its_own_gpus(launcher_for, tmp_path, monkeypatch):
-    """Jobs needing 2, 1, 2, 1 GPUs, 2 at once: each sees as many GPUs as it asks for, never shared."""
+    """Jobs needing 2, 1, 2, 1 GPUs on a node with 3 (n_jobs=auto): each sees as many GPUs as it asks for,
+    never shared, so 2 run at once."""
     launcher = launcher_for("local", "hydra.launcher.poll_s=0", f"hydra.sweep.dir={tmp_path}")
     fake = FakeExecutor()
     monkeypatch.setattr(launcher, "_executor", lambda: fake)
+    monkeypatch.setattr(launcher, "node_gpus", lambda: 3)
     jobs = [["trainer=gpu", f"trainer.devices={n}", f"seed={i}"] for i, n in enumerate((2, 1, 2, 1))]
     returns = launcher.launch(jobs, initial_job_idx=0)
     assert fake.peak == 2 and fake.clashes == 0 and len(returns) == 4
     assert [(n, len(gpus)) for n, gpus in fake.asked] == [(2, 2), (1, 1), (2, 2), (1, 1)]
     assert all(max(gpus) < 3 for _, gpus in fake.asked)  # 2 + 1 GPUs at most in use at once
+
+
+def test_local_launcher_packs_jobs_per_gpu_and_splits_the_cpus(launcher_for, tmp_path, monkeypatch):
+    """n_jobs=auto on a node with 2 GPUs: one job per GPU; with jobs_per_gpu=3, three on each (6 at once), no
+    GPU above 3 jobs; the CPUs are split among the jobs at once. Without GPU jobs, one job per 2 cores."""
+    jobs = [["trainer=gpu", "trainer.devices=1", f"seed={i}"] for i in range(9)]
+    monkeypatch.setattr(os, "cpu_count", lambda: 12)
+    for per_gpu, at_once in ((1, 2), (3, 6)):
+        launcher = launcher_for("local", "hydra.launcher.poll_s=0", f"hydra.launcher.jobs_per_gpu={per_gpu}",
+                                f"hydra.sweep.dir={tmp_path}")
+        fake = FakeExecutor()
+        monkeypatch.setattr(launcher, "_executor", lambda fake=fake: fake)
+        monkeypatch.setattr(launcher, "node_gpus", lambda: 2)
+        launched_env: list[str] = []
+
+        def submit(*args, fake=fake, seen=launched_env):
+            seen.append(os.environ["OMP_NUM_THREADS"])  # the threads each job process gets
+            return FakeExecutor.submit(fake, *args)
+
+        monkeypatch.setattr(fake, "submit", submit)
+        launcher.launch(jobs, initial_job_idx=0)
+        assert fake.peak == at_once and {g for gpus in fake.gpus for g in gpus} == {0, 1}
+        assert set(launched_env) == {str(12 // at_once)}
+    cpu_launcher = launcher_for("local")
+    assert cpu_launcher.slots([0, 0], node_gpus=0) == 6 and launcher_for("local", "hydra.launcher.n_jobs=4").slots(
+        [0], node_gpus=0) == 4
 
 
 # ----------------------------------------------------------------------------- slow: real sweeps

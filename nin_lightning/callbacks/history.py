@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import Callback
 
 from nin_lightning import metric_names as names
 from nin_lightning.rundir import RunDir
+from nin_lightning.rundir.history import read_history
 from nin_lightning.status import say, show
 
 # The epoch's record: history.csv's columns, and the callback metrics they come from.
@@ -40,8 +41,7 @@ class EpochHistory(Callback):
         # the loops, and with them trainer.current_epoch, are restored from the checkpoint after it.)
         self._epoch_start = time.perf_counter()  # a mid-epoch resume skips on_train_epoch_start
         if trainer.is_global_zero and self.path is not None and self.path.exists():
-            with self.path.open() as fh:
-                rows = [r for r in csv.DictReader(fh) if int(r["epoch"]) < trainer.current_epoch]
+            rows = [r for r in read_history(self.path) if int(r["epoch"]) < trainer.current_epoch]
             self._write(rows, mode="w")
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

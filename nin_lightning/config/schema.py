@@ -343,6 +343,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _choice("resume", self.resume, ("never", "auto"))
         _check(0 <= self.seed < 2**32, "seed", self.seed, "an integer in [0, 2**32) (numpy's seed range)")
+        if self.dataset.val_size == 0:  # no validation set: nothing may follow a val/ metric
+            for key, name in (("callbacks.monitor", self.callbacks.monitor),
+                              ("scheduler.monitor", getattr(self.scheduler, "monitor", None))):
+                if name is not None and name.startswith(f"{metric_names.VAL}/"):
+                    raise UserError(f"dataset.val_size=0 leaves no validation set, but {key}={name} (checkpoints, "
+                                    f"early stopping or the LR plateau) follows it; pass {key}=train/acc, or "
+                                    "dataset.val_size=N")
         classes = self.dataset.num_classes
         logged = metric_names.monitorable(classes)
         for key, name in (("callbacks.monitor", self.callbacks.monitor),

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from nin_lightning.report.jobs import Job, read_sweep_dir
+from nin_lightning.report.jobs import Job, distinct, read_sweep_dir
 from nin_lightning.report.plots import write_plots
 from nin_lightning.report.table import aggregate, group_keys, write_csv, write_markdown
 from nin_lightning.report.wandb_source import read_wandb_group
@@ -14,11 +14,12 @@ from nin_lightning.report.wandb_source import read_wandb_group
 
 def make_report(out_dir: Path, title: str, jobs: Sequence[Job]) -> list[Path]:
     """Write report.md, report.csv and the PNG plots into out_dir; returns their paths."""
+    jobs, duplicates = distinct(list(jobs))
     keys = group_keys(jobs)
     rows = aggregate(jobs, keys)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = write_plots(out_dir, rows, keys)
-    md = write_markdown(out_dir / "report.md", title, jobs, rows, keys, plots)
+    md = write_markdown(out_dir / "report.md", title, jobs, rows, keys, plots, duplicates)
     return [md, write_csv(out_dir / "report.csv", rows, keys), *plots]
 
 
@@ -49,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         jobs, out_dir, title = read_sweep_dir(args.dir), args.dir, args.dir.name
     files = make_report(out_dir, title, jobs)
-    print(f"[nin] report of {len(jobs)} jobs in {out_dir}:")
+    repeats = len(jobs) - len(distinct(list(jobs))[0])
+    counted = f" ({repeats} repeated a setting and seed: each counted once)" if repeats else ""
+    print(f"[nin] report of {len(jobs)} jobs{counted} in {out_dir}:")
     for path in files:
         print(f"  {path}")
     return 0

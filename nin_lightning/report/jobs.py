@@ -8,7 +8,6 @@ multirun.yaml sweeps; the overrides that differ now are kept apart in `Job.chang
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import math
@@ -20,7 +19,10 @@ from typing import Any
 import yaml
 
 from nin_lightning.errors import UserError
-from nin_lightning.rundir.layout import HISTORY_FILE, HYDRA_DIR, METRICS_FILE
+from nin_lightning.rundir.history import read_history as read_history_rows
+from nin_lightning.rundir.layout import HISTORY_FILE, HYDRA_DIR, LOG_FILE, METRICS_FILE
+from nin_lightning.rundir.lock import is_locked
+from nin_lightning.rundir.run_dir import RUNNING
 
 METRICS = ("val/acc_best", "test/acc", "epochs", "wall_time_s")
 HISTORY_KEYS = ("epoch", "step", "epoch_time_s", "lr", "train/loss", "train/acc", "val/loss", "val/acc",
@@ -147,12 +149,8 @@ def setting_of(job_dir: Path, now: dict[str, str], spec: SweepSpec | None) -> tu
 
 def read_history(path: Path) -> list[dict[str, float]]:
     """history.csv -> one dict per epoch with the numeric columns (blank cells dropped)."""
-    if not path.is_file():
-        return []
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
     out = []
-    for row in rows:
+    for row in read_history_rows(path):
         clean = {k: to_float(row.get(k)) for k in HISTORY_KEYS}
         out.append({k: v for k, v in clean.items() if v is not None})
     return [r for r in out if "epoch" in r]
@@ -162,25 +160,79 @@ def _read_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text()) if path.is_file() else None
 
 
+def _read_metrics(path: Path) -> dict[str, Any]:
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
+
+
+def _last_error(log: Path) -> str | None:
+    """The last `error:` line of a job's train.log (a job that failed before it wrote metrics.json)."""
+    try:
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if "error: " in ln]
+    except OSError:
+        return None
+    return lines[-1].split("error: ", 1)[1].strip() if lines else None
+
+
+def _status(job_dir: Path, raw: dict[str, Any]) -> tuple[str, str | None]:
+    """(status, error): metrics.json's, a job that died while running, or a failure only train.log tells."""
+    status, error = normalise_status(raw.get("status")), raw.get("error")
+    if raw.get("status") == RUNNING:
+        where = f"process {raw.get('pid')} on host {raw.get('host')}"
+        alive = is_locked(job_dir)
+        error = f"running ({where})" if alive else f"stopped while running ({where}); resume it with resume=auto"
+    elif not raw:
+        error = _last_error(job_dir / LOG_FILE)
+        status = FAILED if error else status
+    return status, error
+
+
 def read_job(job_dir: Path, spec: SweepSpec | None = None) -> Job:
-    """A job dir -> Job. No metrics.json means the job never finished (incomplete)."""
-    now = parse_overrides(_read_yaml(job_dir / HYDRA_DIR / "overrides.yaml") or [])
-    overrides, changed = setting_of(job_dir, now, spec)
-    config = _read_yaml(job_dir / HYDRA_DIR / "config.yaml") or {}
-    metrics_path = job_dir / METRICS_FILE
-    raw: dict[str, Any] = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    seed = raw.get("seed", config.get("seed") if isinstance(config, dict) else None)
+    """A job dir -> Job. No metrics.json means the job never finished (incomplete), unless its train.log holds
+    the error that stopped it (failed). A file that cannot be read marks the job, naming the file."""
+    problems = []
+    readers = {"overrides": (f"{HYDRA_DIR}/overrides.yaml", _read_yaml),
+               "config": (f"{HYDRA_DIR}/config.yaml", _read_yaml),
+               "metrics": (METRICS_FILE, _read_metrics), "history": (HISTORY_FILE, read_history)}
+    got: dict[str, Any] = {}
+    for what, (name, read) in readers.items():
+        try:
+            got[what] = read(job_dir / name)
+        except (OSError, ValueError, UserError, yaml.YAMLError) as exc:
+            problems.append(f"{job_dir / name} is unreadable ({type(exc).__name__})")
+            got[what] = None
+    lines = got["overrides"] if isinstance(got["overrides"], list) else []
+    overrides, changed = setting_of(job_dir, parse_overrides([str(o) for o in lines]), spec)
+    config, raw = got["config"] if isinstance(got["config"], dict) else {}, got["metrics"] or {}
+    seed = raw.get("seed", config.get("seed"))
     if "seed" not in overrides and seed is not None:
         overrides["seed"] = str(seed)
-    return Job(
-        name=job_dir.name,
-        overrides=overrides,
-        status=normalise_status(raw.get("status")),
-        metrics={k: to_float(raw.get(k)) for k in METRICS},
-        history=read_history(job_dir / HISTORY_FILE),
-        error=raw.get("error"),
-        changed=changed,
-    )
+    status, error = _status(job_dir, raw)
+    if problems:
+        status = INCOMPLETE if got["metrics"] is None else status
+        error = "; ".join(problems + ([error] if error else []))
+    return Job(name=job_dir.name, overrides=overrides, status=status,
+               metrics={k: to_float(raw.get(k)) for k in METRICS}, history=got["history"] or [], error=error,
+               changed=changed)
+
+
+def distinct(jobs: list[Job]) -> tuple[list[Job], list[str]]:
+    """Each (setting, seed) once: jobs with the same overrides (a sweep run twice into new dirs, a job dir
+    copied) count as one run, the completed one of them (the last, in job order); plus a line per duplicate."""
+    chosen: dict[tuple[tuple[str, str], ...], Job] = {}
+    notes = []
+    for job in jobs:
+        key = tuple(sorted(job.overrides.items()))
+        kept = chosen.get(key)
+        if kept is not None:
+            loser = kept if job.ok or not kept.ok else job
+            notes.append(f"`{loser.name}` repeats `{(job if loser is kept else kept).name}`: counted once")
+            if loser is job:
+                continue
+        chosen[key] = job
+    return [j for j in jobs if any(j is c for c in chosen.values())], notes
 
 
 def _job_order(path: Path) -> tuple[int, str]:

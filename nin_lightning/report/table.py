@@ -120,7 +120,7 @@ def changed_lines(jobs: Sequence[Job]) -> list[str]:
 
 
 def markdown(title: str, jobs: Sequence[Job], rows: Sequence[Row], keys: Sequence[str],
-             plots: Sequence[Path]) -> str:
+             plots: Sequence[Path], duplicates: Sequence[str] = ()) -> str:
     """The whole report.md."""
     n_failed = sum(j.status == FAILED for j in jobs)
     n_ok = sum(j.ok for j in jobs)
@@ -142,6 +142,9 @@ def markdown(title: str, jobs: Sequence[Job], rows: Sequence[Row], keys: Sequenc
                   "Resumed or extended by hand (their .hydra/overrides.yaml differs from the sweep's); each stays "
                   "in the row of the setting it was launched with, its metrics are those it ended with.",
                   "", *changed]
+    if duplicates:
+        lines += ["", "## Duplicates", "", "Job dirs with the same setting and seed (e.g. a sweep launched twice into "
+                  "new dirs) are one run: the completed one counts, once.", "", *(f"- {d}" for d in duplicates)]
     if plots:
         lines += ["", "## Plots", "", *(f"![{p.stem}]({p.name})" for p in plots)]
     return "\n".join(lines) + "\n"
@@ -167,7 +170,7 @@ def group_keys(jobs: Sequence[Job]) -> list[str]:
 
 
 def write_markdown(path: Path, title: str, jobs: Sequence[Job], rows: Sequence[Row], keys: Sequence[str],
-                   plots: Sequence[Path]) -> Path:
+                   plots: Sequence[Path], duplicates: Sequence[str] = ()) -> Path:
     """report.md."""
-    path.write_text(markdown(title, jobs, rows, keys, plots))
+    path.write_text(markdown(title, jobs, rows, keys, plots, duplicates))
     return path

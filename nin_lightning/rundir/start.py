@@ -17,12 +17,12 @@ The checkpoint is read once, here; Lightning gets the same dict (`Start.checkpoi
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nin_lightning.errors import UserError
+from nin_lightning.rundir.history import read_history
 from nin_lightning.rundir.layout import (
     CHECKPOINT_DIR,
     HISTORY_FILE,
@@ -92,18 +92,13 @@ def original_overrides(run_dir: Path) -> str:
     try:
         import yaml
 
-        overrides = [o for o in yaml.safe_load(path.read_text()) or [] if not str(o).startswith("resume=")]
-    except (OSError, ValueError, ImportError, AttributeError, TypeError):
-        return ""
-    return f" (it was started with: {' '.join(map(str, overrides)) or 'no overrides'})"
-
-
-def _history_rows(run_dir: Path) -> int:
-    try:
-        with (run_dir / HISTORY_FILE).open(newline="") as fh:
-            return sum(1 for _ in csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return 0
+        overrides = yaml.safe_load(path.read_text()) or []
+    except (OSError, ValueError):
+        overrides = None
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        return f" ({path} is unreadable, so its original overrides are unknown)" if path.exists() else ""
+    shown = [o for o in overrides if not o.startswith("resume=")]
+    return f" (it was started with: {' '.join(shown) or 'no overrides'})"
 
 
 def earlier_run_files(run_dir: Path) -> list[str]:
@@ -174,9 +169,10 @@ def _load(path: Path) -> dict[str, Any]:
 def _continue(run_dir: Path, now: dict[str, Any]) -> Start:
     """resume=auto (or a requeue) in RUN_DIR."""
     last = last_checkpoint(run_dir)
+    history = read_history(run_dir / HISTORY_FILE)  # an unreadable history.csv: one line, before any write
     if not last.is_file():
         completed = read_metrics(run_dir).get("status") == "completed"
-        if best_checkpoint(run_dir).exists() or _history_rows(run_dir) or completed:
+        if best_checkpoint(run_dir).exists() or history or completed:
             raise UserError(f"resume=auto: {run_dir} holds a run but no {CHECKPOINT_DIR}/{LAST_CKPT} to continue "
                             "from (callbacks.save_last=false?); start it again in another hydra.run.dir, or pass "
                             f"ckpt_path={best_checkpoint(run_dir)} with a new run dir")
