@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -75,3 +78,28 @@ def read_metrics(run_dir: Path) -> dict:
 def error_lines(stderr: str) -> list[str]:
     """Non-empty stderr lines, less library warnings."""
     return [ln for ln in stderr.splitlines() if ln.strip() and "Warning" not in ln and not ln.startswith("  ")]
+
+
+def train_cmd(*args: str) -> list[str]:
+    """argv of `python train.py ARGS` (this checkout's train.py)."""
+    return [sys.executable, str(ROOT / "train.py"), *args]
+
+
+def history_epochs(run_dir: Path) -> list[int]:
+    with (run_dir / "history.csv").open() as fh:
+        return [int(row["epoch"]) for row in csv.DictReader(fh)]
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float, what: str, poll_s: float = 0.2) -> None:
+    """Wait until CONDITION() holds; past the deadline, fail naming WHAT was waited for."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(poll_s)
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under ROOT and the hash of its bytes: what 'nothing was touched' compares."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}

@@ -6,7 +6,6 @@ or the valid choices where one exists); no traceback; and no file of an earlier 
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests import fake_data
-from tests.conftest import ROOT, cli_env, error_lines
+from tests.conftest import ROOT, cli_env, error_lines, snapshot
 
 HANG_LIMIT_S = 120  # a hang detector, not a speed target: these cases take a few seconds
 WITHIN_S = 60  # "within seconds": a bad input must never reach training (a loaded 2-core box takes ~6 s)
@@ -126,12 +125,18 @@ CASES = [
     Case("unknown-strategy", ["trainer.strategy=dpp"], ["trainer.strategy=dpp", "did you mean ddp"]),
     Case("unknown-monitored-metric", ["callbacks.monitor=val/accc"], ["callbacks.monitor='val/accc'", "val/acc"]),
     Case("bad-value-late-in-a-sweep", ["-m", "model.dropout=0.0,0.3,1.5"], ["model.dropout=1.5", "0 <= dropout < 1"]),
+    # issue 12: refused at start, naming the key (before: numpy's "ValueError: -1 is not in bounds" after the run
+    # dir existed; each val_size=0 case failed after its first epoch)
+    Case("range-seed-negative", ["seed=-1"], ["seed=-1", "2**32"]),
+    Case("range-seed-too-large", ["seed=4294967296"], ["seed=4294967296", "2**32"]),
+    Case("no-val-set-with-val-monitor", ["dataset.val_size=0"], ["dataset.val_size=0", "callbacks.monitor=val/acc",
+                                                                 "callbacks.monitor=train/acc"]),
+    Case("no-val-set-with-early-stopping", ["dataset.val_size=0", "callbacks.early_stopping_patience=3",
+                                            "callbacks.monitor=val/loss", "callbacks.mode=min"],
+         ["dataset.val_size=0", "callbacks.monitor=val/loss", "early stopping"]),
+    Case("no-val-set-with-val-plateau", ["dataset.val_size=0", "callbacks.monitor=train/acc", "scheduler=plateau"],
+         ["dataset.val_size=0", "scheduler.monitor=val/acc", "scheduler.monitor=train/acc"]),
 ]
-
-
-def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +165,7 @@ def test_bad_input(case: Case, earlier_run: Path, tmp_path: Path):
         if torch.cuda.is_available():
             pytest.skip("checks the message on a machine without a GPU")
     outputs = earlier_run.parents[1]
-    before = _snapshot(earlier_run)
+    before = snapshot(earlier_run)
     extra = case.prepare(tmp_path, earlier_run) if case.prepare else []
     env = cli_env(tmp_path) | {"NIN_OUTPUT_DIR": str(outputs)} | case.env
     started = time.perf_counter()
@@ -176,7 +181,7 @@ def test_bad_input(case: Case, earlier_run: Path, tmp_path: Path):
     assert "Traceback" not in result.stderr
     for needle in case.expect:
         assert needle in lines[0], (needle, lines[0])
-    assert _snapshot(earlier_run) == before
+    assert snapshot(earlier_run) == before
 
 
 def test_full_traceback_only_with_hydra_full_error(earlier_run: Path, tmp_path: Path):
@@ -200,12 +205,12 @@ def test_wandb_online_without_network_falls_back_to_offline(tmp_path: Path):
 
 
 def test_earlier_run_dir_is_left_alone_without_resume(earlier_run: Path, tmp_path: Path):
-    before = _snapshot(earlier_run)
+    before = snapshot(earlier_run)
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={earlier_run}", "logger=none"],
                             cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True,
                             timeout=HANG_LIMIT_S)
     assert result.returncode != 0 and "resume=auto" in result.stderr
-    assert _snapshot(earlier_run) == before
+    assert snapshot(earlier_run) == before
     shutil.rmtree(tmp_path / "outputs", ignore_errors=True)
 
 

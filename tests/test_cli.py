@@ -128,3 +128,18 @@ def test_a_resumed_run_keeps_its_wandb_run_id_group_and_name(tmp_path, monkeypat
     runs = offline_runs(tmp_path)
     assert len(runs) == 2 and len({r.run_id for r in runs}) == 1
     assert {(r.group, r.name) for r in runs} == {("dropout_sweep", "model.dropout=0.5,seed=1")}
+
+
+def test_a_failed_job_process_is_one_short_line():
+    """A sweep job that failed in its own process (submitit) raises with that process's whole output: the CLI
+    shows the job's own `error:` line, not a 3 KB dump."""
+    from nin_lightning.cli.errors import explain
+
+    dump = "\n".join(["Job (task=0) failed during processing with trace:", "-" * 22, *(["  noise " * 20] * 40),
+                      "error: checkpoints/last.ckpt: Not a directory; check the path", "-" * 22,
+                      "You can check full logs with 'job.stderr(0)'"])
+    assert explain(RuntimeError(dump)) == "checkpoints/last.ckpt: Not a directory; check the path"
+    crash = "\n".join(["Job failed:", "Traceback (most recent call last):", '  File "x.py", line 1',
+                       "MemoryError: out of memory", "You can check full logs with 'job.stderr(0)'"])
+    line = explain(RuntimeError(crash))
+    assert line.startswith("MemoryError: out of memory") and "\n" not in line and len(line) < 200

@@ -299,3 +299,23 @@ def test_run_names_and_history():
     merged = run_history(FakeRun("0.0", 1, "completed", 0.9, 0.9).scan_history())
     assert [r["epoch"] for r in merged] == [0.0, 1.0]
     assert merged[1] == {"epoch": 1.0, "val/acc": 0.9, "train/loss": 1.0, "train/acc": 0.5}
+
+
+def test_one_bad_job_is_marked_and_the_rest_reported(tmp_path, capsys):
+    """A corrupt metrics.json, a garbled overrides.yaml, a binary history.csv: each marks its job, naming the file,
+    and the other jobs are reported. A job dir holding only .hydra/ and a train.log with an `error:` line (it
+    failed before writing metrics.json) is failed, not incomplete."""
+    sweep = make_sweep(tmp_path)
+    jobs = sorted(d for d in sweep.iterdir() if d.is_dir() and not d.name.startswith("."))
+    (jobs[0] / "metrics.json").write_text('{"status": "compl')
+    (jobs[1] / ".hydra" / "overrides.yaml").write_text("{{{ [")
+    (jobs[2] / "history.csv").write_bytes(b"\x00\xff\xfe" * 50)
+    (jobs[4] / "train.log").write_text("[2026-01-01][nin_lightning][ERROR] - error: dataset.root=/x: not found\n")
+    by_name = {j.name: j for j in read_sweep_dir(sweep)}
+    assert "metrics.json is unreadable" in by_name[jobs[0].name].error and not by_name[jobs[0].name].ok
+    assert "overrides.yaml is unreadable" in by_name[jobs[1].name].error
+    assert "history.csv is unreadable" in by_name[jobs[2].name].error and by_name[jobs[2].name].history == []
+    assert by_name[jobs[4].name].status == "failed" and by_name[jobs[4].name].error == "dataset.root=/x: not found"
+    assert cli.main([str(sweep)]) == 0
+    md = (sweep / "report.md").read_text()
+    assert str(jobs[0] / "metrics.json") in md and "| 0.5 |" in md

@@ -12,7 +12,6 @@ import math
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,21 +22,12 @@ from omegaconf import OmegaConf
 
 from nin_lightning.config import validate
 from nin_lightning.errors import UserError
-from tests.conftest import ROOT, cli_env, error_lines, read_metrics
+from tests.conftest import ROOT, cli_env, error_lines, history_epochs, read_metrics, train_cmd, wait_for
 from tests.wandb_records import offline_runs
 
 QUIET = ["trainer.enable_progress_bar=false"]
 EXACT = ["logger=none", "trainer.deterministic=true", "scheduler=multistep", "scheduler.milestones=[1]", *QUIET]
 CPU_ONLY = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
-
-
-def train_cmd(*args: str) -> list[str]:
-    return [sys.executable, str(ROOT / "train.py"), *args]
-
-
-def history_epochs(run_dir: Path) -> list[int]:
-    with (run_dir / "history.csv").open() as fh:
-        return [int(row["epoch"]) for row in csv.DictReader(fh)]
 
 
 def load_ckpt(path: Path) -> dict:
@@ -363,14 +353,6 @@ def _squeue_state(job: str) -> str:
     return out.stdout.strip()
 
 
-def _wait(condition, timeout_s: float, what: str, poll_s: float = 1.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(poll_s)
-
-
 # An epoch's metrics in W&B's rows, and their history.csv columns.
 EPOCH_METRICS = {"train/loss_epoch": "train/loss", "train/acc": "train/acc", "val/loss": "val/loss",
                  "val/acc": "val/acc"}
@@ -453,7 +435,7 @@ def test_scontrol_requeue_resumes_the_job_from_its_checkpoint(tmp_path):
                          timeout=60, check=True).stdout.strip().split(";")[0]
     try:
         last = run_dir / "checkpoints" / "last.ckpt"
-        _wait(lambda: _squeue_state(job) == "RUNNING" and last.exists(), 600, "the job's first checkpoint")
+        wait_for(lambda: _squeue_state(job) == "RUNNING" and last.exists(), 600, "the job's first checkpoint")
         # Freeze training, so that the signal lands where we look (in fit) however late the requeue comes
         # under load, and W&B's service, which Slurm's SIGTERM kills as well, first writes all it got.
         # Signalled while stopped, training sees the SIGTERM first thing when the requeue's SIGCONT (sent
@@ -463,10 +445,10 @@ def test_scontrol_requeue_resumes_the_job_from_its_checkpoint(tmp_path):
         done = history_epochs(run_dir)
         assert len(done) < epochs - 1, f"the job was past epoch {len(done)} of {epochs} when it was requeued"
         # W&B's service writes its file every 2 s; the last epoch may still be on its way to the service
-        _wait(lambda: _wandb_holds(run_dir, set(done[:-1])), 120, f"W&B's file to hold epochs {done[:-1]}")
+        wait_for(lambda: _wandb_holds(run_dir, set(done[:-1])), 120, f"W&B's file to hold epochs {done[:-1]}")
         os.kill(pid, signal.SIGTERM)
         subprocess.run(["scontrol", "requeue", job], check=True, timeout=60)
-        _wait(lambda: _squeue_state(job) == "", 900, "the requeued job to finish", poll_s=2.0)
+        wait_for(lambda: _squeue_state(job) == "", 900, "the requeued job to finish", poll_s=2.0)
     finally:
         subprocess.run(["scancel", job], capture_output=True, timeout=60)
     out = Path(str(log).replace("%j", job)).read_text()
@@ -499,7 +481,7 @@ def test_submitit_signal_checkpoints_requeues_and_resumes_ddp_tasks(tmp_path):
     sweeps = tmp_path / "outputs" / "sweeps"
     job = ""
     try:
-        _wait(lambda: any(sweeps.glob("*/*/checkpoints/last.ckpt")), 600, "the job's first checkpoint")
+        wait_for(lambda: any(sweeps.glob("*/*/checkpoints/last.ckpt")), 600, "the job's first checkpoint")
         job = next(sweeps.glob("*/.submitit/*/*_submitted.pkl")).name.split("_")[0]
         assert _squeue_state(job) == "RUNNING"
         subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=60)
@@ -562,3 +544,30 @@ def test_sigterm_stops_every_rank_at_the_same_batch_and_explains_wandb_errors(mo
         assert signal.getsignal(signal.SIGTERM) is previous  # the handler is put back
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_dead_rank_ends_its_job_never_the_sweep_process(monkeypatch):
+    """Under Hydra's basic launcher every job of a sweep runs in the sweep's process: a DDP rank that dies
+    interrupts the job and, if it is stuck in a collective, the process group's timeout ends it; the process
+    is never killed (it would take the rest of the sweep with it). A job with a process of its own (local or
+    Slurm launcher) is still killed when it stays stuck."""
+    import _thread
+    import signal
+
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from nin_lightning.cluster import local_ranks
+    from nin_lightning.cluster.local_ranks import LocalRanks
+
+    dead = SimpleNamespace(pid=4242, returncode=3, poll=lambda: 3, kill=lambda: None)
+    kills, interrupts = [], []
+    monkeypatch.setattr(local_ranks.os, "kill", lambda pid, sig: kills.append((pid, sig)))
+    monkeypatch.setattr(_thread, "interrupt_main", lambda: interrupts.append(1))
+    conf = SimpleNamespace(trainer=SimpleNamespace(strategy="ddp"))
+    shared = LocalRanks(procs=[dead], own_process=False)
+    shared._watch(grace_s=0.01)
+    assert interrupts == [1] and kills == [] and "exited with code 3" in shared.failure
+    assert isinstance(shared.strategy(conf), DDPStrategy)  # with the process group's timeout (not "ddp")
+    own = LocalRanks(procs=[dead], own_process=True)
+    own._watch(grace_s=0.01)
+    assert kills == [(os.getpid(), signal.SIGKILL)] and own.strategy(conf) == "ddp"

@@ -40,9 +40,10 @@ READY_GRIDS = ["width", "dropout", "weight_decay", "lr_schedule", "dataset_seed"
 
 # ----------------------------------------------------------------------------- helpers
 def job_dir_name(num: int, overrides: list[str]) -> str:
-    """Hydra's `${hydra.job.num}_${hydra.job.override_dirname}` (sorted `key=value`, joined with ',')."""
-    excluded = {"logger", "trainer.enable_progress_bar", "sweep"}
-    return f"{num}_" + ",".join(sorted(o for o in overrides if o.split("=", 1)[0] not in excluded))
+    """conf/train.yaml's `${nin.pad:${hydra.job.num}}_${hydra.job.override_dirname}` (sorted `key=value`, joined
+    with ','; keys that do not change what a job computes are left out)."""
+    excluded = {"logger", "trainer.enable_progress_bar", "sweep", "tags", "resume"}
+    return f"{num:03d}_" + ",".join(sorted(o for o in overrides if o.split("=", 1)[0] not in excluded))
 
 
 def grid_jobs() -> list[list[str]]:
@@ -72,7 +73,7 @@ def check_grid(result: subprocess.CompletedProcess[str], sweep_dir: Path, failed
     assert result.returncode != 0, result.stdout[-2000:]
     own = [ln for ln in error_lines(result.stderr) if ln.startswith("error:")]
     assert len(own) == 1 and error_lines(result.stderr)[-1] == own[0], result.stderr[-3000:]
-    assert "checkpoints" in own[0] and "Traceback" not in result.stderr
+    assert "checkpoints" in own[0] and "Traceback" not in result.stderr and len(own[0]) < 400  # the job's line
     assert f"[nin] sweep: 4 jobs (3 completed, 1 failed) in {sweep_dir}; table and plots: python -m " \
            "nin_lightning.report" in result.stdout, result.stdout[-2000:]
 

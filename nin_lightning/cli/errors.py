@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
@@ -72,6 +73,19 @@ def _field_type(schema: Any, key: Any) -> Any:
     return get_type_hints(schema).get(key)
 
 
+def _job_error(exc: BaseException) -> str | None:
+    """A job that failed in a process of its own (submitit's FailedJobError and the like) carries that
+    process's output: its own `error: ...` line (or else the last `SomeError: ...` line) says what happened."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if len(lines) < 3:
+        return None
+    ours = [ln.removeprefix("error: ") for ln in lines if ln.startswith("error: ")]
+    raised = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt): ", ln)]
+    found = (ours or raised or [None])[-1]
+    return f"{found} (a job's process failed: {type(exc).__name__}; its log is in the sweep dir's .submitit/)" \
+        if found and not ours else found
+
+
 def explain(exc: BaseException) -> str:
     """Any exception as one line that names the culprit and, where known, the fix."""
     from hydra.errors import OverrideParseException
@@ -80,7 +94,7 @@ def explain(exc: BaseException) -> str:
         return one_line(exc)
     if isinstance(exc, OverrideParseException):
         return " ".join(exc.message.split()) + "; fix the override's syntax"
-    return _missing_option(exc) or _bad_key_or_value(exc) or one_line(exc)
+    return _missing_option(exc) or _bad_key_or_value(exc) or _job_error(exc) or one_line(exc)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

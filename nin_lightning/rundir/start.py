@@ -89,11 +89,11 @@ def changed_keys(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
 def original_overrides(run_dir: Path) -> str:
     """' (it was started with: a=1 b=2)' from RUN_DIR/.hydra/overrides.yaml, or ''."""
     path = run_dir / HYDRA_DIR / "overrides.yaml"
-    try:
-        import yaml
+    import yaml
 
+    try:
         overrides = yaml.safe_load(path.read_text()) or []
-    except (OSError, ValueError):
+    except (OSError, ValueError, yaml.YAMLError):
         overrides = None
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         return f" ({path} is unreadable, so its original overrides are unknown)" if path.exists() else ""

@@ -1,0 +1,247 @@
+"""Results you can trust after a crash (issue 12): one owner per run dir, nothing stale, moved dirs resume.
+
+Each test is a trial an adversarial user made (kill -9, SIGINT, a second process, a moved dir, corrupt
+files) and runs the real CLI. They share one finished 3-epoch digits run (W&B offline), copied per test.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from nin_lightning.rundir import is_locked
+from tests.conftest import cli_env, error_lines, history_epochs, read_metrics, snapshot, train_cmd, wait_for
+from tests.wandb_records import offline_runs
+
+FAST = ["experiment=quickstart", "model.width=0.5", "trainer.enable_progress_bar=false"]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished 3-epoch quickstart run with its W&B offline run."""
+    tmp = tmp_path_factory.mktemp("finished")
+    run_dir = tmp / "run"
+    result = subprocess.run(train_cmd(*FAST, "trainer.max_epochs=3", f"hydra.run.dir={run_dir}"), cwd=tmp,
+                            env=cli_env(tmp), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def copy_of(run_dir: Path, where: Path) -> Path:
+    shutil.copytree(run_dir, where)
+    return where
+
+
+def run(tmp: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(train_cmd(*FAST, *args), cwd=tmp, env=cli_env(tmp), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def start(tmp: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(train_cmd(*FAST, *args), cwd=tmp, env=cli_env(tmp), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def epochs_done(run_dir: Path) -> int:
+    try:
+        return len(history_epochs(run_dir))
+    except (OSError, KeyError, ValueError):
+        return 0
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [ln for ln in error_lines(result.stderr) if ln.startswith("error:")]
+    assert result.returncode != 0 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    return lines[0]
+
+
+def test_a_killed_extension_of_a_finished_run_is_resumed_never_taken_for_finished(finished_run, tmp_path):
+    """3 epochs done; `resume=auto trainer.max_epochs=10` killed -9 at epoch 5: metrics.json says `running` (not
+    the old `completed`), the next `resume=auto` continues from last.ckpt to epoch 10, and the wall time adds
+    up every segment, the killed one included. A checkpoint write killed midway leaves no temp file."""
+    run_dir = copy_of(finished_run, tmp_path / "run")
+    finished = read_metrics(run_dir)
+    proc = start(tmp_path, "resume=auto", "trainer.max_epochs=10", f"hydra.run.dir={run_dir}")
+    try:
+        wait_for(lambda: epochs_done(run_dir) >= 5, 600, "epoch 5 of the extension")
+        os.kill(proc.pid, signal.SIGSTOP)
+        running = read_metrics(run_dir)
+        assert running["status"] == "running" and running["pid"] == proc.pid and is_locked(run_dir)
+        assert "test/acc" not in running  # the finished run's result is not reported as current
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+    assert read_metrics(run_dir)["status"] == "running" and not is_locked(run_dir)
+    assert json.loads((run_dir / "metrics.previous.json").read_text()) == finished
+    killed_wall = read_metrics(run_dir)["wall_time_s"]
+    (run_dir / "checkpoints" / ".last.ckpt.x1y2.tmp").write_bytes(b"")  # a write that kill -9 cut short
+
+    result = run(tmp_path, "resume=auto", "trainer.max_epochs=10", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "already finished" not in result.stdout
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed" and metrics["epochs"] == 10 and metrics["wall_time_s"] > killed_wall
+    assert history_epochs(run_dir) == list(range(10))
+    assert not list((run_dir / "checkpoints").glob(".*.tmp"))
+
+
+def test_a_moved_run_dir_resumes_and_tests_its_own_best_checkpoint(finished_run, tmp_path):
+    """`mv RUN RUN_moved`, then `resume=auto`: the checkpoints' saved paths follow the dir (no 'dirpath has
+    changed'), best.ckpt keeps its score, and the test phase scores the moved dir's best.ckpt."""
+    old = copy_of(finished_run, tmp_path / "run")
+    moved = old.rename(tmp_path / "run_moved")
+    result = run(tmp_path, "resume=auto", "trainer.max_epochs=5", f"hydra.run.dir={moved}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "dirpath has changed" not in result.stdout + result.stderr and not old.exists()
+    metrics = read_metrics(moved)
+    best = torch.load(moved / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    [state] = [v for k, v in best["callbacks"].items() if k.startswith("ModelCheckpoint") and "val/acc" in k]
+    assert Path(state["best_model_path"]).parent == moved / "checkpoints"
+    assert float(state["best_model_score"]) == pytest.approx(metrics["val/acc_best"])
+    assert metrics["status"] == "completed" and metrics["epochs"] == 5
+
+
+def test_two_processes_never_train_one_run_dir(finished_run, tmp_path):
+    """Two `resume=auto` into one run dir: the second gets one line naming the first's pid and host, and
+    changes nothing; history.csv holds each epoch once, and there is one W&B run."""
+    run_dir = copy_of(finished_run, tmp_path / "run")
+    first = start(tmp_path, "resume=auto", "trainer.max_epochs=8", f"hydra.run.dir={run_dir}")
+    try:
+        wait_for(lambda: read_metrics(run_dir).get("status") == "running", 600, "the first process to start")
+        os.kill(first.pid, signal.SIGSTOP)  # however long the second takes to start, the first still runs
+        before = snapshot(run_dir)
+        second = run(tmp_path, "resume=auto", "trainer.max_epochs=8", f"hydra.run.dir={run_dir}")
+        line = one_error_line(second)
+        assert f"process {first.pid} on host {socket.gethostname()}" in line and "hydra.run.dir" in line
+        assert snapshot(run_dir) == before
+        os.kill(first.pid, signal.SIGCONT)
+        _, err = first.communicate(timeout=600)
+    finally:
+        first.kill()
+    assert first.returncode == 0, err[-3000:]
+    assert history_epochs(run_dir) == list(range(8)) and read_metrics(run_dir)["epochs"] == 8
+    runs = offline_runs(run_dir)
+    assert len(runs) == 2 and len({r.run_id for r in runs}) == 1  # the fixture's start and the first process's
+
+
+def test_a_killed_run_without_last_ckpt_is_never_overwritten_nor_silently_restarted(tmp_path):
+    """`callbacks.save_last=false`, stopped by kill -9 or Ctrl-C after 2 epochs: a new run into its dir is
+    refused, and so is `resume=auto` (there is no last.ckpt: never a silent restart from epoch 0)."""
+    for how in (signal.SIGKILL, signal.SIGINT):
+        run_dir = tmp_path / f"run_{how.name}"
+        proc = start(tmp_path, "callbacks.save_last=false", "trainer.max_epochs=30", "logger=none",
+                     f"hydra.run.dir={run_dir}")
+        try:
+            wait_for(lambda run_dir=run_dir: epochs_done(run_dir) >= 2, 600, "2 epochs")
+            os.kill(proc.pid, how)
+            proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+        before = snapshot(run_dir)
+        assert (run_dir / "checkpoints" / "best.ckpt").exists() and not (run_dir / "checkpoints" / "last.ckpt").exists()
+        again = run(tmp_path, "callbacks.save_last=false", "logger=none", f"hydra.run.dir={run_dir}")
+        assert "already holds a run" in one_error_line(again) and snapshot(run_dir) == before
+        resumed = run(tmp_path, "resume=auto", "logger=none", f"hydra.run.dir={run_dir}")
+        assert "no checkpoints/last.ckpt to continue" in one_error_line(resumed) and snapshot(run_dir) == before
+
+
+def test_corrupt_side_files_are_named_and_nothing_is_rewritten(finished_run, tmp_path):
+    """A garbled wandb_run.json, a binary history.csv, a garbled .hydra/overrides.yaml: one line naming the
+    file and the fix, every file as it was. A history.csv cut mid-row is resumed with whole rows only."""
+    cases = {
+        "wandb_run.json": (b"{\"id\": \"abc\", \"gro", []),
+        "history.csv": (b"\x00\xff\xfe garbage \x00" * 20, []),
+        ".hydra/overrides.yaml": (b"{{{ not: [yaml", ["model.dropout=0.3"]),
+    }
+    for name, (garbage, extra) in cases.items():
+        run_dir = copy_of(finished_run, tmp_path / name.replace("/", "_"))
+        (run_dir / name).write_bytes(garbage)
+        before = snapshot(run_dir)
+        result = run(tmp_path, "resume=auto", "trainer.max_epochs=4", *extra, f"hydra.run.dir={run_dir}")
+        line = one_error_line(result)
+        assert name.split("/")[-1] in line and snapshot(run_dir) == before, line
+        assert "{{{" not in line  # a garbled overrides.yaml is not quoted as the run's original overrides
+    run_dir = copy_of(finished_run, tmp_path / "cut")
+    with (run_dir / "history.csv").open("a") as fh:  # the row of epoch 3, cut short by a crash (last.ckpt: epoch 2)
+        fh.write("3,60,0.4")
+    result = run(tmp_path, "resume=auto", "trainer.max_epochs=4", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = (run_dir / "history.csv").read_text().splitlines()
+    assert history_epochs(run_dir) == [0, 1, 2, 3] and all(",," not in r and not r.endswith(",") for r in rows)
+
+
+GRID = ["model.dropout=0.0,0.5", "seed=1,2"]
+
+
+def sweep(tmp: Path, sweep_dir: Path, *args: str) -> list[str]:
+    return train_cmd("-m", *GRID, *FAST, "trainer.max_epochs=3", "logger=none", f"hydra.sweep.dir={sweep_dir}", *args)
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    if not sweep_dir.is_dir():
+        return []
+    return sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def test_a_sweep_relaunched_with_resume_auto_continues_each_job_in_its_own_dir(tmp_path):
+    """A 2x2 sweep killed -9 in its third job, relaunched with the same command plus `resume=auto`: finished jobs
+    are left alone, the dead one resumes, the missing one starts; the dir names hold no `resume`, so nothing is
+    trained twice, and the report counts 2 seeds per setting. Relaunched once more: nothing to do, exit 0, and
+    a summary line that says so."""
+    sweep_dir = tmp_path / "sweep"
+    env = cli_env(tmp_path)
+    proc = subprocess.Popen(sweep(tmp_path, sweep_dir), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: len(job_dirs(sweep_dir)) >= 3 and epochs_done(job_dirs(sweep_dir)[2]) >= 1, 900,
+                 "the third job's first epoch")
+        proc.kill()  # the whole sweep (Hydra's basic launcher runs its jobs in this process)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    done = {d.name: snapshot(d) for d in job_dirs(sweep_dir)[:2]}
+    assert [read_metrics(d)["status"] for d in job_dirs(sweep_dir)[:3]] == ["completed", "completed", "running"]
+    for attempt in range(2):
+        result = subprocess.run(sweep(tmp_path, sweep_dir, "resume=auto"), cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"[nin] sweep: 4 jobs (4 completed) in {sweep_dir}" in result.stdout, result.stdout[-2000:]
+        dirs = job_dirs(sweep_dir)
+        assert [d.name[:4] for d in dirs] == ["000_", "001_", "002_", "003_"]
+        assert not any("resume" in d.name for d in dirs)
+        assert {d.name: snapshot(d) for d in dirs[:2]} == done  # finished: left as they were
+        assert all(history_epochs(d) == [0, 1, 2] and read_metrics(d)["status"] == "completed" for d in dirs)
+        assert result.stdout.count("already finished") == (2 if attempt == 0 else 4)
+    report = subprocess.run([*train_cmd()[:1], "-m", "nin_lightning.report", str(sweep_dir)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    rows = list(csv.DictReader((sweep_dir / "report.csv").read_text().splitlines()))
+    assert [(r["model.dropout"], r["n_seeds"], r["n_jobs"]) for r in rows] == [("0.0", "2", "2"), ("0.5", "2", "2")]
+
+
+def test_the_report_counts_a_repeated_setting_and_seed_once(tmp_path):
+    """Two job dirs of one (setting, seed), e.g. a sweep launched twice into new dirs: one run, said so."""
+    from nin_lightning.report.cli import main
+
+    sweep_dir = tmp_path / "sweep"
+    result = subprocess.run(train_cmd("-m", "model.dropout=0.0", "seed=1", *FAST, "trainer.max_epochs=1",
+                                      "logger=none", f"hydra.sweep.dir={sweep_dir}"),
+                            cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [job] = job_dirs(sweep_dir)
+    shutil.copytree(job, sweep_dir / ("001_" + job.name.split("_", 1)[1]))
+    main([str(sweep_dir)])
+    report = (sweep_dir / "report.md").read_text()
+    assert "## Duplicates" in report and "counted once" in report
+    [row] = csv.DictReader((sweep_dir / "report.csv").read_text().splitlines())
+    assert (row["n_seeds"], row["n_jobs"]) == ("1", "1")
