@@ -245,3 +245,29 @@ def test_the_report_counts_a_repeated_setting_and_seed_once(tmp_path):
     assert "## Duplicates" in report and "counted once" in report
     [row] = csv.DictReader((sweep_dir / "report.csv").read_text().splitlines())
     assert (row["n_seeds"], row["n_jobs"]) == ("1", "1")
+
+
+def test_two_identical_sweeps_into_one_sweep_dir_never_train_a_job_twice(tmp_path):
+    """The same `-m ... resume=auto` twice at once into one sweep dir: the job the first one is training is
+    refused to the second (one line naming its holder); each job is trained once, by one of them."""
+    sweep_dir = tmp_path / "sweep"
+    env = cli_env(tmp_path)
+    cmd = train_cmd("-m", "seed=1,2", *FAST, "trainer.max_epochs=3", "logger=none", "resume=auto",
+                    f"hydra.sweep.dir={sweep_dir}")
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: bool(job_dirs(sweep_dir)) and read_metrics(job_dirs(sweep_dir)[0]).get("status") == "running"
+                 if job_dirs(sweep_dir) and (job_dirs(sweep_dir)[0] / "metrics.json").exists() else False, 900,
+                 "the first sweep's first job to start")
+        os.kill(first.pid, signal.SIGSTOP)
+        second = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        os.kill(first.pid, signal.SIGCONT)
+        out, err = first.communicate(timeout=900)
+    finally:
+        first.kill()
+    assert f"is in use by process {first.pid}" in one_error_line(second)
+    assert "(1 completed, 1 incomplete)" in second.stdout  # it trained the job the first had not reached yet
+    assert first.returncode == 0 and "already finished" in out, err[-3000:]  # ...which the first then left alone
+    dirs = job_dirs(sweep_dir)
+    assert len(dirs) == 2 and all(history_epochs(d) == [0, 1, 2] for d in dirs)
+    assert all(read_metrics(d)["status"] == "completed" for d in dirs)
