@@ -88,6 +88,7 @@ class NiNClassifier(L.LightningModule):
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # survives a resume
         self._planned_schedule: dict[str, Any] | None = None
+        self.trained_epochs: int | None = None  # of the checkpoint it was loaded from (Lightning's epoch + 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -176,6 +177,8 @@ class NiNClassifier(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A loaded model keeps its run's record, and a checkpoint it saves in turn has it too."""
         self.run_config = checkpoint.get(CONFIG_KEY, self.run_config)
+        epoch = checkpoint.get("epoch")  # 0-based, of the epoch that saved it; the console counts from 1
+        self.trained_epochs = None if epoch is None else int(epoch) + 1
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
