@@ -13,8 +13,7 @@ from nin_lightning.status import say
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the scores and write eval.json, confusion_matrix.png and predictions.csv."""
-    from nin_lightning.inference import evaluate_run, load_run, parse_overrides, write_outputs
-    from nin_lightning.inference.evaluation import SPLITS, default_out_dir, summary_lines
+    from nin_lightning.inference.run_files import SPLITS, checkpoint_path, parse_overrides
 
     parser = run_parser("evaluate", "Evaluate a trained run again: top-1, top-5, per-class accuracy, NLL and "
                                     "calibration error, a confusion matrix; never changes the run's files.")
@@ -24,8 +23,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="dataset.KEY=VALUE",
                         help="dataset.root, dataset.eval_batch_size, dataset.num_workers, dataset.download")
     args = parser.parse_intermixed_args(argv)
+    checkpoint_path(args.run_dir, args.ckpt)  # a wrong path or option fails now, before torch's start-up
+    overrides = parse_overrides(args.overrides)
     quiet_lightning()
-    run = load_run(args.run_dir, args.ckpt, parse_overrides(args.overrides), tta=on_off(args.tta))
+    from nin_lightning.inference.evaluation import default_out_dir, evaluate_run, summary_lines, write_outputs
+    from nin_lightning.inference.loading import load_run
+
+    run = load_run(args.run_dir, args.ckpt, overrides, tta=on_off(args.tta))
     for note in run.notes:
         say(note)
     ev, result = evaluate_run(run, args.split)

@@ -13,8 +13,7 @@ from nin_lightning.status import say
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print each image's most probable classes and write them as CSV."""
-    from nin_lightning.inference import load_run, parse_overrides, predict_files
-    from nin_lightning.inference.prediction import DEFAULT_TOP, default_csv, line, write_csv
+    from nin_lightning.inference.run_files import DEFAULT_TOP, checkpoint_path, parse_overrides
 
     parser = run_parser("predict", "Classify image files with a trained run: each file's most probable classes, "
                                    "printed and written as CSV.")
@@ -23,8 +22,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="the CSV (default: RUN_DIR/predictions/<time>.csv)")
     args = parser.parse_intermixed_args(argv)
     overrides, images = split_overrides(args.images)
+    checkpoint_path(args.run_dir, args.ckpt)  # a wrong path fails now, before torch's start-up
+    dataset = parse_overrides(overrides)
     quiet_lightning()
-    run = load_run(args.run_dir, args.ckpt, parse_overrides(overrides), compile=False)
+    from nin_lightning.inference.loading import load_run
+    from nin_lightning.inference.prediction import default_csv, line, predict_files, write_csv
+
+    run = load_run(args.run_dir, args.ckpt, dataset, compile=False)
     predictions = predict_files(run, [Path(p) for p in images], args.top)
     for prediction in predictions:
         print(line(run, prediction))

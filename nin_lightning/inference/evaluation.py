@@ -30,9 +30,9 @@ from nin_lightning import metric_names as names
 from nin_lightning.errors import UserError
 from nin_lightning.inference.loading import LoadedRun
 from nin_lightning.inference.prediction import ranked
+from nin_lightning.inference.run_files import SPLITS
 from nin_lightning.rundir import atomic_write
 
-SPLITS = ("test", "val")
 ECE_BINS = 15  # equal-width confidence bins: Guo et al. (2017)'s choice, and torchmetrics' default
 EVAL_DIR = "eval"  # RUN_DIR/eval/<ckpt>_<split>[_tta]/
 TEXT_CELLS_UP_TO = 20  # classes up to which the confusion-matrix PNG prints counts in its cells
@@ -92,8 +92,9 @@ def run_pass(run: LoadedRun, split: str = "test") -> Evaluation:
     collector = CollectLogits()
     trainer = run.trainer([collector])
     step = trainer.test if split == "test" else trainer.validate
-    [logged] = step(run.model, datamodule=datamodule, verbose=False)
-    return Evaluation(split, torch.cat(collector.logits), torch.cat(collector.labels), float(logged[names.loss(split)]))
+    step(run.model, datamodule=datamodule, verbose=False)
+    loss = float(trainer.callback_metrics[names.loss(split)])  # what the module logged (validation's: not to loggers)
+    return Evaluation(split, torch.cat(collector.logits), torch.cat(collector.labels), loss)
 
 
 def scores(run: LoadedRun, ev: Evaluation) -> dict[str, Any]:

@@ -24,7 +24,6 @@ from nin_lightning.inference.evaluation import check_images
 from nin_lightning.inference.loading import LoadedRun
 from nin_lightning.rundir import atomic_write
 
-FORMATS = ("onnx",)
 EXPORT_DIR = "export"  # RUN_DIR/export/<ckpt>.onnx
 # Largest |ONNX - PyTorch| accepted on the fp32 logits. Both run fp32 on the CPU; only the order of the float
 # sums differs (onnxruntime fuses BatchNorm into the convolutions), which moves logits of magnitude ~10 by

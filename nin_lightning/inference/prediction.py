@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from nin_lightning.errors import UserError
 from nin_lightning.inference.images import ImageFile, find_images, read_image
 from nin_lightning.inference.loading import LoadedRun
+from nin_lightning.inference.run_files import DEFAULT_TOP
 from nin_lightning.rundir import atomic_write
 
-DEFAULT_TOP = 5  # classes per image in the CSV and on the console (fewer when the dataset has fewer)
 PREDICTIONS_DIR = "predictions"  # RUN_DIR/predictions/<time>.csv
 
 
