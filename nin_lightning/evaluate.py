@@ -6,14 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from nin_lightning.cli.args import on_off, quiet_lightning, run_parser
+from nin_lightning.cli.args import on_off, open_run, run_parser
 from nin_lightning.cli.errors import one_line_errors
 from nin_lightning.status import say
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the scores and write eval.json, confusion_matrix.png and predictions.csv."""
-    from nin_lightning.inference.run_files import SPLITS, checkpoint_path, parse_overrides
+    from nin_lightning.inference.run_files import SPLITS
 
     parser = run_parser("evaluate", "Evaluate a trained run again: top-1, top-5, per-class accuracy, NLL and "
                                     "calibration error, a confusion matrix; never changes the run's files.")
@@ -23,15 +23,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="dataset.KEY=VALUE",
                         help="dataset.root, dataset.eval_batch_size, dataset.num_workers, dataset.download")
     args = parser.parse_intermixed_args(argv)
-    checkpoint_path(args.run_dir, args.ckpt)  # a wrong path or option fails now, before torch's start-up
-    overrides = parse_overrides(args.overrides)
-    quiet_lightning()
+    run = open_run(args, args.overrides, tta=on_off(args.tta))
     from nin_lightning.inference.evaluation import default_out_dir, evaluate_run, summary_lines, write_outputs
-    from nin_lightning.inference.loading import load_run
 
-    run = load_run(args.run_dir, args.ckpt, overrides, tta=on_off(args.tta))
-    for note in run.notes:
-        say(note)
     ev, result = evaluate_run(run, args.split)
     for line in summary_lines(result):
         print(line)

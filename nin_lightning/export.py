@@ -6,14 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from nin_lightning.cli.args import quiet_lightning, run_parser
+from nin_lightning.cli.args import open_run, run_parser
 from nin_lightning.cli.errors import one_line_errors
 from nin_lightning.status import say
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Export, measure |ONNX - PyTorch| on a real batch, and print it."""
-    from nin_lightning.inference.run_files import FORMATS, checkpoint_path, parse_overrides
+    from nin_lightning.inference.run_files import FORMATS
 
     parser = run_parser("export", "Export a trained run's network (ONNX, dynamic batch axis), checked against "
                                   "PyTorch on the run's test images, with its preprocessing recorded beside it.")
@@ -22,13 +22,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="dataset.KEY=VALUE",
                         help="dataset.root (the test images the export is checked on), dataset.download")
     args = parser.parse_intermixed_args(argv)
-    checkpoint_path(args.run_dir, args.ckpt)  # a wrong path fails now, before torch's start-up
-    overrides = parse_overrides(args.overrides)
-    quiet_lightning()
-    from nin_lightning.inference.loading import load_run
+    run = open_run(args, args.overrides, compile=False)
     from nin_lightning.inference.onnx_export import ONNX_TOLERANCE, export_onnx
 
-    run = load_run(args.run_dir, args.ckpt, overrides, compile=False)
     exported = export_onnx(run, args.out)
     print(f"onnx: max |ONNX - PyTorch| = {exported.max_abs_diff:.3g} on the logits of {exported.images} test "
           f"images (tolerance {ONNX_TOLERANCE:g}); batch axis dynamic (checked with {exported.images} and 1 images)")

@@ -6,14 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from nin_lightning.cli.args import quiet_lightning, run_parser, split_overrides
+from nin_lightning.cli.args import open_run, run_parser, split_overrides
 from nin_lightning.cli.errors import one_line_errors
 from nin_lightning.status import say
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print each image's most probable classes and write them as CSV."""
-    from nin_lightning.inference.run_files import DEFAULT_TOP, checkpoint_path, parse_overrides
+    from nin_lightning.inference.run_files import DEFAULT_TOP
 
     parser = run_parser("predict", "Classify image files with a trained run: each file's most probable classes, "
                                    "printed and written as CSV.")
@@ -22,13 +22,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="the CSV (default: RUN_DIR/predictions/<time>.csv)")
     args = parser.parse_intermixed_args(argv)
     overrides, images = split_overrides(args.images)
-    checkpoint_path(args.run_dir, args.ckpt)  # a wrong path fails now, before torch's start-up
-    dataset = parse_overrides(overrides)
-    quiet_lightning()
-    from nin_lightning.inference.loading import load_run
+    run = open_run(args, overrides, compile=False)
     from nin_lightning.inference.prediction import default_csv, line, predict_files, write_csv
 
-    run = load_run(args.run_dir, args.ckpt, dataset, compile=False)
     predictions = predict_files(run, [Path(p) for p in images], args.top)
     for prediction in predictions:
         print(line(run, prediction))

@@ -1,5 +1,5 @@
 """What the commands on a trained run share (`python -m nin_lightning.evaluate | predict | export`): the
-run dir and checkpoint arguments, argparse's mistakes as one line, and Lightning's start-up lines muted."""
+run dir and checkpoint arguments, argparse's mistakes as one line, and opening the run (`open_run`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from nin_lightning.errors import UserError
+from nin_lightning.status import say
+
+if TYPE_CHECKING:
+    from nin_lightning.inference.loading import LoadedRun
 
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")  # key=value, as train.py takes overrides
 
@@ -53,3 +57,20 @@ def quiet_lightning() -> None:
     quiet_libraries()  # the warnings train.py filters too
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def open_run(args: argparse.Namespace, overrides: Sequence[str], **options: Any) -> LoadedRun:
+    """ARGS.run_dir's ARGS.ckpt, loaded as its test ran (inference.loading.load_run, with OPTIONS), its notes said.
+
+    The run dir, checkpoint and overrides are checked first, so that their mistakes fail before torch's start-up."""
+    from nin_lightning.inference.run_files import checkpoint_path, parse_overrides
+
+    checkpoint_path(args.run_dir, args.ckpt)
+    dataset = parse_overrides(overrides)
+    quiet_lightning()
+    from nin_lightning.inference.loading import load_run
+
+    run = load_run(args.run_dir, args.ckpt, dataset, **options)
+    for note in run.notes:
+        say(note)
+    return run
