@@ -395,6 +395,8 @@ def test_an_unreadable_image_names_the_file(trained, tmp_path, capsys):
     (["model.width=2"], "model.width=2: the model is the one its checkpoint holds, so model keys cannot change; "
                         "drop it"),
     (["dataset.val_size=10"], "dataset.val_size=10: dataset.val_size decides which images the run's splits hold"),
+    (["dataset.batch_size=64"], "dataset.batch_size=64: dataset.batch_size is training's; these commands batch by "
+                                "dataset.eval_batch_size=N"),
     (["dataset.eval_batch_size=abc"], "dataset.eval_batch_size=abc: give a whole number"),
     (["dataset.eval_batch_size=0"], "dataset.eval_batch_size=0 is out of range: expected an integer >= 1"),
     (["--tta", "on"], "--tta on: digits holds digits, which a mirror image turns into other digits or none; use "

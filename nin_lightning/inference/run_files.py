@@ -4,6 +4,7 @@ fails in a second, not after torch's start-up): which checkpoint, and which data
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +59,15 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         if sep and group == "model":
             raise UserError(f"{item}: the model is the one its checkpoint holds, so model keys cannot change; "
                             "drop it")
-        if not sep or group != "dataset" or name not in DatasetConfig.__dataclass_fields__:
+        if not sep or group != "dataset" or name not in {f.name for f in fields(DatasetConfig)}:
             raise UserError(f"{item}: not an override these commands take; pass {OVERRIDE_HINT}")
         kind = DATASET_OVERRIDES.get(name)
+        if name == "batch_size":
+            raise UserError(f"{item}: dataset.batch_size is training's; these commands batch by "
+                            "dataset.eval_batch_size=N")
         if kind is None:
-            fix = " (dataset.eval_batch_size is evaluation's)" if name == "batch_size" else ""
             raise UserError(f"{item}: dataset.{name} decides which images the run's splits hold or how they look, "
-                            f"so it stays the run's{fix}; drop it, or pass {OVERRIDE_HINT}")
+                            f"so it stays the run's; drop it, or pass {OVERRIDE_HINT}")
         values[name] = _convert(item, text, kind)
     return values
 
