@@ -1,8 +1,14 @@
-"""The LightningModule: loss, metrics, optimizer and scheduler. Mechanics live in the Trainer."""
+"""The LightningModule: the network, loss, metrics, optimizer and scheduler. Mechanics live in the Trainer.
+
+Its constructor takes plain values only (numbers, strings, lists and dicts of them), which Lightning saves
+in every checkpoint (`save_hyperparameters`): `NiNClassifier.load_from_checkpoint(path)` rebuilds the model
+exactly, with no Hydra and no run dir, and the file still loads with `torch.load(weights_only=True)`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import lightning as L
 import torch
@@ -11,9 +17,18 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from nin_lightning import metric_names as names
-from nin_lightning.config import OptimizerConfig, SchedulerConfig
+from nin_lightning import speed
+from nin_lightning.config import group_from_plain
+from nin_lightning.errors import UserError
+from nin_lightning.models import NiN
 from nin_lightning.optim import build_optimizer, build_scheduler, keep_plan, planned_state
+from nin_lightning.rundir.checkpoint_io import load_checkpoint_file
 from nin_lightning.rundir.start import CONFIG_KEY
+
+# models.NiN's arguments, named as in the `model` config (ModelConfig): what run.build_model hands on.
+NET_KEYS = ("num_classes", "in_channels", "preset", "width", "dropout", "batch_norm", "init", "init_std",
+            "final_relu")
+LOAD_FIX = "pass a checkpoint that a nin-lightning run wrote (RUN_DIR/checkpoints/best.ckpt or last.ckpt)"
 
 
 class NiNClassifier(L.LightningModule):
@@ -21,24 +36,43 @@ class NiNClassifier(L.LightningModule):
 
     def __init__(
         self,
-        net: nn.Module,
         num_classes: int,
-        optimizer: OptimizerConfig,
-        scheduler: SchedulerConfig,
+        in_channels: int = 3,
+        preset: str = "cifar",
+        width: float = 1.0,
+        dropout: float = 0.5,
+        batch_norm: bool = True,
+        init: str = "kaiming",
+        init_std: float = 0.05,
+        final_relu: bool = True,
         label_smoothing: float = 0.0,
-        run_config: dict[str, Any] | None = None,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
         tta: bool = False,
         channels_last: bool = False,
+        compile: bool = False,
         optimizer_impl: str | None = None,
+        dataset: dict[str, Any] | None = None,
+        class_names: list[str] | None = None,
+        run_config: dict[str, Any] | None = None,
     ) -> None:
+        """`num_classes` ... `final_relu`: the NiN (models.NiN, the `model` config); `optimizer`, `scheduler`:
+        their config groups as plain dicts with their `name` (None: SGD's defaults, a constant LR); `tta`,
+        `channels_last`, `compile`, `optimizer_impl`: the run's speed choices (speed.SpeedPlan); `dataset`:
+        the run's resolved dataset config (image size, channels, mean/std, splits); `class_names`: the
+        classes' names in label order, where the dataset has them; `run_config`: what a checkpoint records
+        for resume's checks (rundir/start.py, `nin_config`), kept out of the hyperparameters."""
         super().__init__()
-        self.net = net
+        # logger=False: the loggers get the whole resolved config already (tracking.py), nested as in the YAML
+        self.save_hyperparameters(ignore=["run_config"], logger=False)
+        net = NiN(num_classes, in_channels, preset, width, dropout, batch_norm, init, init_std, final_relu)
+        self.net = speed.prepare_model(net, channels_last=channels_last, compile=compile)
         self.tta = tta  # evaluation averages the logits of each image and its mirror (dataset.tta)
         self.channels_last = channels_last  # inputs in NHWC, like the weights (model.channels_last)
-        self.run_config = run_config  # resolved model/dataset config, stored in checkpoints (resume.py)
-        self.optimizer_cfg = optimizer
+        self.run_config = run_config  # resolved model/dataset config, stored in checkpoints (rundir/start.py)
+        self.optimizer_cfg = group_from_plain("optimizer", optimizer or {"name": "sgd"})
         self.optimizer_impl = optimizer_impl  # fused / foreach / for_loop (speed.SpeedPlan)
-        self.scheduler_cfg = scheduler
+        self.scheduler_cfg = group_from_plain("scheduler", scheduler or {"name": "constant"})
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.top5 = names.has_top5(num_classes)
         stages = (names.TRAIN, names.VAL, names.TEST)
@@ -54,6 +88,7 @@ class NiNClassifier(L.LightningModule):
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # survives a resume
         self._planned_schedule: dict[str, Any] | None = None
+        self.trained_epochs: int | None = None  # of the checkpoint it was loaded from (Lightning's epoch + 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -66,7 +101,8 @@ class NiNClassifier(L.LightningModule):
         return 0.5 * (logits + self(x.flip(-1))) if self.tta else logits
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        """Evaluation (val or test): loss, top-1 and, for > 10 classes, top-5 accuracy."""
+        """Evaluation (val or test): loss, top-1 and, for > 10 classes, top-5 accuracy. Returns the logits,
+        which Lightning hands to the callbacks' `on_*_batch_end` (the evaluate command collects them)."""
         images, labels = batch
         logits = self.evaluate(images)
         loss = self.loss(logits, labels)
@@ -83,7 +119,7 @@ class NiNClassifier(L.LightningModule):
             acc5 = self.metrics[f"{stage}_acc5"]
             acc5(logits, labels)
             self.log(names.acc5(stage), acc5, on_step=False, on_epoch=True, logger=to_logger)
-        return loss
+        return logits
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Loss; train/acc and train/loss_epoch accumulate on the device, train/loss_step at logging steps.
@@ -116,11 +152,16 @@ class NiNClassifier(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._train_metrics_logged = False
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, names.VAL)
+    def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch, names.VAL)
 
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, names.TEST)
+    def test_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch, names.TEST)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Evaluation logits (TTA as at test time) of a batch of images, or of (images, labels)."""
+        images = batch[0] if isinstance(batch, tuple | list) else batch
+        return self.evaluate(images)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -132,6 +173,42 @@ class NiNClassifier(L.LightningModule):
         """Record the run's model/dataset config, so that a resume with a different one is refused."""
         if self.run_config:
             checkpoint[CONFIG_KEY] = self.run_config
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A loaded model keeps its run's record, and a checkpoint it saves in turn has it too."""
+        self.run_config = checkpoint.get(CONFIG_KEY, self.run_config)
+        epoch = checkpoint.get("epoch")  # 0-based, of the epoch that saved it; the console counts from 1
+        self.trained_epochs = None if epoch is None else int(epoch) + 1
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Path | IO[bytes],
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = True,
+        **kwargs: Any,
+    ) -> NiNClassifier:
+        """Lightning's `load_from_checkpoint` (tensors and plain types only: `weights_only=True`), for every
+        checkpoint this project writes, including those from before the hyperparameters were saved: their
+        model is rebuilt from the config they record (`nin_config`). Keyword arguments override saved
+        hyperparameters, e.g. `compile=False`. A file that is none of these gives a one-line UserError."""
+        legacy: dict[str, Any] = {}
+        if isinstance(checkpoint_path, str | Path) and Path(checkpoint_path).is_file():
+            path = Path(checkpoint_path)
+            checkpoint = load_checkpoint_file(path, fix=LOAD_FIX)  # one line for a truncated or foreign file
+            if hparams_file is None and not checkpoint.get(cls.CHECKPOINT_HYPER_PARAMS_KEY):
+                legacy = hparams_from_record(checkpoint, path)
+        try:
+            return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
+                                                strict=strict, weights_only=weights_only, **(legacy | kwargs))
+        except RuntimeError as exc:
+            if "Error(s) in loading state_dict" not in str(exc):
+                raise
+            first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+            raise UserError(f"{checkpoint_path}: its weights do not fit the NiN its hyperparameters describe "
+                            f"({first[:160]}); {LOAD_FIX}") from exc
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
         super().lr_scheduler_step(scheduler, metric)
@@ -154,3 +231,22 @@ class NiNClassifier(L.LightningModule):
         """After Lightning restored a checkpoint: the LR schedule follows the current config (optim.keep_plan)."""
         if self._planned_schedule is not None and self.trainer.lr_scheduler_configs:
             keep_plan(self.trainer.lr_scheduler_configs[0].scheduler, self._planned_schedule)
+
+
+def hparams_from_record(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The constructor's arguments for a checkpoint written before they were saved, from its `nin_config`:
+    the NiN and the dataset as recorded, the optimizer and scheduler by name with their defaults (what
+    training further would need: load it with `optimizer=`/`scheduler=` to change them), and speed
+    switches that the config left at `auto` as they would be chosen on this machine."""
+    record = checkpoint.get(CONFIG_KEY)
+    model = record.get("model") if isinstance(record, dict) else None
+    dataset = record.get("dataset") if isinstance(record, dict) else None
+    if not isinstance(model, dict) or not isinstance(dataset, dict) or "num_classes" not in model:
+        raise UserError(f"{path} holds neither hyperparameters nor the model config that nin-lightning records "
+                        f"({CONFIG_KEY}), so its model cannot be rebuilt; {LOAD_FIX}")
+    channels_last, _ = speed.resolve_channels_last(model.get("channels_last", "auto"), speed.target_device("auto"))
+    tta = speed.resolve_tta(dataset.get("tta", "auto"), str(dataset.get("name")), bool(dataset.get("flip", False)))
+    return {**{k: model[k] for k in NET_KEYS if k in model}, "label_smoothing": model.get("label_smoothing", 0.0),
+            "optimizer": {"name": record.get("optimizer") or "sgd"},
+            "scheduler": {"name": record.get("scheduler") or "constant"},
+            "tta": tta, "channels_last": channels_last, "dataset": dataset}

@@ -26,8 +26,7 @@ from nin_lightning.config import JobContext, TrainConfig, to_plain_dict, validat
 from nin_lightning.data import build_datamodule, check_data_files
 from nin_lightning.data.base import NiNDataModule
 from nin_lightning.errors import one_line
-from nin_lightning.models import NiN
-from nin_lightning.module import NiNClassifier
+from nin_lightning.module import NET_KEYS, NiNClassifier
 from nin_lightning.rundir import RunDir, Start, last_checkpoint, snapshot
 from nin_lightning.rundir.checkpoint_io import AtomicCheckpointIO
 from nin_lightning.rundir.disk import warn_if_low_disk
@@ -38,14 +37,16 @@ OBJECTIVE = metric_names.VAL_ACC_BEST  # what train() returns: the value a sweep
 DEFAULT_RUN_DIR = Path("outputs/run")
 
 
-def build_model(conf: TrainConfig, plan: speed.SpeedPlan, run_config: dict[str, Any] | None = None) -> NiNClassifier:
-    """NiN and its LightningModule, with the plan's memory format, compile and optimizer implementation."""
+def build_model(conf: TrainConfig, plan: speed.SpeedPlan, run_config: dict[str, Any] | None = None,
+                class_names: list[str] | None = None) -> NiNClassifier:
+    """NiN and its LightningModule, with the plan's memory format, compile and optimizer implementation.
+
+    Everything goes in as plain values, which every checkpoint keeps (`NiNClassifier.load_from_checkpoint`)."""
     m = conf.model
-    net = NiN(m.num_classes, m.in_channels, m.preset, m.width, m.dropout, m.batch_norm, m.init, m.init_std,
-              m.final_relu)
-    net = speed.prepare_model(net, channels_last=plan.channels_last, compile=plan.compile)
-    return NiNClassifier(net, m.num_classes, conf.optimizer, conf.scheduler, m.label_smoothing, run_config,
-                         tta=plan.tta, channels_last=plan.channels_last, optimizer_impl=plan.optimizer_impl)
+    return NiNClassifier(**{key: getattr(m, key) for key in NET_KEYS}, label_smoothing=m.label_smoothing,
+                         optimizer=asdict(conf.optimizer), scheduler=asdict(conf.scheduler), tta=plan.tta,
+                         channels_last=plan.channels_last, compile=plan.compile, optimizer_impl=plan.optimizer_impl,
+                         dataset=asdict(conf.dataset), class_names=class_names, run_config=run_config)
 
 
 def build_trainer(conf: TrainConfig, plan: speed.SpeedPlan, callbacks: list[Any], loggers: list[Any],
@@ -136,7 +137,7 @@ def _fit_and_test(conf: TrainConfig, plain: dict[str, Any], job: JobContext, run
                   plan: speed.SpeedPlan, datamodule: NiNDataModule, extra: list[Any], head: dict[str, Any]) -> float:
     """Fit from START, test best.ckpt, and close the run whatever happens (metrics.json, W&B, DDP ranks)."""
     L.seed_everything(conf.seed, workers=True, verbose=False)
-    model = build_model(conf, plan, snapshot(plain))
+    model = build_model(conf, plan, snapshot(plain), datamodule.class_names)
     preemption = PreemptionCheckpoint(last_checkpoint(run.path))
     tracker = Tracker(conf.logger, run.path, plain | {"speed": plan.record()}, job.group, job.name or run.path.name,
                       conf.tags, excuse=preemption.excuses, identity=start.wandb)

@@ -457,7 +457,6 @@ def test_ddp_accuracy_is_the_whole_sets(tmp_path, monkeypatch):
 
     import lightning as L
     from lightning.pytorch.strategies import DDPStrategy
-    from torch import nn
 
     from nin_lightning.module import NiNClassifier
 
@@ -470,9 +469,7 @@ def test_ddp_accuracy_is_the_whole_sets(tmp_path, monkeypatch):
     dm = build_datamodule(conf.dataset)
     dm.setup("fit")
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 8, 5, stride=3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                        nn.Flatten(), nn.Linear(8, 10))
-    model = NiNClassifier(net, 10, conf.optimizer, conf.scheduler)
+    model = NiNClassifier(10, 1, "mnist", width=0.1, optimizer={"name": "adamw"}, scheduler={"name": "constant"})
     ddp = DDPStrategy(start_method="fork", timeout=timedelta(seconds=60))  # a deadlock fails, not hangs
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy=ddp, max_epochs=1, limit_train_batches=2,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -65,11 +65,9 @@ def test_final_relu_knob():
 
 @pytest.mark.parametrize(("classes", "top5"), [(10, False), (100, True)])
 def test_top5_only_with_more_than_ten_classes(classes, top5):
-    from nin_lightning.config import ConstantConfig, SGDConfig
     from nin_lightning.module import NiNClassifier
 
-    module = NiNClassifier(NiN(classes, 3, "cifar", width=0.1), classes, SGDConfig(), ConstantConfig(),
-                           label_smoothing=0.1)
+    module = NiNClassifier(classes, 3, "cifar", width=0.1, label_smoothing=0.1)
     top5_metrics = {k for k in module.metrics if k.endswith("_acc5")}
     assert top5_metrics == ({"train_acc5", "val_acc5", "test_acc5"} if top5 else set())
     logits, labels = torch.randn(8, classes), torch.randint(0, classes, (8,))

@@ -8,9 +8,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from nin_lightning import metric_names
-from nin_lightning.config import ConstantConfig, SGDConfig, validate
+from nin_lightning.config import validate
 from nin_lightning.errors import UserError
-from nin_lightning.models import NiN
 from nin_lightning.module import NiNClassifier
 
 
@@ -31,7 +30,7 @@ class Noise(L.LightningDataModule):
 
 @pytest.mark.parametrize("classes", [10, 100])
 def test_every_monitorable_name_is_logged(classes):
-    module = NiNClassifier(NiN(classes, 3, "cifar", width=0.1), classes, SGDConfig(), ConstantConfig())
+    module = NiNClassifier(classes, 3, "cifar", width=0.1, optimizer={"name": "sgd"}, scheduler={"name": "constant"})
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(module, datamodule=Noise(classes))

@@ -203,8 +203,8 @@ def test_tta_averages_the_image_and_its_mirror():
     from nin_lightning.module import NiNClassifier
 
     torch.manual_seed(0)
-    net = NiN(10, 3, "cifar", width=0.1, dropout=0.0, batch_norm=False).eval()
-    module = NiNClassifier(net, 10, SGDConfig(), PlateauConfig(), tta=True)
+    module = NiNClassifier(10, 3, "cifar", width=0.1, dropout=0.0, batch_norm=False, tta=True).eval()
+    net = module.net
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         expected = 0.5 * (net(x) + net(x.flip(-1)))

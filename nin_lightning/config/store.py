@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import fields, is_dataclass
-from typing import get_type_hints
+from typing import Any, get_type_hints
 
 from nin_lightning.config.schema import (
     AdamWConfig,
@@ -22,6 +22,7 @@ from nin_lightning.config.schema import (
     TrainConfig,
     TrainerConfig,
 )
+from nin_lightning.errors import UserError
 
 # (group, name in the ConfigStore) -> schema. A group's YAML files extend one of these via their defaults
 # list; Hydra's `--help` hides them (conf/hydra/help). The root config is `train_schema`.
@@ -80,3 +81,22 @@ def known_keys() -> tuple[str, ...]:
     for (group, _), schema in SCHEMAS.items():
         keys.update(_keys(schema, f"{group}." if group else ""))
     return tuple(sorted(keys))
+
+
+def from_plain(schema: type, values: dict[str, Any]) -> Any:
+    """SCHEMA's dataclass from a plain dict (a checkpoint's record of its config), range-checked by the schema.
+
+    Keys the schema no longer defines are dropped and keys it gained take their defaults, so a checkpoint
+    written by another version of the code still loads."""
+    known = {f.name for f in fields(schema)}
+    return schema(**{k: v for k, v in values.items() if k in known})
+
+
+def group_from_plain(group: str, values: dict[str, Any]) -> Any:
+    """A group's node as a plain dict with its `name` (`{"name": "sgd", "lr": 0.1, ...}`) -> its typed schema."""
+    name = values.get("name")
+    schema = SCHEMAS.get((group, f"{name}_schema"))
+    if schema is None:
+        names = sorted(n.removesuffix("_schema") for g, n in SCHEMAS if g == group)
+        raise UserError(f"{group} {name!r} is not one this version knows; choose one of: {', '.join(names)}")
+    return from_plain(schema, values)

@@ -91,6 +91,7 @@ class NiNDataModule(L.LightningDataModule):
         self.train_split: Split | None = None
         self.val_split: Split | None = None
         self.test_split: Split | None = None
+        self.class_names: list[str] | None = None  # the classes' names in label order, where the files have them
         # uint8 batch -> float batch, replacing mean/std normalization (dataset.preprocess != none)
         self.preprocessor: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._augment_generator: torch.Generator | None = None  # DDP ranks > 0 (augment_generator)

@@ -60,6 +60,7 @@ class CIFAR10DataModule(NiNDataModule):
         except RuntimeError as exc:
             raise self._diagnose(exc) from exc
         source = self._folder() / (cls.train_list if train else cls.test_list)[0][0]
+        self.class_names = list(ds.classes)  # from the dataset's meta file: saved with the model (module.py)
         # torchvision keeps (N, 32, 32, 3) HWC; the base wants contiguous NCHW
         return files.to_split(self.cfg, ds.data.transpose(0, 3, 1, 2), ds.targets, source)
 

@@ -47,9 +47,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint_file(Path(path))
 
 
-def load_checkpoint_file(path: Path) -> dict[str, Any]:
+def load_checkpoint_file(path: Path, fix: str | None = None) -> dict[str, Any]:
     """torch.load with weights_only=True (tensors and plain types: this project's checkpoints, RNG states
-    included), so a checkpoint from elsewhere cannot run code; one line for a truncated or foreign file."""
+    included), so a checkpoint from elsewhere cannot run code; one line for a truncated or foreign file,
+    ending in FIX (default: what a training start can do about it)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -58,6 +59,7 @@ def load_checkpoint_file(path: Path) -> dict[str, Any]:
         foreign = isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower().replace("_", " ")
         if foreign:
             raise UserError(f"checkpoint {path} holds Python objects besides tensors (not one of this project's); "
-                            "refusing to unpickle it: point ckpt_path at a checkpoint nin-lightning wrote") from exc
-        raise UserError(f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}); start fresh in a new "
-                        "run dir or point ckpt_path at another checkpoint") from exc
+                            f"refusing to unpickle it: {fix or 'point ckpt_path at a checkpoint nin-lightning wrote'}"
+                            ) from exc
+        raise UserError(f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}); "
+                        f"{fix or 'start fresh in a new run dir or point ckpt_path at another checkpoint'}") from exc

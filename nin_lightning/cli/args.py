@@ -1,0 +1,76 @@
+"""What the commands on a trained run share (`python -m nin_lightning.evaluate | predict | export`): the
+run dir and checkpoint arguments, argparse's mistakes as one line, and opening the run (`open_run`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from nin_lightning.errors import UserError
+from nin_lightning.status import say
+
+if TYPE_CHECKING:
+    from nin_lightning.inference.loading import LoadedRun
+
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")  # key=value, as train.py takes overrides
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are UserErrors, so `one_line_errors` prints them as one line like any other."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message}; see {self.prog} --help")
+
+
+def run_parser(command: str, description: str) -> Parser:
+    """A parser with RUN_DIR and --ckpt best|last."""
+    parser = Parser(prog=f"python -m nin_lightning.{command}", description=description)
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                        help="a training run's dir (its hydra.run.dir, e.g. outputs/runs/<time>)")
+    parser.add_argument("--ckpt", choices=("best", "last"), default="best",
+                        help="checkpoints/best.ckpt (the best epoch, what the run's test scored) or last.ckpt")
+    return parser
+
+
+def split_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(the `key=value` overrides, the other arguments), each in the order given."""
+    overrides = [a for a in args if OVERRIDE.match(a)]
+    return overrides, [a for a in args if not OVERRIDE.match(a)]
+
+
+def on_off(value: str | None) -> bool | None:
+    """--tta on|off -> True/False; not given -> None (the run's own choice)."""
+    return None if value is None else value == "on"
+
+
+def quiet_lightning() -> None:
+    """Lightning's start-up lines (`GPU available: ...`) describe its Trainer, not the run being used: muted;
+    and the library warnings train.py filters."""
+    import lightning  # noqa: F401  (its loggers get their level when it is imported; ours must come after)
+
+    from nin_lightning.cli.quiet import quiet_libraries
+
+    quiet_libraries()  # the warnings train.py filters too
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def open_run(args: argparse.Namespace, overrides: Sequence[str], **options: Any) -> LoadedRun:
+    """ARGS.run_dir's ARGS.ckpt, loaded as its test ran (inference.loading.load_run, with OPTIONS), its notes said.
+
+    The run dir, checkpoint and overrides are checked first, so that their mistakes fail before torch's start-up."""
+    from nin_lightning.inference.run_files import checkpoint_path, parse_overrides
+
+    checkpoint_path(args.run_dir, args.ckpt)
+    dataset = parse_overrides(overrides)
+    quiet_lightning()
+    from nin_lightning.inference.loading import load_run
+
+    run = load_run(args.run_dir, args.ckpt, dataset, **options)
+    for note in run.notes:
+        say(note)
+    return run

@@ -1,0 +1,36 @@
+"""`python -m nin_lightning.export RUN_DIR --format onnx [--ckpt best|last] [--out FILE.onnx]`: a trained run's
+network as ONNX, checked against PyTorch, with its preprocessing beside it (docs/using-models.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from nin_lightning.cli.args import open_run, run_parser
+from nin_lightning.cli.errors import one_line_errors
+from nin_lightning.status import say
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Export, measure |ONNX - PyTorch| on a real batch, and print it."""
+    from nin_lightning.inference.run_files import FORMATS
+
+    parser = run_parser("export", "Export a trained run's network (ONNX, dynamic batch axis), checked against "
+                                  "PyTorch on the run's test images, with its preprocessing recorded beside it.")
+    parser.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (the only format so far)")
+    parser.add_argument("--out", type=Path, help="the model file (default: RUN_DIR/export/<ckpt>.onnx)")
+    parser.add_argument("overrides", nargs="*", metavar="dataset.KEY=VALUE",
+                        help="dataset.root (the test images the export is checked on), dataset.download")
+    args = parser.parse_intermixed_args(argv)
+    run = open_run(args, args.overrides, compile=False)
+    from nin_lightning.inference.onnx_export import ONNX_TOLERANCE, export_onnx
+
+    exported = export_onnx(run, args.out)
+    print(f"onnx: max |ONNX - PyTorch| = {exported.max_abs_diff:.3g} on the logits of {exported.images} test "
+          f"images (tolerance {ONNX_TOLERANCE:g}); batch axis dynamic (checked with {exported.images} and 1 images)")
+    say(f"wrote {exported.model} and {exported.preprocessing.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(one_line_errors(main))

@@ -1,0 +1,113 @@
+"""Export a run's network to ONNX, checked against PyTorch before anything is written.
+
+The ONNX model is the network alone, in fp32: normalised images (N, C, H, W) -> logits (N, classes), with
+a dynamic batch axis. Its preprocessing (pixel / 255, mean, std, input size, channels) and the class names
+are recorded next to it in <name>.preprocessing.json. onnxruntime runs the model on a real batch of the
+run's test images and on a single image, and the largest |ONNX - PyTorch| logit difference must stay
+within ONNX_TOLERANCE; only then are the files written (each whole or not at all).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nin_lightning.errors import UserError
+from nin_lightning.inference.evaluation import check_images
+from nin_lightning.inference.loading import LoadedRun
+from nin_lightning.rundir import atomic_write
+
+EXPORT_DIR = "export"  # RUN_DIR/export/<ckpt>.onnx
+# Largest |ONNX - PyTorch| accepted on the fp32 logits. Both run fp32 on the CPU; only the order of the float
+# sums differs (onnxruntime fuses BatchNorm into the convolutions), which moves logits of magnitude ~10 by
+# ~1e-6 (float32's epsilon is 1.2e-7). 1e-4 leaves room for other CPUs' kernels and still catches a wrong op.
+ONNX_TOLERANCE = 1e-4
+CHECK_IMAGES = 64  # the real batch: the run's first test images
+INPUT, OUTPUT = "images", "logits"
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What export wrote and how closely onnxruntime matched PyTorch."""
+
+    model: Path
+    preprocessing: Path
+    max_abs_diff: float
+    images: int  # in the real batch
+
+
+def default_path(run: LoadedRun) -> Path:
+    """RUN_DIR/export/<ckpt>.onnx (best.onnx or last.onnx)."""
+    return run.run_dir / EXPORT_DIR / f"{run.checkpoint.stem}.onnx"
+
+
+def preprocessing_path(model_path: Path) -> Path:
+    return model_path.with_name(f"{model_path.stem}.preprocessing.json")
+
+
+def _max_diff(session: Any, x: torch.Tensor, reference: torch.Tensor) -> float:
+    [out] = session.run([OUTPUT], {INPUT: x.numpy()})
+    return float(np.abs(out - reference.numpy()).max())
+
+
+def export_onnx(run: LoadedRun, out: Path | None = None) -> Exported:
+    """RUN's network as ONNX at OUT (default: RUN_DIR/export/<ckpt>.onnx), with its preprocessing beside it."""
+    import onnxruntime
+
+    dataset = run.dataset
+    if dataset.preprocess != "none":
+        raise UserError(f"{run.run_dir}: the run whitens its inputs (dataset.preprocess={dataset.preprocess}), which "
+                        "mean and std cannot describe, so an exported model would not know its preprocessing; "
+                        "export a run trained with dataset.preprocess=none")
+    out = Path(out) if out is not None else default_path(run)
+    if out.suffix != ".onnx":
+        raise UserError(f"--out {out}: give a file name ending in .onnx")
+    test = run.datamodule().test_split
+    assert test is not None  # set up by datamodule()
+    check_images(run, test.images, f"the {dataset.name} test split in {dataset.root}")
+    x = run.normalise(test.images[:CHECK_IMAGES]).float()
+    # the network alone, fp32 and NCHW: no TTA, no autocast, no channels_last (a layout, not a result)
+    net = copy.deepcopy(run.model.net).float().to(memory_format=torch.contiguous_format).eval()
+    with torch.no_grad():
+        reference = net(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on its own internals
+        program = torch.onnx.export(net, (x,), dynamo=True, verbose=False, input_names=[INPUT], output_names=[OUTPUT],
+                                    dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}})
+    data = program.model_proto.SerializeToString()
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    if isinstance(session.get_inputs()[0].shape[0], int):
+        raise UserError(f"{out}: the exported model's batch axis came out fixed; report this with the run's config")
+    diff = max(_max_diff(session, x, reference), _max_diff(session, x[:1], reference[:1]))  # also one image: dynamic
+    if not diff <= ONNX_TOLERANCE:
+        raise UserError(f"{out} not written: onnxruntime's logits differ from PyTorch's by up to {diff:.3g} on "
+                        f"{len(x)} test images (tolerance {ONNX_TOLERANCE:g}); check onnxruntime's version")
+    record = {
+        "model": out.name, "format": "onnx", "opset": int(program.model_proto.opset_import[0].version),
+        "run_dir": str(run.run_dir), "checkpoint": str(run.checkpoint.relative_to(run.run_dir)),
+        "trained_epochs": run.model.trained_epochs, "dataset": dataset.name,
+        "input": {"name": INPUT, "shape": ["batch", int(run.model.hparams["in_channels"]), dataset.image_size,
+                                           dataset.image_size],
+                  "dtype": "float32", "layout": "NCHW", "channels": "grey" if run.model.hparams["in_channels"] == 1
+                  else "RGB"},
+        "preprocessing": {"image_size": dataset.image_size, "scale": 1 / 255, "mean": list(dataset.mean),
+                          "std": list(dataset.std), "formula": "(pixel / 255 - mean[c]) / std[c] per channel c"},
+        "output": {"name": OUTPUT, "shape": ["batch", int(run.model.hparams["num_classes"])],
+                   "meaning": "logits: apply softmax for probabilities"},
+        "class_names": [run.label(i) for i in range(int(run.model.hparams["num_classes"]))],
+        "test_time_augmentation": {"run": bool(run.model.tta), "in_model": False,
+                                   "note": "the run's test averaged each image's logits with its mirror's"
+                                   if run.model.tta else "none"},
+        "check": {"images": len(x), "max_abs_diff": diff, "tolerance": ONNX_TOLERANCE, "batch_sizes": [len(x), 1],
+                  "onnxruntime": onnxruntime.__version__, "torch": torch.__version__},
+    }
+    atomic_write(out, data)
+    meta = atomic_write(preprocessing_path(out), json.dumps(record, indent=2) + "\n")
+    return Exported(out, meta, diff, len(x))

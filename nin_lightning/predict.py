@@ -1,0 +1,41 @@
+"""`python -m nin_lightning.predict RUN_DIR IMAGES... [--ckpt best|last] [--top K] [--out FILE.csv]`: classify
+PNG/JPEG files, or folders of them, with a trained run (docs/using-models.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from nin_lightning.cli.args import open_run, run_parser, split_overrides
+from nin_lightning.cli.errors import one_line_errors
+from nin_lightning.status import say
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print each image's most probable classes and write them as CSV."""
+    from nin_lightning.inference.run_files import DEFAULT_TOP
+
+    parser = run_parser("predict", "Classify image files with a trained run: each file's most probable classes, "
+                                   "printed and written as CSV.")
+    parser.add_argument("images", nargs="+", metavar="IMAGES", help="PNG/JPEG files, or folders of them")
+    parser.add_argument("--top", type=int, default=DEFAULT_TOP, help=f"classes per image (default {DEFAULT_TOP})")
+    parser.add_argument("--out", type=Path, help="the CSV (default: RUN_DIR/predictions/<time>.csv)")
+    args = parser.parse_intermixed_args(argv)
+    overrides, images = split_overrides(args.images)
+    run = open_run(args, overrides, compile=False)
+    from nin_lightning.inference.prediction import default_csv, line, predict_files, write_csv
+
+    predictions = predict_files(run, [Path(p) for p in images], args.top)
+    for prediction in predictions:
+        print(line(run, prediction))
+    converted = sum(bool(p.converted) for p in predictions)
+    if converted:
+        size = run.dataset.image_size
+        say(f"{converted} of {len(predictions)} images converted to the run's {run.model.hparams['in_channels']}x"
+            f"{size}x{size} input (see the CSV's `converted` column)")
+    say(f"wrote {write_csv(args.out or default_csv(run), run, predictions)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(one_line_errors(main))
