@@ -44,8 +44,12 @@ SCHEMAS: dict[tuple[str | None, str], type] = {
 
 
 def register_configs() -> None:
-    """Put every schema in Hydra's ConfigStore."""
+    """Put every schema in Hydra's ConfigStore, and register the resolvers conf/ uses."""
     from hydra.core.config_store import ConfigStore
+
+    from nin_lightning.config.sweep import register_resolvers
+
+    register_resolvers()
 
     store = ConfigStore.instance()
     for (group, name), node in SCHEMAS.items():
