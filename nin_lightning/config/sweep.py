@@ -17,7 +17,8 @@ UNSWEPT = "sweep"  # the name of a -m run that sweeps nothing (one value per key
 
 
 @functools.cache
-def _parser() -> Any:
+def override_parser() -> Any:
+    """Hydra's parser of command-line overrides (built once)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     return OverridesParser.create()
@@ -25,7 +26,7 @@ def _parser() -> Any:
 
 def swept_keys(task: Iterable[str], params: Mapping[str, Any] | None = None) -> list[str]:
     """The keys a sweep varies, in command-line order: its sweep overrides and hydra.sweeper.params'."""
-    keys = [o.key_or_group for o in _parser().parse_overrides(list(task)) if o.is_sweep_override()]
+    keys = [o.key_or_group for o in override_parser().parse_overrides(list(task)) if o.is_sweep_override()]
     keys += [str(key).lstrip("+~") for key in (params or {})]
     return list(dict.fromkeys(keys))
 

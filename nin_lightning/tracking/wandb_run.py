@@ -18,6 +18,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from nin_lightning import compat
 from nin_lightning.config import LoggerConfig
+from nin_lightning.config.sweep import short_names
 from nin_lightning.rundir.atomic import atomic_write
 from nin_lightning.rundir.layout import WANDB_RUN_FILE
 from nin_lightning.status import say
@@ -68,6 +69,19 @@ def agent_run() -> dict[str, str]:
     return {key: os.environ[var] for key, var in keys.items() if os.environ.get(var)}
 
 
+def agent_params() -> list[str]:
+    """The W&B sweep's parameter names (model.dropout, seed): the agent writes this run's values to the
+    file WANDB_SWEEP_PARAM_PATH names ({key: {value: ...}}) before it starts the command."""
+    import yaml
+
+    path = os.environ.get("WANDB_SWEEP_PARAM_PATH")
+    try:
+        params = yaml.safe_load(Path(path).read_text()) if path else None
+    except (OSError, yaml.YAMLError):
+        return []
+    return [str(k) for k in params if not str(k).startswith(("_", "wandb_"))] if isinstance(params, dict) else []
+
+
 class TolerantWandbLogger(WandbLogger):
     """Lightning's WandbLogger, except that a failed write which `excuse` explains (the preemption signal,
     which also stops W&B's service) only loses those rows instead of failing the job."""
@@ -115,6 +129,9 @@ class Tracker:
         run_id = agent.get("id") or saved.get("id") or secrets.token_hex(4)
         if saved.get("id") and run_id != saved["id"]:
             say(f"W&B agent run {run_id} continues this run dir (its W&B run was {saved['id']})")
+        if agent:  # the sweep's runs form a group (the report's --group), tagged with its parameters
+            group = group or f"sweep-{agent['sweep']}"
+            tags = list(dict.fromkeys([*tags, *short_names(agent_params())]))
         group, name = saved.get("group", self.cfg.group or group), saved.get("name", name)
         self.run = wandb.init(
             project=agent.get("project", self.cfg.project),
