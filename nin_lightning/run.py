@@ -163,7 +163,7 @@ def _fit_and_test(conf: TrainConfig, plain: dict[str, Any], job: JobContext, run
     try:
         ranks = LocalRanks.start(conf, job)  # DDP under -m: this job's ranks, in this job's dir
         callbacks = build_callbacks(conf.callbacks, run, progress_mode(conf), bool(tracker.loggers), preemption)
-        trainer = build_trainer(conf, plan, [*callbacks, *extra], tracker.loggers, run.path, start,
+        trainer = build_trainer(conf, plan, [*callbacks, *tracker.callbacks, *extra], tracker.loggers, run.path, start,
                                 strategy=ranks.strategy(conf))
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(start.path) if start.path else None)
         metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")})

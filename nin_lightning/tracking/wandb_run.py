@@ -110,6 +110,8 @@ class Tracker:
         self.identity = identity or {}  # the W&B run a continued run logs into (rundir: wandb_run.json)
         self.run: Any = None
         self.loggers: list[Logger] = []
+        self.callbacks: list[Any] = []  # Lightning callbacks the tracker needs (wandb-osh's sync trigger)
+        self.osh: Any = None
         if cfg.name == "csv":
             self.loggers = [CSVLogger(save_dir=str(run_dir), name="csv")]
         elif cfg.name == "wandb" and rank_zero_only.rank != 0:
@@ -154,6 +156,11 @@ class Tracker:
         identity = {"id": run_id, "group": group, "name": name} | ({"sweep": agent["sweep"]} if agent else {})
         atomic_write(run_file, json.dumps(identity) + "\n")
         self.loggers = [TolerantWandbLogger(excuse=self.excuse, experiment=self.run)]
+        if self.cfg.osh and mode == "offline":
+            from nin_lightning.tracking.osh import OshSync
+
+            self.osh = OshSync(self.run, Path(self.cfg.osh_dir) if self.cfg.osh_dir else None)
+            self.callbacks = [self.osh]
         if mode == "offline":
             say(f"W&B offline run in {self.run.dir.rsplit('/files', 1)[0]}; upload it later with "
                 f"`wandb sync {self.run_dir / 'wandb'}/offline-run-*`")
@@ -170,3 +177,5 @@ class Tracker:
                 self.run.summary.update(run_summary(metrics))
             self.run.finish(exit_code=exit_code)
             self.run = None
+            if self.osh is not None:  # the finished run's last rows and summary
+                self.osh.trigger()
