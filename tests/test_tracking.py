@@ -46,9 +46,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """A 2x2 digits sweep (dropout 0.0, 0.5 x seeds 1, 2; 3 epochs), offline W&B with wandb-osh triggers."""
     tmp = tmp_path_factory.mktemp("sweep")
     env = cli_env(tmp)
-    osh_dir = tmp / "osh"
-    out = _run([sys.executable, str(ROOT / "train.py"), *SWEEP_ARGS, "logger.osh=true", f"logger.osh_dir={osh_dir}"],
-               env, tmp)
+    osh_dir = tmp / "osh"  # relative on the command line: the value is part of each job's dir name
+    out = _run([sys.executable, str(ROOT / "train.py"), *SWEEP_ARGS, "logger.osh=true", "logger.osh_dir=osh"], env, tmp)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     (sweep_dir,) = (tmp / "outputs" / "sweeps").iterdir()
     jobs = sorted((d for d in sweep_dir.iterdir() if (d / ".hydra").is_dir()), key=lambda d: int(d.name.split("_")[0]))
@@ -300,6 +299,8 @@ def test_a_run_started_by_the_wandb_agent_uses_its_ids_and_resumes(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     assert json.loads(first.stdout.splitlines()[-1])["exit_code"] == 143, first.stderr[-3000:]  # preempted
     run_dir = tmp_path / "outputs" / "wandb_sweeps" / "sw2x2abc" / "run5ag7"
+    identity = {"id": "run5ag7", "sweep": "sw2x2abc", "group": "sweep-sw2x2abc", "name": None}
+    assert json.loads((run_dir / "wandb_run.json").read_text()) | {"name": None} == identity  # the agent's run
     assert read_metrics(run_dir)["status"] == "preempted"
     second = _run([*agent, "resume"], env, ROOT)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -307,8 +308,7 @@ def test_a_run_started_by_the_wandb_agent_uses_its_ids_and_resumes(tmp_path):
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "completed" and metrics["epochs"] == 4 and metrics["test/acc"] > 0.85
     assert [int(r["epoch"]) for r in _history(run_dir)] == [1, 2, 3, 4]
-    assert json.loads((run_dir / "wandb_run.json").read_text()) | {"name": None} == {
-        "id": "run5ag7", "sweep": "sw2x2abc", "group": "sweep-sw2x2abc", "name": None}
+    assert json.loads((run_dir / "wandb_run.json").read_text()) | {"name": None} == identity
     segments = offline_runs(run_dir)
     assert len(segments) == 2
     for segment in segments:
