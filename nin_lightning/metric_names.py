@@ -14,6 +14,13 @@ TRAIN_LOSS = "train/loss_epoch"  # the mean training loss of an epoch
 VAL_ACC_BEST = "val/acc_best"  # the best val/acc so far (the sweeps' objective)
 TOP5_FROM_CLASSES = 11  # top-5 accuracy is logged for datasets with more classes than 10
 
+# The two x-axes of every chart (W&B's define_metric; docs/tracking.md). EPOCH counts from 1: the row of
+# epoch N is written when N epochs are done (console, history.csv, W&B and the report's plots agree).
+EPOCH = "epoch"
+GLOBAL_STEP = "trainer/global_step"  # optimizer steps so far (Lightning's WandbLogger adds it to each row)
+LR_PREFIX = "lr"  # the learning rate of param group i, at the logger's steps: lr/pg0, lr/pg1, ...
+BEST_EPOCH = "best_epoch"  # the epoch whose weights are best.ckpt (the ones the test scores)
+
 
 def loss(stage: str) -> str:
     """val/loss, test/loss (training's: TRAIN_LOSS and LOSS_STEP)."""
@@ -28,6 +35,11 @@ def acc(stage: str) -> str:
 def acc5(stage: str) -> str:
     """train/acc5, val/acc5, test/acc5: top-5 accuracy (more than 10 classes)."""
     return f"{stage}/acc5"
+
+
+def lr(group: int) -> str:
+    """lr/pg0, lr/pg1: one key per param group, the same for every optimizer (not Lightning's lr-SGD)."""
+    return f"{LR_PREFIX}/pg{group}"
 
 
 def has_top5(num_classes: int) -> bool:

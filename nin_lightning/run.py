@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from omegaconf import DictConfig
 
 from nin_lightning import metric_names, speed
-from nin_lightning.callbacks import PREEMPTED_EXIT, PreemptionCheckpoint, build_callbacks
+from nin_lightning.callbacks import PREEMPTED_EXIT, PreemptionCheckpoint, best_epoch, build_callbacks
 from nin_lightning.cluster.checks import check_devices
 from nin_lightning.cluster.local_ranks import LocalRanks
 from nin_lightning.cluster.slurm import cluster_plugins, local_rank, process_rank, restart_count, restart_note
@@ -26,12 +27,15 @@ from nin_lightning.config import JobContext, TrainConfig, to_plain_dict, validat
 from nin_lightning.data import build_datamodule, check_data_files
 from nin_lightning.data.base import NiNDataModule
 from nin_lightning.errors import one_line
+from nin_lightning.models import NiN
 from nin_lightning.module import NET_KEYS, NiNClassifier
 from nin_lightning.rundir import RunDir, Start, last_checkpoint, snapshot
 from nin_lightning.rundir.checkpoint_io import AtomicCheckpointIO
 from nin_lightning.rundir.disk import warn_if_low_disk
+from nin_lightning.rundir.metrics import read_metrics
 from nin_lightning.status import say, to_log_files
-from nin_lightning.tracking import Tracker
+from nin_lightning.tracking import Tracker, code_version, model_cost
+from nin_lightning.tracking.summary import head_keys
 
 OBJECTIVE = metric_names.VAL_ACC_BEST  # what train() returns: the value a sweeper maximises
 DEFAULT_RUN_DIR = Path("outputs/run")
@@ -47,6 +51,17 @@ def build_model(conf: TrainConfig, plan: speed.SpeedPlan, run_config: dict[str, 
                          optimizer=asdict(conf.optimizer), scheduler=asdict(conf.scheduler), tta=plan.tta,
                          channels_last=plan.channels_last, compile=plan.compile, optimizer_impl=plan.optimizer_impl,
                          dataset=asdict(conf.dataset), class_names=class_names, run_config=run_config)
+
+
+def _nin(conf: TrainConfig) -> NiN:
+    return NiN(**{key: getattr(conf.model, key) for key in NET_KEYS})
+
+
+def model_size(conf: TrainConfig) -> dict[str, int]:
+    """params and MACs per image of the configured model, built on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        net = _nin(conf)
+    return model_cost(net, (conf.dataset.in_channels, conf.dataset.image_size, conf.dataset.image_size))
 
 
 def build_trainer(conf: TrainConfig, plan: speed.SpeedPlan, callbacks: list[Any], loggers: list[Any],
@@ -126,7 +141,8 @@ def train(cfg: DictConfig, job: JobContext | None = None, callbacks: list[Any] |
         raise
     plan = speed.resolve(conf)  # precision, channels_last, compile, cudnn, optimizer, TTA: `auto` -> this device
     chosen = {f"speed/{k}": v for k, v in plan.record().items()}
-    head = {"seed": conf.seed, **chosen}  # in metrics.json from the start on
+    # in metrics.json from the start on: the seed, the speed choices, the code's version, the model's size
+    head = {"seed": conf.seed, **chosen, **head_keys(code_version(), model_size(conf))}
     run.begin(start, job.hydra_files, head)
     speed.announce(plan)
     warn_if_low_disk(run.path, conf.callbacks.min_free_disk_gb)
@@ -139,8 +155,9 @@ def _fit_and_test(conf: TrainConfig, plain: dict[str, Any], job: JobContext, run
     L.seed_everything(conf.seed, workers=True, verbose=False)
     model = build_model(conf, plan, snapshot(plain), datamodule.class_names)
     preemption = PreemptionCheckpoint(last_checkpoint(run.path))
-    tracker = Tracker(conf.logger, run.path, plain | {"speed": plan.record()}, job.group, job.name or run.path.name,
-                      conf.tags, excuse=preemption.excuses, identity=start.wandb)
+    tags = list(dict.fromkeys([*conf.tags, *job.swept]))  # a sweep's jobs are tagged with its swept keys
+    tracker = Tracker(conf.logger, run.path, plain | {"speed": plan.record(), "code": code_version()}, job.group,
+                      job.name or run.path.name, tags, excuse=preemption.excuses, identity=start.wandb)
     metrics: dict[str, Any] = {"status": "failed", **head}
     exit_code = 1
     ranks = LocalRanks()
@@ -148,12 +165,13 @@ def _fit_and_test(conf: TrainConfig, plain: dict[str, Any], job: JobContext, run
     try:
         ranks = LocalRanks.start(conf, job)  # DDP under -m: this job's ranks, in this job's dir
         callbacks = build_callbacks(conf.callbacks, run, progress_mode(conf), bool(tracker.loggers), preemption)
-        trainer = build_trainer(conf, plan, [*callbacks, *extra], tracker.loggers, run.path, start,
+        trainer = build_trainer(conf, plan, [*callbacks, *tracker.callbacks, *extra], tracker.loggers, run.path, start,
                                 strategy=ranks.strategy(conf))
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(start.path) if start.path else None)
         metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
         metrics["epochs"] = trainer.current_epoch
         metrics["global_step"] = trainer.global_step
+        metrics[metric_names.BEST_EPOCH] = best_epoch(trainer)
         has_best = bool(trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path)
         results = trainer.test(model, datamodule=datamodule, ckpt_path="best" if has_best else None,
                                verbose=False)
@@ -196,7 +214,7 @@ def _close(run: RunDir, metrics: dict[str, Any], exit_code: int, ranks: LocalRan
     try:
         if metrics["status"] == "preempted" and tracker.run is not None:
             tracker.run.mark_preempting()
-        tracker.finish(exit_code)
+        tracker.finish(exit_code, read_metrics(run.path) if closing_error is None else metrics)
     except Exception as exc:  # on SIGTERM, Slurm stops W&B's service process too
         if metrics["status"] != "preempted":
             raise

@@ -69,7 +69,7 @@ def test_digits_run_learns_and_writes_artefacts(run_cli, tmp_path):
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     with (run_dir / "history.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert [int(r["epoch"]) for r in rows] == list(range(12))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 13))  # epochs count from 1 (docs/tracking.md)
     assert float(rows[-1]["train/acc"]) > float(rows[0]["train/acc"])
     # the run's log file holds what the console showed: our status lines and one line per epoch
     log = (run_dir / "train.log").read_text()
@@ -81,7 +81,7 @@ def test_digits_run_learns_and_writes_artefacts(run_cli, tmp_path):
 
     (run,) = offline_runs(run_dir)
     epoch_rows = [r for r in run.history if "val/acc" in r or "train/acc" in r]
-    assert [r["epoch"] for r in epoch_rows] == list(range(12))
+    assert [r["epoch"] for r in epoch_rows] == list(range(1, 13))
     for row, csv_row in zip(epoch_rows, rows, strict=True):
         assert {"train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/acc_best"} <= set(row)
         assert row["val/acc"] == pytest.approx(float(csv_row["val/acc"]))

@@ -91,7 +91,7 @@ def test_a_killed_extension_of_a_finished_run_is_resumed_never_taken_for_finishe
     assert "already finished" not in result.stdout
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "completed" and metrics["epochs"] == 10 and metrics["wall_time_s"] > killed_wall
-    assert history_epochs(run_dir) == list(range(10))
+    assert history_epochs(run_dir) == list(range(1, 11))
     assert not list((run_dir / "checkpoints").glob(".*.tmp"))
 
 
@@ -129,7 +129,7 @@ def test_two_processes_never_train_one_run_dir(finished_run, tmp_path):
     finally:
         first.kill()
     assert first.returncode == 0, err[-3000:]
-    assert history_epochs(run_dir) == list(range(8)) and read_metrics(run_dir)["epochs"] == 8
+    assert history_epochs(run_dir) == list(range(1, 9)) and read_metrics(run_dir)["epochs"] == 8
     runs = offline_runs(run_dir)
     assert len(runs) == 2 and len({r.run_id for r in runs}) == 1  # the fixture's start and the first process's
 
@@ -172,12 +172,12 @@ def test_corrupt_side_files_are_named_and_nothing_is_rewritten(finished_run, tmp
         assert name.split("/")[-1] in line and snapshot(run_dir) == before, line
         assert "{{{" not in line  # a garbled overrides.yaml is not quoted as the run's original overrides
     run_dir = copy_of(finished_run, tmp_path / "cut")
-    with (run_dir / "history.csv").open("a") as fh:  # the row of epoch 3, cut short by a crash (last.ckpt: epoch 2)
-        fh.write("3,60,0.4")
+    with (run_dir / "history.csv").open("a") as fh:  # the row of epoch 4, cut short by a crash (last.ckpt: epoch 3)
+        fh.write("4,60,0.4")
     result = run(tmp_path, "resume=auto", "trainer.max_epochs=4", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = (run_dir / "history.csv").read_text().splitlines()
-    assert history_epochs(run_dir) == [0, 1, 2, 3] and all(",," not in r and not r.endswith(",") for r in rows)
+    assert history_epochs(run_dir) == [1, 2, 3, 4] and all(",," not in r and not r.endswith(",") for r in rows)
 
 
 GRID = ["model.dropout=0.0,0.5", "seed=1,2"]
@@ -220,7 +220,7 @@ def test_a_sweep_relaunched_with_resume_auto_continues_each_job_in_its_own_dir(t
         assert [d.name[:4] for d in dirs] == ["000_", "001_", "002_", "003_"]
         assert not any("resume" in d.name for d in dirs)
         assert {d.name: snapshot(d) for d in dirs[:2]} == done  # finished: left as they were
-        assert all(history_epochs(d) == [0, 1, 2] and read_metrics(d)["status"] == "completed" for d in dirs)
+        assert all(history_epochs(d) == [1, 2, 3] and read_metrics(d)["status"] == "completed" for d in dirs)
         assert result.stdout.count("already finished") == (2 if attempt == 0 else 4)
     report = subprocess.run([*train_cmd()[:1], "-m", "nin_lightning.report", str(sweep_dir)], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=300)
@@ -242,7 +242,7 @@ def test_the_report_counts_a_repeated_setting_and_seed_once(tmp_path):
     shutil.copytree(job, sweep_dir / ("001_" + job.name.split("_", 1)[1]))
     main([str(sweep_dir)])
     report = (sweep_dir / "report.md").read_text()
-    assert "## Duplicates" in report and "counted once" in report
+    assert "### Duplicates" in report and "counted once" in report
     [row] = csv.DictReader((sweep_dir / "report.csv").read_text().splitlines())
     assert (row["n_seeds"], row["n_jobs"]) == ("1", "1")
 
@@ -269,5 +269,5 @@ def test_two_identical_sweeps_into_one_sweep_dir_never_train_a_job_twice(tmp_pat
     assert "(1 completed, 1 incomplete)" in second.stdout  # it trained the job the first had not reached yet
     assert first.returncode == 0 and "already finished" in out, err[-3000:]  # ...which the first then left alone
     dirs = job_dirs(sweep_dir)
-    assert len(dirs) == 2 and all(history_epochs(d) == [0, 1, 2] for d in dirs)
+    assert len(dirs) == 2 and all(history_epochs(d) == [1, 2, 3] for d in dirs)
     assert all(read_metrics(d)["status"] == "completed" for d in dirs)

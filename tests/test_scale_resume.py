@@ -259,7 +259,7 @@ def test_resume_is_bitwise_exact(straight_and_first_epoch, tmp_path):
     assert a["lr_schedulers"] == b["lr_schedulers"]  # the milestone after epoch 0 was taken once
     assert any(not torch.equal(a["state_dict"][k], c["state_dict"][k]) for k in a["state_dict"])
     # the resumed run continued in its dir: metrics.json and history.csv show both epochs
-    assert read_metrics(resumed)["epochs"] == 2 and history_epochs(resumed) == [0, 1]
+    assert read_metrics(resumed)["epochs"] == 2 and history_epochs(resumed) == [1, 2]
 
 
 @pytest.mark.slow
@@ -332,9 +332,9 @@ def test_extending_a_finished_run_follows_the_new_schedule_length(tmp_path):
     run_all("trainer.max_epochs=4", "resume=auto")
     for name, d in runs.items():
         lrs = _lr_by_epoch(d)
-        assert sorted(lrs) == [0, 1, 2, 3], (name, lrs)
-        assert lrs[1] < 0.01 * lrs[0]  # the 2-epoch schedule had ended
-        assert lrs[2] > 0.1 * max(lrs[0], lrs[1]), f"{name}: epoch 3 of 4 trained at LR {lrs[2]}"
+        assert sorted(lrs) == [1, 2, 3, 4], (name, lrs)  # history.csv's lr: the LR each epoch trained with
+        assert lrs[3] > 0.1 * max(lrs[1], lrs[2]), f"{name}: epoch 3 of 4 trained at LR {lrs[3]}"
+        assert lrs[4] < lrs[3]  # and the stretched schedule goes on down
         assert read_metrics(d)["status"] == "completed" and read_metrics(d)["epochs"] == 4
         previous = json.loads((d / "metrics.previous.json").read_text())
         assert previous == first[d] and previous["epochs"] == 2
@@ -392,7 +392,7 @@ def _wandb_rows_match_history(run_dir: Path, runs: list) -> None:
     history = _history(run_dir)
     resumed_at = min(last_segment)
     assert sorted(last_segment) == list(range(resumed_at, max(history) + 1)), sorted(last_segment)
-    missing = set(range(resumed_at)) - set(logged)
+    missing = set(range(1, resumed_at)) - set(logged)  # epochs count from 1
     assert missing <= {resumed_at - 1}, f"W&B lacks epochs {sorted(missing)}; resumed at {resumed_at}"
     for epoch, values_by_key in logged.items():
         for key, column in EPOCH_METRICS.items():
@@ -458,7 +458,7 @@ def test_scontrol_requeue_resumes_the_job_from_its_checkpoint(tmp_path):
 
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "completed" and metrics["epochs"] == epochs, metrics
-    assert history_epochs(run_dir) == list(range(epochs))
+    assert history_epochs(run_dir) == list(range(1, epochs + 1))
     assert load_ckpt(run_dir / "checkpoints" / "last.ckpt")["epoch"] == epochs - 1
     _wandb_rows_match_history(run_dir, _one_wandb_run(run_dir, segments=2))
 
@@ -497,7 +497,7 @@ def test_submitit_signal_checkpoints_requeues_and_resumes_ddp_tasks(tmp_path):
     assert "stopped by a signal" in logs and f"Requeued job {job}" in logs and "Slurm restart #1" in logs, logs[-3000:]
     metrics = read_metrics(job_dir)
     assert metrics["status"] == "completed" and metrics["epochs"] == epochs, metrics
-    assert history_epochs(job_dir) == list(range(epochs))
+    assert history_epochs(job_dir) == list(range(1, epochs + 1))
     _one_wandb_run(job_dir, segments=2)
 
 

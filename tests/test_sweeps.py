@@ -85,7 +85,7 @@ def check_grid(result: subprocess.CompletedProcess[str], sweep_dir: Path, failed
         (run,) = offline_runs(job_dir)
         runs[run.run_id] = run
         assert run.group == sweep_dir.name and run.job_type == "train"
-        assert run.name == job_dir.name.split("_", 1)[1] and run.tags == ["ablation"]
+        assert run.name == job_dir.name.split("_", 1)[1] and run.tags == ["ablation", "dropout", "seed"]  # + swept
         assert run.config["model"]["dropout"] == float(run.name.split("model.dropout=")[1].split(",")[0])
         if job_dir == failed_dir:
             assert metrics["status"] == "failed" and "checkpoints" in metrics["error"]

@@ -47,8 +47,20 @@ def payloads(data: bytes) -> list[bytes]:
 
 
 @dataclass
+class MetricDef:
+    """A define_metric record: NAME (or a glob) charted against STEP_METRIC; SUMMARY: the aggregates kept."""
+
+    name: str
+    glob: bool
+    step_metric: str
+    summary: set[str]
+    hidden: bool
+
+
+@dataclass
 class OfflineRun:
-    """What a test needs from an offline run: identity, grouping, config, the logged rows and the exit code."""
+    """What a test needs from an offline run: identity, grouping, config, the logged rows, the metric
+    definitions, the summary and the exit code."""
 
     run_id: str = ""
     group: str = ""
@@ -58,6 +70,9 @@ class OfflineRun:
     config: dict[str, Any] = field(default_factory=dict)
     exit_code: int | None = None  # None: the run was never finished
     history: list[dict[str, Any]] = field(default_factory=list)  # the logged rows (run.log), in order
+    sweep_id: str = ""
+    metrics: dict[str, MetricDef] = field(default_factory=dict)  # define_metric records by name (or glob)
+    summary: dict[str, Any] = field(default_factory=dict)  # the summary updates, merged in order
 
 
 def read_offline_run(path: Path) -> OfflineRun:
@@ -73,15 +88,28 @@ def read_offline_run(path: Path) -> OfflineRun:
         kind = rec.WhichOneof("record_type")
         if kind == "run":
             run.run_id, run.group, run.name = rec.run.run_id, rec.run.run_group, rec.run.display_name
-            run.job_type, run.tags = rec.run.job_type, list(rec.run.tags)
+            run.job_type, run.tags, run.sweep_id = rec.run.job_type, list(rec.run.tags), rec.run.sweep_id
             run.config.update({u.key: json.loads(u.value_json) for u in rec.run.config.update})
         elif kind == "config":
             run.config.update({u.key: json.loads(u.value_json) for u in rec.config.update})
         elif kind == "exit":
             run.exit_code = rec.exit.exit_code
+        elif kind == "metric":
+            metric = _metric(rec.metric)
+            run.metrics[metric.name] = metric
+        elif kind == "summary":
+            run.summary.update({u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in rec.summary.update})
+            for item in rec.summary.remove:
+                run.summary.pop(item.key or "/".join(item.nested_key), None)
         elif kind == "history":
             run.history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
     return run
+
+
+def _metric(rec: Any) -> MetricDef:
+    summary = {op for op in ("min", "max", "mean", "best", "last", "none", "copy", "first") if getattr(rec.summary, op)}
+    return MetricDef(name=rec.name or rec.glob_name, glob=bool(rec.glob_name), step_metric=rec.step_metric,
+                     summary=summary, hidden=rec.options.hidden)
 
 
 def offline_runs(run_dir: Path) -> list[OfflineRun]:

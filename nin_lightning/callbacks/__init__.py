@@ -11,14 +11,13 @@ from __future__ import annotations
 from lightning.pytorch.callbacks import (
     Callback,
     EarlyStopping,
-    LearningRateMonitor,
     RichProgressBar,
     TQDMProgressBar,
 )
 
 from nin_lightning.callbacks.checkpoints import checkpoint_callbacks
 from nin_lightning.callbacks.finite_loss import FiniteLossGuard
-from nin_lightning.callbacks.history import EpochHistory, EpochLine, RunProgress
+from nin_lightning.callbacks.history import EpochHistory, EpochLine, LearningRates, RunProgress, best_epoch
 from nin_lightning.callbacks.preemption import PREEMPTED_EXIT, Preempted, PreemptionCheckpoint
 from nin_lightning.callbacks.rng_state import RNGState
 from nin_lightning.callbacks.test_curve import EpochTestCurve
@@ -26,8 +25,8 @@ from nin_lightning.config import CallbacksConfig
 from nin_lightning.rundir import RunDir
 from nin_lightning.rundir.layout import HISTORY_FILE
 
-__all__ = ["PREEMPTED_EXIT", "EpochHistory", "EpochLine", "EpochTestCurve", "FiniteLossGuard", "Preempted",
-           "PreemptionCheckpoint", "RNGState", "RunProgress", "build_callbacks"]
+__all__ = ["PREEMPTED_EXIT", "EpochHistory", "EpochLine", "EpochTestCurve", "FiniteLossGuard", "LearningRates",
+           "Preempted", "PreemptionCheckpoint", "RNGState", "RunProgress", "best_epoch", "build_callbacks"]
 
 
 def build_callbacks(cfg: CallbacksConfig, run: RunDir, progress: str, has_logger: bool,
@@ -37,7 +36,7 @@ def build_callbacks(cfg: CallbacksConfig, run: RunDir, progress: str, has_logger
     `progress`: `bar` (a terminal), `lines` (one line per epoch: logs, pipes) or `none`."""
     callbacks: list[Callback] = [*checkpoint_callbacks(run.path, cfg.monitor, cfg.mode, cfg.save_last)]
     if cfg.lr_monitor and has_logger:
-        callbacks.append(LearningRateMonitor(logging_interval="step"))
+        callbacks.append(LearningRates())
     if progress == "bar":
         callbacks.append(RichProgressBar(leave=True) if cfg.rich_progress_bar else TQDMProgressBar())
     elif progress == "lines":

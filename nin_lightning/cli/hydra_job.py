@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from nin_lightning.config import JobContext
+from nin_lightning.config.sweep import short_names, sweep_dir_keys
 
 # Hydra overrides that belong to the sweep, not to the job: dropped when a job's DDP rank re-runs it.
 _SWEEP_ONLY = ("hydra.mode=", "hydra/launcher=", "hydra.launcher.", "hydra/sweeper=", "hydra.sweeper.",
@@ -63,6 +64,7 @@ def job_context(task_yaml: str) -> JobContext:
         shares_process=multirun and launcher == "basic",
         group=Path(hc.sweep.dir).name if multirun else None,
         name=hc.job.override_dirname or None,
+        swept=tuple(short_names(sweep_dir_keys(Path(hc.sweep.dir)))) if multirun else (),
         trainer_option=hc.runtime.choices.get("trainer"),
         run_dir_pinned=multirun or pinned,
         overrides=tuple(hc.overrides.task),

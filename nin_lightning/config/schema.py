@@ -299,6 +299,8 @@ class LoggerConfig:
     group: str | None = None
     job_type: str = "train"
     init_timeout_s: float = 60.0
+    osh: bool = False  # offline runs: ask wandb-osh on a login node to `wandb sync` them after each epoch
+    osh_dir: str | None = None  # wandb-osh's command dir, shared with the login node (None: its default)
 
     def __post_init__(self) -> None:
         _choice("logger.name", self.name, ("wandb", "csv", "none"))

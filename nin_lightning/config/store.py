@@ -44,23 +44,18 @@ SCHEMAS: dict[tuple[str | None, str], type] = {
 }
 
 
-JOB_NUMBER_WIDTH = 3  # sweep job dirs 000_..., 001_...: they sort in job order up to 1,000 jobs
-
-
-def _pad(number: object) -> str:
-    return str(number).zfill(JOB_NUMBER_WIDTH)
-
-
 def register_configs() -> None:
-    """Put every schema in Hydra's ConfigStore, and the `nin.pad` resolver (a job number, zero-padded) that
-    conf/train.yaml's sweep subdir uses."""
+    """Put every schema in Hydra's ConfigStore, and register the resolvers conf/ uses (`nin.pad`: a job number,
+    zero-padded, for the sweep subdir; `nin.sweep_name`: config/sweep.py)."""
     from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
+
+    from nin_lightning.config.sweep import register_resolvers
+
+    register_resolvers()
 
     store = ConfigStore.instance()
     for (group, name), node in SCHEMAS.items():
         store.store(group=group, name=name, node=node)
-    OmegaConf.register_new_resolver("nin.pad", _pad, replace=True)
 
 
 def _keys(schema: type, prefix: str = "") -> list[str]:

@@ -1,4 +1,10 @@
-"""`python -m nin_lightning.report SWEEP_DIR` or `--wandb ENTITY/PROJECT --group NAME [OUT_DIR]`."""
+"""`python -m nin_lightning.report ...`: the local report of a sweep dir (or of a W&B group), several
+sweeps side by side, and the W&B report of a sweep's group.
+
+    python -m nin_lightning.report SWEEP_DIR [--baseline KEY=VALUE] [--wandb ENTITY/PROJECT [--publish]]
+    python -m nin_lightning.report --wandb ENTITY/PROJECT --group NAME [--publish] [OUT_DIR]
+    python -m nin_lightning.report --compare SWEEP_DIR SWEEP_DIR ... [--out DIR]
+"""
 
 from __future__ import annotations
 
@@ -6,53 +12,143 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from nin_lightning.report.jobs import Job, distinct, read_sweep_dir
+from nin_lightning.report.jobs import Job, common_overrides, distinct, parse_overrides, read_sweep_dir
 from nin_lightning.report.plots import write_plots
-from nin_lightning.report.table import aggregate, group_keys, write_csv, write_markdown
+from nin_lightning.report.table import (
+    COMPARED,
+    Row,
+    aggregate,
+    compare_to,
+    fmt,
+    group_keys,
+    label,
+    pick_baseline,
+    plot_lines,
+    section,
+    write_csv,
+    write_markdown,
+)
+from nin_lightning.report.wandb_report import SPEC_FILE, build_spec, check_login, publish, write_spec
 from nin_lightning.report.wandb_source import read_wandb_group
 
 
-def make_report(out_dir: Path, title: str, jobs: Sequence[Job]) -> list[Path]:
-    """Write report.md, report.csv and the PNG plots into out_dir; returns their paths."""
-    jobs, duplicates = distinct(list(jobs))
+def rows_of(jobs: Sequence[Job], wanted: dict[str, str] | None) -> tuple[list[str], list[Row], Row | None]:
+    """The swept keys (less the seed), one row per setting, and the baseline each row is compared with."""
     keys = group_keys(jobs)
     rows = aggregate(jobs, keys)
+    baseline = pick_baseline(rows, wanted)
+    compare_to(rows, baseline)
+    return keys, rows, baseline
+
+
+def make_report(out_dir: Path, title: str, jobs: Sequence[Job], fixed: dict[str, str] | None = None,
+                wanted: dict[str, str] | None = None) -> list[Path]:
+    """Write report.md, report.csv and the PNG plots into out_dir; returns their paths. Jobs that repeat a
+    (setting, seed) count once (`distinct`), and report.md says so."""
+    jobs, duplicates = distinct(list(jobs))
+    keys, rows, baseline = rows_of(jobs, wanted)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = write_plots(out_dir, rows, keys)
-    md = write_markdown(out_dir / "report.md", title, jobs, rows, keys, plots, duplicates)
-    return [md, write_csv(out_dir / "report.csv", rows, keys), *plots]
+    md = write_markdown(out_dir / "report.md", title, jobs, rows, keys, plots, fixed, baseline, bool(wanted),
+                        duplicates)
+    return [md, write_csv(out_dir / "report.csv", rows, keys, baseline), *plots]
+
+
+def compare_report(out_dir: Path, sweep_dirs: Sequence[Path], wanted: dict[str, str] | None) -> list[Path]:
+    """Several sweeps side by side: a line per sweep (its best setting), then each sweep's own section."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = out_dir / "report.csv"
+    csv_path.unlink(missing_ok=True)
+    summary = ["| sweep | swept | jobs | best setting | test/acc | val/acc_best |", "|---|---|---|---|---|---|"]
+    sections: list[str] = []
+    for sweep_dir in sweep_dirs:
+        jobs, duplicates = distinct(read_sweep_dir(sweep_dir))
+        keys, rows, baseline = rows_of(jobs, wanted if wanted and set(wanted) <= set(group_keys(jobs)) else None)
+        best = pick_baseline(rows, None)
+        cells = [fmt(best.mean[m], best.std[m], 4) for m in (COMPARED, "val/acc_best")] if best else ["-", "-"]
+        summary.append(f"| {sweep_dir.name} | {', '.join(keys) or 'seed'} | {len(jobs)} | "
+                       f"{label(best.setting) if best else '-'} | {' | '.join(cells)} |")
+        sections += ["", f"## {sweep_dir.name}", "",
+                     *section(jobs, rows, keys, common_overrides(sweep_dir), baseline, bool(wanted), duplicates)]
+        write_csv(csv_path, rows, keys, baseline, sweep=sweep_dir.name)
+    md = out_dir / "report.md"
+    md.write_text("\n".join([f"# Ablation report: {len(sweep_dirs)} sweeps side by side", "", *summary, *sections,
+                             *plot_lines([])]) + "\n")
+    return [md, csv_path]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments."""
     parser = argparse.ArgumentParser(prog="python -m nin_lightning.report",
-                                     description="Ablation report of a sweep: a table over seeds and plots.")
+                                     description="Ablation report of a sweep: a table over seeds, the difference "
+                                                 "to a baseline, plots; and the sweep's W&B report.")
     parser.add_argument("dir", nargs="?", type=Path,
-                        help="the sweep dir (outputs/sweeps/NAME); with --wandb: where to write (default "
-                             "outputs/reports/GROUP)")
-    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from W&B instead of a sweep dir")
+                        help="the sweep dir (outputs/sweeps/NAME); with --wandb and --group: where to write "
+                             "(default outputs/reports/GROUP)")
+    parser.add_argument("--baseline", action="append", metavar="KEY=VALUE",
+                        help="the setting the others are compared with (repeat for several keys); default: the "
+                             f"best mean {COMPARED}")
+    parser.add_argument("--compare", nargs="+", type=Path, metavar="SWEEP_DIR",
+                        help="several sweep dirs side by side (into --out)")
+    parser.add_argument("--out", type=Path, help="with --compare: where to write (default outputs/reports/compare_...)")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT",
+                        help=f"with --group: read the runs from W&B; with SWEEP_DIR: write its W&B report's spec "
+                             f"({SPEC_FILE})")
     parser.add_argument("--group", help="the W&B group (the sweep dir's name) to read with --wandb")
+    parser.add_argument("--publish", action="store_true", help="save the W&B report to W&B (needs `wandb login`)")
     args = parser.parse_args(argv)
-    if args.wandb and not args.group:
-        parser.error("--wandb needs --group NAME")
-    if not args.wandb and args.dir is None:
-        parser.error("give a SWEEP_DIR, or --wandb ENTITY/PROJECT --group NAME")
+    if args.compare:
+        if args.dir is not None or args.wandb:
+            parser.error("--compare takes the sweep dirs itself (no SWEEP_DIR, no --wandb)")
+        if len(args.compare) < 2:
+            parser.error("--compare needs two sweep dirs or more")
+    elif args.group and not args.wandb:
+        parser.error("--group needs --wandb ENTITY/PROJECT")
+    elif not args.wandb and args.dir is None:
+        parser.error("give a SWEEP_DIR, --wandb ENTITY/PROJECT --group NAME, or --compare SWEEP_DIR SWEEP_DIR ...")
+    elif args.wandb and not args.group and args.dir is None:
+        parser.error("--wandb needs --group NAME (runs from W&B) or a SWEEP_DIR (its W&B report)")
+    if args.publish and not args.wandb:
+        parser.error("--publish needs --wandb ENTITY/PROJECT")
+    if args.wandb and args.wandb.count("/") != 1:
+        parser.error(f"--wandb {args.wandb}: give ENTITY/PROJECT, e.g. my-team/nin-lightning")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Build the report and print where its files are. Bad input (no such sweep dir, no jobs, W&B unreadable)
-    raises UserError; `python -m nin_lightning.report` prints it as one line on stderr and exits with 2."""
+    """Build the report and print where its files are. Bad input (no such sweep dir, no jobs, W&B unreadable,
+    a --baseline that names no setting) raises UserError; `python -m nin_lightning.report` prints it as one
+    line on stderr and exits with 2."""
     args = parse_args(argv)
-    if args.wandb:
+    wanted = parse_overrides(args.baseline) if args.baseline else None
+    if args.publish:
+        check_login()  # before any work: without a login, one line and nothing written
+    if args.compare:
+        out_dir = args.out or Path("outputs/reports") / ("compare_" + "_".join(d.name for d in args.compare))[:120]
+        files = compare_report(out_dir, args.compare, wanted)
+        return _done(f"report of {len(args.compare)} sweeps", out_dir, files)
+    if args.wandb and args.group:
         jobs = read_wandb_group(args.wandb, args.group)
-        out_dir, title = args.dir or Path("outputs/reports") / args.group, f"{args.wandb} group {args.group}"
+        out_dir, group = args.dir or Path("outputs/reports") / args.group, args.group
+        title, fixed = f"{args.wandb} group {args.group}", None
     else:
-        jobs, out_dir, title = read_sweep_dir(args.dir), args.dir, args.dir.name
-    files = make_report(out_dir, title, jobs)
+        jobs, out_dir, title, group = read_sweep_dir(args.dir), args.dir, args.dir.name, args.dir.name
+        fixed = common_overrides(args.dir)
+    files = make_report(out_dir, title, jobs, fixed, wanted)
+    if args.wandb:
+        entity, project = args.wandb.split("/")
+        swept = [*group_keys(jobs), *(["seed"] if any("seed" in j.overrides for j in jobs) else [])]
+        spec = build_spec(entity, project, group, swept, {k for j in jobs for k in j.config})
+        files.append(write_spec(out_dir / SPEC_FILE, spec))
+        if args.publish:
+            print(f"[nin] W&B report: {publish(spec)}")
     repeats = len(jobs) - len(distinct(list(jobs))[0])
     counted = f" ({repeats} repeated a setting and seed: each counted once)" if repeats else ""
-    print(f"[nin] report of {len(jobs)} jobs{counted} in {out_dir}:")
+    return _done(f"report of {len(jobs)} jobs{counted}", out_dir, files)
+
+
+def _done(what: str, out_dir: Path, files: Sequence[Path]) -> int:
+    print(f"[nin] {what} in {out_dir}:")
     for path in files:
         print(f"  {path}")
     return 0

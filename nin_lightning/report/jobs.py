@@ -8,7 +8,6 @@ multirun.yaml sweeps; the overrides that differ now are kept apart in `Job.chang
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import re
@@ -18,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from nin_lightning.config.sweep import override_parser, read_multirun, swept_keys
 from nin_lightning.errors import UserError
 from nin_lightning.rundir.history import read_history as read_history_rows
 from nin_lightning.rundir.layout import HISTORY_FILE, HYDRA_DIR, LOG_FILE, METRICS_FILE
@@ -25,6 +25,7 @@ from nin_lightning.rundir.lock import is_locked
 from nin_lightning.rundir.run_dir import RUNNING
 
 METRICS = ("val/acc_best", "test/acc", "epochs", "wall_time_s")
+SIZE = ("params", "macs")  # the model's parameters and multiply-accumulates per image (metrics.json)
 HISTORY_KEYS = ("epoch", "step", "epoch_time_s", "lr", "train/loss", "train/acc", "val/loss", "val/acc",
                 "val/acc_best")
 OK, FAILED, INCOMPLETE = "completed", "failed", "incomplete"
@@ -44,6 +45,8 @@ class Job:
     history: list[dict[str, float]] = field(default_factory=list)
     error: str | None = None
     changed: dict[str, str] = field(default_factory=dict)  # overrides changed since the launch: {key: "2 -> 4"}
+    info: dict[str, str] = field(default_factory=dict)  # what the header sums up: dataset, max_epochs, code
+    config: dict[str, Any] = field(default_factory=dict)  # the job's resolved config, flat (model.dropout: 0.5)
 
     @property
     def ok(self) -> bool:
@@ -70,6 +73,33 @@ def to_float(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def code_label(commit: Any, dirty: Any) -> str | None:
+    """'86d9b64' or '86d9b64+dirty' (the code a job ran, metrics.json's code/commit and code/dirty)."""
+    if not commit:
+        return None
+    return f"{str(commit)[:7]}{'+dirty' if str(dirty).lower() == 'true' else ''}"
+
+
+def job_info(flat_config: dict[str, Any], commit: Any, dirty: Any) -> dict[str, str]:
+    """The facts of a job that the report's header states once when every job shares them."""
+    info = {"dataset": flat_config.get("dataset.name"), "max_epochs": flat_config.get("trainer.max_epochs"),
+            "code": code_label(commit, dirty)}
+    return {k: str(v) for k, v in info.items() if v is not None}
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """{'model': {'dropout': 0.5}} -> {'model.dropout': 0.5} (keys starting with _ left out)."""
+    out: dict[str, Any] = {}
+    for key, value in (config.items() if isinstance(config, dict) else ()):
+        if str(key).startswith("_"):
+            continue
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def parse_overrides(lines: list[str]) -> dict[str, str]:
     """Hydra override lines ('model.dropout=0.5', '+x=1', 'scheduler=cosine') -> {key: value}, less IGNORED.
 
@@ -83,19 +113,12 @@ def parse_overrides(lines: list[str]) -> dict[str, str]:
     return out
 
 
-@functools.cache
-def _parser() -> Any:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return OverridesParser.create()
-
-
 def _normal_value(line: str, value: str) -> str:
     """VALUE as Hydra writes it in a job's overrides.yaml; VALUE itself for sweeps and unparsable text."""
     from hydra.errors import HydraException
 
     try:
-        override = _parser().parse_override(line)
+        override = override_parser().parse_override(line)
     except HydraException:
         return value
     return value if override.is_sweep_override() else override.get_value_element_as_str()
@@ -120,15 +143,11 @@ class SweepSpec:
 
 def read_spec(sweep_dir: Path) -> SweepSpec | None:
     """Swept keys: sweep overrides of the command line (a,b / range() / interval() ...) and hydra.sweeper.params."""
-    spec = _read_yaml(sweep_dir / "multirun.yaml")
-    hydra = spec.get("hydra") if isinstance(spec, dict) else None
-    if not isinstance(hydra, dict):
+    multirun = read_multirun(sweep_dir)
+    if multirun is None:
         return None
-    task = [str(line) for line in (hydra.get("overrides") or {}).get("task") or []]
-    params = (hydra.get("sweeper") or {}).get("params") or {}
-    swept = {o.key_or_group for o in _parser().parse_overrides(task) if o.is_sweep_override()}
-    swept |= {str(key).lstrip("+~") for key in params}
-    return SweepSpec(frozenset(swept), {k: v for k, v in parse_overrides(task).items() if k not in swept})
+    swept = set(swept_keys(*multirun))
+    return SweepSpec(frozenset(swept), {k: v for k, v in parse_overrides(multirun[0]).items() if k not in swept})
 
 
 def setting_of(job_dir: Path, now: dict[str, str], spec: SweepSpec | None) -> tuple[dict[str, str], dict[str, str]]:
@@ -214,8 +233,9 @@ def read_job(job_dir: Path, spec: SweepSpec | None = None) -> Job:
         status = INCOMPLETE if got["metrics"] is None else status
         error = "; ".join(problems + ([error] if error else []))
     return Job(name=job_dir.name, overrides=overrides, status=status,
-               metrics={k: to_float(raw.get(k)) for k in METRICS}, history=got["history"] or [], error=error,
-               changed=changed)
+               metrics={k: to_float(raw.get(k)) for k in (*METRICS, *SIZE)}, history=got["history"] or [],
+               error=error, changed=changed, info=job_info(flatten(config), raw.get("code/commit"),
+                                                             raw.get("code/dirty")), config=flatten(config))
 
 
 def distinct(jobs: list[Job]) -> tuple[list[Job], list[str]]:
@@ -244,6 +264,12 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
     """The sweep's job dirs (those Hydra wrote a .hydra/ into), in job order."""
     dirs = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / HYDRA_DIR).is_dir()]
     return sorted(dirs, key=_job_order)
+
+
+def common_overrides(sweep_dir: Path) -> dict[str, str]:
+    """The command line's overrides that every job of the sweep shares ({} without a multirun.yaml)."""
+    spec = read_spec(sweep_dir)
+    return dict(spec.fixed) if spec else {}
 
 
 def read_sweep_dir(sweep_dir: Path) -> list[Job]:

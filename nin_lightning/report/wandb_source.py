@@ -8,7 +8,17 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from nin_lightning.errors import UserError
-from nin_lightning.report.jobs import IGNORED, OK, Job, normalise_status, parse_override_dirname, to_float
+from nin_lightning.report.jobs import (
+    IGNORED,
+    OK,
+    SIZE,
+    Job,
+    flatten,
+    job_info,
+    normalise_status,
+    parse_override_dirname,
+    to_float,
+)
 
 # W&B history key -> our history column (Lightning suffixes on_step/on_epoch metrics with _step/_epoch)
 HISTORY_MAP = {"val/acc": "val/acc", "val/loss": "val/loss", "val/acc_best": "val/acc_best", "train/acc": "train/acc",
@@ -16,19 +26,6 @@ HISTORY_MAP = {"val/acc": "val/acc", "val/loss": "val/loss", "val/acc_best": "va
 STATES = {"finished": OK, "failed": "failed", "crashed": "failed"}  # anything else: incomplete
 PROBE_TIMEOUT_S = 5.0  # for an unreachable server wandb.Api() would wait out its whole timeout
 parse_run_name = parse_override_dirname  # our run names are the job's overrides, 'model.dropout=0.5,seed=2'
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """{'model': {'dropout': 0.5}} -> {'model.dropout': '0.5'}."""
-    out: dict[str, str] = {}
-    for key, value in config.items():
-        if str(key).startswith("_"):
-            continue
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = str(value)
-    return out
 
 
 def _get(mapping: Any, key: str) -> Any:
@@ -54,7 +51,8 @@ def run_history(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, float]]:
 def run_to_job(run: Any) -> Job:
     """A W&B run -> Job. The run's state gives the status (our jobs finish failed runs with exit code 1)."""
     config = dict(run.config or {})
-    overrides = parse_run_name(run.name) or {k: v for k, v in flatten(config).items() if k not in IGNORED}
+    flat = flatten(config)
+    overrides = parse_run_name(run.name) or {k: str(v) for k, v in flat.items() if k not in IGNORED}
     if "seed" not in overrides and config.get("seed") is not None:
         overrides["seed"] = str(config["seed"])
     summary = run.summary
@@ -69,9 +67,10 @@ def run_to_job(run: Any) -> Job:
         "test/acc": to_float(_get(summary, "test/acc")),
         "epochs": epochs,
         "wall_time_s": wall if wall is not None else to_float(_get(summary, "_runtime")),
-    }
+    } | {key: to_float(_get(summary, key)) for key in SIZE}
     return Job(name=run.name or run.id, overrides=overrides, status=status, metrics=metrics, history=history,
-               error=_get(summary, "error"))
+               error=_get(summary, "error"),
+               info=job_info(flat, _get(summary, "code/commit"), _get(summary, "code/dirty")), config=flat)
 
 
 def connect(timeout_s: float = 60.0) -> Any:

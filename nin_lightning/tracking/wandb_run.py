@@ -1,4 +1,5 @@
-"""Experiment tracking: one W&B run per job (offline without a login), continued across resumes."""
+"""The Tracker: one W&B run per job (offline without a login), continued across resumes, and under a W&B
+agent the run the agent created (its WANDB_RUN_ID and WANDB_SWEEP_ID)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from nin_lightning import compat
 from nin_lightning.config import LoggerConfig
+from nin_lightning.config.sweep import short_names
 from nin_lightning.rundir.atomic import atomic_write
 from nin_lightning.rundir.layout import WANDB_RUN_FILE
 from nin_lightning.status import say
+from nin_lightning.tracking.axes import define_axes
+from nin_lightning.tracking.summary import run_summary
 
 
 def _has_wandb_login() -> bool:
@@ -60,6 +64,31 @@ def sync_command(run_dir: Path) -> str:
     return f"wandb sync {shlex.quote(str(run_dir / 'wandb'))}/offline-run-*"
 
 
+def agent_run() -> dict[str, str]:
+    """The run a W&B sweep agent started this process for ({} outside an agent).
+
+    `wandb agent` creates the run on the server, then starts the sweep's command with WANDB_SWEEP_ID,
+    WANDB_RUN_ID, WANDB_PROJECT and WANDB_ENTITY (wandb/wandb_agent.py): the job must log into that run, of
+    that project, or the sweep waits for a run that never reports."""
+    if not os.environ.get("WANDB_SWEEP_ID") or not os.environ.get("WANDB_RUN_ID"):
+        return {}
+    keys = {"sweep": "WANDB_SWEEP_ID", "id": "WANDB_RUN_ID", "project": "WANDB_PROJECT", "entity": "WANDB_ENTITY"}
+    return {key: os.environ[var] for key, var in keys.items() if os.environ.get(var)}
+
+
+def agent_params() -> list[str]:
+    """The W&B sweep's parameter names (model.dropout, seed): the agent writes this run's values to the
+    file WANDB_SWEEP_PARAM_PATH names ({key: {value: ...}}) before it starts the command."""
+    import yaml
+
+    path = os.environ.get("WANDB_SWEEP_PARAM_PATH")
+    try:
+        params = yaml.safe_load(Path(path).read_text()) if path else None
+    except (OSError, yaml.YAMLError):
+        return []
+    return [str(k) for k in params if not str(k).startswith(("_", "wandb_"))] if isinstance(params, dict) else []
+
+
 class TolerantWandbLogger(WandbLogger):
     """Lightning's WandbLogger, except that a failed write which `excuse` explains (the preemption signal,
     which also stops W&B's service) only loses those rows instead of failing the job."""
@@ -88,6 +117,8 @@ class Tracker:
         self.identity = identity or {}  # the W&B run a continued run logs into (rundir: wandb_run.json)
         self.run: Any = None
         self.loggers: list[Logger] = []
+        self.callbacks: list[Any] = []  # Lightning callbacks the tracker needs (wandb-osh's sync trigger)
+        self.osh: Any = None
         if cfg.name == "csv":
             self.loggers = [CSVLogger(save_dir=str(run_dir), name="csv")]
         elif cfg.name == "wandb" and rank_zero_only.rank != 0:
@@ -102,13 +133,18 @@ class Tracker:
         mode = wandb_mode(self.cfg)
         run_file = self.run_dir / WANDB_RUN_FILE
         # A resumed job continues its W&B run: same id, and the group and name it started with (the resume
-        # command's overrides do not make it another job).
-        saved = self.identity
-        run_id = saved.get("id") or secrets.token_hex(4)
+        # command's overrides do not make it another job). Under a W&B agent, the agent's run and project.
+        saved, agent = self.identity, agent_run()
+        run_id = agent.get("id") or saved.get("id") or secrets.token_hex(4)
+        if saved.get("id") and run_id != saved["id"]:
+            say(f"W&B agent run {run_id} continues this run dir (its W&B run was {saved['id']})")
+        if agent:  # the sweep's runs form a group (the report's --group), tagged with its parameters
+            group = group or f"sweep-{agent['sweep']}"
+            tags = list(dict.fromkeys([*tags, *short_names(agent_params())]))
         group, name = saved.get("group", self.cfg.group or group), saved.get("name", name)
         self.run = wandb.init(
-            project=self.cfg.project,
-            entity=self.cfg.entity,
+            project=agent.get("project", self.cfg.project),
+            entity=agent.get("entity", self.cfg.entity),
             group=group,
             job_type=self.cfg.job_type,
             name=name,
@@ -123,16 +159,30 @@ class Tracker:
                 **compat.wandb_flush_often(wandb.Settings),
             ),
         )
-        atomic_write(run_file, json.dumps({"id": run_id, "group": group, "name": name}) + "\n")
+        define_axes(self.run)
+        identity = {"id": run_id, "group": group, "name": name} | ({"sweep": agent["sweep"]} if agent else {})
+        atomic_write(run_file, json.dumps(identity) + "\n")
         self.loggers = [TolerantWandbLogger(excuse=self.excuse, experiment=self.run)]
+        if self.cfg.osh and mode == "offline":
+            from nin_lightning.tracking.osh import OshSync
+
+            self.osh = OshSync(self.run, Path(self.cfg.osh_dir) if self.cfg.osh_dir else None)
+            self.callbacks = [self.osh]
         if mode == "offline":
             say(f"W&B offline run in {self.run.dir.rsplit('/files', 1)[0]}; upload it later with "
                 f"`{sync_command(self.run_dir)}`")
         elif mode == "online":
             say(f"W&B run: {self.run.url}")
 
-    def finish(self, exit_code: int) -> None:
-        """Close the W&B run, marked failed when exit_code != 0, so the next job starts a new one."""
+    def finish(self, exit_code: int, metrics: dict[str, Any] | None = None) -> None:
+        """Close the W&B run, marked failed when exit_code != 0, so the next job starts a new one.
+
+        METRICS (the run's metrics.json) become the run's summary: status, wall time, params, MACs, best
+        epoch, test/acc, val/acc_best (summary.SUMMARY_KEYS)."""
         if self.run is not None:
+            if metrics:
+                self.run.summary.update(run_summary(metrics))
             self.run.finish(exit_code=exit_code)
             self.run = None
+            if self.osh is not None:  # the finished run's last rows and summary
+                self.osh.trigger()

@@ -1,0 +1,89 @@
+"""A sweep's swept keys, from its overrides (a,b / range() / choice() / interval() / hydra.sweeper.params),
+and the name and tags they give the sweep: `dropout-seed_<time>` is its dir and its W&B group.
+
+The keys are read once in the sweep's own process (Hydra's multirun config, where the overrides still hold
+the swept values), and again by each job and by the report from the sweep dir's multirun.yaml.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+MULTIRUN_FILE = "multirun.yaml"  # Hydra's basic sweeper writes the sweep's config there before any job
+UNSWEPT = "sweep"  # the name of a -m run that sweeps nothing (one value per key)
+
+
+@functools.cache
+def override_parser() -> Any:
+    """Hydra's parser of command-line overrides (built once)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create()
+
+
+def swept_keys(task: Iterable[str], params: Mapping[str, Any] | None = None) -> list[str]:
+    """The keys a sweep varies, in command-line order: its sweep overrides and hydra.sweeper.params'."""
+    keys = [o.key_or_group for o in override_parser().parse_overrides(list(task)) if o.is_sweep_override()]
+    keys += [str(key).lstrip("+~") for key in (params or {})]
+    return list(dict.fromkeys(keys))
+
+
+def short_names(keys: Iterable[str]) -> list[str]:
+    """model.dropout -> dropout (the full key where two keys end alike): for names and tags."""
+    keys = list(keys)
+    last = [key.rsplit(".", 1)[-1] for key in keys]
+    return [short if last.count(short) == 1 else key for key, short in zip(keys, last, strict=True)]
+
+
+def sweep_label(keys: Iterable[str]) -> str:
+    """dropout-seed: a sweep dir's (and W&B group's) name before its time stamp."""
+    return "-".join(short_names(keys)) or UNSWEPT
+
+
+def read_multirun(sweep_dir: Path) -> tuple[list[str], dict[str, Any]] | None:
+    """(the command line's overrides, hydra.sweeper.params) from SWEEP_DIR/multirun.yaml; None without one."""
+    import yaml
+
+    path = sweep_dir / MULTIRUN_FILE
+    spec = yaml.safe_load(path.read_text()) if path.is_file() else None
+    hydra = spec.get("hydra") if isinstance(spec, dict) else None
+    if not isinstance(hydra, dict):
+        return None
+    task = [str(line) for line in (hydra.get("overrides") or {}).get("task") or []]
+    return task, dict((hydra.get("sweeper") or {}).get("params") or {})
+
+
+def sweep_dir_keys(sweep_dir: Path) -> list[str]:
+    """The swept keys of the sweep in SWEEP_DIR ([] without a multirun.yaml, e.g. under the Optuna sweeper)."""
+    spec = read_multirun(sweep_dir)
+    return swept_keys(*spec) if spec else []
+
+
+def sweep_name_resolver(task: Any) -> str:
+    """`${nin.sweep_name:${hydra.overrides.task}}` in conf/train.yaml's hydra.sweep.dir: the label of the
+    sweep being launched, from its command line's overrides.
+
+    Cached by OmegaConf under the argument's text, and Hydra copies the sweep's cache into each job's
+    config: a job resolves the name its sweep launched with, never one from its own (single) overrides."""
+    return sweep_label(swept_keys([str(line) for line in task]))
+
+
+JOB_NUMBER_WIDTH = 3  # sweep job dirs 000_..., 001_...: they sort in job order up to 1,000 jobs
+
+
+def job_number(number: Any) -> str:
+    """`${nin.pad:${hydra.job.num}}` in conf/train.yaml's hydra.sweep.subdir: 7 -> 007."""
+    return str(number).zfill(JOB_NUMBER_WIDTH)
+
+
+def register_resolvers() -> None:
+    """nin.sweep_name and nin.pad, for conf/train.yaml."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("nin.sweep_name"):
+        OmegaConf.register_new_resolver("nin.sweep_name", sweep_name_resolver, use_cache=True)
+    if not OmegaConf.has_resolver("nin.pad"):
+        OmegaConf.register_new_resolver("nin.pad", job_number)

@@ -1,0 +1,17 @@
+"""Experiment tracking: one W&B run per job (offline without a login), continued across resumes.
+
+    wandb_run.py      the Tracker: the run's identity (a W&B agent's ids, a resumed run's), init, finish
+    axes.py           define_metric: epoch metrics against `epoch`, step metrics against `trainer/global_step`
+    summary.py        what the run's summary and metrics.json's head say about the run (SUMMARY_KEYS)
+    code_version.py   the git commit and dirty flag of the code that ran
+    cost.py           the model's parameters and multiply-accumulates per image
+    osh.py            wandb-osh: ask a login node to `wandb sync` an offline run after each epoch
+"""
+
+from nin_lightning.tracking.code_version import code_version
+from nin_lightning.tracking.cost import model_cost
+from nin_lightning.tracking.summary import SUMMARY_KEYS, run_summary
+from nin_lightning.tracking.wandb_run import TolerantWandbLogger, Tracker, agent_run, wandb_mode
+
+__all__ = ["SUMMARY_KEYS", "TolerantWandbLogger", "Tracker", "agent_run", "code_version", "model_cost",
+           "run_summary", "wandb_mode"]
