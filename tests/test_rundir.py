@@ -271,3 +271,21 @@ def test_two_identical_sweeps_into_one_sweep_dir_never_train_a_job_twice(tmp_pat
     dirs = job_dirs(sweep_dir)
     assert len(dirs) == 2 and all(history_epochs(d) == [1, 2, 3] for d in dirs)
     assert all(read_metrics(d)["status"] == "completed" for d in dirs)
+
+
+def test_a_run_killed_before_its_first_last_ckpt_starts_again(finished_run, tmp_path):
+    """Killed between its first history row and its first last.ckpt (save_last=true): `resume=auto` starts it
+    again (under an epoch lost); with two epochs in its history it would lose more: refused, nothing changed."""
+    for rows, refused in ((1, False), (2, True)):
+        run_dir = copy_of(finished_run, tmp_path / f"rows{rows}")
+        (run_dir / "checkpoints" / "last.ckpt").unlink()
+        (run_dir / "metrics.json").write_text(json.dumps({"status": "running", "epochs": 0}))
+        lines = (run_dir / "history.csv").read_text().splitlines()
+        (run_dir / "history.csv").write_text("\n".join(lines[: 1 + rows]) + "\n")
+        before = snapshot(run_dir)
+        result = run(tmp_path, "resume=auto", "trainer.max_epochs=3", "logger=none", f"hydra.run.dir={run_dir}")
+        if refused:
+            assert "no checkpoints/last.ckpt to continue" in one_error_line(result) and snapshot(run_dir) == before
+        else:
+            assert result.returncode == 0, result.stderr[-3000:]
+            assert history_epochs(run_dir) == [1, 2, 3] and read_metrics(run_dir)["status"] == "completed"

@@ -160,6 +160,17 @@ def wandb_identity(run_dir: Path) -> dict[str, Any]:
     return identity
 
 
+def _saves_last(run_dir: Path) -> bool:
+    """Whether the run in RUN_DIR was started with callbacks.save_last=true (its .hydra/config.yaml says)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((run_dir / HYDRA_DIR / "config.yaml").read_text())
+        return config["callbacks"]["save_last"] is True
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return False
+
+
 def _load(path: Path) -> dict[str, Any]:
     from nin_lightning.rundir.checkpoint_io import load_checkpoint_file  # torch: only when there is one
 
@@ -172,7 +183,11 @@ def _continue(run_dir: Path, now: dict[str, Any]) -> Start:
     history = read_history(run_dir / HISTORY_FILE)  # an unreadable history.csv: one line, before any write
     if not last.is_file():
         completed = read_metrics(run_dir).get("status") == "completed"
-        if best_checkpoint(run_dir).exists() or history or completed:
+        # A run that saves last.ckpt after every epoch and has at most one epoch in its history died before
+        # its first last.ckpt was written (between history.csv and the checkpoint): it starts again, losing
+        # under an epoch. Any other run without last.ckpt would restart from epoch 1 silently: refused.
+        first_epoch_only = len(history) <= 1 and _saves_last(run_dir)
+        if (best_checkpoint(run_dir).exists() or history or completed) and not (first_epoch_only and not completed):
             raise UserError(f"resume=auto: {run_dir} holds a run but no {CHECKPOINT_DIR}/{LAST_CKPT} to continue "
                             "from (callbacks.save_last=false?); start it again in another hydra.run.dir, or pass "
                             f"ckpt_path={best_checkpoint(run_dir)} with a new run dir")
