@@ -93,7 +93,8 @@ def preflight(conf: TrainConfig, job: JobContext) -> None:
 
 
 def load_data_early(datamodule: NiNDataModule) -> NiNDataModule:
-    """Download (dataset.download) and load the data before anything is written, so data errors come first.
+    """Download (dataset.download) or extract archives placed by hand, and load the data before anything is
+    written, so data errors come first.
 
     Local rank 0 of each node downloads (like Lightning's prepare_data_per_node); the node's other ranks,
     which Slurm or torchrun start at the same time, first wait for its files. No process group exists yet,
@@ -101,7 +102,7 @@ def load_data_early(datamodule: NiNDataModule) -> NiNDataModule:
     """
     if local_rank(default=process_rank()) == 0:
         datamodule.prepare_data()
-    elif datamodule.cfg.download:
+    elif datamodule.cfg.download or datamodule.placed_archives():  # being downloaded or extracted by rank 0
         datamodule.wait_for_data()
     datamodule.setup("fit")
     return datamodule

@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -104,6 +105,14 @@ class NiNDataModule(L.LightningDataModule):
     def download(self) -> None:
         """Fetch the files into cfg.root (only called with dataset.download=true, on local rank 0)."""
 
+    def placed_archives(self) -> list[Path]:
+        """Archives or compressed files placed in cfg.root by hand (torchvision's own file names) that `unpack`
+        would extract because the files they hold are missing; empty when there is nothing to extract."""
+        return []
+
+    def unpack(self) -> None:
+        """Check and extract `placed_archives()` into torchvision's layout; no existing file is overwritten."""
+
     def file_problem(self, check_md5: bool = True) -> UserError | None:
         """What `load()` would refuse about the files in cfg.root (missing, incomplete, corrupted), or None.
 
@@ -126,8 +135,12 @@ class NiNDataModule(L.LightningDataModule):
 
     # --- Lightning hooks -----------------------------------------------------------------------
     def prepare_data(self) -> None:
+        """Local rank 0: download (dataset.download), or else extract archives placed in cfg.root by hand.
+        (A download uses a placed archive whose MD5 matches, and replaces one that does not.)"""
         if self.cfg.download:
             self.download()
+        else:
+            self.unpack()
 
     def wait_for_data(self) -> None:
         """On a node's other ranks: poll the files until local rank 0's download completes them."""

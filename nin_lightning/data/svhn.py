@@ -69,7 +69,11 @@ class SVHNDataModule(NiNDataModule):
         path = root / filename
         if not path.is_file():
             others = [n for _, n, _ in SVHN.split_list.values() if (root / n).is_file()]
-            return files.incomplete(self.cfg, path) if others else files.missing(self.cfg, path)
+            if others:
+                return files.incomplete(self.cfg, path)
+            names = [SVHN.split_list[p][1] for p in (*self._parts(), "test")]
+            return files.missing(self.cfg, f"{root / names[0]} and {' and '.join(names[1:])} in the same dir "
+                                           "(torchvision's SVHN files, MD5-checked)")
         if check_md5 and not check_integrity(str(path), md5):
             return files.corrupted(path, "MD5 mismatch")
         return None
