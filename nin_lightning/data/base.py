@@ -97,6 +97,17 @@ class NiNDataModule(L.LightningDataModule):
         self.preprocessor: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._augment_generator: torch.Generator | None = None  # DDP ranks > 0 (augment_generator)
 
+    reads_root = True  # its files are in cfg.root (digits: in scikit-learn's wheel)
+
+    def describe(self) -> str:
+        """`data: NAME (ROOT): N train / N val / N test images of CxHxW, K classes` (after setup)."""
+        cfg = self.cfg
+        sizes = " / ".join(f"{len(split) if split is not None else 0:,} {name}" for name, split in
+                           (("train", self.train_split), ("val", self.val_split), ("test", self.test_split)))
+        where = f" in {Path(cfg.root).expanduser()}" if self.reads_root else ""
+        return (f"data: {cfg.name}{where}: {sizes} images of {cfg.in_channels}x{cfg.image_size}x{cfg.image_size}, "
+                f"{cfg.num_classes} classes")
+
     # --- what a dataset provides -------------------------------------------------------------
     def load(self) -> tuple[Split, Split]:
         """Return (full training set, official test set)."""
