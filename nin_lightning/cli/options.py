@@ -3,7 +3,7 @@
 The typed schemas that a group's YAML files build on (`dataset_schema`, `sgd_schema`, ...) sit in the same
 groups of Hydra's ConfigStore (config/store.py), so Hydra's own help lists them as options and
 `dataset=dataset_schema` composes a config without values. Here they are hidden from the help
-(conf/hydra/help/nin.yaml calls the `nin_groups` resolver) and refused as choices, in one line.
+(conf/hydra/help/nin.yaml calls the `nin.groups` resolver) and refused as choices, in one line.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from nin_lightning.errors import UserError
 
 SCHEMA_SUFFIX = "_schema"
-HELP_RESOLVER = "nin_groups"
+HELP_RESOLVER = "nin.groups"
 SHOWN_HYDRA_GROUPS = ("hydra/launcher", "hydra/sweeper")  # Hydra's groups a user of this project picks from
 HELP_FLAGS = {"--help", "-h"}  # Hydra's flags for the app's help (conf/hydra/help/nin.yaml)
 
@@ -48,7 +48,7 @@ def groups_text() -> str:
 
 
 def register_help() -> None:
-    """The `${nin_groups:}` resolver of the help template (conf/hydra/help/nin.yaml)."""
+    """The `${nin.groups:}` resolver of the help template (conf/hydra/help/nin.yaml)."""
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver(HELP_RESOLVER, groups_text, replace=True)
