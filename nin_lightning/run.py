@@ -160,10 +160,11 @@ def abandon_start(run: RunDir | None, job: JobContext, exc: BaseException, seed:
     """A start stopped before it began: a single run leaves no run dir behind, a sweep's job shows as failed.
 
     Hydra makes the job's dir before the job starts, so a start refused before it claimed the dir (a value
-    out of range, data missing) claims it now, to leave it as a refusal after the claim does."""
+    out of range, data missing) claims it now, if it is still empty, to leave it as a refusal after the
+    claim does. A dir with files in it (an earlier run's) is not touched."""
     if run is None:
         path = job.run_dir or DEFAULT_RUN_DIR
-        if process_rank() != 0 or not path.is_dir():
+        if process_rank() != 0 or not path.is_dir() or any(path.iterdir()):
             return
         try:
             run = RunDir.claim(path)
