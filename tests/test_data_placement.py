@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from nin_lightning.config import validate
 from nin_lightning.data import build_datamodule, check_data_files
@@ -63,14 +62,6 @@ def _md5s(paths: list[Path]) -> dict[Path, str]:
 
 def _dataset(compose_cfg, name: str, root: Path):
     return validate(compose_cfg(f"dataset={name}", f"dataset.root={root}", "dataset.val_size=20")).dataset
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("name", list(PLACE))
