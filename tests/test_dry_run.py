@@ -58,8 +58,10 @@ def test_an_ad_hoc_grid_gets_the_slurm_launchers_resources_per_job(tmp_path):
         "trainer=ddp trainer.num_nodes=2  |  2 nodes x 2 task(s), 2 GPUs per node",
     ]
     pinned, _, _ = dry(tmp_path, "trainer=ddp", "trainer.devices=4", "seed=1,2", "hydra.launcher.gpus_per_node=0",
-                       "hydra.launcher.tasks_per_node=1")
+                       "hydra.launcher.tasks_per_node=1", "hydra.launcher.partition=gpu")  # a Slurm command line
     assert all(line.endswith("|  1 node x 1 task(s), no GPU per node") for line in job_lines(pinned.stdout))
+    assert "as hydra/launcher=slurm would submit them: partition gpu, 60 min per job, 2 CPUs per task" \
+        in pinned.stdout  # conf/hydra/launcher/slurm.yaml's values
     bad, _, _ = dry(tmp_path, "trainer=cpu,gpu", "trainer.devices=auto")  # how many GPUs is unknown on Slurm
     cpu_job, gpu_job = job_lines(bad.stdout)
     assert cpu_job.endswith("|  1 node x 1 task(s), no GPU per node")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra.plugins.launcher import Launcher
@@ -43,8 +44,9 @@ class DryLauncher(Launcher):
     """Lists the jobs (with the Slurm launcher's per-job resources) instead of launching them."""
 
     def __init__(self, nodes: int | None = None, tasks_per_node: int | None = None,
-                 gpus_per_node: int | None = None) -> None:
+                 gpus_per_node: int | None = None, **slurm: Any) -> None:
         self.pinned = {"nodes": nodes, "tasks_per_node": tasks_per_node, "gpus_per_node": gpus_per_node}
+        self.slurm = slurm  # the rest of conf/hydra/launcher/slurm.yaml: shown, not used
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.made: Path | None = None  # the outermost dir that the sweeper creates for this sweep
@@ -97,6 +99,7 @@ class DryLauncher(Launcher):
         assert self.config is not None
         jobs = [filter_overrides(overrides) for overrides in job_overrides]
         common = [o for o in jobs[0] if all(o in job for job in jobs)] if len(jobs) > 1 else []
+        print(f"as hydra/launcher=slurm would submit them: {self.slurm_line()}", flush=True)
         if common:
             print(f"every job: {' '.join(common)}", flush=True)
         lines = [self.job_line(initial_job_idx + i, overrides, [o for o in jobs[i] if o not in common])
@@ -118,6 +121,13 @@ class DryLauncher(Launcher):
         if sweeper != "basic":
             raise SystemExit(0)  # a search needs real results to go on; there are none
         return [self._not_run(overrides) for overrides in job_overrides]
+
+    def slurm_line(self) -> str:
+        """The Slurm settings every job shares (slurm.yaml and its command-line overrides)."""
+        partition = self.slurm.get("partition") or "the cluster's default"
+        memory = f"{self.slurm['mem_gb']} GB" if self.slurm.get("mem_gb") else "the partition's default"
+        return (f"partition {partition}, {self.slurm.get('timeout_min')} min per job, "
+                f"{self.slurm.get('cpus_per_task')} CPUs per task, memory {memory}")
 
     def _remove_made_dirs(self, sweep_dir: Path) -> None:
         """The sweep dir and the parents the sweeper created (only multirun.yaml in them), never anything else."""
