@@ -279,7 +279,7 @@ def _close(run: RunDir, metrics: dict[str, Any], exit_code: int, ranks: LocalRan
             raise
         say(f"W&B run not closed cleanly after the signal ({one_line(exc)}); it resumes with the job")
     acc = metrics.get("test/acc")
-    say(f"{metrics['status']}: test/acc={'-' if acc is None else f'{float(acc):.4f}'} -> {path}")
+    say(f"{metrics['status']}: test/acc={'-' if acc is None else f'{float(acc):.4f}'} -> {shown_path(path)}")
     if metrics.get("error") and process_rank() == 0:
         to_log_files(f"error: {metrics['error']}")
     preemption.hand_over()  # submitit's time-out/preemption signal: it requeues the job now
