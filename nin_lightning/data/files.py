@@ -96,8 +96,10 @@ def _is_network_error(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("Error downloading" in text or "urlopen error" in text)
 
 
-def download(cfg: DatasetConfig, what: str, url: str, dest: Path, fetch: Callable[[], object]) -> None:
-    """Run torchvision's `fetch()`; turn a network failure into one line that says so plainly."""
+def download(cfg: DatasetConfig, what: str, url: str, dest: Path, fetch: Callable[[], object],
+             place: str | None = None) -> None:
+    """Run torchvision's `fetch()`; turn a network failure into one line that says so plainly, naming what
+    to copy into DEST by hand (`place`: every file the dataset needs, when WHAT is only one of them)."""
     try:
         fetch()
     except Exception as exc:
@@ -107,7 +109,7 @@ def download(cfg: DatasetConfig, what: str, url: str, dest: Path, fetch: Callabl
         if _is_network_error(exc):
             raise UserError(
                 f"dataset.download=true: cannot download {what} from {url}: no network ({reason}); "
-                f"download it on a machine with internet access, put {what} in {dest} and run with "
+                f"download it on a machine with internet access, put {place or what} in {dest} and run with "
                 f"dataset.download=false ({DOCS})"
             ) from exc
         if isinstance(exc, OSError):

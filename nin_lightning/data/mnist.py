@@ -110,10 +110,10 @@ def _not_found(raw_dir: Path, path: Path) -> UserError:
     if anything:
         return UserError(f"{path} is missing (MNIST is incomplete); re-run with dataset.download=true, "
                          f"or copy the file (or {path.name}.gz) there")
-    return UserError(f"mnist not found: expected {raw_dir}/{GZ_LISTED} (MNIST's distributed files, MD5-checked and "
-                     f"decompressed; also found in {raw_dir.parent.parent}, or decompressed); pass "
-                     "dataset.download=true to download them, or dataset.root=DIR for the directory that holds "
-                     f"them or MNIST/raw/ ({files.DOCS})")
+    return UserError(f"mnist not found: expected {raw_dir}/{GZ_LISTED} (the four files as downloaded, MD5-checked "
+                     f"and decompressed at the start, or already decompressed; the .gz files may also sit in "
+                     f"{raw_dir.parent.parent} itself); pass dataset.download=true to download them, or "
+                     f"dataset.root=DIR for the directory that holds them or MNIST/raw/ ({files.DOCS})")
 
 
 class MNISTDataModule(NiNDataModule):
