@@ -11,8 +11,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
+	@echo "Installed into $(VENV)/. In each new shell: source $(VENV)/bin/activate (then python train.py ...)"
 
-train: $(VENV)/.installed  ## NiN on scikit-learn's digits, 15-22 s on a 2-core CPU
+train: $(VENV)/.installed  ## NiN on scikit-learn's digits: about 25 s on an otherwise idle 2-core CPU
 	$(PY) train.py experiment=quickstart $(ARGS)
 
 lint: $(VENV)/.installed

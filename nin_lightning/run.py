@@ -16,14 +16,14 @@ from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from nin_lightning import metric_names, speed
 from nin_lightning.callbacks import PREEMPTED_EXIT, PreemptionCheckpoint, best_epoch, build_callbacks
 from nin_lightning.cluster.checks import check_devices
 from nin_lightning.cluster.local_ranks import LocalRanks
 from nin_lightning.cluster.slurm import cluster_plugins, local_rank, process_rank, restart_count, restart_note
-from nin_lightning.config import JobContext, TrainConfig, to_plain_dict, validate
+from nin_lightning.config import JobContext, TrainConfig, surprises, to_plain_dict, validate
 from nin_lightning.data import build_datamodule, check_data_files
 from nin_lightning.data.base import NiNDataModule
 from nin_lightning.errors import one_line
@@ -70,6 +70,7 @@ def build_trainer(conf: TrainConfig, plan: speed.SpeedPlan, callbacks: list[Any]
     kwargs = asdict(conf.trainer) | {"precision": plan.precision, "benchmark": plan.benchmark}
     kwargs["strategy"] = strategy or conf.trainer.strategy
     kwargs["enable_progress_bar"] = progress_mode(conf) == "bar"
+    kwargs["enable_model_summary"] = False  # its FLOPs read 0 without an example input; model_line has the size
     return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
                      plugins=[AtomicCheckpointIO(preloaded=_preloaded(start)), *cluster_plugins(conf)])
 
@@ -86,6 +87,12 @@ def progress_mode(conf: TrainConfig) -> str:
     return "bar" if sys.stdout.isatty() else "lines"
 
 
+def warn_of_surprises(conf: TrainConfig) -> None:
+    """Accepted, but likely not what was meant (milestones after the last epoch): one line each, at the start."""
+    for line in surprises(conf):
+        say(line)
+
+
 def preflight(conf: TrainConfig, job: JobContext) -> None:
     """Everything that can fail before any work, as one line each: hardware, strategy, data files."""
     check_devices(conf, job)
@@ -93,7 +100,8 @@ def preflight(conf: TrainConfig, job: JobContext) -> None:
 
 
 def load_data_early(datamodule: NiNDataModule) -> NiNDataModule:
-    """Download (dataset.download) and load the data before anything is written, so data errors come first.
+    """Download (dataset.download) or extract archives placed by hand, and load the data before anything is
+    written, so data errors come first.
 
     Local rank 0 of each node downloads (like Lightning's prepare_data_per_node); the node's other ranks,
     which Slurm or torchrun start at the same time, first wait for its files. No process group exists yet,
@@ -101,10 +109,40 @@ def load_data_early(datamodule: NiNDataModule) -> NiNDataModule:
     """
     if local_rank(default=process_rank()) == 0:
         datamodule.prepare_data()
-    elif datamodule.cfg.download:
+    elif datamodule.cfg.download or datamodule.placed_archives():  # being downloaded or extracted by rank 0
         datamodule.wait_for_data()
     datamodule.setup("fit")
     return datamodule
+
+
+def shown_path(path: Path) -> str:
+    """PATH relative to the working dir when it is inside it (shorter on the console), else absolute."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def announce(job: JobContext, run_dir: Path, datamodule: NiNDataModule, conf: TrainConfig,
+             size: dict[str, int]) -> None:
+    """The facts that matter, once the run begins: what was asked for and where it goes, the data, the model."""
+    say(f"run: {' '.join(job.overrides) or '(defaults, no overrides)'} -> {shown_path(run_dir)}")
+    say(datamodule.describe())
+    say(model_line(conf, size))
+
+
+def _millions(n: int) -> str:
+    """12_345_678 -> '12.3 M'; below a million, the number with thousands separators."""
+    return f"{n / 1e6:.3g} M" if n >= 1_000_000 else f"{n:,}"
+
+
+def model_line(conf: TrainConfig, size: dict[str, int]) -> str:
+    """`model: NiN (...): N parameters, M multiply-adds per image` (`model_size`'s counts; Lightning's own
+    summary, which says FLOPs 0 without an example input, is off)."""
+    m = conf.model
+    kind = f"{m.preset} widths x{m.width:g}, {'BatchNorm' if m.batch_norm else 'no BatchNorm'}, dropout {m.dropout:g}"
+    params, macs = _millions(size["params"]), _millions(size["macs"])
+    return f"model: NiN ({kind}): {params} parameters, {macs} multiply-adds per image"
 
 
 def plan_start(run: RunDir, conf: TrainConfig, plain: dict[str, Any]) -> Start:
@@ -118,32 +156,53 @@ def plan_start(run: RunDir, conf: TrainConfig, plain: dict[str, Any]) -> Start:
     return start
 
 
+def abandon_start(run: RunDir | None, job: JobContext, exc: BaseException, seed: Any = None) -> None:
+    """A start stopped before it began: a single run leaves no run dir behind, a sweep's job shows as failed.
+
+    Hydra makes the job's dir before the job starts, so a start refused before it claimed the dir (a value
+    out of range, data missing) claims it now, if it is still empty, to leave it as a refusal after the
+    claim does. A dir with files in it (an earlier run's) is not touched."""
+    if run is None:
+        path = job.run_dir or DEFAULT_RUN_DIR
+        if process_rank() != 0 or not path.is_dir() or any(path.iterdir()):
+            return
+        try:
+            run = RunDir.claim(path)
+        except Exception:  # in use by a live run: not ours to touch
+            return
+    failed = {"status": "failed", "error": one_line(exc), "seed": seed} if job.multirun else None
+    run.abandon(job.hydra_files, failed)  # a sweep shows its job failed; a single run leaves no dir
+    if failed is not None:
+        to_log_files(f"error: {failed['error']}")
+
+
 def train(cfg: DictConfig, job: JobContext | None = None, callbacks: list[Any] | None = None) -> float:
     """Train, test with the best checkpoint, write metrics.json; return val/acc_best (a sweeper's objective).
 
     `callbacks`: extra Lightning callbacks (benchmarks and tests use it to observe a run)."""
     job = job or JobContext()
-    conf = validate(cfg)
-    plain = to_plain_dict(cfg)
-    preflight(conf, job)
-    run = RunDir.claim(job.run_dir or DEFAULT_RUN_DIR, owner=process_rank() == 0)
+    run: RunDir | None = None
     try:
+        conf = validate(cfg)
+        plain = to_plain_dict(cfg)
+        warn_of_surprises(conf)
+        preflight(conf, job)
+        run = RunDir.claim(job.run_dir or DEFAULT_RUN_DIR, owner=process_rank() == 0)
         start = plan_start(run, conf, plain)
         if start.finished is not None:  # a finished run is left as it is
             run.release()
             return float(start.finished.get(OBJECTIVE) or 0.0)
         datamodule = load_data_early(build_datamodule(conf.dataset))
     except BaseException as exc:
-        failed = {"status": "failed", "error": one_line(exc), "seed": conf.seed} if job.multirun else None
-        run.abandon(job.hydra_files, failed)  # a sweep shows its job failed; a single run leaves no dir
-        if failed is not None:
-            to_log_files(f"error: {failed['error']}")
+        abandon_start(run, job, exc, OmegaConf.select(cfg, "seed", default=None, throw_on_resolution_failure=False))
         raise
     plan = speed.resolve(conf)  # precision, channels_last, compile, cudnn, optimizer, TTA: `auto` -> this device
     chosen = {f"speed/{k}": v for k, v in plan.record().items()}
     # in metrics.json from the start on: the seed, the speed choices, the code's version, the model's size
-    head = {"seed": conf.seed, **chosen, **head_keys(code_version(), model_size(conf))}
+    size = model_size(conf)
+    head = {"seed": conf.seed, **chosen, **head_keys(code_version(), size)}
     run.begin(start, job.hydra_files, head)
+    announce(job, run.path, datamodule, conf, size)
     speed.announce(plan)
     warn_if_low_disk(run.path, conf.callbacks.min_free_disk_gb)
     return _fit_and_test(conf, plain, job, run, start, plan, datamodule, callbacks or [], head)
@@ -220,11 +279,11 @@ def _close(run: RunDir, metrics: dict[str, Any], exit_code: int, ranks: LocalRan
             raise
         say(f"W&B run not closed cleanly after the signal ({one_line(exc)}); it resumes with the job")
     acc = metrics.get("test/acc")
-    say(f"{metrics['status']}: test/acc={'-' if acc is None else f'{float(acc):.4f}'} -> {path}")
+    say(f"{metrics['status']}: test/acc={'-' if acc is None else f'{float(acc):.4f}'} -> {shown_path(path)}")
     if metrics.get("error") and process_rank() == 0:
         to_log_files(f"error: {metrics['error']}")
     preemption.hand_over()  # submitit's time-out/preemption signal: it requeues the job now
     return closing_error
 
 
-__all__ = ["OBJECTIVE", "build_model", "build_trainer", "load_data_early", "train"]
+__all__ = ["OBJECTIVE", "abandon_start", "build_model", "build_trainer", "load_data_early", "train"]

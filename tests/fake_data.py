@@ -60,9 +60,12 @@ def idx_labels(labels: np.ndarray) -> bytes:
     return struct.pack(">ii", 2049, len(labels)) + labels.astype(np.uint8).tobytes()
 
 
-def write_mnist(root: Path, n_train: int = 300, n_test: int = 100, seed: int = 0, gz: bool = False) -> dict:
-    """`<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte` (or only their `.gz`)."""
-    raw = Path(root) / "MNIST" / "raw"
+def write_mnist(root: Path, n_train: int = 300, n_test: int = 100, seed: int = 0, gz: bool = False,
+                flat: bool = False) -> dict:
+    """`<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte` (or only their `.gz`).
+
+    `flat`: the files straight in `<root>`, as a user copies MNIST's four downloaded .gz files."""
+    raw = Path(root) if flat else Path(root) / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     out = {}
     for i, (split, n) in enumerate((("train", n_train), ("test", n_test))):
@@ -132,6 +135,21 @@ def write_cifar100(root: Path, n_train: int = 400, n_test: int = 200, seed: int 
     return out
 
 
+def pack_archive(root: Path, folder: str, archive: str, keep: bool = False) -> Path:
+    """`<root>/ARCHIVE`: the .tar.gz torchvision downloads, holding `FOLDER/...`; the folder is removed (unless
+    `keep`), as when the archive was copied in by hand and nothing is extracted yet."""
+    import shutil
+    import tarfile
+
+    root = Path(root)
+    path = root / archive
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(root / folder, arcname=folder)
+    if not keep:
+        shutil.rmtree(root / folder)
+    return path
+
+
 # --- SVHN: MATLAB v5 .mat files, X (32, 32, 3, N), y (N, 1) with 10 for the digit 0 ----------------
 
 def write_svhn(root: Path, n_train: int = 300, n_test: int = 100, n_extra: int = 0, seed: int = 0) -> dict:
@@ -157,8 +175,23 @@ def md5(path: Path) -> str:
     return hashlib.md5(Path(path).read_bytes(), usedforsecurity=False).hexdigest()
 
 
+def _cifar_md5s(root: Path, cls: type) -> dict[str, str]:
+    """File name -> MD5 of a CIFAR dataset's files under ROOT: in its folder, else inside its placed archive."""
+    import tarfile
+
+    folder = root / cls.base_folder
+    if folder.is_dir():
+        return {p.name: md5(p) for p in folder.iterdir() if p.is_file()}
+    if not (root / cls.filename).is_file():
+        return {}
+    with tarfile.open(root / cls.filename, "r:gz") as tar:
+        return {Path(m.name).name: hashlib.md5(tar.extractfile(m).read(), usedforsecurity=False).hexdigest()
+                for m in tar.getmembers() if m.isfile()}
+
+
 def trust_fake_md5(monkeypatch: object, root: Path) -> None:
-    """Point torchvision's CIFAR10/CIFAR100/SVHN MD5 tables at the fake files under `root` (test only).
+    """Point torchvision's CIFAR10/CIFAR100/SVHN/MNIST MD5 tables (files, CIFAR's archives, MNIST's .gz
+    in MNIST/raw/ or the root) at the fake files under `root` (test only).
 
     torchvision's own integrity check still runs; it now accepts these files, and rejects them
     as soon as a test corrupts one.
@@ -167,19 +200,22 @@ def trust_fake_md5(monkeypatch: object, root: Path) -> None:
 
     root = Path(root)
     for cls in (datasets.CIFAR10, datasets.CIFAR100):
-        folder = root / cls.base_folder
-        if not folder.is_dir():
+        found = _cifar_md5s(root, cls)
+        if not found:
             continue
 
-        def fix(entries: list, folder: Path = folder) -> list:
-            return [[name, md5(folder / name) if (folder / name).is_file() else old] for name, old in entries]
+        def fix(entries: list, found: dict = found) -> list:
+            return [[name, found.get(name, old)] for name, old in entries]
 
         monkeypatch.setattr(cls, "train_list", fix(cls.train_list))
         monkeypatch.setattr(cls, "test_list", fix(cls.test_list))
-        meta = dict(cls.meta)
-        if (folder / meta["filename"]).is_file():
-            meta["md5"] = md5(folder / meta["filename"])
-        monkeypatch.setattr(cls, "meta", meta)
+        monkeypatch.setattr(cls, "meta", dict(cls.meta) | {"md5": found.get(cls.meta["filename"], cls.meta["md5"])})
+        if (root / cls.filename).is_file():
+            monkeypatch.setattr(cls, "tgz_md5", md5(root / cls.filename))
+    gz_dirs = (root / "MNIST" / "raw", root)
+    resources = [(name, next((md5(d / name) for d in gz_dirs if (d / name).is_file()), old))
+                 for name, old in datasets.MNIST.resources]
+    monkeypatch.setattr(datasets.MNIST, "resources", resources)
     split_list = {part: [url, name, md5(root / name) if (root / name).is_file() else old]
                   for part, (url, name, old) in datasets.SVHN.split_list.items()}
     monkeypatch.setattr(datasets.SVHN, "split_list", split_list)

@@ -74,7 +74,36 @@ def _damaged(write: Callable[[Path], object], damaged: str, dataset: str) -> Cal
     return prepare
 
 
+def _written(write: Callable[..., object], dataset: str, *extra: str,
+             **sizes: int) -> Callable[[Path, Path], list[str]]:
+    """Intact tiny files in torchvision's format under tmp/data (their MD5s are not torchvision's)."""
+
+    def prepare(tmp: Path, _: Path) -> list[str]:
+        write(tmp / "data", **sizes)
+        return [f"dataset={dataset}", f"dataset.root={tmp / 'data'}", *extra]
+
+    return prepare
+
+
+def _placed_archive(tmp: Path, _: Path) -> list[str]:
+    """cifar-100-python.tar.gz copied into dataset.root by hand (not torchvision's: its MD5 differs)."""
+    fake_data.write_cifar100(tmp / "data", n_train=100, n_test=100)
+    fake_data.pack_archive(tmp / "data", "cifar-100-python", "cifar-100-python.tar.gz")
+    return ["dataset=cifar100", f"dataset.root={tmp / 'data'}"]
+
+
+NO_NETWORK = {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}  # refused at once
+
 DATA_CASES = [
+    Case("md5-mismatch-cifar10", [], ["cifar-10-batches-py/data_batch_1", "MD5"],
+         prepare=_written(fake_data.write_cifar10, "cifar10")),
+    Case("md5-mismatch-placed-archive", [], ["cifar-100-python.tar.gz", "MD5 mismatch"], prepare=_placed_archive),
+    Case("val-size-too-large-mnist", [], ["dataset.val_size=300", "no training data", "300 training images"],
+         prepare=_written(fake_data.write_mnist, "mnist", "dataset.val_size=300", n_train=300)),
+    Case("failed-download", ["dataset=cifar10", "dataset.download=true"],
+         ["cannot download cifar-10-python.tar.gz", "no network", "put cifar-10-python.tar.gz in"], env=NO_NETWORK),
+    Case("missing-svhn", ["dataset=svhn", "dataset.root=/nonexistent/data"],
+         ["/nonexistent/data/train_32x32.mat", "test_32x32.mat", "dataset.download=true"]),
     Case("truncated-mnist", [], ["train-images-idx3-ubyte"],
          prepare=_damaged(fake_data.write_mnist, "MNIST/raw/train-images-idx3-ubyte", "mnist")),
     Case("truncated-cifar10", [], ["data_batch_1"],
@@ -176,6 +205,7 @@ def test_bad_input(case: Case, earlier_run: Path, tmp_path: Path):
     print(f"{case.id}: exit {result.returncode} in {elapsed:.1f}s: {result.stderr.strip()[-300:]}")
     assert result.returncode != 0 and elapsed < WITHIN_S
     assert not (outputs / "sweeps").exists()  # a sweep with a bad value starts no job
+    assert [p.name for p in (outputs / "runs").iterdir()] == [earlier_run.name]  # and a run leaves no run dir
     lines = [ln for ln in error_lines(result.stderr) if ln.startswith("error:")]
     assert len(lines) == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr

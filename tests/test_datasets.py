@@ -133,10 +133,11 @@ def test_cifar100_uses_fine_labels(tmp_path, monkeypatch):
     assert int(dm.test_split.labels.max()) > 19  # not the 20 coarse labels
 
 
-def test_mnist_reads_gz_only(tmp_path):
+def test_mnist_reads_gz_only(tmp_path, monkeypatch):
     written = fd.write_mnist(tmp_path, n_train=60, n_test=20, gz=True)
     raw = tmp_path / "MNIST" / "raw"
     assert not (raw / "train-images-idx3-ubyte").exists()
+    fd.trust_fake_md5(monkeypatch, tmp_path)  # the .gz files are MD5-checked too
     dm = datamodule("mnist", tmp_path, "dataset.val_size=10")
     np.testing.assert_array_equal(dm.test_split.images.numpy(), written["test"][0])
     assert (raw / "train-images-idx3-ubyte").is_file()  # decompressed next to it, as torchvision would
@@ -317,8 +318,9 @@ def _truncate(path: Path, keep: int = 100) -> None:
     ("label_count", "train-labels-idx1-ubyte", "labels for the"),
     ("bad_gz", "t10k-images-idx3-ubyte.gz", "gzip"),
 ])
-def test_mnist_corrupted_file_is_named(tmp_path, damage, culprit, why):
+def test_mnist_corrupted_file_is_named(tmp_path, monkeypatch, damage, culprit, why):
     fd.write_mnist(tmp_path, n_train=60, n_test=20, gz=damage == "bad_gz")
+    fd.trust_fake_md5(monkeypatch, tmp_path)  # the intact .gz files pass their MD5 check
     raw = tmp_path / "MNIST" / "raw"
     if damage == "truncate_images":
         _truncate(raw / culprit, 5000)

@@ -8,9 +8,11 @@ import hydra
 from omegaconf import DictConfig
 
 from nin_lightning.cli.errors import one_line_errors
+from nin_lightning.cli.options import register_help
 from nin_lightning.config import register_configs
 
 register_configs()
+register_help()  # the --help template's list of each group's real options
 
 
 @hydra.main(version_base="1.3", config_path=None, config_name=None)

@@ -15,6 +15,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nin_lightning.cli.errors import fail, wants_traceback
+from nin_lightning.cli.options import refuse_schema_choices
 from nin_lightning.config import validate
 from nin_lightning.errors import UserError
 
@@ -66,6 +67,7 @@ class ValidateOnStart(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns exceptions in callbacks into warnings, so exit here.
         try:
+            refuse_schema_choices(config.hydra.runtime.choices)
             validate(task_config(config))
             _check_each_swept_value(config)
         except UserError as exc:

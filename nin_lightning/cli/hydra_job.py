@@ -46,6 +46,15 @@ def _hydra_files(task_yaml: str) -> dict[str, str]:
             "overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(list(hc.overrides.task)))}
 
 
+def hydra_choices() -> dict[str, str]:
+    """`group -> option` of the job running now (`{}` outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    return {str(k): str(v) for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
+
+
 def job_context(task_yaml: str) -> JobContext:
     """The JobContext of the Hydra job running now (a plain JobContext outside Hydra)."""
     from hydra.core.hydra_config import HydraConfig

@@ -1,4 +1,5 @@
-"""Library noise a user of this project cannot act on, filtered once at the start of a job."""
+"""Library noise a user of this project cannot act on, filtered once at the start of a job; and a quiet
+console: the lines that matter on the console, every line in RUN_DIR/train.log."""
 
 from __future__ import annotations
 
@@ -37,3 +38,33 @@ def quiet_libraries() -> None:
             if type(handler) is logging.StreamHandler:
                 log.removeHandler(handler)
         log.propagate = True
+
+
+class _QuietConsole(logging.Filter):
+    """On the console only: Lightning's INFO lines (devices, AMP, "fit stopped"...) are dropped, and in a
+    sweep also the per-epoch lines (status.show without `[nin]`). train.log keeps them all."""
+
+    def __init__(self, sweep: bool) -> None:
+        super().__init__()
+        self.sweep = sweep
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        if record.name.startswith("lightning"):
+            return False
+        return not (self.sweep and record.name == "nin_lightning" and not str(record.msg).startswith("[nin]"))
+
+
+def quiet_console(verbose: bool, sweep: bool) -> None:
+    """Unless `verbose`: only our status lines (and epoch lines outside a sweep) and warnings on the console.
+
+    Under Hydra's job logging the console is the root logger's stream handler(s); the file handlers
+    (RUN_DIR/train.log) are left alone."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) or not isinstance(handler, logging.StreamHandler):
+            continue
+        for old in [f for f in handler.filters if isinstance(f, _QuietConsole)]:
+            handler.removeFilter(old)  # a sweep's basic launcher runs the jobs in one process
+        if not verbose:
+            handler.addFilter(_QuietConsole(sweep))

@@ -341,6 +341,7 @@ class TrainConfig:
     resume: str = "never"
     ckpt_path: str | None = None
     tags: list[str] = field(default_factory=list)
+    verbose: bool = False  # the console: the full config tree and Lightning's own lines too (train.log has all)
 
     def __post_init__(self) -> None:
         _choice("resume", self.resume, ("never", "auto"))

@@ -20,9 +20,13 @@ def build_datamodule(cfg: DatasetConfig) -> NiNDataModule:
 
 def check_data_files(cfg: DatasetConfig) -> None:
     """Without dataset.download, files missing (or MNIST's truncated): one line now, before any work.
-    Checksums are left to `load()`, which reads the files anyway."""
+    Checksums are left to `load()`, which reads the files anyway, and to `unpack()` for archives placed
+    by hand (local rank 0 checks and extracts them while the data loads)."""
     if cfg.download:
         return
-    problem = build_datamodule(cfg).file_problem(check_md5=False)
+    datamodule = build_datamodule(cfg)
+    if datamodule.placed_archives():
+        return
+    problem = datamodule.file_problem(check_md5=False)
     if problem is not None:
         raise problem

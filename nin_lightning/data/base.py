@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -96,6 +97,17 @@ class NiNDataModule(L.LightningDataModule):
         self.preprocessor: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._augment_generator: torch.Generator | None = None  # DDP ranks > 0 (augment_generator)
 
+    reads_root = True  # its files are in cfg.root (digits: in scikit-learn's wheel)
+
+    def describe(self) -> str:
+        """`data: NAME (ROOT): N train / N val / N test images of CxHxW, K classes` (after setup)."""
+        cfg = self.cfg
+        sizes = " / ".join(f"{len(split) if split is not None else 0:,} {name}" for name, split in
+                           (("train", self.train_split), ("val", self.val_split), ("test", self.test_split)))
+        where = f" in {Path(cfg.root).expanduser()}" if self.reads_root else ""
+        return (f"data: {cfg.name}{where}: {sizes} images of {cfg.in_channels}x{cfg.image_size}x{cfg.image_size}, "
+                f"{cfg.num_classes} classes")
+
     # --- what a dataset provides -------------------------------------------------------------
     def load(self) -> tuple[Split, Split]:
         """Return (full training set, official test set)."""
@@ -103,6 +115,14 @@ class NiNDataModule(L.LightningDataModule):
 
     def download(self) -> None:
         """Fetch the files into cfg.root (only called with dataset.download=true, on local rank 0)."""
+
+    def placed_archives(self) -> list[Path]:
+        """Archives or compressed files placed in cfg.root by hand (torchvision's own file names) that `unpack`
+        would extract because the files they hold are missing; empty when there is nothing to extract."""
+        return []
+
+    def unpack(self) -> None:
+        """Check and extract `placed_archives()` into torchvision's layout; no existing file is overwritten."""
 
     def file_problem(self, check_md5: bool = True) -> UserError | None:
         """What `load()` would refuse about the files in cfg.root (missing, incomplete, corrupted), or None.
@@ -126,8 +146,12 @@ class NiNDataModule(L.LightningDataModule):
 
     # --- Lightning hooks -----------------------------------------------------------------------
     def prepare_data(self) -> None:
+        """Local rank 0: download (dataset.download), or else extract archives placed in cfg.root by hand.
+        (A download uses a placed archive whose MD5 matches, and replaces one that does not.)"""
         if self.cfg.download:
             self.download()
+        else:
+            self.unpack()
 
     def wait_for_data(self) -> None:
         """On a node's other ranks: poll the files until local rank 0's download completes them."""

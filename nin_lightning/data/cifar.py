@@ -1,7 +1,9 @@
 """CIFAR-10 and CIFAR-100 in torchvision's layout: `<root>/cifar-10-batches-py/`, `<root>/cifar-100-python/`.
 
 torchvision checks every file's MD5 when it opens the dataset; when that fails, `load()` finds which
-file is missing or corrupted and says so in one line.
+file is missing or corrupted and says so in one line. The archive torchvision downloads
+(`cifar-10-python.tar.gz`, `cifar-100-python.tar.gz`), copied into `<root>` by hand, is MD5-checked and
+the files the folder lacks are extracted from it (`unpack`, on local rank 0).
 """
 
 from __future__ import annotations
@@ -33,13 +35,37 @@ class CIFAR10DataModule(NiNDataModule):
         root = files.root_dir(self.cfg)
         files.download(self.cfg, cls.filename, cls.url, root, lambda: cls(root, train=True, download=True))
 
+    def _expected(self) -> list[tuple[str, str]]:
+        """(file name in the folder, its MD5): every file torchvision reads."""
+        cls = self._tv()
+        meta = (cls.meta["filename"], cls.meta["md5"])
+        return [(name, md5) for name, md5 in (*cls.train_list, *cls.test_list, meta)]
+
+    def _archive(self) -> Path:
+        return files.root_dir(self.cfg) / self._tv().filename
+
+    def placed_archives(self) -> list[Path]:
+        folder, archive = self._folder(), self._archive()
+        lacking = any(not (folder / name).is_file() for name, _ in self._expected())
+        return [archive] if lacking and archive.is_file() else []
+
+    def unpack(self) -> None:
+        """The placed archive, MD5-checked, gives the folder the files it lacks (existing ones are kept)."""
+        for archive in self.placed_archives():
+            if (problem := files.md5_problem(archive, self._tv().tgz_md5)) is not None:
+                raise problem
+            folder = self._folder()
+            files.extract(archive, {f"{folder.name}/{name}": folder / name for name, _ in self._expected()
+                                    if not (folder / name).is_file()})
+
     def file_problem(self, check_md5: bool = True) -> UserError | None:
         """The first file that is missing or fails its MD5 (checked only once all are there)."""
-        cls = self._tv()
         folder = self._folder()
-        expected = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
+        expected = self._expected()
         if not any((folder / name).is_file() for name, _ in expected):
-            return files.missing(self.cfg, folder)
+            archive = self._archive()
+            return files.missing(self.cfg, f"{folder} (or torchvision's archive {archive.name} in {archive.parent}, "
+                                           "which is MD5-checked and extracted)")
         for name, _ in expected:
             if not (folder / name).is_file():
                 return files.incomplete(self.cfg, folder / name)

@@ -23,6 +23,8 @@ def load_digits_uint8() -> tuple[np.ndarray, np.ndarray]:
 class DigitsDataModule(NiNDataModule):
     """A fixed, stratified 20 % test split (seed 0); validation is carved from the rest."""
 
+    reads_root = False  # the images ship inside scikit-learn
+
     def load(self) -> tuple[Split, Split]:
         from sklearn.model_selection import train_test_split
 

@@ -1,10 +1,14 @@
-"""Shared by the torchvision-backed datasets: one-line errors about files, and guarded downloads."""
+"""Shared by the torchvision-backed datasets: one-line errors about files, guarded downloads, and the
+archives a user placed in dataset.root by hand (MD5-checked, then extracted)."""
 
 from __future__ import annotations
 
 import re
+import shutil
 import socket
+import tarfile
 import urllib.error
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +18,10 @@ import torch
 from nin_lightning.config import DatasetConfig
 from nin_lightning.data.base import Split
 from nin_lightning.errors import UserError
+from nin_lightning.rundir.atomic import atomic_write
+from nin_lightning.status import say
+
+DOCS = "docs/data.md"  # each dataset's files, where they go, and their MD5s
 
 
 def root_dir(cfg: DatasetConfig) -> Path:
@@ -25,11 +33,11 @@ def one_line_text(text: object) -> str:
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
-def missing(cfg: DatasetConfig, expected: Path) -> UserError:
-    """The dataset is not where dataset.root says."""
+def missing(cfg: DatasetConfig, expected: str) -> UserError:
+    """The dataset is not where dataset.root says. EXPECTED names the exact files and where they go."""
     return UserError(
         f"{cfg.name} not found: expected {expected}; pass dataset.download=true to download it into "
-        f"dataset.root={cfg.root}, or dataset.root=DIR for the directory that already holds it"
+        f"dataset.root={cfg.root}, or dataset.root=DIR for the directory that already holds it ({DOCS})"
     )
 
 
@@ -48,6 +56,38 @@ def corrupted(path: Path, why: str) -> UserError:
     )
 
 
+def md5_problem(path: Path, md5: str) -> UserError | None:
+    """PATH's MD5 is not torchvision's MD5 for it (a partial or different download), or None."""
+    from torchvision.datasets.utils import check_integrity
+
+    if check_integrity(str(path), md5):
+        return None
+    return corrupted(path, f"MD5 mismatch: torchvision's copy has MD5 {md5}")
+
+
+def extract(archive: Path, members: dict[str, Path]) -> None:
+    """Copy MEMBERS (name inside the .tar.gz -> target path) out of ARCHIVE, each written atomically.
+
+    Only the named members are read, so no path inside the archive decides where a file lands."""
+    say(f"extracting {', '.join(sorted(p.name for p in members.values()))} from {archive}")
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for name, target in members.items():
+                try:
+                    source = tar.extractfile(name)
+                except KeyError:
+                    source = None
+                if source is None:
+                    raise corrupted(archive, f"it holds no file {name}")
+
+                def copy(fh: object, source: object = source) -> None:
+                    shutil.copyfileobj(source, fh, 1 << 20)
+
+                atomic_write(target, copy)
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise corrupted(archive, f"not a complete .tar.gz: {one_line_text(exc)}") from exc
+
+
 def _is_network_error(exc: BaseException) -> bool:
     if isinstance(exc, urllib.error.URLError | TimeoutError | ConnectionError | socket.gaierror):
         return True
@@ -56,8 +96,10 @@ def _is_network_error(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("Error downloading" in text or "urlopen error" in text)
 
 
-def download(cfg: DatasetConfig, what: str, url: str, dest: Path, fetch: Callable[[], object]) -> None:
-    """Run torchvision's `fetch()`; turn a network failure into one line that says so plainly."""
+def download(cfg: DatasetConfig, what: str, url: str, dest: Path, fetch: Callable[[], object],
+             place: str | None = None) -> None:
+    """Run torchvision's `fetch()`; turn a network failure into one line that says so plainly, naming what
+    to copy into DEST by hand (`place`: every file the dataset needs, when WHAT is only one of them)."""
     try:
         fetch()
     except Exception as exc:
@@ -67,8 +109,8 @@ def download(cfg: DatasetConfig, what: str, url: str, dest: Path, fetch: Callabl
         if _is_network_error(exc):
             raise UserError(
                 f"dataset.download=true: cannot download {what} from {url}: no network ({reason}); "
-                f"download it on a machine with internet access, put it in {dest} and run with "
-                "dataset.download=false"
+                f"download it on a machine with internet access, put {place or what} in {dest} and run with "
+                f"dataset.download=false ({DOCS})"
             ) from exc
         if isinstance(exc, OSError):
             raise UserError(f"dataset.download=true: cannot write {what} to {dest} ({reason}); "

@@ -1,8 +1,9 @@
 """MNIST from torchvision's layout: `<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`.
 
 torchvision reads the raw idx files and only checks that they exist, so `load()` first checks each
-file's idx header (magic number, dimensions) and size. A file present only as `.gz` (as distributed)
-is checked and decompressed next to it, as torchvision's own download step does.
+file's idx header (magic number, dimensions) and size. A file present only as `.gz` (as distributed,
+in MNIST/raw/ or in `<root>` itself) is checked, MD5-checked and decompressed into MNIST/raw/, as
+torchvision's own download step does.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+GZ_LISTED = ", ".join(f"{name}.gz" for pair in FILES.values() for name in pair)  # what error messages name
 
 
 def _check_idx(path: Path, head: bytes, size: int, labels: bool) -> int:
@@ -47,14 +49,25 @@ def _check_idx(path: Path, head: bytes, size: int, labels: bool) -> int:
     return n
 
 
-def _decompress_checked(gz: Path, raw: Path, labels: bool) -> None:
-    """Check `gz`'s content and write it, decompressed, to `raw` atomically (safe with several ranks)."""
+def gz_sources(raw_dir: Path, name: str) -> list[Path]:
+    """Where NAME.gz may be placed: torchvision's `<root>/MNIST/raw/`, or `<root>` itself."""
+    return [raw_dir / f"{name}.gz", raw_dir.parent.parent / f"{name}.gz"]
+
+
+def _placed_gz(raw_dir: Path, name: str) -> Path | None:
+    return next((gz for gz in gz_sources(raw_dir, name) if gz.is_file()), None)
+
+
+def _decompress_checked(gz: Path, raw: Path, labels: bool, md5: str | None = None) -> None:
+    """Check `gz` (gzip, idx header, then MD5 when given) and write it, decompressed, to `raw` atomically."""
     try:
         with gzip.open(gz, "rb") as f:
             data = f.read()
     except (OSError, EOFError, zlib.error) as exc:
         raise files.corrupted(gz, f"not a complete gzip file: {exc}") from exc
     _check_idx(gz, data[:16], len(data), labels)
+    if md5 is not None and (problem := files.md5_problem(gz, md5)) is not None:
+        raise problem
     try:
         atomic_write(raw, data)  # safe with several ranks: a reader sees the whole file or none
     except OSError as exc:
@@ -62,17 +75,26 @@ def _decompress_checked(gz: Path, raw: Path, labels: bool) -> None:
                         "or make the directory writable") from exc
 
 
-def check_raw_files(raw_dir: Path, decompress: bool = True) -> None:
+def gz_md5s() -> dict[str, str]:
+    """torchvision's MD5 of each distributed .gz file (the ones its download checks)."""
+    from torchvision.datasets import MNIST
+
+    return dict(MNIST.resources)
+
+
+def check_raw_files(raw_dir: Path, decompress: bool = True, md5s: dict[str, str] | None = None) -> None:
     """Raise a one-line UserError unless the four idx files are present and consistent.
 
-    `decompress`: a file present only as `.gz` counts, and is decompressed next to it.
+    `decompress`: a file present only as `.gz` (in raw_dir or the root) counts, and is checked (against
+    `md5s`, by .gz name, when given) and decompressed into raw_dir.
     """
     for split, (image_file, label_file) in FILES.items():
         counts = []
         for name, labels in ((image_file, False), (label_file, True)):
-            raw, gz = raw_dir / name, raw_dir / f"{name}.gz"
-            if decompress and not raw.is_file() and gz.is_file():
-                _decompress_checked(gz, raw, labels)
+            raw = raw_dir / name
+            gz = _placed_gz(raw_dir, name) if decompress and not raw.is_file() else None
+            if gz is not None:
+                _decompress_checked(gz, raw, labels, (md5s or {}).get(f"{name}.gz"))
             if not raw.is_file():
                 raise _not_found(raw_dir, raw)
             with open(raw, "rb") as f:
@@ -88,8 +110,10 @@ def _not_found(raw_dir: Path, path: Path) -> UserError:
     if anything:
         return UserError(f"{path} is missing (MNIST is incomplete); re-run with dataset.download=true, "
                          f"or copy the file (or {path.name}.gz) there")
-    return UserError(f"mnist not found: expected {path} (or {path.name}.gz); pass dataset.download=true to "
-                     "download it, or dataset.root=DIR for the directory that holds MNIST/raw/")
+    return UserError(f"mnist not found: expected {raw_dir}/{GZ_LISTED} (the four files as downloaded, MD5-checked "
+                     f"and decompressed at the start, or already decompressed; the .gz files may also sit in "
+                     f"{raw_dir.parent.parent} itself); pass dataset.download=true to download them, or "
+                     f"dataset.root=DIR for the directory that holds them or MNIST/raw/ ({files.DOCS})")
 
 
 class MNISTDataModule(NiNDataModule):
@@ -102,13 +126,25 @@ class MNISTDataModule(NiNDataModule):
         from torchvision.datasets import MNIST
 
         root = files.root_dir(self.cfg)
-        files.download(self.cfg, "MNIST", MNIST.mirrors[0], self._raw_dir(),
+        files.download(self.cfg, GZ_LISTED, MNIST.mirrors[0], self._raw_dir(),
                        lambda: MNIST(root, train=True, download=True))
 
     def _legacy(self) -> bool:
         """torchvision still reads the old `MNIST/processed/{training,test}.pt` when both exist."""
         processed = self._raw_dir().parent / "processed"
         return (processed / "training.pt").is_file() and (processed / "test.pt").is_file()
+
+    def placed_archives(self) -> list[Path]:
+        raw_dir = self._raw_dir()
+        if self._legacy():
+            return []
+        names = [name for pair in FILES.values() for name in pair if not (raw_dir / name).is_file()]
+        return [gz for gz in (_placed_gz(raw_dir, name) for name in names) if gz is not None]
+
+    def unpack(self) -> None:
+        """Placed .gz files (in MNIST/raw/ or the root), checked and MD5-checked, decompressed into MNIST/raw/."""
+        if self.placed_archives():
+            check_raw_files(self._raw_dir(), decompress=True, md5s=gz_md5s())
 
     def file_problem(self, check_md5: bool = True) -> UserError | None:
         """Read-only (no .gz decompressed: local rank 0's download does that): all four idx files complete."""
@@ -129,5 +165,5 @@ class MNISTDataModule(NiNDataModule):
 
     def load(self) -> tuple[Split, Split]:
         if not self._legacy():
-            check_raw_files(self._raw_dir())
+            check_raw_files(self._raw_dir(), md5s=gz_md5s())
         return self._read(train=True), self._read(train=False)

@@ -52,13 +52,14 @@ class SVHNDataModule(NiNDataModule):
         from torchvision.datasets.utils import download_url
 
         root = files.root_dir(self.cfg)
+        needed = " and ".join(SVHN.split_list[part][1] for part in (*self._parts(), "test"))
         for part in (*self._parts(), "test"):
             url, filename, md5 = SVHN.split_list[part]
             # download_url keeps a file whose MD5 already matches, and fetches it otherwise
             def fetch(url: str = url, filename: str = filename, md5: str = md5) -> None:
                 download_url(url, str(root), filename, md5)
 
-            files.download(self.cfg, filename, url, root, fetch)
+            files.download(self.cfg, filename, url, root, fetch, place=needed)
 
     def _part_problem(self, part: str, check_md5: bool = True) -> UserError | None:
         """`<part>_32x32.mat` missing or (with `check_md5`) failing its MD5, or None."""
@@ -69,7 +70,11 @@ class SVHNDataModule(NiNDataModule):
         path = root / filename
         if not path.is_file():
             others = [n for _, n, _ in SVHN.split_list.values() if (root / n).is_file()]
-            return files.incomplete(self.cfg, path) if others else files.missing(self.cfg, path)
+            if others:
+                return files.incomplete(self.cfg, path)
+            names = [SVHN.split_list[p][1] for p in (*self._parts(), "test")]
+            return files.missing(self.cfg, f"{root / names[0]} and {' and '.join(names[1:])} in the same dir "
+                                           "(torchvision's SVHN files, MD5-checked)")
         if check_md5 and not check_integrity(str(path), md5):
             return files.corrupted(path, "MD5 mismatch")
         return None
