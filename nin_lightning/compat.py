@@ -44,3 +44,21 @@ def wandb_flush_often(settings: Any, every_s: float = 2.0) -> dict[str, Any]:
     `x_transaction_log_flush_interval` is an experimental (x_) setting: omitted when a release drops it."""
     field = "x_transaction_log_flush_interval"
     return {field: every_s} if field in getattr(settings, "model_fields", {}) else {}
+
+
+def dynamo_counts() -> tuple[int, int]:
+    """(graphs compiled, graph breaks) by torch.compile in this process so far: what a run records as
+    `speed/compiled_graphs` and `speed/graph_breaks`, so metrics.json says how often it really compiled.
+    torch has no public count; dynamo keeps one in `torch._dynamo.utils.counters` (the same numbers
+    TORCH_LOGS=recompiles,graph_breaks prints one by one)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"]), int(sum(counters["graph_break"].values()))
+
+
+def dynamo_explain(fn: Any, *args: Any) -> Any:
+    """`torch._dynamo.explain(fn)(*args)`: graphs and graph breaks of one call, with their reasons (the
+    graph-break check of tests/test_compile.py). Documented, but only under the private torch._dynamo."""
+    import torch._dynamo
+
+    return torch._dynamo.explain(fn)(*args)

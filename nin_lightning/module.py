@@ -68,14 +68,16 @@ class NiNClassifier(L.LightningModule):
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         """Evaluation (val or test): loss, top-1 and, for > 10 classes, top-5 accuracy."""
         images, labels = batch
-        logits = self.evaluate(images)
+        # a compiled model gets evaluation batches padded to one size (data/base.py pad_batch): the labels are
+        # the real images', so the padding's outputs are cut off here, by a length known on the host
+        logits = self.evaluate(images)[: len(labels)]
         loss = self.loss(logits, labels)
         # sync_dist: under DDP the logged loss is the mean over all ranks (accuracies sync in torchmetrics)
         # Validation's epoch metrics reach the loggers in one row with training's (callbacks.EpochHistory);
         # the test's are one row of their own, which Lightning logs (and trainer.test returns).
         to_logger = stage == names.TEST
         self.log(names.loss(stage), loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
-                 logger=to_logger)
+                 logger=to_logger, batch_size=len(labels))
         acc = self.metrics[f"{stage}_acc"]
         acc(logits, labels)
         self.log(names.acc(stage), acc, on_step=False, on_epoch=True, prog_bar=True, logger=to_logger)

@@ -17,7 +17,7 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig
 
-from nin_lightning import metric_names, speed
+from nin_lightning import compat, metric_names, speed
 from nin_lightning.callbacks import PREEMPTED_EXIT, PreemptionCheckpoint, build_callbacks
 from nin_lightning.cluster.checks import check_devices
 from nin_lightning.cluster.local_ranks import LocalRanks
@@ -31,6 +31,7 @@ from nin_lightning.module import NiNClassifier
 from nin_lightning.rundir import RunDir, Start, last_checkpoint, snapshot
 from nin_lightning.rundir.checkpoint_io import AtomicCheckpointIO
 from nin_lightning.rundir.disk import warn_if_low_disk
+from nin_lightning.rundir.layout import BEST_CKPT
 from nin_lightning.status import say, to_log_files
 from nin_lightning.tracking import Tracker
 
@@ -43,19 +44,24 @@ def build_model(conf: TrainConfig, plan: speed.SpeedPlan, run_config: dict[str, 
     m = conf.model
     net = NiN(m.num_classes, m.in_channels, m.preset, m.width, m.dropout, m.batch_norm, m.init, m.init_std,
               m.final_relu)
-    net = speed.prepare_model(net, channels_last=plan.channels_last, compile=plan.compile)
+    net = speed.prepare_model(net, channels_last=plan.channels_last, compile=plan.compile, backend=plan.compile_backend)
     return NiNClassifier(net, m.num_classes, conf.optimizer, conf.scheduler, m.label_smoothing, run_config,
                          tta=plan.tta, channels_last=plan.channels_last, optimizer_impl=plan.optimizer_impl)
 
 
 def build_trainer(conf: TrainConfig, plan: speed.SpeedPlan, callbacks: list[Any], loggers: list[Any],
                   run_dir: Path, start: Start | None = None, strategy: Any = None) -> L.Trainer:
-    """The Trainer: the config's `trainer` keys, with the plan's precision and cuDNN benchmark."""
+    """The Trainer: the config's `trainer` keys, with the plan's precision and cuDNN benchmark.
+
+    A compiled model tests under no_grad, like validation (not inference mode): dynamo guards on that
+    mode, and a third mode would be a third compile. best.ckpt is fsynced once at the end, not per write."""
     kwargs = asdict(conf.trainer) | {"precision": plan.precision, "benchmark": plan.benchmark}
     kwargs["strategy"] = strategy or conf.trainer.strategy
     kwargs["enable_progress_bar"] = progress_mode(conf) == "bar"
+    kwargs["inference_mode"] = not plan.compile
+    checkpoint_io = AtomicCheckpointIO(preloaded=_preloaded(start), durable=lambda path: path.name != BEST_CKPT)
     return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
-                     plugins=[AtomicCheckpointIO(preloaded=_preloaded(start)), *cluster_plugins(conf)])
+                     plugins=[checkpoint_io, *cluster_plugins(conf)])
 
 
 def _preloaded(start: Start | None) -> tuple[Path, dict[str, Any]] | None:
@@ -73,6 +79,7 @@ def progress_mode(conf: TrainConfig) -> str:
 def preflight(conf: TrainConfig, job: JobContext) -> None:
     """Everything that can fail before any work, as one line each: hardware, strategy, data files."""
     check_devices(conf, job)
+    speed.check_backend(conf)
     check_data_files(conf.dataset)
 
 
@@ -102,6 +109,18 @@ def plan_start(run: RunDir, conf: TrainConfig, plain: dict[str, Any]) -> Start:
     return start
 
 
+def plan_speed(conf: TrainConfig, datamodule: NiNDataModule) -> speed.SpeedPlan:
+    """Every `auto` speed switch for this device (precision, channels_last, compile, cudnn, optimizer, TTA,
+    device-resident data); a compile is tried once here (its kernels cached in compile_cache_dir) and falls
+    back to eager in one line when it cannot work. The data follow the plan's choices."""
+    plan = speed.resolve(conf, data_bytes=datamodule.nbytes())
+    if plan.compile:
+        speed.use_compile_cache(conf.compile_cache_dir)
+        plan = speed.check_compile(plan)
+    datamodule.use_plan(device_resident=plan.device_resident, static_shapes=plan.compile)
+    return plan
+
+
 def train(cfg: DictConfig, job: JobContext | None = None, callbacks: list[Any] | None = None) -> float:
     """Train, test with the best checkpoint, write metrics.json; return val/acc_best (a sweeper's objective).
 
@@ -123,7 +142,7 @@ def train(cfg: DictConfig, job: JobContext | None = None, callbacks: list[Any] |
         if failed is not None:
             to_log_files(f"error: {failed['error']}")
         raise
-    plan = speed.resolve(conf)  # precision, channels_last, compile, cudnn, optimizer, TTA: `auto` -> this device
+    plan = plan_speed(conf, datamodule)
     chosen = {f"speed/{k}": v for k, v in plan.record().items()}
     head = {"seed": conf.seed, **chosen}  # in metrics.json from the start on
     run.begin(start, job.hydra_files, head)
@@ -142,6 +161,7 @@ def _fit_and_test(conf: TrainConfig, plain: dict[str, Any], job: JobContext, run
                       conf.tags, excuse=preemption.excuses, identity=start.wandb)
     metrics: dict[str, Any] = {"status": "failed", **head}
     exit_code = 1
+    compiled_before = compat.dynamo_counts() if plan.compile else (0, 0)
     ranks = LocalRanks()
     trainer: L.Trainer | None = None
     try:
@@ -157,6 +177,9 @@ def _fit_and_test(conf: TrainConfig, plain: dict[str, Any], job: JobContext, run
         results = trainer.test(model, datamodule=datamodule, ckpt_path="best" if has_best else None,
                                verbose=False)
         metrics.update(results[0] if results else {})
+        if plan.compile:  # what really compiled in fit + test: one graph per mode (train, eval), no breaks
+            graphs, breaks = (now - before for now, before in zip(compat.dynamo_counts(), compiled_before, strict=True))
+            metrics |= {"speed/compiled_graphs": graphs, "speed/graph_breaks": breaks}
         metrics["status"], exit_code = "completed", 0
     except BaseException as exc:
         metrics["error"] = one_line(exc)
