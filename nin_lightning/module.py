@@ -111,8 +111,10 @@ class NiNClassifier(L.LightningModule):
             self.log(names.TRAIN_LOSS, self.train_loss, on_step=False, on_epoch=True, logger=False)
             self._train_metrics_logged = True
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the logger's steps (as Lightning's own)
-            # sync_dist: under DDP the logged loss is the mean over all ranks
-            self.log(names.LOSS_STEP, loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
+            # sync_dist: under DDP the logged loss is the mean over all ranks. Not prog_bar: Lightning turns a
+            # progress-bar value into a float after EVERY later batch (a host sync per step); the bars read it
+            # at the logger's steps instead (callbacks/progress.py)
+            self.log(names.LOSS_STEP, loss, on_step=True, on_epoch=False, sync_dist=True)
         return loss
 
     def on_train_epoch_start(self) -> None:

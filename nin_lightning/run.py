@@ -50,14 +50,15 @@ def build_model(conf: TrainConfig, plan: speed.SpeedPlan, run_config: dict[str, 
 
 
 def build_trainer(conf: TrainConfig, plan: speed.SpeedPlan, callbacks: list[Any], loggers: list[Any],
-                  run_dir: Path, start: Start | None = None, strategy: Any = None) -> L.Trainer:
+                  run_dir: Path, start: Start | None = None, strategy: Any = None, progress: str | None = None
+                  ) -> L.Trainer:
     """The Trainer: the config's `trainer` keys, with the plan's precision and cuDNN benchmark.
 
     A compiled model tests under no_grad, like validation (not inference mode): dynamo guards on that
     mode, and a third mode would be a third compile. best.ckpt is fsynced once at the end, not per write."""
     kwargs = asdict(conf.trainer) | {"precision": plan.precision, "benchmark": plan.benchmark}
     kwargs["strategy"] = strategy or conf.trainer.strategy
-    kwargs["enable_progress_bar"] = progress_mode(conf) == "bar"
+    kwargs["enable_progress_bar"] = (progress or progress_mode(conf)) == "bar"  # as build_callbacks was told
     kwargs["inference_mode"] = not plan.compile
     checkpoint_io = AtomicCheckpointIO(preloaded=_preloaded(start), durable=lambda path: path.name != BEST_CKPT)
     return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),

@@ -226,12 +226,18 @@ def _fused_supported(device: str) -> bool:
         return device == "cuda"
 
 
-def resolve_optimizer_impl(requested: str, device: str) -> tuple[str, str | None]:
-    """fused (one kernel for all parameters), foreach (one kernel per op) or for_loop (one per tensor)."""
+def resolve_optimizer_impl(requested: str, device: str, clips_mixed: bool = False) -> tuple[str, str | None]:
+    """fused (one kernel for all parameters), foreach (one kernel per op) or for_loop (one per tensor).
+
+    `clips_mixed`: gradient clipping with mixed precision, which Lightning refuses for a fused optimizer
+    (it unscales gradients inside its step, after the clipping would have to happen)."""
     if requested == "auto":
-        return ("fused" if _fused_supported(device) else "foreach"), None
+        return ("fused" if _fused_supported(device) and not clips_mixed else "foreach"), None
     if requested == "fused" and not _fused_supported(device):
         return "foreach", f"optimizer.implementation=fused: no fused optimizer kernels on {device}; using foreach"
+    if requested == "fused" and clips_mixed:
+        return "foreach", ("optimizer.implementation=fused: Lightning cannot clip the gradients of a fused optimizer "
+                           "under mixed precision (trainer.gradient_clip_val); using foreach")
     return requested, None
 
 
@@ -250,7 +256,8 @@ def resolve(conf: TrainConfig, data_bytes: int | None = None) -> SpeedPlan:
     channels_last, n2 = resolve_channels_last(conf.model.channels_last, device)
     compiled, n3 = resolve_compile(conf.model.compile, device, conf.model.compile_backend)
     benchmark, n4 = resolve_benchmark(conf.trainer.benchmark, device, conf.trainer.deterministic)
-    impl, n5 = resolve_optimizer_impl(conf.optimizer.implementation, device)
+    clips_mixed = bool(conf.trainer.gradient_clip_val) and "mixed" in str(precision)
+    impl, n5 = resolve_optimizer_impl(conf.optimizer.implementation, device, clips_mixed)
     tta = resolve_tta(conf.dataset.tta, conf.dataset.name, conf.dataset.flip)
     resident = resolve_device_resident(conf.dataset.device_resident, device, data_bytes)
     notices = tuple(n for n in (n1, n2, n3, n4, n5) if n)

@@ -77,10 +77,10 @@ class FiniteLossGuard(Callback):
         train, weights_flag, val = any_rank(trainer, flags)
         if train:
             self.stop(trainer)
-        if weights_flag:
-            self._fail(trainer, f"non-finite weights at epoch {trainer.current_epoch}, step {trainer.global_step}")
         if val:
             self._fail(trainer, f"non-finite validation loss ({float(val_loss)}) at epoch {trainer.current_epoch}")
+        if weights_flag:
+            self._fail(trainer, f"non-finite weights at epoch {trainer.current_epoch}, step {trainer.global_step}")
         self.passed(trainer.global_step)
 
     def stop(self, trainer: L.Trainer) -> None:

@@ -1,9 +1,9 @@
 """Progress bars that read their metrics at the logger's steps only.
 
-Lightning's bars refresh their metrics after every batch, and each refresh turns every shown value into
-a Python float (`.item()`): a device-to-host sync per training step. Here the values are read at the
-steps where the module logs anyway (`trainer.log_every_n_steps`) and outside training; the bar itself
-(position, speed) still moves every batch.
+Lightning turns every progress-bar value into a Python float (`.item()`, a device-to-host sync) after
+each batch, and its bars read them again. So the module logs its step loss without `prog_bar` and these
+bars read their values, the step loss included, at the steps where the module logs anyway
+(`trainer.log_every_n_steps`) and outside training; the bar itself (position, speed) moves every batch.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+
+from nin_lightning import metric_names as names
 
 
 class _ReadAtLogSteps:
@@ -23,6 +25,9 @@ class _ReadAtLogSteps:
         fresh = not trainer.training or self._shown is None or trainer.global_step % trainer.log_every_n_steps == 0
         if fresh:
             self._shown = super().get_metrics(trainer, pl_module)  # type: ignore[misc]
+            step_loss = trainer.callback_metrics.get(names.LOSS_STEP) if trainer.training else None
+            if step_loss is not None:
+                self._shown[names.LOSS_STEP] = round(float(step_loss), 4)
         assert self._shown is not None
         return self._shown
 

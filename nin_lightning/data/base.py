@@ -212,13 +212,13 @@ class NiNDataModule(L.LightningDataModule):
         world, rank = kwargs.get("num_replicas", 1), kwargs.get("rank", 0)
         if not shuffle:
             self._eval_sampler(len(split), stage)  # the same refusal as the DataLoader path
-        if trainer is None:
+        if trainer is None or not shuffle:
             return DeviceBatches(on_device.images, on_device.labels, batch_size, shuffle=shuffle, seed=_run_seed(),
                                  rank=rank, world=world)
-        loop = trainer.fit_loop
-        return DeviceBatches(on_device.images, on_device.labels, batch_size, shuffle=shuffle, seed=_run_seed(),
+        loop = trainer.fit_loop  # training: the epoch, and the batches of it already trained (a resume)
+        return DeviceBatches(on_device.images, on_device.labels, batch_size, shuffle=True, seed=_run_seed(),
                              rank=rank, world=world, epoch=lambda: loop.epoch_progress.current.processed,
-                             position=lambda: loop.epoch_loop.batch_progress.current.processed)
+                             position=lambda: loop.epoch_loop.batch_progress.current.ready)
 
     def _eval_sampler(self, size: int, stage: str) -> UnrepeatedDistributedSampler | None:
         """Under DDP: this rank's shard of an evaluation set, unpadded (every image exactly once over the ranks).

@@ -4,8 +4,9 @@ indexing op there, with no DataLoader, no workers and no host-to-device copy per
 Training: epoch e's order is `randperm(n)` on the device from a generator seeded by (seed, e) alone, the
 same on every rank; rank r takes every world-th image from position r on, the same count on each rank
 (disjoint shards, equal steps, so no DDP rank waits for another), in whole batches (drop_last: every
-step has one shape, which a compiled model needs). The order needs no state to replay; where a resume
-starts within an epoch is this loader's `state_dict`, which Lightning keeps in the checkpoint.
+step has one shape, which a compiled model needs). The order needs no state to replay, and an epoch's
+iteration starts after the batches the Trainer already trained in it (its batch progress, which a
+checkpoint restores): a run resumed mid-epoch trains exactly the batches the straight run would have.
 Evaluation: in order, this rank's unpadded shard (every image exactly once over the ranks).
 """
 
@@ -27,8 +28,9 @@ class DeviceBatches:
     """(images, labels) batches of a split (uint8 NCHW images, int64 labels) already on its device; `len()`
     batches per epoch.
 
-    `epoch`: the epoch being trained (read when an epoch's iteration starts); `position`: how many batches
-    of it training has consumed (read when a checkpoint is written). Both come from the Trainer's loop.
+    `epoch`: the epoch being trained; `position`: how many of its batches the Trainer has trained. Both
+    come from the Trainer's loop and are read when an epoch's iteration starts (Lightning asks for the
+    first batch of a sized loader only inside the epoch, after restoring its progress from a checkpoint).
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, shuffle: bool,
@@ -38,7 +40,6 @@ class DeviceBatches:
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world = rank, world
         self._epoch, self._position = epoch, position
-        self._resume: dict[str, int] | None = None
         n = len(labels)
         if shuffle:
             # the same count on every rank; whole batches only, unless that leaves none
@@ -62,20 +63,17 @@ class DeviceBatches:
         return perm[self.rank::self.world][: self.per_rank]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch = self._epoch()
-        start = 0
-        if self._resume is not None and self._resume.get("epoch") == epoch:
-            start = int(self._resume.get("position", 0))  # resumed within this epoch: the batches not yet trained
-        self._resume = None
+        epoch, start = self._epoch(), self._position()  # start > 0: resumed within this epoch
         order = self.order(epoch)
         images, labels = self.images, self.labels
         for b in range(start, self.batches):
             index = order[b * self.batch_size:(b + 1) * self.batch_size]
             yield images[index], labels[index]
 
-    # Lightning saves and restores these with the fit loop (training only: it asks the training loader)
+    # Lightning's protocol of a loader that resumes mid-epoch (without it, Lightning warns that the run's
+    # results after such a resume are unreliable). The position itself comes back with the Trainer's progress.
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": int(self._epoch()), "position": int(self._position())}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._resume = dict(state_dict)
+        """Nothing to load: the epoch and position are read from the restored Trainer when iteration starts."""
