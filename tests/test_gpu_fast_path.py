@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import signal
+import stat
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -24,7 +27,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from nin_lightning.config import JobContext, validate
-from tests.conftest import read_metrics
+from tests.conftest import ROOT, cli_env, read_metrics
 
 aten = torch.ops.aten
 # ops that make the host wait for the device: a value read on the host, a data-dependent output shape
@@ -213,3 +216,96 @@ def test_a_preempted_device_resident_run_resumes_mid_epoch_bit_for_bit(compose_c
     unequal = [k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])]
     assert unequal == [], f"the resumed run differs: {unequal[:5]}"
     assert read_metrics(straight)["test/acc"] > 0.5  # it learned (chance: 0.1)
+
+
+# --- torch.compile ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("preset", ["mnist", "cifar", "svhn"])
+def test_nin_compiles_to_one_graph_without_breaks(preset):
+    """torch._dynamo.explain on NiN as the runs use it (channels_last, bf16 autocast), train and eval mode."""
+    from nin_lightning import compat, speed
+    from nin_lightning.models import NiN
+
+    channels = 1 if preset == "mnist" else 3
+    net = speed.prepare_model(NiN(10, channels, preset, width=0.25), channels_last=True, compile=False)
+    x = torch.randn(4, channels, 16, 16).contiguous(memory_format=torch.channels_last)
+    for training in (True, False):
+        net.train(training)
+        with torch.autocast("cpu", dtype=torch.bfloat16), torch.set_grad_enabled(training):
+            explained = compat.dynamo_explain(net, x)
+        assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+
+
+def _recompiles(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if "Recompiling function" in ln]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("resident", [True, False], ids=["device-resident", "dataloader"])
+def test_a_fit_and_test_compile_once_per_mode(run_cli, tmp_path, resident):
+    """A real fit + test compiled with aot_eager (what inductor would get, without generating code): the
+    sanity check, every training and validation batch, the last (smaller) ones and the test compile two
+    graphs, eval and train, and nothing else (TORCH_LOGS prints each recompile and graph break)."""
+    run_dir = tmp_path / "run"
+    env = {**cli_env(tmp_path), "TORCH_LOGS": "recompiles,graph_breaks"}
+    result = run_cli("experiment=quickstart", "trainer.max_epochs=2", "logger=none", "model.compile=true",
+                     "model.compile_backend=aot_eager", f"dataset.device_resident={str(resident).lower()}",
+                     "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = read_metrics(run_dir)
+    assert metrics["speed/compile"] is True and metrics["speed/compile_backend"] == "aot_eager"
+    assert (metrics["speed/compiled_graphs"], metrics["speed/graph_breaks"]) == (2, 0), metrics
+    recompiles = _recompiles(result.stderr)
+    assert len(recompiles) == 1, recompiles  # the second mode; never a new batch shape
+    assert "graph break" not in result.stderr.lower()
+    assert metrics["test/acc"] > 0.5  # it learned (chance: 0.1)
+    assert (tmp_path / "outputs" / "compile_cache").is_dir()  # the persistent cache under the output root
+
+
+@pytest.mark.slow
+def test_a_compile_that_cannot_work_falls_back_at_start_in_one_line(run_cli, tmp_path):
+    """A C++ toolchain that cannot build (as Triton without a C compiler or Python headers in a bare CUDA
+    image): the start-up check fails, the run trains eager, says so in one line, and metrics.json says what ran."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "g++"  # answers --version like g++, fails to compile anything
+    fake.write_text('#!/bin/sh\ncase "$1" in --version|-v|-dumpversion) exec /usr/bin/g++ "$@";; esac\n'
+                    'echo "fatal error: Python.h: No such file or directory" >&2\nexit 1\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = cli_env(tmp_path)
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    run_dir = tmp_path / "run"
+    result = run_cli("experiment=quickstart", "trainer.max_epochs=2", "logger=none", "model.compile=true",
+                     "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    said = [ln for ln in (result.stdout + result.stderr).splitlines() if "model.compile: torch.compile" in ln]
+    assert len(said) == 1 and "fails on this cpu" in said[0] and said[0].endswith("running eager"), said
+    assert "compile=off" in result.stdout  # the speed line: what runs
+    metrics = read_metrics(run_dir)
+    assert metrics["speed/compile"] is False and "speed/compiled_graphs" not in metrics
+    assert metrics["status"] == "completed" and metrics["test/acc"] > 0.5
+
+
+def test_the_dockerfile_installs_what_triton_needs():
+    """Triton builds a small C launcher per kernel at run time: the image needs a C compiler and Python's
+    headers, or every compile fails (and, before, silently fell back to eager)."""
+    text = (ROOT / "Dockerfile").read_text()
+    runs = [" ".join(block.split()) for block in re.findall(r"^RUN (.*?)(?<!\\)$", text, flags=re.M | re.S)]
+    installed = {word for run in runs if "apt-get install" in run for word in run.replace("\\", " ").split()}
+    assert "build-essential" in installed or {"gcc", "libc6-dev"} <= installed, installed  # compiler + libc headers
+    assert installed & {"python3-dev", "libpython3-dev", "python3.12-dev"}, installed
+
+
+# --- auto precision on GPUs (the real torch.cuda.is_bf16_supported, on a faked device) ------------------
+
+@pytest.mark.parametrize(("major", "expected"), [(7, "16-mixed"), (8, "bf16-mixed"), (9, "bf16-mixed")])
+def test_auto_precision_gives_fp16_where_bf16_is_only_emulated(compose_cfg, monkeypatch, major, expected):
+    from nin_lightning import speed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: SimpleNamespace(
+        major=major, minor=5, total_memory=16 << 30, name=f"fake sm{major}5"))
+    # (on a real sm75, torch.cuda.is_bf16_supported() without arguments is True too: it counts emulation)
+    plan = speed.resolve(validate(compose_cfg("trainer=gpu")))
+    assert plan.precision == expected and plan.notices == ()
