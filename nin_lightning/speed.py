@@ -271,7 +271,9 @@ def use_compile_cache(path: str | Path) -> Path:
     path = Path(path).expanduser().resolve()
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(path))
     os.environ.setdefault("TRITON_CACHE_DIR", str(path / "triton"))
-    return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    used = Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    used.mkdir(parents=True, exist_ok=True)
+    return used
 
 
 def _probe_step(x: torch.Tensor, w: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:

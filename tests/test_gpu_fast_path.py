@@ -259,7 +259,7 @@ def test_a_fit_and_test_compile_once_per_mode(run_cli, tmp_path, resident):
     assert len(recompiles) == 1, recompiles  # the second mode; never a new batch shape
     assert "graph break" not in result.stderr.lower()
     assert metrics["test/acc"] > 0.5  # it learned (chance: 0.1)
-    assert (tmp_path / "outputs" / "compile_cache").is_dir()  # the persistent cache under the output root
+    assert (tmp_path / "outputs" / "compile_cache").is_dir()  # the persistent cache, under the output root
 
 
 @pytest.mark.slow
@@ -283,6 +283,8 @@ def test_a_compile_that_cannot_work_falls_back_at_start_in_one_line(run_cli, tmp
     assert "compile=off" in result.stdout  # the speed line: what runs
     metrics = read_metrics(run_dir)
     assert metrics["speed/compile"] is False and "speed/compiled_graphs" not in metrics
+    cache = tmp_path / "outputs" / "compile_cache"  # inductor wrote the probe's C++ source there before failing
+    assert any(p.is_file() for p in cache.rglob("*")), list(cache.rglob("*"))[:5]
     assert metrics["status"] == "completed" and metrics["test/acc"] > 0.5
 
 
