@@ -54,6 +54,7 @@ class NiNClassifier(L.LightningModule):
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # survives a resume
         self._planned_schedule: dict[str, Any] | None = None
+        self._constant_lrs: list[float] | None = None  # scheduler=constant: each param group's LR
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -150,6 +151,7 @@ class NiNClassifier(L.LightningModule):
             optimizer, self.scheduler_cfg, self.trainer.max_epochs or 1, int(self.trainer.estimated_stepping_batches)
         )
         if scheduler is None:
+            self._constant_lrs = [group["lr"] for group in optimizer.param_groups]
             return optimizer
         self._planned_schedule = planned_state(scheduler["scheduler"])
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
@@ -158,3 +160,6 @@ class NiNClassifier(L.LightningModule):
         """After Lightning restored a checkpoint: the LR schedule follows the current config (optim.keep_plan)."""
         if self._planned_schedule is not None and self.trainer.lr_scheduler_configs:
             keep_plan(self.trainer.lr_scheduler_configs[0].scheduler, self._planned_schedule)
+        elif self._constant_lrs is not None:  # scheduler=constant: the LR is the config's, not the checkpoint's
+            for group, lr in zip(self.trainer.optimizers[0].param_groups, self._constant_lrs, strict=True):
+                group["lr"] = lr
