@@ -16,6 +16,8 @@ import os
 import re
 import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -311,3 +313,141 @@ def test_auto_precision_gives_fp16_where_bf16_is_only_emulated(compose_cfg, monk
     # (on a real sm75, torch.cuda.is_bf16_supported() without arguments is True too: it counts emulation)
     plan = speed.resolve(validate(compose_cfg("trainer=gpu")))
     assert plan.precision == expected and plan.notices == ()
+
+
+# --- fixed costs per epoch ---------------------------------------------------------------------------------
+
+class LastCheckpointSeen(Callback):
+    """Whether last.ckpt exists when each epoch starts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.seen = path, []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.seen.append(self.path.exists())
+
+
+@pytest.mark.slow
+def test_validation_every_n_epochs_and_the_last_and_last_ckpt_every_n_minutes(compose_cfg, tmp_path):
+    """val_every_n_epochs=2 over 3 epochs validates after epochs 2 and 3 (the last), and an epoch without
+    validation records none (no stale val/ values in history.csv); last.ckpt every 10 minutes is written
+    once, after the last epoch."""
+    import csv
+
+    from nin_lightning.run import train
+
+    run_dir = tmp_path / "run"
+    seen = LastCheckpointSeen(run_dir / "checkpoints" / "last.ckpt")
+    cfg = compose_cfg("experiment=quickstart", "logger=none", "trainer.enable_progress_bar=false", "model.width=0.25",
+                      "trainer.max_epochs=3", "trainer.limit_train_batches=6", "callbacks.val_every_n_epochs=2",
+                      "callbacks.last_ckpt_every_n_minutes=10")
+    train(cfg, JobContext(run_dir=run_dir), callbacks=[seen])
+    with (run_dir / "history.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [bool(r["val/acc"]) for r in rows] == [False, True, True]
+    assert [bool(r["val/loss"]) for r in rows] == [False, True, True] and all(r["train/loss"] for r in rows)
+    assert seen.seen == [False, False, False]
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["epoch"] == 2
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed" and metrics["val/acc_best"] > 0.3 and metrics["test/acc"] > 0.3
+
+
+@pytest.mark.parametrize(("overrides", "words"), [
+    (["callbacks.val_every_n_epochs=2", "trainer.check_val_every_n_epoch=2"], "both set how often to validate"),
+    (["callbacks.val_every_n_epochs=2", "scheduler=plateau"], "needs a validation after every epoch"),
+])
+def test_validation_every_n_epochs_refuses_what_needs_every_epoch(compose_cfg, overrides, words):
+    from nin_lightning.errors import UserError
+
+    with pytest.raises(UserError, match=words):
+        validate(compose_cfg(*overrides))
+
+
+def test_fast_presets_train_at_large_batches_with_the_lr_scaled_to_match(compose_cfg):
+    """Batches of 512-1024 (at 128 the framework's per-step cost alone caps a GPU: benchmarks/step_overhead.py),
+    and the linear scaling rule: SGD's peak LR is 0.1 per 128 images."""
+    for name in ("fast_cifar10", "fast_cifar100", "fast_svhn", "fast_mnist"):
+        conf = validate(compose_cfg(f"experiment={name}"))
+        assert 512 <= conf.dataset.batch_size <= 1024, name
+        assert conf.optimizer.lr == pytest.approx(0.1 * conf.dataset.batch_size / 128), name
+
+
+# --- DDP: disjoint device-resident shards, per-rank RNG, test_curve over all ranks --------------------------
+
+DDP = ["trainer=ddp_cpu", "trainer.devices=2", "dataset.device_resident=true", "callbacks.test_curve=true",
+       "trainer.deterministic=true", "scheduler=multistep", "scheduler.milestones=[1]", "model.width=0.5",
+       "logger=none", "trainer.enable_progress_bar=false"]
+
+
+@pytest.fixture(scope="module")
+def ddp_straight_and_resumed(tmp_path_factory) -> tuple[Path, Path]:
+    """2 DDP ranks on CPU: (A) 2 epochs straight, (B) 1 epoch, then `resume=auto trainer.max_epochs=2`."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    env = cli_env(tmp)
+    a, b = tmp / "straight", tmp / "resumed"
+
+    def cli(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *DDP, *args], cwd=tmp, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def wait(*procs: subprocess.Popen[str]) -> None:
+        for proc in procs:
+            _, err = proc.communicate(timeout=1200)
+            assert proc.returncode == 0, err[-3000:]
+
+    wait(cli("trainer.max_epochs=2", f"hydra.run.dir={a}"), cli("trainer.max_epochs=1", f"hydra.run.dir={b}"))
+    wait(cli("trainer.max_epochs=2", "resume=auto", f"hydra.run.dir={b}"))
+    return a, b
+
+
+@pytest.mark.slow
+def test_ddp_device_resident_shards_and_test_curve_over_all_ranks(ddp_straight_and_resumed):
+    """Each rank trains on its own half in whole batches (digits: 1,257 training images -> 628 per rank ->
+    9 batches of 64), and test_curve.csv holds the whole test set's accuracy (summed over both ranks'
+    shards), the one a single process computes from the same weights."""
+    import csv
+
+    from tests.test_scale_resume import single_process_test_acc
+
+    straight, _ = ddp_straight_and_resumed
+    metrics = read_metrics(straight)
+    assert metrics["status"] == "completed" and metrics["speed/device_resident"] is True
+    assert metrics["global_step"] == 2 * ((1257 // 2) // 64)
+    with (straight / "test_curve.csv").open() as fh:
+        curve = [float(row["test_acc"]) for row in csv.DictReader(fh)]
+    acc, n = single_process_test_acc(straight, "last.ckpt")  # the weights after the last epoch, as in the curve
+    assert len(curve) == 2 and curve[-1] == pytest.approx(acc, abs=0.5 / n), (curve, acc)
+    assert metrics["test/acc"] > 0.5  # it learned (chance: 0.1)
+
+
+@pytest.mark.slow
+def test_ddp_resume_restores_each_ranks_rng_bit_for_bit(ddp_straight_and_resumed):
+    """With per-rank seeds, rank 1 draws its own dropout masks; its RNG state goes into the checkpoint (gathered
+    from every rank) and comes back on resume: 1 epoch + resume == 2 epochs straight, bit for bit."""
+    straight, resumed = ddp_straight_and_resumed
+    a, b = (torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+            for d in (straight, resumed))
+    assert len(b["callbacks"]["RNGState"]["ranks"]) == 2
+    assert not torch.equal(*b["callbacks"]["RNGState"]["ranks"])  # two ranks, two RNG states
+    assert a["global_step"] == b["global_step"]
+    unequal = [k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])]
+    assert unequal == [], f"the resumed DDP run differs: {unequal[:5]}"
+
+
+def test_ranks_above_zero_reseed_torch_for_their_own_dropout(monkeypatch):
+    """Every rank is seeded alike (the weights must start equal); at setup, ranks > 0 reseed torch by
+    (seed, rank): rank 0, and a single process, keep the run's stream."""
+    from nin_lightning.callbacks import RNGState
+
+    monkeypatch.setenv("PL_GLOBAL_SEED", "42")
+
+    def draws(rank: int) -> torch.Tensor:
+        torch.manual_seed(42)
+        RNGState().setup(SimpleNamespace(global_rank=rank, world_size=3), None, "fit")
+        return torch.nn.functional.dropout(torch.ones(64), 0.5)
+
+    rank0, rank1, rank2 = draws(0), draws(1), draws(2)
+    torch.manual_seed(42)
+    assert torch.equal(rank0, torch.nn.functional.dropout(torch.ones(64), 0.5))
+    assert not torch.equal(rank0, rank1) and not torch.equal(rank1, rank2) and torch.equal(draws(1), rank1)

@@ -53,8 +53,8 @@ def run_config(run_dir: Path):
         return compose(config_name="train", overrides=overrides)
 
 
-def single_process_test_acc(run_dir: Path) -> tuple[float, int]:
-    """Test accuracy of RUN_DIR/checkpoints/best.ckpt on the whole test set, in this one process."""
+def single_process_test_acc(run_dir: Path, checkpoint: str = "best.ckpt") -> tuple[float, int]:
+    """Test accuracy of RUN_DIR/checkpoints/CHECKPOINT on the whole test set, in this one process."""
     import lightning as L
 
     from nin_lightning import speed
@@ -68,7 +68,7 @@ def single_process_test_acc(run_dir: Path) -> tuple[float, int]:
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False,
                         precision=plan.precision)  # as resolved for the run (bf16-mixed on this CPU)
-    results = trainer.test(model, datamodule=datamodule, ckpt_path=str(run_dir / "checkpoints" / "best.ckpt"),
+    results = trainer.test(model, datamodule=datamodule, ckpt_path=str(run_dir / "checkpoints" / checkpoint),
                            verbose=False)
     return results[0]["test/acc"], len(datamodule.test_split)
 

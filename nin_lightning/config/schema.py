@@ -368,3 +368,8 @@ class TrainConfig:
             raise UserError(f"callbacks.val_every_n_epochs={self.callbacks.val_every_n_epochs} and "
                             f"trainer.check_val_every_n_epoch={self.trainer.check_val_every_n_epoch} both set how "
                             "often to validate; keep callbacks.val_every_n_epochs (it also validates the last epoch)")
+        plateau_on = getattr(self.scheduler, "monitor", None)
+        if self.callbacks.val_every_n_epochs > 1 and plateau_on is not None and plateau_on.startswith("val/"):
+            raise UserError(f"scheduler.monitor={plateau_on} needs a validation after every epoch, and "
+                            f"callbacks.val_every_n_epochs={self.callbacks.val_every_n_epochs} skips some; pass "
+                            "callbacks.val_every_n_epochs=1 or scheduler.monitor=train/acc")
