@@ -26,6 +26,8 @@ Not a timed test: numbers depend on the machine and on what else runs on it.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import logging
 import statistics
 import sys
@@ -154,7 +156,8 @@ def lightning(conf: TrainConfig, plan: speed.SpeedPlan, dm: InMemory, steps: int
     try:
         callbacks = build_callbacks(conf.callbacks, run, "none", True, PreemptionCheckpoint(tmp / "last.ckpt"))
         trainer = build_trainer(conf, plan, [timer, *callbacks], [CSVLogger(tmp / "csv")], run.path, progress="none")
-        trainer.fit(module, datamodule=dm)
+        with contextlib.redirect_stdout(io.StringIO()):  # the run's model summary table, once per fit
+            trainer.fit(module, datamodule=dm)
     finally:
         run.release()
     return timer.seconds

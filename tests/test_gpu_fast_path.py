@@ -72,16 +72,21 @@ class SyncCounter(TorchDispatchMode):
 class StepWindows(Callback):
     """Splits the fit into windows: one per training step (from its on_train_batch_start to the next one,
     so its logging and the next batch's fetch and augmentation are in it) and the epoch ends. Listed first,
-    so a window opens before any other callback's hook of that step runs."""
+    so a window opens before any other callback's hook of that step runs.
 
-    def __init__(self, counter: SyncCounter) -> None:
-        self.counter = counter
+    On a GPU, CUDA itself also refuses every sync in a step that does not log (set_sync_debug_mode("error")),
+    which sees syncs inside kernels' host code too (e.g. bincount's own max().item())."""
+
+    def __init__(self, counter: SyncCounter, quiet: Any = lambda step: False) -> None:
+        self.counter, self.quiet = counter, quiet
         self.label: tuple[str, int] = ("start", 0)
         self.windows: list[tuple[str, int, list[str]]] = []
 
     def _open(self, kind: str, step: int) -> None:
         self.windows.append((*self.label, self.counter.ops))
         self.counter.ops, self.label = [], (kind, step)
+        if torch.cuda.is_available():
+            torch.cuda.set_sync_debug_mode("error" if kind == "step" and self.quiet(step) else "default")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._open("step", trainer.global_step + 1)
@@ -97,19 +102,23 @@ class StepWindows(Callback):
 
 
 EVERY = 4  # trainer.log_every_n_steps = callbacks.check_every_n_steps: the steps that log and read flags
+# where the steps run: the CPU here; on a machine with a GPU, also the GPU (the check that needs one)
+DEVICES = ["cpu", *(["gpu"] if torch.cuda.is_available() else [])]
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("rich", [True, False], ids=["rich-bar", "tqdm-bar"])
-def test_training_steps_that_do_not_log_force_no_host_sync(compose_cfg, tmp_path, rich):
-    """Real Lightning steps on the CPU (device-resident data, the run's own callbacks, a progress bar and a
-    logger): only the steps that log (every EVERY-th) read anything on the host."""
+def test_training_steps_that_do_not_log_force_no_host_sync(compose_cfg, tmp_path, rich, device):
+    """Real Lightning steps (device-resident data, the run's own callbacks, a progress bar and a logger):
+    only the steps that log (every EVERY-th) read anything on the host."""
     from nin_lightning.callbacks import PreemptionCheckpoint, build_callbacks
     from nin_lightning.data import build_datamodule
     from nin_lightning.run import build_model, build_trainer, load_data_early, plan_speed
     from nin_lightning.rundir import RunDir
 
-    conf = validate(compose_cfg("experiment=quickstart", "dataset.device_resident=true", "model.width=0.25",
+    conf = validate(compose_cfg("experiment=quickstart", f"trainer={device}", "dataset.device_resident=true",
+                                "model.width=0.25",
                                 "trainer.max_epochs=2", "trainer.limit_train_batches=10",
                                 f"trainer.log_every_n_steps={EVERY}", f"callbacks.check_every_n_steps={EVERY}",
                                 f"callbacks.rich_progress_bar={str(rich).lower()}", "logger=csv"))
@@ -119,7 +128,7 @@ def test_training_steps_that_do_not_log_force_no_host_sync(compose_cfg, tmp_path
     model = build_model(conf, plan)
     run = RunDir.claim(tmp_path / "run")
     counter = SyncCounter()
-    windows = StepWindows(counter)
+    windows = StepWindows(counter, quiet=lambda step: step % EVERY != 0)
     callbacks = build_callbacks(conf.callbacks, run, "bar", True, PreemptionCheckpoint(tmp_path / "last.ckpt"))
     trainer = build_trainer(conf, plan, [windows, *callbacks], [CSVLogger(tmp_path / "csv")], run.path,
                             progress="bar")
@@ -128,6 +137,8 @@ def test_training_steps_that_do_not_log_force_no_host_sync(compose_cfg, tmp_path
             trainer.fit(model, datamodule=datamodule)
     finally:
         run.release()
+        if torch.cuda.is_available():
+            torch.cuda.set_sync_debug_mode("default")
     steps = windows.steps()
     assert sorted(steps) == list(range(1, 21)), sorted(steps)
     quiet = {s: collections.Counter(ops) for s, ops in steps.items() if s % EVERY and ops}
@@ -451,3 +462,9 @@ def test_ranks_above_zero_reseed_torch_for_their_own_dropout(monkeypatch):
     torch.manual_seed(42)
     assert torch.equal(rank0, torch.nn.functional.dropout(torch.ones(64), 0.5))
     assert not torch.equal(rank0, rank1) and not torch.equal(rank1, rank2) and torch.equal(draws(1), rank1)
+
+
+def test_ddp_leaves_batchnorm_per_gpu_unless_asked(compose_cfg):
+    """SyncBatchNorm all-gathers in each of NiN's 9 BN layers on every forward: opt-in only."""
+    assert validate(compose_cfg("trainer=ddp")).trainer.sync_batchnorm is False
+    assert validate(compose_cfg("trainer=ddp", "trainer.sync_batchnorm=true")).trainer.sync_batchnorm is True

@@ -60,7 +60,7 @@ def test_a_diverged_resume_names_the_good_checkpoint_and_a_lower_lr_resumes_from
     the line named no checkpoint, and with scheduler=constant a resume kept the checkpoint's LR.)"""
     run_dir = tmp_path / "run"
     common = [f"hydra.run.dir={run_dir}", "logger=none", "trainer.enable_progress_bar=false", "experiment=quickstart",
-              "model.width=0.5"]
+              "scheduler=constant", "model.width=0.5"]
     assert run_cli(*common, "trainer.max_epochs=1").returncode == 0
     last = run_dir / "checkpoints" / "last.ckpt"
     good = _sha(last)
