@@ -62,3 +62,14 @@ def dynamo_explain(fn: Any, *args: Any) -> Any:
     import torch._dynamo
 
     return torch._dynamo.explain(fn)(*args)
+
+
+def drop_lightning_sigterm_broadcast(trainer: Any) -> None:
+    """Stop Lightning 2.6 from broadcasting its SIGTERM flag at every DDP training step (a collective plus a
+    `.item()`: a host sync per step). That flag is set only by Lightning's own SIGTERM handler, which
+    PreemptionCheckpoint replaces (it broadcast inside the signal handler and could deadlock), so the
+    broadcast always carried a 0; the ranks agree on signals every callbacks.check_every_n_steps steps
+    instead (callbacks/agreement.py). On this Trainer only: `fit_loop.epoch_loop._broadcast_sigterm_tensor`."""
+    loop = trainer.fit_loop.epoch_loop
+    if hasattr(loop, "_broadcast_sigterm_tensor"):
+        loop._broadcast_sigterm_tensor = lambda: None

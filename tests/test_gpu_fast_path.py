@@ -321,7 +321,9 @@ def test_auto_precision_gives_fp16_where_bf16_is_only_emulated(compose_cfg, monk
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: SimpleNamespace(
         major=major, minor=5, total_memory=16 << 30, name=f"fake sm{major}5"))
-    # (on a real sm75, torch.cuda.is_bf16_supported() without arguments is True too: it counts emulation)
+    # a GPU before sm80 emulates bf16: a bf16 tensor can be made there (what torch's emulation check tries)
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True)
+    assert torch.cuda.is_bf16_supported()  # so this says yes on every one of them (what `auto` used to ask)
     plan = speed.resolve(validate(compose_cfg("trainer=gpu")))
     assert plan.precision == expected and plan.notices == ()
 

@@ -31,6 +31,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from nin_lightning import compat
 from nin_lightning.cluster.slurm import submitit_signal
 from nin_lightning.errors import UserError
 from nin_lightning.status import say
@@ -91,6 +92,8 @@ class PreemptionCheckpoint(Callback):
     # --- SIGTERM: a flag, then all ranks stop at the same batch ----------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._install(signal.SIGTERM, self._on_sigterm)  # after Lightning registered its own handler
+        if isinstance(trainer, L.Trainer):
+            compat.drop_lightning_sigterm_broadcast(trainer)  # it would broadcast its replaced handler's flag
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         self.signalled = True
