@@ -18,7 +18,7 @@ line, `ratio:`, is (a)'s step time over (c)'s at the first batch size: 1.0 would
 nothing per step.
 
     python benchmarks/step_overhead.py [--batches 128 512 1024] [--steps 60] [--skip 10] [--repeats 5]
-                                       [--device cpu|cuda]
+                                       [--device cpu|cuda] [--threads 1]
 
 Not a timed test: numbers depend on the machine and on what else runs on it.
 """
@@ -170,10 +170,13 @@ def main() -> None:
     p.add_argument("--skip", type=int, default=10, help="first steps of each run left out of the clock (>= 1)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads: 1 by default, so that a tiny op is not a thread barrier on a busy machine")
     args = p.parse_args()
     if not 1 <= args.skip < args.steps:
         p.error("--skip must be at least 1 and less than --steps")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)  # no per-fit banners
+    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     trainer = "gpu" if device.type == "cuda" else "cpu"
     print(f"a model too small to matter (one Linear layer, digits-shaped 1x8x8 uint8 on the device), {device.type}, "

@@ -28,8 +28,14 @@ class RelocatableCheckpoint(ModelCheckpoint):
 
     @property
     def state_key(self) -> str:
-        # ModelCheckpoint's own key, so checkpoints written before this class existed restore into it
-        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+        # ModelCheckpoint's own key, so checkpoints written before this class existed restore into it.
+        # Computed once: Lightning asks for it at every hook of every step (in its profiler's label), and
+        # ModelCheckpoint builds it from a repr of its settings, which do not change.
+        key = self.__dict__.get("_state_key")
+        if key is None:
+            key = self.__dict__["_state_key"] = super().state_key.replace(
+                type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+        return key
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old = state_dict.get("dirpath")
