@@ -193,7 +193,7 @@ def resolve_compile(requested: bool | str, device: str, backend: str = "inductor
 def check_backend(conf: TrainConfig) -> None:
     """`model.compile_backend` names a torch.compile backend (one line, before any work, when it does not)."""
     backend = conf.model.compile_backend
-    if conf.model.compile is False:
+    if conf.model.compile is False or backend == "inductor":  # torch's own default (listing the rest costs ~4 s)
         return
     known = sorted(torch.compiler.list_backends(exclude_tags=()))
     if backend not in known:

@@ -470,3 +470,12 @@ def test_ddp_leaves_batchnorm_per_gpu_unless_asked(compose_cfg):
     """SyncBatchNorm all-gathers in each of NiN's 9 BN layers on every forward: opt-in only."""
     assert validate(compose_cfg("trainer=ddp")).trainer.sync_batchnorm is False
     assert validate(compose_cfg("trainer=ddp", "trainer.sync_batchnorm=true")).trainer.sync_batchnorm is True
+
+
+def test_an_unknown_compile_backend_is_one_line_before_any_work(run_cli, tmp_path):
+    result = run_cli("model.compile=true", "model.compile_backend=inductr", "logger=none",
+                     f"hydra.run.dir={tmp_path / 'run'}", timeout=300)
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert result.returncode != 0 and len(lines) == 1, result.stderr[-2000:]
+    assert "model.compile_backend='inductr'" in lines[0] and "aot_eager" in lines[0]
+    assert not list((tmp_path / "run").rglob("*"))  # nothing written (Hydra made the empty dir, as for any error)
