@@ -68,13 +68,16 @@ class FiniteLossGuard(Callback):
     def check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Training loss, weights and the last validation loss: all finite on every rank, or a UserError."""
         device = pl_module.device
+
+        def nonfinite(tensors: list[torch.Tensor]) -> torch.Tensor:
+            """1.0 when one of TENSORS holds a NaN or an inf, on DEVICE (read below, with the others)."""
+            finite = [torch.isfinite(t.detach()).all().to(device) for t in tensors]
+            return (~torch.stack(finite).all()).float() if finite else torch.zeros((), device=device)
+
         weights = [t for t in (*pl_module.parameters(), *pl_module.buffers()) if t.is_floating_point()]
-        weights_bad = (~torch.stack([torch.isfinite(t).all() for t in weights]).all()) if weights else None
         val_loss = trainer.callback_metrics.get(names.loss(names.VAL))
-        val_bad = None if val_loss is None else ~torch.isfinite(val_loss.detach()).all()
-        flags = torch.stack([self.flag(device), *(torch.zeros((), device=device) if f is None else f.to(device).float()
-                                                  for f in (weights_bad, val_bad))])
-        train, weights_flag, val = any_rank(trainer, flags)
+        flags = torch.stack([self.flag(device), nonfinite([] if val_loss is None else [val_loss]), nonfinite(weights)])
+        train, val, weights_flag = any_rank(trainer, flags)
         if train:
             self.stop(trainer)
         if val:

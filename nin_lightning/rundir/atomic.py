@@ -10,7 +10,7 @@ from typing import IO
 
 
 def fsync_dir(path: Path) -> None:
-    """Make a rename inside PATH survive a crash of the machine."""
+    """Make a rename inside PATH survive a crash of the machine (or, for a file, its content)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -20,11 +20,7 @@ def fsync_dir(path: Path) -> None:
 
 def make_durable(path: Path) -> None:
     """fsync PATH and its dir: what `atomic_write(durable=False)` left to be done later."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path)
     fsync_dir(path.parent)
 
 
