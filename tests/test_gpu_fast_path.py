@@ -118,8 +118,7 @@ def test_training_steps_that_do_not_log_force_no_host_sync(compose_cfg, tmp_path
     from nin_lightning.rundir import RunDir
 
     conf = validate(compose_cfg("experiment=quickstart", f"trainer={device}", "dataset.device_resident=true",
-                                "model.width=0.25",
-                                "trainer.max_epochs=2", "trainer.limit_train_batches=10",
+                                "model.width=0.25", "trainer.max_epochs=2",
                                 f"trainer.log_every_n_steps={EVERY}", f"callbacks.check_every_n_steps={EVERY}",
                                 f"callbacks.rich_progress_bar={str(rich).lower()}", "logger=csv"))
     datamodule = load_data_early(build_datamodule(conf.dataset))
@@ -140,12 +139,12 @@ def test_training_steps_that_do_not_log_force_no_host_sync(compose_cfg, tmp_path
         if torch.cuda.is_available():
             torch.cuda.set_sync_debug_mode("default")
     steps = windows.steps()
-    assert sorted(steps) == list(range(1, 21)), sorted(steps)
+    assert sorted(steps) == list(range(1, 2 * 19 + 1)), sorted(steps)  # 2 epochs of 1,257 // 64 steps
     quiet = {s: collections.Counter(ops) for s, ops in steps.items() if s % EVERY and ops}
     assert quiet == {}, f"host syncs in steps that do not log: {quiet}"
     # the counter sees what it looks for: the steps that log read the loss and the stop flags
     assert all(any("_local_scalar_dense" in op for op in steps[s]) for s in steps if s % EVERY == 0)
-    assert float(trainer.callback_metrics["val/acc"]) > 0.3  # it learned (chance: 0.1)
+    assert float(trainer.callback_metrics["val/acc"]) > 0.4  # it learned (chance: 0.1)
 
 
 # --- device-resident data ---------------------------------------------------------------------------------
@@ -249,6 +248,12 @@ def test_nin_compiles_to_one_graph_without_breaks(preset):
         assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
 
 
+def _without_compile_caches(env: dict[str, str]) -> dict[str, str]:
+    """The environment less inductor's and Triton's cache dirs (inductor sets one in this process when it first
+    looks), so that the run picks its own under the output root."""
+    return {k: v for k, v in env.items() if k not in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
+
+
 def _recompiles(stderr: str) -> list[str]:
     return [ln for ln in stderr.splitlines() if "Recompiling function" in ln]
 
@@ -260,7 +265,7 @@ def test_a_fit_and_test_compile_once_per_mode(run_cli, tmp_path, resident):
     sanity check, every training and validation batch, the last (smaller) ones and the test compile two
     graphs, eval and train, and nothing else (TORCH_LOGS prints each recompile and graph break)."""
     run_dir = tmp_path / "run"
-    env = {**cli_env(tmp_path), "TORCH_LOGS": "recompiles,graph_breaks"}
+    env = {**_without_compile_caches(cli_env(tmp_path)), "TORCH_LOGS": "recompiles,graph_breaks"}
     result = run_cli("experiment=quickstart", "trainer.max_epochs=2", "logger=none", "model.compile=true",
                      "model.compile_backend=aot_eager", f"dataset.device_resident={str(resident).lower()}",
                      "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}", env=env)
@@ -285,7 +290,7 @@ def test_a_compile_that_cannot_work_falls_back_at_start_in_one_line(run_cli, tmp
     fake.write_text('#!/bin/sh\ncase "$1" in --version|-v|-dumpversion) exec /usr/bin/g++ "$@";; esac\n'
                     'echo "fatal error: Python.h: No such file or directory" >&2\nexit 1\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    env = cli_env(tmp_path)
+    env = _without_compile_caches(cli_env(tmp_path))
     env["PATH"] = f"{bin_dir}:{env['PATH']}"
     run_dir = tmp_path / "run"
     result = run_cli("experiment=quickstart", "trainer.max_epochs=2", "logger=none", "model.compile=true",
@@ -352,7 +357,7 @@ def test_validation_every_n_epochs_and_the_last_and_last_ckpt_every_n_minutes(co
     run_dir = tmp_path / "run"
     seen = LastCheckpointSeen(run_dir / "checkpoints" / "last.ckpt")
     cfg = compose_cfg("experiment=quickstart", "logger=none", "trainer.enable_progress_bar=false", "model.width=0.25",
-                      "trainer.max_epochs=3", "trainer.limit_train_batches=6", "callbacks.val_every_n_epochs=2",
+                      "trainer.max_epochs=3", "callbacks.val_every_n_epochs=2",
                       "callbacks.last_ckpt_every_n_minutes=10")
     train(cfg, JobContext(run_dir=run_dir), callbacks=[seen])
     with (run_dir / "history.csv").open() as fh:
@@ -363,7 +368,7 @@ def test_validation_every_n_epochs_and_the_last_and_last_ckpt_every_n_minutes(co
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert saved["epoch"] == 2
     metrics = read_metrics(run_dir)
-    assert metrics["status"] == "completed" and metrics["val/acc_best"] > 0.3 and metrics["test/acc"] > 0.3
+    assert metrics["status"] == "completed" and metrics["val/acc_best"] > 0.4 and metrics["test/acc"] > 0.4
 
 
 @pytest.mark.parametrize(("overrides", "words"), [
@@ -390,6 +395,7 @@ def test_fast_presets_train_at_large_batches_with_the_lr_scaled_to_match(compose
 
 DDP = ["trainer=ddp_cpu", "trainer.devices=2", "dataset.device_resident=true", "callbacks.test_curve=true",
        "trainer.deterministic=true", "scheduler=multistep", "scheduler.milestones=[1]", "model.width=0.5",
+       "optimizer.lr=0.3",
        "logger=none", "trainer.enable_progress_bar=false"]
 
 
@@ -431,7 +437,7 @@ def test_ddp_device_resident_shards_and_test_curve_over_all_ranks(ddp_straight_a
         curve = [float(row["test_acc"]) for row in csv.DictReader(fh)]
     acc, n = single_process_test_acc(straight, "last.ckpt")  # the weights after the last epoch, as in the curve
     assert len(curve) == 2 and curve[-1] == pytest.approx(acc, abs=0.5 / n), (curve, acc)
-    assert metrics["test/acc"] > 0.5  # it learned (chance: 0.1)
+    assert metrics["test/acc"] > 0.25  # it learned (chance: 0.1), in its 18 steps
 
 
 @pytest.mark.slow
