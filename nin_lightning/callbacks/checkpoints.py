@@ -106,6 +106,9 @@ class ValidateEveryNEpochs(Callback):
     def __init__(self, every_n_epochs: int) -> None:
         self.every_n_epochs = every_n_epochs
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.on_train_epoch_start(trainer, pl_module)  # a run resumed mid-epoch skips that epoch's start hook
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch
         last = trainer.max_epochs is not None and 0 < trainer.max_epochs <= epoch + 1
