@@ -45,6 +45,10 @@ CPU_CHANNELS_LAST = True
 # memory; the rest is for the model, activations at batch 1024 and the allocator's slack. (CIFAR-10 is
 # 0.18 GB, SVHN train+extra 1.9 GB: both fit a 16 GB GPU.)
 RESIDENT_GPU_FRACTION = 0.25
+# Compile caches the user named, read at import: torch's own code writes its default into the environment
+# when it first looks (listing the backends does), which must not pass for a choice.
+_CACHE_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+_USER_CACHE_DIRS = {var: os.environ[var] for var in _CACHE_VARS if var in os.environ}
 
 
 @dataclass(frozen=True)
@@ -267,10 +271,10 @@ def resolve(conf: TrainConfig, data_bytes: int | None = None) -> SpeedPlan:
 
 def use_compile_cache(path: str | Path) -> Path:
     """Inductor's and Triton's caches in PATH (under the output root: kept across runs, so a run after the
-    first skips most compiling), unless the environment already names them."""
+    first skips most compiling), unless the user's environment named them."""
     path = Path(path).expanduser().resolve()
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(path))
-    os.environ.setdefault("TRITON_CACHE_DIR", str(path / "triton"))
+    for var, where in zip(_CACHE_VARS, (path, path / "triton"), strict=True):
+        os.environ[var] = _USER_CACHE_DIRS.get(var, str(where))
     used = Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
     used.mkdir(parents=True, exist_ok=True)
     return used
