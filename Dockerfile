@@ -23,11 +23,16 @@ ARG DEBIAN_FRONTEND=noninteractive
 # Apt packages are not version-pinned (DL3008): Ubuntu's updated package
 # versions rotate out of the archive, so exact pins would break rebuilds; the
 # base image tag is pinned instead.
+# build-essential (gcc, libc headers) and python3-dev (Python.h): Triton compiles a small C launcher for
+# each kernel when torch.compile first runs it. Without them every compile fails; a run then notices at
+# start and trains eager (nin_lightning/speed.py check_compile), but the GPU fast path is lost.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
+        build-essential \
         ca-certificates \
         python3 \
+        python3-dev \
         python3-venv \
     && rm -rf /var/lib/apt/lists/* \
     && python3 -m venv /opt/venv

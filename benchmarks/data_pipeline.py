@@ -1,14 +1,18 @@
-"""Images/s delivered (augmented + normalized, batch 256, CIFAR-shaped) by two pipelines, in one run:
+"""Images/s delivered (augmented + normalized, batch 256, CIFAR-shaped) by three pipelines, in one run:
 
 (a) the project's: uint8 tensors in memory, a BatchTensorDataset loader (one indexing op per batch) and
     the batched crop/flip/normalize of `NiNDataModule.on_after_batch_transfer` (here on the CPU);
 (b) torchvision's standard per-sample one: PIL images, RandomCrop(32, padding=4), RandomHorizontalFlip,
-    ToTensor, Normalize, in a DataLoader with 2 workers.
+    ToTensor, Normalize, in a DataLoader with 2 workers;
+(c) the project's device-resident one (`dataset.device_resident=true`, `auto` on GPUs): the split already
+    on the device, a randperm per epoch and one indexing op per batch, no DataLoader (data/resident.py),
+    then the same batched ops. `ratio:` is (a)/(b); `resident ratio:` is (c)/(a), which must not be below 1
+    on a CPU (on a GPU, (c) also saves the host-to-device copy of every batch).
 
 Then the peak and held memory (RSS) of loading CIFAR-10 (full-size files in torchvision's format,
 random pixels) with CIFAR10DataModule, measured in a fresh child process.
 
-    python benchmarks/data_pipeline.py [--images 10000] [--epochs 3] [--threads 1] [--no-memory]
+    python benchmarks/data_pipeline.py [--images 10000] [--epochs 3] [--threads 1] [--no-memory] [--device cuda]
 
 Not a timed test: numbers depend on the machine and on what else runs on it.
 """
@@ -35,9 +39,11 @@ sys.path.insert(0, str(REPO))
 
 from nin_lightning.config import DatasetConfig  # noqa: E402
 from nin_lightning.data.base import NiNDataModule, Split  # noqa: E402
+from nin_lightning.data.resident import DeviceBatches  # noqa: E402
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
 BATCH = 256
+CPU = torch.device("cpu")
 
 
 def cifar_cfg(**kw) -> DatasetConfig:
@@ -55,19 +61,28 @@ class InMemory(NiNDataModule):
         return self._split, self._split
 
 
-def project_path(images: np.ndarray, labels: np.ndarray, epochs: int) -> float:
+def project_path(images: np.ndarray, labels: np.ndarray, epochs: int, resident: bool = False,
+                 device: torch.device = CPU) -> float:
+    """(a), or with RESIDENT (c): the DataModule's training batches on DEVICE, augmented and normalized."""
     dm = InMemory(cifar_cfg(), images, labels)
     dm.setup("fit")
+    split = dm.train_split
+    if resident:  # what NiNDataModule.train_dataloader() builds with dataset.device_resident on DEVICE
+        loader = DeviceBatches(split.images.to(device), split.labels.to(device), BATCH, shuffle=True)
+    else:
+        loader = dm.train_dataloader()
     # what on_after_batch_transfer asks of the Trainer: training, and the rank (0: the global RNG, one process)
     dm.trainer = SimpleNamespace(training=True, global_rank=0)
-    loader = dm.train_dataloader()
 
     def epoch() -> int:
         n = 0
-        for batch in loader:
+        for images_, labels_ in loader:  # Lightning's batch_to_device: a copy unless already there
+            batch = (images_.to(device, non_blocking=True), labels_.to(device, non_blocking=True))
             x, _ = dm.on_after_batch_transfer(batch, 0)
             n += len(x)
         assert x.dtype == torch.float32 and x.shape[1:] == (3, 32, 32)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         return n
 
     epoch()  # warm-up
@@ -172,6 +187,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for the project's path (its ops run in the main process)")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where (a) and (c) run")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -184,11 +200,19 @@ def main() -> None:
     print(f"{args.images} synthetic CIFAR-shaped uint8 images, batch {BATCH}, {args.epochs} timed epochs "
           f"after 1 warm-up; crop 32 (padding 4) + flip + normalize")
     torch.set_num_threads(args.threads)
-    ours = project_path(images, labels, args.epochs)
-    print(f"project (BatchTensorDataset + batched on-device ops, {args.threads} thread): {ours:,.0f} images/s")
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(2):  # (a) and (c) interleaved, the better of two each: a shared machine's load hits both alike
+        for resident_path in (False, True):
+            rates[resident_path].append(project_path(images, labels, args.epochs, resident_path,
+                                                     torch.device(args.device)))
+    ours, resident = max(rates[False]), max(rates[True])
+    where = f"{args.threads} thread" if args.device == "cpu" else args.device
+    print(f"project (BatchTensorDataset + batched on-device ops, {where}): {ours:,.0f} images/s")
+    print(f"project, device-resident (randperm + one index per batch, {where}): {resident:,.0f} images/s")
     theirs = torchvision_path(images, labels, args.epochs)
     print(f"torchvision (PIL per sample, DataLoader num_workers=2):            {theirs:,.0f} images/s")
     print(f"ratio: {ours / theirs:.1f}")
+    print(f"resident ratio: {resident / ours:.2f}")
     if not args.no_memory:
         m = measure_memory()
         print(f"memory, CIFAR10DataModule.setup() on full-size CIFAR-10 files (child process): "

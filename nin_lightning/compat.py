@@ -44,3 +44,32 @@ def wandb_flush_often(settings: Any, every_s: float = 2.0) -> dict[str, Any]:
     `x_transaction_log_flush_interval` is an experimental (x_) setting: omitted when a release drops it."""
     field = "x_transaction_log_flush_interval"
     return {field: every_s} if field in getattr(settings, "model_fields", {}) else {}
+
+
+def dynamo_counts() -> tuple[int, int]:
+    """(graphs compiled, graph breaks) by torch.compile in this process so far: what a run records as
+    `speed/compiled_graphs` and `speed/graph_breaks`, so metrics.json says how often it really compiled.
+    torch has no public count; dynamo keeps one in `torch._dynamo.utils.counters` (the same numbers
+    TORCH_LOGS=recompiles,graph_breaks prints one by one)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"]), int(sum(counters["graph_break"].values()))
+
+
+def dynamo_explain(fn: Any, *args: Any) -> Any:
+    """`torch._dynamo.explain(fn)(*args)`: graphs and graph breaks of one call, with their reasons (the
+    graph-break check of tests/test_compile.py). Documented, but only under the private torch._dynamo."""
+    import torch._dynamo
+
+    return torch._dynamo.explain(fn)(*args)
+
+
+def drop_lightning_sigterm_broadcast(trainer: Any) -> None:
+    """Stop Lightning 2.6 from broadcasting its SIGTERM flag at every DDP training step (a collective plus a
+    `.item()`: a host sync per step). That flag is set only by Lightning's own SIGTERM handler, which
+    PreemptionCheckpoint replaces (it broadcast inside the signal handler and could deadlock), so the
+    broadcast always carried a 0; the ranks agree on signals every callbacks.check_every_n_steps steps
+    instead (callbacks/agreement.py). On this Trainer only: `fit_loop.epoch_loop._broadcast_sigterm_tensor`."""
+    loop = trainer.fit_loop.epoch_loop
+    if hasattr(loop, "_broadcast_sigterm_tensor"):
+        loop._broadcast_sigterm_tensor = lambda: None

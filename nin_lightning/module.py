@@ -51,6 +51,7 @@ class NiNClassifier(L.LightningModule):
         tta: bool = False,
         channels_last: bool = False,
         compile: bool = False,
+        compile_backend: str = "inductor",
         optimizer_impl: str | None = None,
         dataset: dict[str, Any] | None = None,
         class_names: list[str] | None = None,
@@ -58,15 +59,15 @@ class NiNClassifier(L.LightningModule):
     ) -> None:
         """`num_classes` ... `final_relu`: the NiN (models.NiN, the `model` config); `optimizer`, `scheduler`:
         their config groups as plain dicts with their `name` (None: SGD's defaults, a constant LR); `tta`,
-        `channels_last`, `compile`, `optimizer_impl`: the run's speed choices (speed.SpeedPlan); `dataset`:
-        the run's resolved dataset config (image size, channels, mean/std, splits); `class_names`: the
-        classes' names in label order, where the dataset has them; `run_config`: what a checkpoint records
-        for resume's checks (rundir/start.py, `nin_config`), kept out of the hyperparameters."""
+        `channels_last`, `compile`, `compile_backend`, `optimizer_impl`: the run's speed choices
+        (speed.SpeedPlan); `dataset`: the run's resolved dataset config (image size, channels, mean/std,
+        splits); `class_names`: the classes' names in label order, where the dataset has them; `run_config`:
+        what a checkpoint records for resume's checks (rundir/start.py, `nin_config`), not a hyperparameter."""
         super().__init__()
         # logger=False: the loggers get the whole resolved config already (tracking.py), nested as in the YAML
         self.save_hyperparameters(ignore=["run_config"], logger=False)
         net = NiN(num_classes, in_channels, preset, width, dropout, batch_norm, init, init_std, final_relu)
-        self.net = speed.prepare_model(net, channels_last=channels_last, compile=compile)
+        self.net = speed.prepare_model(net, channels_last=channels_last, compile=compile, backend=compile_backend)
         self.tta = tta  # evaluation averages the logits of each image and its mirror (dataset.tta)
         self.channels_last = channels_last  # inputs in NHWC, like the weights (model.channels_last)
         self.run_config = run_config  # resolved model/dataset config, stored in checkpoints (rundir/start.py)
@@ -89,6 +90,7 @@ class NiNClassifier(L.LightningModule):
         self.val_acc_best.persistent(True)  # survives a resume
         self._planned_schedule: dict[str, Any] | None = None
         self.trained_epochs: int | None = None  # of the checkpoint it was loaded from (Lightning's epoch + 1)
+        self._constant_lrs: list[float] | None = None  # scheduler=constant: each param group's LR
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -104,14 +106,16 @@ class NiNClassifier(L.LightningModule):
         """Evaluation (val or test): loss, top-1 and, for > 10 classes, top-5 accuracy. Returns the logits,
         which Lightning hands to the callbacks' `on_*_batch_end` (the evaluate command collects them)."""
         images, labels = batch
-        logits = self.evaluate(images)
+        # a compiled model gets evaluation batches padded to one size (data/base.py pad_batch): the labels are
+        # the real images', so the padding's outputs are cut off here, by a length known on the host
+        logits = self.evaluate(images)[: len(labels)]
         loss = self.loss(logits, labels)
         # sync_dist: under DDP the logged loss is the mean over all ranks (accuracies sync in torchmetrics)
         # Validation's epoch metrics reach the loggers in one row with training's (callbacks.EpochHistory);
         # the test's are one row of their own, which Lightning logs (and trainer.test returns).
         to_logger = stage == names.TEST
         self.log(names.loss(stage), loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
-                 logger=to_logger)
+                 logger=to_logger, batch_size=len(labels))
         acc = self.metrics[f"{stage}_acc"]
         acc(logits, labels)
         self.log(names.acc(stage), acc, on_step=False, on_epoch=True, prog_bar=True, logger=to_logger)
@@ -145,8 +149,10 @@ class NiNClassifier(L.LightningModule):
             self.log(names.TRAIN_LOSS, self.train_loss, on_step=False, on_epoch=True, logger=False)
             self._train_metrics_logged = True
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the logger's steps (as Lightning's own)
-            # sync_dist: under DDP the logged loss is the mean over all ranks
-            self.log(names.LOSS_STEP, loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
+            # sync_dist: under DDP the logged loss is the mean over all ranks. Not prog_bar: Lightning turns a
+            # progress-bar value into a float after EVERY later batch (a host sync per step); the bars read it
+            # at the logger's steps instead (callbacks/progress.py)
+            self.log(names.LOSS_STEP, loss, on_step=True, on_epoch=False, sync_dist=True)
         return loss
 
     def on_train_epoch_start(self) -> None:
@@ -223,6 +229,7 @@ class NiNClassifier(L.LightningModule):
             optimizer, self.scheduler_cfg, self.trainer.max_epochs or 1, int(self.trainer.estimated_stepping_batches)
         )
         if scheduler is None:
+            self._constant_lrs = [group["lr"] for group in optimizer.param_groups]
             return optimizer
         self._planned_schedule = planned_state(scheduler["scheduler"])
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
@@ -231,6 +238,9 @@ class NiNClassifier(L.LightningModule):
         """After Lightning restored a checkpoint: the LR schedule follows the current config (optim.keep_plan)."""
         if self._planned_schedule is not None and self.trainer.lr_scheduler_configs:
             keep_plan(self.trainer.lr_scheduler_configs[0].scheduler, self._planned_schedule)
+        elif self._constant_lrs is not None:  # scheduler=constant: the LR is the config's, not the checkpoint's
+            for group, lr in zip(self.trainer.optimizers[0].param_groups, self._constant_lrs, strict=True):
+                group["lr"] = lr
 
 
 def hparams_from_record(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:

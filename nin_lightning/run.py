@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from nin_lightning import metric_names, speed
+from nin_lightning import compat, metric_names, speed
 from nin_lightning.callbacks import PREEMPTED_EXIT, PreemptionCheckpoint, best_epoch, build_callbacks
 from nin_lightning.cluster.checks import check_devices
 from nin_lightning.cluster.local_ranks import LocalRanks
@@ -32,6 +32,7 @@ from nin_lightning.module import NET_KEYS, NiNClassifier
 from nin_lightning.rundir import RunDir, Start, last_checkpoint, snapshot
 from nin_lightning.rundir.checkpoint_io import AtomicCheckpointIO
 from nin_lightning.rundir.disk import warn_if_low_disk
+from nin_lightning.rundir.layout import BEST_CKPT
 from nin_lightning.rundir.metrics import read_metrics
 from nin_lightning.status import say, to_log_files
 from nin_lightning.tracking import Tracker, code_version, model_cost
@@ -49,7 +50,8 @@ def build_model(conf: TrainConfig, plan: speed.SpeedPlan, run_config: dict[str, 
     m = conf.model
     return NiNClassifier(**{key: getattr(m, key) for key in NET_KEYS}, label_smoothing=m.label_smoothing,
                          optimizer=asdict(conf.optimizer), scheduler=asdict(conf.scheduler), tta=plan.tta,
-                         channels_last=plan.channels_last, compile=plan.compile, optimizer_impl=plan.optimizer_impl,
+                         channels_last=plan.channels_last, compile=plan.compile,
+                         compile_backend=plan.compile_backend, optimizer_impl=plan.optimizer_impl,
                          dataset=asdict(conf.dataset), class_names=class_names, run_config=run_config)
 
 
@@ -65,14 +67,20 @@ def model_size(conf: TrainConfig) -> dict[str, int]:
 
 
 def build_trainer(conf: TrainConfig, plan: speed.SpeedPlan, callbacks: list[Any], loggers: list[Any],
-                  run_dir: Path, start: Start | None = None, strategy: Any = None) -> L.Trainer:
-    """The Trainer: the config's `trainer` keys, with the plan's precision and cuDNN benchmark."""
+                  run_dir: Path, start: Start | None = None, strategy: Any = None, progress: str | None = None
+                  ) -> L.Trainer:
+    """The Trainer: the config's `trainer` keys, with the plan's precision and cuDNN benchmark.
+
+    A compiled model tests under no_grad, like validation (not inference mode): dynamo guards on that
+    mode, and a third mode would be a third compile. best.ckpt is fsynced once at the end, not per write."""
     kwargs = asdict(conf.trainer) | {"precision": plan.precision, "benchmark": plan.benchmark}
     kwargs["strategy"] = strategy or conf.trainer.strategy
-    kwargs["enable_progress_bar"] = progress_mode(conf) == "bar"
+    kwargs["enable_progress_bar"] = (progress or progress_mode(conf)) == "bar"  # as build_callbacks was told
     kwargs["enable_model_summary"] = False  # its FLOPs read 0 without an example input; model_line has the size
+    kwargs["inference_mode"] = not plan.compile
+    checkpoint_io = AtomicCheckpointIO(preloaded=_preloaded(start), durable=lambda path: path.name != BEST_CKPT)
     return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
-                     plugins=[AtomicCheckpointIO(preloaded=_preloaded(start)), *cluster_plugins(conf)])
+                     plugins=[checkpoint_io, *cluster_plugins(conf)])
 
 
 def _preloaded(start: Start | None) -> tuple[Path, dict[str, Any]] | None:
@@ -96,6 +104,7 @@ def warn_of_surprises(conf: TrainConfig) -> None:
 def preflight(conf: TrainConfig, job: JobContext) -> None:
     """Everything that can fail before any work, as one line each: hardware, strategy, data files."""
     check_devices(conf, job)
+    speed.check_backend(conf)
     check_data_files(conf.dataset)
 
 
@@ -176,6 +185,18 @@ def abandon_start(run: RunDir | None, job: JobContext, exc: BaseException, seed:
         to_log_files(f"error: {failed['error']}")
 
 
+def plan_speed(conf: TrainConfig, datamodule: NiNDataModule) -> speed.SpeedPlan:
+    """Every `auto` speed switch for this device (precision, channels_last, compile, cudnn, optimizer, TTA,
+    device-resident data); a compile is tried once here (its kernels cached in compile_cache_dir) and falls
+    back to eager in one line when it cannot work. The data follow the plan's choices."""
+    plan = speed.resolve(conf, data_bytes=datamodule.nbytes())
+    if plan.compile:
+        speed.use_compile_cache(conf.compile_cache_dir)
+        plan = speed.check_compile(plan)
+    datamodule.use_plan(device_resident=plan.device_resident, static_shapes=plan.compile)
+    return plan
+
+
 def train(cfg: DictConfig, job: JobContext | None = None, callbacks: list[Any] | None = None) -> float:
     """Train, test with the best checkpoint, write metrics.json; return val/acc_best (a sweeper's objective).
 
@@ -196,7 +217,7 @@ def train(cfg: DictConfig, job: JobContext | None = None, callbacks: list[Any] |
     except BaseException as exc:
         abandon_start(run, job, exc, OmegaConf.select(cfg, "seed", default=None, throw_on_resolution_failure=False))
         raise
-    plan = speed.resolve(conf)  # precision, channels_last, compile, cudnn, optimizer, TTA: `auto` -> this device
+    plan = plan_speed(conf, datamodule)
     chosen = {f"speed/{k}": v for k, v in plan.record().items()}
     # in metrics.json from the start on: the seed, the speed choices, the code's version, the model's size
     size = model_size(conf)
@@ -219,6 +240,7 @@ def _fit_and_test(conf: TrainConfig, plain: dict[str, Any], job: JobContext, run
                       job.name or run.path.name, tags, excuse=preemption.excuses, identity=start.wandb)
     metrics: dict[str, Any] = {"status": "failed", **head}
     exit_code = 1
+    compiled_before = compat.dynamo_counts() if plan.compile else (0, 0)
     ranks = LocalRanks()
     trainer: L.Trainer | None = None
     try:
@@ -235,6 +257,9 @@ def _fit_and_test(conf: TrainConfig, plain: dict[str, Any], job: JobContext, run
         results = trainer.test(model, datamodule=datamodule, ckpt_path="best" if has_best else None,
                                verbose=False)
         metrics.update(results[0] if results else {})
+        if plan.compile:  # what really compiled in fit + test: one graph per mode (train, eval), no breaks
+            graphs, breaks = (now - before for now, before in zip(compat.dynamo_counts(), compiled_before, strict=True))
+            metrics |= {"speed/compiled_graphs": graphs, "speed/graph_breaks": breaks}
         metrics["status"], exit_code = "completed", 0
     except BaseException as exc:
         metrics["error"] = one_line(exc)

@@ -28,7 +28,16 @@ def _ratio(out: str) -> float:
 @pytest.mark.slow
 def test_data_pipeline_benchmark_prints_both_paths_and_a_ratio(tmp_path):
     out = _run(tmp_path, "data_pipeline.py", "--images", "512", "--epochs", "1", "--no-memory")
-    assert _ratio(out) > 0 and out.count("images/s") >= 2
+    assert _ratio(out) > 0 and out.count("images/s") >= 3
+    assert float(re.search(r"^resident ratio: ([0-9.]+)", out, flags=re.M).group(1)) > 0
+
+
+@pytest.mark.slow
+def test_step_overhead_benchmark_prints_all_three_loops_and_a_ratio(tmp_path):
+    out = _run(tmp_path, "step_overhead.py", "--batches", "64", "128", "--steps", "4", "--skip", "1",
+               "--repeats", "1")
+    rows = re.findall(r"^ *(64|128) .*(img/s|no limit measured)$", out, flags=re.M)
+    assert _ratio(out) > 0 and len(rows) == 2, out[-2000:]
 
 
 @pytest.mark.slow

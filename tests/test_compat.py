@@ -40,3 +40,26 @@ def test_wandb_flush_interval_is_a_setting():
 
     assert compat.wandb_flush_often(wandb.Settings) == {"x_transaction_log_flush_interval": 2.0}
     wandb.Settings(**compat.wandb_flush_often(wandb.Settings))  # accepted
+
+
+def test_dynamo_counts_graphs_and_breaks():
+    graphs, breaks = compat.dynamo_counts()
+
+    def f(x):
+        return torch.relu(x) + 1
+
+    torch.compile(f, backend="eager")(torch.ones(3))
+    assert compat.dynamo_counts() == (graphs + 1, breaks)
+    explained = compat.dynamo_explain(f, torch.ones(3))
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+
+
+def test_lightnings_per_step_sigterm_broadcast_can_be_dropped():
+    """Lightning 2.6 calls `_broadcast_sigterm_tensor` at every DDP step; the attribute must still exist."""
+    import lightning as L
+    from lightning.pytorch.loops.training_epoch_loop import _TrainingEpochLoop
+
+    assert callable(getattr(_TrainingEpochLoop, "_broadcast_sigterm_tensor", None))
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
+    compat.drop_lightning_sigterm_broadcast(trainer)
+    assert trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor() is None

@@ -43,8 +43,8 @@ def run_config(run_dir: Path):
         return compose(config_name="train", overrides=overrides)
 
 
-def single_process_test_acc(run_dir: Path) -> tuple[float, int]:
-    """Test accuracy of RUN_DIR/checkpoints/best.ckpt on the whole test set, in this one process."""
+def single_process_test_acc(run_dir: Path, checkpoint: str = "best.ckpt") -> tuple[float, int]:
+    """Test accuracy of RUN_DIR/checkpoints/CHECKPOINT on the whole test set, in this one process."""
     import lightning as L
 
     from nin_lightning import speed
@@ -58,7 +58,7 @@ def single_process_test_acc(run_dir: Path) -> tuple[float, int]:
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False,
                         precision=plan.precision)  # as resolved for the run (bf16-mixed on this CPU)
-    results = trainer.test(model, datamodule=datamodule, ckpt_path=str(run_dir / "checkpoints" / "best.ckpt"),
+    results = trainer.test(model, datamodule=datamodule, ckpt_path=str(run_dir / "checkpoints" / checkpoint),
                            verbose=False)
     return results[0]["test/acc"], len(datamodule.test_split)
 
@@ -502,44 +502,54 @@ def test_submitit_signal_checkpoints_requeues_and_resumes_ddp_tasks(tmp_path):
 
 
 def test_sigterm_stops_every_rank_at_the_same_batch_and_explains_wandb_errors(monkeypatch, tmp_path):
-    """The SIGTERM handler only sets a flag (no collective inside a signal handler); at a batch's end the
-    ranks' flags are reduced and every rank raises Preempted; a W&B error after the signal is the preemption."""
+    """The SIGTERM handler only sets a flag (no collective inside a signal handler); every
+    callbacks.check_every_n_steps steps the ranks' flags are reduced (with the non-finite-loss flag, in one
+    all-reduce) and every rank raises Preempted; a W&B error after the signal is the preemption."""
     import signal
 
-    from nin_lightning.callbacks import Preempted, PreemptionCheckpoint, preemption
+    from nin_lightning.callbacks import Preempted, PreemptionCheckpoint, preemption, stop_guards
     from nin_lightning.tracking import TolerantWandbLogger
 
     monkeypatch.setattr(preemption, "SIGNAL_GRACE_S", 0.0)
-    decisions: list[bool] = []
+    reduced: list[list[float]] = []
 
-    def any_rank(flag: bool, all: bool = True) -> bool:
-        decisions.append(flag)
-        return flag or peer_signalled
+    def any_rank(flags: torch.Tensor, reduce_op: str = "sum") -> torch.Tensor:  # the other rank's flags: `peer`
+        assert reduce_op == "max"
+        reduced.append(flags.tolist())
+        return torch.maximum(flags, torch.tensor(peer))
 
     def failing_log(row):
         raise ConnectionResetError("Connection lost")
 
     callback = PreemptionCheckpoint(tmp_path / "last.ckpt")
+    _, agreement = stop_guards(callback, every_n_steps=2)
     wandb = TolerantWandbLogger(excuse=callback.excuses, experiment=SimpleNamespace(id="run1", log=failing_log))
-    trainer = SimpleNamespace(loggers=[wandb], strategy=SimpleNamespace(reduce_boolean_decision=any_rank),
-                              current_epoch=0, global_step=1)
+    trainer = SimpleNamespace(loggers=[wandb], strategy=SimpleNamespace(reduce=any_rank), world_size=2,
+                              global_rank=0, current_epoch=0, global_step=1)
+    module = SimpleNamespace(device=torch.device("cpu"))
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        callback.on_train_start(trainer, None)
-        peer_signalled = False
-        callback.on_train_batch_end(trainer, None, None, None, 0)  # nobody signalled: training goes on
-        with pytest.raises(ConnectionResetError):  # no signal: a W&B failure is an error
+        callback.on_train_start(trainer, module)
+        peer = [0.0, 1.0]  # the other rank was signalled
+        agreement.on_train_batch_end(trainer, module, None, None, 0)  # step 1: no read, training goes on
+        assert reduced == []
+        with pytest.raises(ConnectionResetError):  # no signal here: a W&B failure is an error
             wandb.log_metrics({"val/acc": 0.5}, step=1)
         assert not callback.explains(ConnectionResetError())
-        peer_signalled = True  # another rank got the signal: this one stops too, at the same batch
+        trainer.global_step = 2  # a read: the other rank's signal stops this one too, at the same batch
         with pytest.raises(Preempted):
-            callback.on_train_batch_end(trainer, None, None, None, 1)
-        assert callback.signalled is False
+            agreement.on_train_batch_end(trainer, module, None, None, 1)
+        assert reduced == [[0.0, 0.0]] and callback.signalled is False
         os.kill(os.getpid(), signal.SIGTERM)  # this rank's own signal: only the flag
         time.sleep(0.1)
-        assert callback.signalled and decisions == [False, False]
+        assert callback.signalled and len(reduced) == 1
         wandb.log_metrics({"val/acc": 0.5}, step=2)  # Slurm's SIGTERM stopped W&B's service: rows lost, no error
         assert callback.explains(ConnectionResetError())
+        peer = [0.0, 0.0]
+        trainer.global_step = 4
+        with pytest.raises(Preempted):  # this rank's flag goes into the next read
+            agreement.on_train_batch_end(trainer, module, None, None, 3)
+        assert reduced[-1] == [0.0, 1.0]
         callback.teardown(trainer, None, "fit")
         assert signal.getsignal(signal.SIGTERM) is previous  # the handler is put back
     finally:
@@ -571,3 +581,18 @@ def test_a_dead_rank_ends_its_job_never_the_sweep_process(monkeypatch):
     own = LocalRanks(procs=[dead], own_process=True)
     own._watch(grace_s=0.01)
     assert kills == [(os.getpid(), signal.SIGKILL)] and own.strategy(conf) == "ddp"
+
+
+def test_a_single_process_stops_at_the_batch_it_was_signalled_in_without_a_read(tmp_path):
+    """One process: the signal flag is looked at after every step (a Python flag: no host sync)."""
+    from nin_lightning.callbacks import Preempted, PreemptionCheckpoint, stop_guards
+
+    callback = PreemptionCheckpoint(tmp_path / "last.ckpt")
+    _, agreement = stop_guards(callback, every_n_steps=10)
+    trainer = SimpleNamespace(world_size=1, current_epoch=0, global_step=3,
+                              strategy=SimpleNamespace(reduce=lambda *a, **k: pytest.fail("no collective")))
+    module = SimpleNamespace(device=torch.device("cpu"))
+    agreement.on_train_batch_end(trainer, module, None, None, 2)
+    callback.signalled = True
+    with pytest.raises(Preempted):
+        agreement.on_train_batch_end(trainer, module, None, None, 3)

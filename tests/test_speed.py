@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,8 +21,12 @@ def fake_gpu(monkeypatch):
     """A CUDA device as `speed` sees it: capability, bf16 and Triton are set per test."""
 
     def make(capability=(8, 0), bf16=True, triton=True):
+        """bf16: whether the capability is one with native bf16 (sm >= 80); torch's own check decides."""
+        assert bf16 == (capability >= (8, 0)), "native bf16 comes with sm >= 80"
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda *a, **k: SimpleNamespace(
+            major=capability[0], minor=capability[1], total_memory=16 << 30))
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: capability)
         monkeypatch.setattr(speed, "_triton_available", lambda: triton)
         monkeypatch.setattr(speed, "_cpu_bf16_native", lambda: False)

@@ -1,32 +1,38 @@
 """Every Lightning Callback of a run, and `build_callbacks`, the one place that assembles them.
 
-checkpoints.py (best.ckpt, last.ckpt), history.py (history.csv, one logger row per epoch, the console
-line, metrics.json's progress), test_curve.py (test accuracy per epoch), finite_loss.py (stop on a
-non-finite loss), preemption.py (SIGTERM/submitit: save last.ckpt, stop all ranks), rng_state.py (RNG
-states in checkpoints, for an exact resume).
+checkpoints.py (best.ckpt, last.ckpt, how often to validate), history.py (history.csv, one logger row per
+epoch, the console line, metrics.json's progress), test_curve.py (test accuracy per epoch), finite_loss.py
+(stop on divergence; no checkpoint from a non-finite state), preemption.py (SIGTERM/submitit: save
+last.ckpt, stop all ranks), agreement.py (when the ranks read those two stop flags), progress.py (bars
+without a sync per step), rng_state.py (RNG states in checkpoints, for an exact resume).
 """
 
 from __future__ import annotations
 
-from lightning.pytorch.callbacks import (
-    Callback,
-    EarlyStopping,
-    RichProgressBar,
-    TQDMProgressBar,
-)
+from lightning.pytorch.callbacks import Callback, EarlyStopping
 
-from nin_lightning.callbacks.checkpoints import checkpoint_callbacks
+from nin_lightning.callbacks.agreement import StepAgreement
+from nin_lightning.callbacks.checkpoints import ValidateEveryNEpochs, checkpoint_callbacks
 from nin_lightning.callbacks.finite_loss import FiniteLossGuard
 from nin_lightning.callbacks.history import EpochHistory, EpochLine, LearningRates, RunProgress, best_epoch
 from nin_lightning.callbacks.preemption import PREEMPTED_EXIT, Preempted, PreemptionCheckpoint
+from nin_lightning.callbacks.progress import QuietRichProgressBar, QuietTQDMProgressBar
 from nin_lightning.callbacks.rng_state import RNGState
 from nin_lightning.callbacks.test_curve import EpochTestCurve
 from nin_lightning.config import CallbacksConfig
 from nin_lightning.rundir import RunDir
-from nin_lightning.rundir.layout import HISTORY_FILE
+from nin_lightning.rundir.layout import HISTORY_FILE, last_checkpoint
 
 __all__ = ["PREEMPTED_EXIT", "EpochHistory", "EpochLine", "EpochTestCurve", "FiniteLossGuard", "LearningRates",
-           "Preempted", "PreemptionCheckpoint", "RNGState", "RunProgress", "best_epoch", "build_callbacks"]
+           "Preempted", "PreemptionCheckpoint", "RNGState", "RunProgress", "StepAgreement", "best_epoch",
+           "build_callbacks", "stop_guards"]
+
+
+def stop_guards(preemption: PreemptionCheckpoint, every_n_steps: int, run: RunDir | None = None) -> list[Callback]:
+    """FiniteLossGuard and the StepAgreement that reads its flag and the preemption's together. The guard
+    comes first: at an epoch's end it runs before the callbacks that record the epoch."""
+    guard = FiniteLossGuard(run.path if run else None, last_checkpoint(run.path) if run else None)
+    return [guard, StepAgreement(guard, preemption, every_n_steps)]
 
 
 def build_callbacks(cfg: CallbacksConfig, run: RunDir, progress: str, has_logger: bool,
@@ -34,11 +40,15 @@ def build_callbacks(cfg: CallbacksConfig, run: RunDir, progress: str, has_logger
     """The callbacks of a run in RUN_DIR.
 
     `progress`: `bar` (a terminal), `lines` (one line per epoch: logs, pipes) or `none`."""
-    callbacks: list[Callback] = [*checkpoint_callbacks(run.path, cfg.monitor, cfg.mode, cfg.save_last)]
+    callbacks: list[Callback] = [*stop_guards(preemption, cfg.check_every_n_steps, run)]
+    callbacks += checkpoint_callbacks(run.path, cfg.monitor, cfg.mode, cfg.save_last,
+                                      last_every_s=60.0 * cfg.last_ckpt_every_n_minutes)
+    if cfg.val_every_n_epochs > 1:
+        callbacks.append(ValidateEveryNEpochs(cfg.val_every_n_epochs))
     if cfg.lr_monitor and has_logger:
         callbacks.append(LearningRates())
     if progress == "bar":
-        callbacks.append(RichProgressBar(leave=True) if cfg.rich_progress_bar else TQDMProgressBar())
+        callbacks.append(QuietRichProgressBar(leave=True) if cfg.rich_progress_bar else QuietTQDMProgressBar())
     elif progress == "lines":
         callbacks.append(EpochLine())
     callbacks.append(EpochHistory(run.path / HISTORY_FILE if cfg.history else None))
@@ -46,4 +56,4 @@ def build_callbacks(cfg: CallbacksConfig, run: RunDir, progress: str, has_logger
         callbacks.append(EarlyStopping(monitor=cfg.monitor, mode=cfg.mode, patience=cfg.early_stopping_patience))
     if cfg.test_curve:
         callbacks.append(EpochTestCurve(run.path))
-    return [*callbacks, RunProgress(run), FiniteLossGuard(), RNGState(), preemption]
+    return [*callbacks, RunProgress(run), RNGState(), preemption]

@@ -1,12 +1,17 @@
-"""RUN_DIR/checkpoints/best.ckpt and last.ckpt, with paths that follow the run dir when it moves."""
+"""RUN_DIR/checkpoints/best.ckpt and last.ckpt, with paths that follow the run dir when it moves;
+how often last.ckpt is written, and how often the run validates."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+import lightning as L
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from nin_lightning import metric_names as names
+from nin_lightning.rundir.atomic import make_durable
 from nin_lightning.rundir.layout import BEST_CKPT, LAST_CKPT, checkpoint_dir
 
 _PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
@@ -23,8 +28,14 @@ class RelocatableCheckpoint(ModelCheckpoint):
 
     @property
     def state_key(self) -> str:
-        # ModelCheckpoint's own key, so checkpoints written before this class existed restore into it
-        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+        # ModelCheckpoint's own key, so checkpoints written before this class existed restore into it.
+        # Computed once: Lightning asks for it at every hook of every step (in its profiler's label), and
+        # ModelCheckpoint builds it from a repr of its settings, which do not change.
+        key = self.__dict__.get("_state_key")
+        if key is None:
+            key = self.__dict__["_state_key"] = super().state_key.replace(
+                type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+        return key
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old = state_dict.get("dirpath")
@@ -41,16 +52,85 @@ class RelocatableCheckpoint(ModelCheckpoint):
         super().load_state_dict(state_dict)
 
 
-def checkpoint_callbacks(run_dir: Path, monitor: str, mode: str, save_last: bool) -> list[ModelCheckpoint]:
-    """best.ckpt by `monitor`; last.ckpt after EVERY epoch (for resume=auto).
+class BestCheckpoint(RelocatableCheckpoint):
+    """best.ckpt: written without fsync while training (only this run's test phase rereads it, from the page
+    cache; the rename still makes it whole), made durable once when fit ends."""
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self.best_model_path and Path(self.best_model_path).is_file():
+            make_durable(Path(self.best_model_path))
+
+
+class LastCheckpoint(RelocatableCheckpoint):
+    """last.ckpt at the end of an epoch when `every_s` seconds passed since the previous one (0: every epoch),
+    always after the last epoch; a preemption saves at once anyway (PreemptionCheckpoint).
+
+    Rank 0's clock decides for every rank (one broadcast per epoch): writing a checkpoint takes collectives."""
+
+    def __init__(self, every_s: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(save_on_train_epoch_end=True, **kwargs)  # also in epochs without validation
+        self.every_s = every_s
+        self._written = time.monotonic()
+        self._pending = False  # an epoch ended since the last write
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._written, self._pending = time.monotonic(), False
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        last_epoch = trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch + 1
+        due = self.every_s <= 0 or last_epoch or trainer.should_stop or time.monotonic() - self._written >= self.every_s
+        if trainer.world_size > 1:
+            due = trainer.strategy.broadcast(due, src=0)
+        if not due:
+            self._pending = True
+            return
+        super().on_train_epoch_end(trainer, pl_module)
+        self._written, self._pending = time.monotonic(), False
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Training stopped after an epoch that was not saved (a scheduler's stop comes after the epoch's
+        end): save it now, so that last.ckpt holds the finished run."""
+        if self._pending and self.dirpath:
+            trainer.save_checkpoint(Path(self.dirpath) / LAST_CKPT)
+            self._pending = False
+
+
+class ValidateEveryNEpochs(Callback):
+    """Validation after every N-th epoch and after the last (`callbacks.val_every_n_epochs`).
+
+    Lightning's own `check_val_every_n_epoch` skips the last epoch unless N divides max_epochs; here the
+    Trainer's value is set per epoch (1: validate; epoch + 2: Lightning's `(epoch + 1) % n` is not 0).
+    An epoch without validation has no val/ values: the previous ones are dropped from callback_metrics,
+    so its history.csv row and W&B row do not repeat them as if measured again."""
+
+    def __init__(self, every_n_epochs: int) -> None:
+        self.every_n_epochs = every_n_epochs
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.on_train_epoch_start(trainer, pl_module)  # a run resumed mid-epoch skips that epoch's start hook
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        last = trainer.max_epochs is not None and 0 < trainer.max_epochs <= epoch + 1
+        due = last or (epoch + 1) % self.every_n_epochs == 0
+        trainer.check_val_every_n_epoch = 1 if due else epoch + 2
+        if not due:
+            metrics = trainer.callback_metrics  # the Trainer's own dict: what every later reader sees
+            for key in [k for k in metrics if k.startswith(f"{names.VAL}/")]:
+                del metrics[key]
+
+
+def checkpoint_callbacks(run_dir: Path, monitor: str, mode: str, save_last: bool, last_every_s: float = 0.0
+                         ) -> list[ModelCheckpoint]:
+    """best.ckpt by `monitor`; last.ckpt (for resume=auto) after every epoch, or every LAST_EVERY_S seconds.
 
     last.ckpt is not ModelCheckpoint(save_last=True): Lightning 2.6 writes that one only in epochs where
     the monitored metric improved (i.e. a copy of best.ckpt)."""
     dirpath = checkpoint_dir(run_dir)
-    best = RelocatableCheckpoint(dirpath=dirpath, filename=Path(BEST_CKPT).stem, monitor=monitor, mode=mode,
-                                 save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
+    best = BestCheckpoint(dirpath=dirpath, filename=Path(BEST_CKPT).stem, monitor=monitor, mode=mode,
+                          save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
     if not save_last:
         return [best]
-    last = RelocatableCheckpoint(dirpath=dirpath, filename=Path(LAST_CKPT).stem, monitor=None, save_top_k=1,
-                                 enable_version_counter=False)
+    last = LastCheckpoint(last_every_s, dirpath=dirpath, filename=Path(LAST_CKPT).stem, monitor=None, save_top_k=1,
+                          enable_version_counter=False)
     return [best, last]

@@ -11,8 +11,10 @@ auto_requeue=False, see cluster/slurm.py):
 
 The SIGTERM handler only sets a flag (Lightning's own handler calls `dist.broadcast` inside the signal
 handler, which deadlocks when the ranks get the signal at different points: one in a barrier, one in a
-backward pass). The ranks agree at each training batch's end (one all-reduce of the flag) and all raise
-`Preempted` at the same batch; Lightning then calls `on_exception`, where last.ckpt is saved. Slurm's
+backward pass). The ranks compare flags every `callbacks.check_every_n_steps` steps, in the one
+all-reduce that also carries the non-finite-loss flag (agreement.py; a single process looks after every
+step), and all raise `Preempted` at the same batch; Lightning then calls `on_exception`, where last.ckpt
+is saved at once (never from a non-finite state: FiniteLossGuard checks every checkpoint). Slurm's
 SIGTERM also stops W&B's service process: W&B errors raised after the signal are part of the
 preemption (`excuses`): the epoch's metrics stay in history.csv, and the job resumes the same W&B run.
 """
@@ -29,7 +31,9 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from nin_lightning import compat
 from nin_lightning.cluster.slurm import submitit_signal
+from nin_lightning.errors import UserError
 from nin_lightning.status import say
 
 # Exit status of a job stopped by SIGTERM (128 + 15): not a success, and Slurm requeues it anyway.
@@ -88,14 +92,15 @@ class PreemptionCheckpoint(Callback):
     # --- SIGTERM: a flag, then all ranks stop at the same batch ----------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._install(signal.SIGTERM, self._on_sigterm)  # after Lightning registered its own handler
+        if isinstance(trainer, L.Trainer):
+            compat.drop_lightning_sigterm_broadcast(trainer)  # it would broadcast its replaced handler's flag
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         self.signalled = True
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        if trainer.strategy.reduce_boolean_decision(self.signalled, all=False):  # any rank: every rank stops
-            raise Preempted(f"stopped by a signal at epoch {trainer.current_epoch}, step {trainer.global_step}")
+    def stop(self, trainer: L.Trainer) -> None:
+        """The ranks agreed that one of them was signalled (agreement.StepAgreement): every rank stops here."""
+        raise Preempted(f"stopped by a signal at epoch {trainer.current_epoch}, step {trainer.global_step}")
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._restore()
@@ -104,7 +109,11 @@ class PreemptionCheckpoint(Callback):
         self._restore()  # Lightning skips the teardown hooks after an exception
         if not self.explains(exception) or trainer.state.fn != "fit":
             return
-        trainer.save_checkpoint(self.path)
+        try:
+            trainer.save_checkpoint(self.path)
+        except UserError as exc:  # the state is not finite (FiniteLossGuard): the last good last.ckpt stays
+            say(f"stopped by a signal, and not saved: {exc}")
+            return
         say(f"stopped by a signal at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {self.path}; "
             "resume=auto (automatic after a Slurm requeue) continues from it")
 

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+
+
+def _cuda_device(in_use: bool = True) -> torch.device | None:
+    """This process's CUDA device (a DDP rank's own, set by Lightning before any state is saved or restored),
+    or None without CUDA (or, with IN_USE, when this process has not used CUDA)."""
+    if torch.cuda.is_available() and (torch.cuda.is_initialized() or not in_use):
+        return torch.device("cuda", torch.cuda.current_device())
+    return None
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """DDP rank RANK's torch seed: ranks > 0 draw their own dropout masks (rank 0 keeps `seed` itself)."""
+    return int(np.random.SeedSequence([seed, rank, 0xD509]).generate_state(1, np.uint64)[0])
 
 
 class RNGState(Callback):
@@ -16,7 +31,36 @@ class RNGState(Callback):
     With them, an epoch after a resume draws the same shuffling order, dropout masks and augmentations
     as it would have in an uninterrupted run: the DataLoader's RandomSampler seeds itself from the
     global torch RNG when the epoch's iterator starts, and the on-device augmentation uses it as well.
+
+    Under DDP every rank is seeded alike (the weights must start equal), so at `setup` ranks > 0 reseed
+    torch by (seed, rank): otherwise every rank would draw rank 0's dropout masks. A checkpoint holds
+    each rank's torch CPU and CUDA (its own device) states, gathered when it is written, and each rank
+    takes its own back on resume.
     """
+
+    def __init__(self) -> None:
+        self._trainer: L.Trainer | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+        if stage == "fit" and trainer.global_rank > 0:
+            torch.manual_seed(rank_seed(int(os.environ.get("PL_GLOBAL_SEED", "0")), trainer.global_rank))
+
+    @staticmethod
+    def _torch_states() -> torch.Tensor:
+        """This process's torch CPU state, then its CUDA device's (if any), as one uint8 tensor."""
+        device = _cuda_device()
+        states = [torch.get_rng_state()] + ([torch.cuda.get_rng_state(device)] if device is not None else [])
+        return torch.cat(states)
+
+    def _gather(self) -> list[torch.Tensor]:
+        """Every rank's `_torch_states()`, in rank order (one all-gather)."""
+        trainer = self._trainer
+        mine = self._torch_states()
+        if trainer is None or trainer.world_size <= 1:
+            return [mine]
+        gathered = trainer.strategy.all_gather(mine.to(trainer.strategy.root_device))
+        return list(gathered.cpu().unbind(0))
 
     # Tensors and plain Python types only, so that checkpoints still load with torch.load(weights_only=True).
     def state_dict(self) -> dict[str, Any]:
@@ -25,9 +69,11 @@ class RNGState(Callback):
             "torch": torch.get_rng_state(),
             "numpy": (str(name), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
             "python": random.getstate(),
+            "ranks": self._gather(),  # rank r's torch CPU (+ CUDA) state
         }
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda"] = torch.cuda.get_rng_state_all()
+        device = _cuda_device()
+        if device is not None:
+            state["cuda"] = torch.cuda.get_rng_state(device)
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -36,6 +82,16 @@ class RNGState(Callback):
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
         version, internal, gauss_next = state_dict["python"]
         random.setstate((version, tuple(internal), gauss_next))
-        if "cuda" in state_dict and torch.cuda.is_available():
-            states = state_dict["cuda"][: torch.cuda.device_count()]
-            torch.cuda.set_rng_state_all(states)
+        device = _cuda_device(in_use=False)
+        cuda = state_dict.get("cuda")
+        if isinstance(cuda, list) and torch.cuda.is_available():  # written before per-rank states: rank 0's list
+            torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+        elif cuda is not None and device is not None:
+            torch.cuda.set_rng_state(cuda, device)
+        rank = self._trainer.global_rank if self._trainer is not None else 0
+        ranks = state_dict.get("ranks") or []
+        if rank < len(ranks):  # this rank's own states (rank 0's are the ones above)
+            cpu_size = torch.get_rng_state().numel()
+            torch.set_rng_state(ranks[rank][:cpu_size].clone())
+            if device is not None and ranks[rank].numel() > cpu_size:
+                torch.cuda.set_rng_state(ranks[rank][cpu_size:].clone(), device)

@@ -23,21 +23,28 @@ FIELDS = ["epoch", "test_acc", "test_error", "train_time_s"]
 
 @torch.no_grad()
 def evaluate_test_accuracy(trainer: L.Trainer, module: L.LightningModule) -> float:
-    """Accuracy of the module's current weights on the datamodule's test split (eval mode, TTA as configured)."""
+    """Accuracy of the module's current weights on the whole test split (eval mode, TTA as configured).
+
+    Under DDP each rank scores its shard of the test set (every image once over the ranks) and the counts
+    are summed over the ranks (one all-reduce), so every rank returns the whole test set's accuracy. The
+    counts stay on the device until then: one read, not one per batch."""
     datamodule = trainer.datamodule
     was_training = module.training
     module.eval()
-    correct = total = 0
+    counts = torch.zeros(2, dtype=torch.float64, device=module.device)  # correct, images
     try:
         with trainer.precision_plugin.forward_context():
             for images, labels in datamodule.test_dataloader():
                 images, labels = images.to(module.device), labels.to(module.device)
-                logits = module.evaluate(datamodule.transform_batch(images, training=False))
-                correct += int((logits.argmax(1) == labels).sum())
-                total += len(labels)
+                logits = module.evaluate(datamodule.eval_batch(images))[: len(labels)]  # less any padding
+                counts[0] += (logits.argmax(1) == labels).sum()
+                counts[1] += len(labels)
     finally:
         module.train(was_training)
-    return correct / max(1, total)
+    if trainer.world_size > 1:
+        counts = trainer.strategy.reduce(counts, reduce_op="sum")
+    correct, total = counts.tolist()
+    return correct / max(1.0, total)
 
 
 class EpochTestCurve(Callback):

@@ -13,6 +13,7 @@ _WARNINGS = (
     r"Precision .* is not supported by the model summary",  # the summary's size estimate only
     r"`\.test\(ckpt_path=\"best\"\)` is called with Trainer configured with multiple `ModelCheckpoint`",  # best.ckpt
     r"Checkpoint directory .* exists and is not empty",  # resume=auto continues in its run dir
+    r"You called `self\.log\('test/.*but have no logger configured",  # logger=none: metrics.json has them
 )
 _LOG_PREFIXES = ("💡 Tip:",)  # Lightning's advertisement for its cloud logger
 

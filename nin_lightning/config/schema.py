@@ -70,6 +70,7 @@ class DatasetConfig:
     cutout: int = 0
     preprocess: str = "none"
     tta: Any = "auto"
+    device_resident: Any = "auto"
 
     def __post_init__(self) -> None:
         _choice("dataset.name", self.name, tuple(DATASETS))
@@ -83,6 +84,7 @@ class DatasetConfig:
         _choice("dataset.preprocess", self.preprocess, ("none", "gcn_zca"))
         _choice("dataset.split", self.split, ("train", "train+extra"))
         _auto_or_bool("dataset.tta", self.tta)
+        _auto_or_bool("dataset.device_resident", self.device_resident)
         if self.tta is True and self.name in DIGIT_DATASETS:
             raise UserError(f"dataset.tta=true: {self.name} holds digits, which a mirror image turns into other "
                             "digits or none; pass dataset.tta=false (or auto)")
@@ -106,6 +108,7 @@ class ModelConfig:
     label_smoothing: float = 0.0
     channels_last: Any = "auto"
     compile: Any = "auto"
+    compile_backend: str = "inductor"
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.label_smoothing < 1.0, "model.label_smoothing", self.label_smoothing, "0 <= x < 1")
@@ -320,9 +323,18 @@ class CallbacksConfig:
     early_stopping_patience: int | None = None
     min_free_disk_gb: float = 1.0
     test_curve: bool = False
+    check_every_n_steps: int = 10
+    val_every_n_epochs: int = 1
+    last_ckpt_every_n_minutes: float = 0.0
 
     def __post_init__(self) -> None:
         _choice("callbacks.mode", self.mode, ("max", "min"))
+        _check(self.check_every_n_steps >= 1, "callbacks.check_every_n_steps", self.check_every_n_steps,
+               "an integer >= 1")
+        _check(self.val_every_n_epochs >= 1, "callbacks.val_every_n_epochs", self.val_every_n_epochs,
+               "an integer >= 1")
+        _check(self.last_ckpt_every_n_minutes >= 0, "callbacks.last_ckpt_every_n_minutes",
+               self.last_ckpt_every_n_minutes, "a number >= 0 (0: after every epoch)")
         _choice("callbacks.monitor", self.monitor, tuple(metric_names.MONITOR_MODES))
 
 
@@ -342,6 +354,7 @@ class TrainConfig:
     ckpt_path: str | None = None
     tags: list[str] = field(default_factory=list)
     verbose: bool = False  # the console: the full config tree and Lightning's own lines too (train.log has all)
+    compile_cache_dir: str = "outputs/compile_cache"
 
     def __post_init__(self) -> None:
         _choice("resume", self.resume, ("never", "auto"))
@@ -361,3 +374,12 @@ class TrainConfig:
                 raise UserError(f"{key}={name}: {self.dataset.name} has {classes} classes, and top-5 accuracy is "
                                 f"logged only with more than {metric_names.TOP5_FROM_CLASSES - 1}; choose one of: "
                                 f"{', '.join(logged)}")
+        if self.callbacks.val_every_n_epochs > 1 and self.trainer.check_val_every_n_epoch != 1:
+            raise UserError(f"callbacks.val_every_n_epochs={self.callbacks.val_every_n_epochs} and "
+                            f"trainer.check_val_every_n_epoch={self.trainer.check_val_every_n_epoch} both set how "
+                            "often to validate; keep callbacks.val_every_n_epochs (it also validates the last epoch)")
+        plateau_on = getattr(self.scheduler, "monitor", None)
+        if self.callbacks.val_every_n_epochs > 1 and plateau_on is not None and plateau_on.startswith("val/"):
+            raise UserError(f"scheduler.monitor={plateau_on} needs a validation after every epoch, and "
+                            f"callbacks.val_every_n_epochs={self.callbacks.val_every_n_epochs} skips some; pass "
+                            "callbacks.val_every_n_epochs=1 or scheduler.monitor=train/acc")

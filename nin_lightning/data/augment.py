@@ -12,11 +12,33 @@ import torch
 import torch.nn.functional as F
 
 
+class Normalizer:
+    """uint8 [0, 255] -> float, standardized per channel: (x / 255 - mean) / std in one fused pass.
+
+    The two constants are built once per device and kept there: a host list turned into a device tensor
+    for every batch is a blocking host-to-device copy on CUDA (a sync per step).
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        m = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+        s = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
+        self._host = (1.0 / (255.0 * s), -m / s)  # x * scale + shift
+        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, shift) on DEVICE: copied there on first use only."""
+        if device not in self._on:
+            self._on[device] = (self._host[0].to(device), self._host[1].to(device))
+        return self._on[device]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.constants(x.device)
+        return torch.addcmul(shift, x.float(), scale)
+
+
 def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 [0, 255] -> float, standardized per channel: (x / 255 - mean) / std in one fused pass."""
-    m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    return torch.addcmul(-m / s, x.float(), 1.0 / (255.0 * s))
+    """One-off `Normalizer(mean, std)(x)` (a loop keeps its Normalizer, whose constants stay on the device)."""
+    return Normalizer(mean, std)(x)
 
 
 def random_crop_flip(x: torch.Tensor, padding: int, mode: str = "zero", flip: bool = True,

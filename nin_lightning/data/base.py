@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from nin_lightning.config import DIGIT_DATASETS, DatasetConfig
 from nin_lightning.data import augment
+from nin_lightning.data.resident import DeviceBatches
 from nin_lightning.errors import UserError
 
 
@@ -73,6 +74,22 @@ def split_train_val(n: int, val_size: int, seed: int, name: str) -> tuple[torch.
     return perm[val_size:].sort().values, perm[:val_size].sort().values
 
 
+def pad_batch(images: torch.Tensor, size: int) -> torch.Tensor:
+    """An evaluation batch padded to SIZE images (copies of its first), so that a compiled model sees one shape.
+
+    The labels stay unpadded: the model's outputs for the padding are cut off (`logits[:len(labels)]`) before
+    loss and metrics, with a length known on the host (no device sync)."""
+    missing = size - len(images)
+    if missing <= 0:
+        return images
+    return torch.cat([images, images[:1].expand(missing, *images.shape[1:])])
+
+
+def _run_seed() -> int:
+    """The run's seed (`seed`), as Lightning's seed_everything left it in the environment."""
+    return int(os.environ.get("PL_GLOBAL_SEED", "0"))
+
+
 # How long the other ranks of a node wait for local rank 0's download, and how often they look.
 DOWNLOAD_WAIT_S = 3600.0
 DOWNLOAD_POLL_S = 2.0
@@ -96,6 +113,11 @@ class NiNDataModule(L.LightningDataModule):
         # uint8 batch -> float batch, replacing mean/std normalization (dataset.preprocess != none)
         self.preprocessor: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._augment_generator: torch.Generator | None = None  # DDP ranks > 0 (augment_generator)
+        self.normalizer = augment.Normalizer(cfg.mean, cfg.std)  # its constants stay on the device
+        # what the SpeedPlan decided for the data (use_plan): splits on the device, one batch shape
+        self.device_resident = False
+        self.static_shapes = False
+        self._resident: dict[tuple[str, torch.device], Split] = {}
 
     reads_root = True  # its files are in cfg.root (digits: in scikit-learn's wheel)
 
@@ -174,11 +196,24 @@ class NiNDataModule(L.LightningDataModule):
         self.test_split = test
         self.preprocessor = self.build_preprocessor(self.train_split)
 
-    def _loader(self, split: Split | None, batch_size: int, shuffle: bool, stage: str = "train") -> DataLoader:
+    def use_plan(self, device_resident: bool, static_shapes: bool) -> None:
+        """What the run's SpeedPlan decided for the data: the splits on the device (`dataset.device_resident`),
+        and one batch shape per mode for a compiled model (whole training batches, padded evaluation batches)."""
+        self.device_resident, self.static_shapes = device_resident, static_shapes
+
+    def nbytes(self) -> int:
+        """Bytes of the loaded splits (uint8 images and labels): what `device_resident=auto` must fit."""
+        splits = [s for s in (self.train_split, self.val_split, self.test_split) if s is not None]
+        return sum(s.images.nbytes + s.labels.nbytes for s in splits)
+
+    def _loader(self, split: Split | None, batch_size: int, shuffle: bool, stage: str = "train"
+                ) -> DataLoader | DeviceBatches:
         if split is None:
             raise RuntimeError("call setup() before asking for a dataloader")
+        if self.device_resident:
+            return self._device_batches(split, batch_size, shuffle, stage)
         dataset = BatchTensorDataset(split)
-        sampler = None if shuffle else self._eval_sampler(dataset, stage)
+        sampler = None if shuffle else self._eval_sampler(len(dataset), stage)
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -187,9 +222,30 @@ class NiNDataModule(L.LightningDataModule):
             collate_fn=_as_batch,
             num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,
+            drop_last=shuffle and self.static_shapes and len(dataset) >= batch_size,  # one training batch shape
         )
 
-    def _eval_sampler(self, dataset: BatchTensorDataset, stage: str) -> UnrepeatedDistributedSampler | None:
+    def _device_batches(self, split: Split, batch_size: int, shuffle: bool, stage: str) -> DeviceBatches:
+        """The split on the trainer's device (copied there once), served by DeviceBatches (data/resident.py)."""
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        key = (stage, device)
+        if key not in self._resident:
+            self._resident[key] = Split(split.images.to(device), split.labels.to(device))
+        on_device = self._resident[key]
+        kwargs = (trainer.distributed_sampler_kwargs if trainer is not None else None) or {}
+        world, rank = kwargs.get("num_replicas", 1), kwargs.get("rank", 0)
+        if not shuffle:
+            self._eval_sampler(len(split), stage)  # the same refusal as the DataLoader path
+        if trainer is None or not shuffle:
+            return DeviceBatches(on_device.images, on_device.labels, batch_size, shuffle=shuffle, seed=_run_seed(),
+                                 rank=rank, world=world)
+        loop = trainer.fit_loop  # training: the epoch, and the batches of it already trained (a resume)
+        return DeviceBatches(on_device.images, on_device.labels, batch_size, shuffle=True, seed=_run_seed(),
+                             rank=rank, world=world, epoch=lambda: loop.epoch_progress.current.processed,
+                             position=lambda: loop.epoch_loop.batch_progress.current.ready)
+
+    def _eval_sampler(self, size: int, stage: str) -> UnrepeatedDistributedSampler | None:
         """Under DDP: this rank's shard of an evaluation set, unpadded (every image exactly once over the ranks).
 
         Lightning keeps a DistributedSampler it is given; the one it would inject pads the set with repeats
@@ -198,21 +254,21 @@ class NiNDataModule(L.LightningDataModule):
         the first forward only, which every rank runs.
         """
         kwargs = self.trainer.distributed_sampler_kwargs if self.trainer is not None else None
-        if not kwargs or kwargs["num_replicas"] <= 1 or len(dataset) == 0:
+        if not kwargs or kwargs["num_replicas"] <= 1 or size == 0:
             return None
-        if len(dataset) < kwargs["num_replicas"]:
+        if size < kwargs["num_replicas"]:
             fix = "use fewer devices" + (" or a larger dataset.val_size" if stage == "validation" else "")
-            raise UserError(f"the {stage} set has {len(dataset)} images for {kwargs['num_replicas']} DDP ranks, which "
+            raise UserError(f"the {stage} set has {size} images for {kwargs['num_replicas']} DDP ranks, which "
                             f"need one each at least; {fix}")
-        return UnrepeatedDistributedSampler(dataset, shuffle=False, **kwargs)
+        return UnrepeatedDistributedSampler(range(size), shuffle=False, **kwargs)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader(self.train_split, self.cfg.batch_size, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader(self.val_split, self.cfg.eval_batch_size, shuffle=False, stage="validation")
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader(self.test_split, self.cfg.eval_batch_size, shuffle=False, stage="test")
 
     def augment_generator(self, device: torch.device) -> torch.Generator | None:
@@ -227,8 +283,7 @@ class NiNDataModule(L.LightningDataModule):
         if trainer is None or trainer.global_rank == 0:
             return None
         batch = trainer.fit_loop.total_batch_idx + 1  # Lightning counts the batch after this hook
-        seed = int(os.environ.get("PL_GLOBAL_SEED", "0"))
-        key = int(np.random.SeedSequence([seed, trainer.global_rank, batch]).generate_state(1, np.uint64)[0])
+        key = int(np.random.SeedSequence([_run_seed(), trainer.global_rank, batch]).generate_state(1, np.uint64)[0])
         if self._augment_generator is None or self._augment_generator.device != device:
             self._augment_generator = torch.Generator(device=device)
         return self._augment_generator.manual_seed(key)
@@ -247,7 +302,7 @@ class NiNDataModule(L.LightningDataModule):
         if self.preprocessor is None:
             if training:
                 images = augment.random_crop_flip(images, cfg.crop_padding, cfg.padding_mode, cfg.flip, generator)
-            images = augment.normalize(images, cfg.mean, cfg.std)
+            images = self.normalizer(images)
         else:
             images = self.preprocessor(images)
             if training:
@@ -260,5 +315,13 @@ class NiNDataModule(L.LightningDataModule):
         """Normalize (or preprocess) on the device; augment only while training, per rank."""
         images, labels = batch
         training = self.trainer is not None and self.trainer.training
-        generator = self.augment_generator(images.device) if training else None
-        return self.transform_batch(images, training, generator), labels
+        if not training:
+            return self.eval_batch(images), labels
+        return self.transform_batch(images, True, self.augment_generator(images.device)), labels
+
+    def eval_batch(self, images: torch.Tensor) -> torch.Tensor:
+        """A uint8 evaluation batch -> the model's input (no augmentation), padded to `eval_batch_size` for a
+        compiled model (`pad_batch`: one shape for every evaluation, in validation, test and test_curve)."""
+        if self.static_shapes:
+            images = pad_batch(images, self.cfg.eval_batch_size)
+        return self.transform_batch(images, training=False)

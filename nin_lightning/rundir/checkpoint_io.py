@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,11 +19,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Write checkpoints to a temp file in the same dir, fsync, then rename: never a half-written .ckpt.
 
     `preloaded`: the checkpoint the run starts from, already read while planning the start (rundir/start.py),
-    so that Lightning does not read it again."""
+    so that Lightning does not read it again. `durable(path)`: whether this write is fsynced (a checkpoint
+    that a later process resumes from); one the run itself rereads is made durable at the end instead."""
 
-    def __init__(self, preloaded: tuple[Path, dict[str, Any]] | None = None) -> None:
+    def __init__(self, preloaded: tuple[Path, dict[str, Any]] | None = None,
+                 durable: Callable[[Path], bool] = lambda path: True) -> None:
         super().__init__()
         self.preloaded = preloaded
+        self.durable = durable
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         target = Path(path)
@@ -31,7 +35,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, fh)
 
         try:
-            atomic_write(target, write)
+            atomic_write(target, write, durable=self.durable(target))
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise UserError(

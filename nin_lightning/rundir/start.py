@@ -40,7 +40,8 @@ CONFIG_KEY = "nin_config"
 # These may differ between the original run and its resume: where the data lives, how it is loaded,
 # evaluation-only and speed-only knobs. Everything else in `model` and `dataset` must match.
 MAY_CHANGE = frozenset({"dataset.root", "dataset.download", "dataset.num_workers", "dataset.eval_batch_size",
-                        "dataset.tta", "model.compile", "model.channels_last"})
+                        "dataset.tta", "dataset.device_resident", "model.compile", "model.compile_backend",
+                        "model.channels_last"})
 
 
 @dataclass(frozen=True)
