@@ -29,7 +29,7 @@ from nin_lightning.data.base import NiNDataModule
 from nin_lightning.errors import one_line
 from nin_lightning.models import NiN
 from nin_lightning.module import NET_KEYS, NiNClassifier
-from nin_lightning.rundir import RunDir, Start, last_checkpoint, snapshot
+from nin_lightning.rundir import RunDir, Start, check_not_a_copy, last_checkpoint, snapshot
 from nin_lightning.rundir.checkpoint_io import AtomicCheckpointIO
 from nin_lightning.rundir.disk import warn_if_low_disk
 from nin_lightning.rundir.layout import BEST_CKPT
@@ -158,6 +158,8 @@ def plan_start(run: RunDir, conf: TrainConfig, plain: dict[str, Any]) -> Start:
     """Where this start of the run begins (rundir/start.py decides); a requeued Slurm job says so."""
     restarts = restart_count()
     start = run.plan(conf.resume, conf.ckpt_path, snapshot(plain), restarts)
+    if start.wandb and conf.logger.name == "wandb":
+        check_not_a_copy(run.path, start.wandb)
     if restarts:
         say(restart_note(restarts, run.path, last_checkpoint(run.path).is_file()))
     if start.note:

@@ -38,7 +38,10 @@ def finished_run(tmp_path_factory) -> Path:
 
 
 def copy_of(run_dir: Path, where: Path) -> Path:
+    """A run of its own in WHERE, like RUN_DIR's (its wandb_run.json names WHERE as the dir that logs)."""
     shutil.copytree(run_dir, where)
+    identity = json.loads((where / "wandb_run.json").read_text())
+    (where / "wandb_run.json").write_text(json.dumps(identity | {"dir": str(where.resolve())}))
     return where
 
 
@@ -289,3 +292,23 @@ def test_a_run_killed_before_its_first_last_ckpt_starts_again(finished_run, tmp_
         else:
             assert result.returncode == 0, result.stderr[-3000:]
             assert history_epochs(run_dir) == [1, 2, 3] and read_metrics(run_dir)["status"] == "completed"
+
+
+def test_a_copied_run_dir_never_logs_into_its_originals_wandb_run(finished_run, tmp_path):
+    """`cp -r RUN RUN_copy`, then `resume=auto` in the copy: both would continue one W&B run, logging the same
+    epochs twice into it; refused in one line, nothing changed. Without the copy's wandb_run.json it continues
+    as a new W&B run, and the original still continues its own."""
+    original = copy_of(finished_run, tmp_path / "run")
+    copy = tmp_path / "run_copy"
+    shutil.copytree(original, copy)
+    before = snapshot(copy)
+    result = run(tmp_path, "resume=auto", "trainer.max_epochs=4", f"hydra.run.dir={copy}")
+    assert f"is a copy of {original}" in one_error_line(result) and snapshot(copy) == before
+    first_id = json.loads((original / "wandb_run.json").read_text())["id"]
+    (copy / "wandb_run.json").unlink()
+    for run_dir in (copy, original):
+        result = run(tmp_path, "resume=auto", "trainer.max_epochs=4", f"hydra.run.dir={run_dir}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert history_epochs(run_dir) == [1, 2, 3, 4] and read_metrics(run_dir)["status"] == "completed"
+    copy_id = json.loads((copy / "wandb_run.json").read_text())["id"]
+    assert json.loads((original / "wandb_run.json").read_text())["id"] == first_id != copy_id

@@ -8,9 +8,9 @@ from nin_lightning.rundir.layout import best_checkpoint, checkpoint_dir, last_ch
 from nin_lightning.rundir.lock import RunLock, is_locked
 from nin_lightning.rundir.metrics import read_metrics, write_metrics
 from nin_lightning.rundir.run_dir import RUNNING, RunDir
-from nin_lightning.rundir.start import Start, changed_keys, plan_start, snapshot
+from nin_lightning.rundir.start import Start, changed_keys, check_not_a_copy, plan_start, snapshot
 
 __all__ = [
-    "RUNNING", "RunDir", "RunLock", "Start", "atomic_write", "best_checkpoint", "changed_keys", "checkpoint_dir",
-    "is_locked", "last_checkpoint", "plan_start", "read_metrics", "snapshot", "write_metrics",
+    "RUNNING", "RunDir", "RunLock", "Start", "atomic_write", "best_checkpoint", "changed_keys", "check_not_a_copy",
+    "checkpoint_dir", "is_locked", "last_checkpoint", "plan_start", "read_metrics", "snapshot", "write_metrics",
 ]

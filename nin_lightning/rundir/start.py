@@ -161,6 +161,26 @@ def wandb_identity(run_dir: Path) -> dict[str, Any]:
     return identity
 
 
+def check_not_a_copy(run_dir: Path, identity: dict[str, Any]) -> None:
+    """Refuse to continue, in RUN_DIR, a W&B run that the dir it was copied from still continues.
+
+    wandb_run.json records the dir that logs into its W&B run. A moved dir continues it (its old place is
+    gone); a copy whose original still names the same W&B run would log the same epochs twice into it."""
+    import json
+
+    home = Path(identity.get("dir") or run_dir)
+    if home.resolve() == run_dir.resolve() or not (home / WANDB_RUN_FILE).is_file():
+        return
+    try:
+        same_run = json.loads((home / WANDB_RUN_FILE).read_text()).get("id") == identity["id"]
+    except (OSError, ValueError, AttributeError):
+        return
+    if same_run:
+        raise UserError(f"{run_dir} is a copy of {home}, which continues the same W&B run ({identity['id']}): "
+                        f"both would log into it; resume {home} instead, or delete {run_dir / WANDB_RUN_FILE} "
+                        "to continue this copy as a new W&B run (or pass logger=none)")
+
+
 def _saves_last(run_dir: Path) -> bool:
     """Whether the run in RUN_DIR was started with callbacks.save_last=true (its .hydra/config.yaml says)."""
     import yaml

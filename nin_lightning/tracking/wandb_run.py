@@ -160,7 +160,8 @@ class Tracker:
             ),
         )
         define_axes(self.run)
-        identity = {"id": run_id, "group": group, "name": name} | ({"sweep": agent["sweep"]} if agent else {})
+        identity = {"id": run_id, "group": group, "name": name, "dir": str(self.run_dir.resolve())}
+        identity |= {"sweep": agent["sweep"]} if agent else {}  # "dir": a copy of the run dir is told apart
         atomic_write(run_file, json.dumps(identity) + "\n")
         self.loggers = [TolerantWandbLogger(excuse=self.excuse, experiment=self.run)]
         if self.cfg.osh and mode == "offline":
