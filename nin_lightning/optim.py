@@ -11,18 +11,7 @@ import torch
 from torch import nn
 
 from nin_lightning import compat
-from nin_lightning.config import (
-    AdamWConfig,
-    ConstantConfig,
-    CosineConfig,
-    MultiStepConfig,
-    OneCycleConfig,
-    OptimizerConfig,
-    PiecewiseConfig,
-    PlateauConfig,
-    SchedulerConfig,
-    SGDConfig,
-)
+from nin_lightning.config import schema
 
 _NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
 
@@ -52,37 +41,37 @@ def optimizer_kwargs(implementation: str) -> dict[str, bool]:
     return {}
 
 
-def build_optimizer(model: nn.Module, cfg: OptimizerConfig, lr: float, implementation: str | None = None
+def build_optimizer(model: nn.Module, cfg: schema.OptimizerConfig, lr: float, implementation: str | None = None
                     ) -> torch.optim.Optimizer:
     """SGD (momentum, nesterov) or AdamW at learning rate `lr`; `implementation` (speed.SpeedPlan's choice,
     default `cfg.implementation`): fused, foreach or for_loop."""
     groups = param_groups(model, cfg.weight_decay, cfg.exempt_bias_norm)
     impl = optimizer_kwargs(implementation or cfg.implementation)
-    if isinstance(cfg, SGDConfig):
+    if isinstance(cfg, schema.SGDConfig):
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **impl)
-    if isinstance(cfg, AdamWConfig):
+    if isinstance(cfg, schema.AdamWConfig):
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps, **impl)
     raise ValueError(f"unknown optimizer config {type(cfg).__name__}")
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, max_epochs: int, total_steps: int
+    optimizer: torch.optim.Optimizer, cfg: schema.SchedulerConfig, max_epochs: int, total_steps: int
 ) -> dict[str, Any] | None:
     """A Lightning `lr_scheduler` dict (with interval/monitor), or None for a constant LR."""
-    if isinstance(cfg, ConstantConfig):
+    if isinstance(cfg, schema.ConstantConfig):
         return None
-    if isinstance(cfg, MultiStepConfig):
+    if isinstance(cfg, schema.MultiStepConfig):
         sched = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma)
         return {"scheduler": sched, "interval": "epoch"}
-    if isinstance(cfg, PiecewiseConfig):
+    if isinstance(cfg, schema.PiecewiseConfig):
         sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _Piecewise(list(cfg.milestones), list(cfg.scales)))
         return {"scheduler": sched, "interval": "epoch"}
-    if isinstance(cfg, CosineConfig):
+    if isinstance(cfg, schema.CosineConfig):
         steps_per_epoch = max(1, total_steps // max(1, max_epochs))
         warmup = round(cfg.warmup_epochs * steps_per_epoch)
         sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(warmup, total_steps, cfg.min_lr_ratio))
         return {"scheduler": sched, "interval": "step"}
-    if isinstance(cfg, OneCycleConfig):
+    if isinstance(cfg, schema.OneCycleConfig):
         sched = torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=[g["lr"] for g in optimizer.param_groups],
@@ -92,7 +81,7 @@ def build_scheduler(
             final_div_factor=cfg.final_div_factor,
         )
         return {"scheduler": sched, "interval": "step"}
-    if isinstance(cfg, PlateauConfig):
+    if isinstance(cfg, schema.PlateauConfig):
         mode = "min" if cfg.monitor.endswith("loss") else "max"
         sched = LimitedPlateau(
             optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience, threshold=cfg.threshold,

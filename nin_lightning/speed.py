@@ -24,9 +24,12 @@ are cached in `compile_cache_dir` across runs.
 
 from __future__ import annotations
 
+import getpass
 import os
+import re
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -45,10 +48,23 @@ CPU_CHANNELS_LAST = True
 # memory; the rest is for the model, activations at batch 1024 and the allocator's slack. (CIFAR-10 is
 # 0.18 GB, SVHN train+extra 1.9 GB: both fit a 16 GB GPU.)
 RESIDENT_GPU_FRACTION = 0.25
-# Compile caches the user named, read at import: torch's own code writes its default into the environment
-# when it first looks (listing the backends does), which must not pass for a choice.
 _CACHE_VARS = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
-_USER_CACHE_DIRS = {var: os.environ[var] for var in _CACHE_VARS if var in os.environ}
+
+
+def _torch_default_cache_dir() -> str:
+    """Where inductor caches unless told: torch writes this into TORCHINDUCTOR_CACHE_DIR when it first looks
+    (importing Lightning does), so that value must not pass for a user's choice. As
+    torch/_inductor/runtime/cache_dir_utils.py `default_cache_dir` computes it."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid_{os.getuid()}"
+    return os.path.join(tempfile.gettempdir(), "torchinductor_" + re.sub(r'[\\/:*?"<>|]', "_", user))
+
+
+# Compile caches the user named, read at import (before a compile of ours sets them); torch's default is none.
+_USER_CACHE_DIRS = {var: os.environ[var] for var in _CACHE_VARS
+                    if os.environ.get(var) and os.environ[var] != _torch_default_cache_dir()}
 
 
 @dataclass(frozen=True)

@@ -6,41 +6,26 @@ import functools
 from dataclasses import fields, is_dataclass
 from typing import Any, get_type_hints
 
-from nin_lightning.config.schema import (
-    AdamWConfig,
-    CallbacksConfig,
-    ConstantConfig,
-    CosineConfig,
-    DatasetConfig,
-    LoggerConfig,
-    ModelConfig,
-    MultiStepConfig,
-    OneCycleConfig,
-    PiecewiseConfig,
-    PlateauConfig,
-    SGDConfig,
-    TrainConfig,
-    TrainerConfig,
-)
+from nin_lightning.config import schema as schemas
 from nin_lightning.errors import UserError
 
 # (group, name in the ConfigStore) -> schema. A group's YAML files extend one of these via their defaults
 # list; Hydra's `--help` hides them (conf/hydra/help). The root config is `train_schema`.
 SCHEMAS: dict[tuple[str | None, str], type] = {
-    (None, "train_schema"): TrainConfig,
-    ("dataset", "dataset_schema"): DatasetConfig,
-    ("model", "model_schema"): ModelConfig,
-    ("optimizer", "sgd_schema"): SGDConfig,
-    ("optimizer", "adamw_schema"): AdamWConfig,
-    ("scheduler", "multistep_schema"): MultiStepConfig,
-    ("scheduler", "cosine_schema"): CosineConfig,
-    ("scheduler", "onecycle_schema"): OneCycleConfig,
-    ("scheduler", "plateau_schema"): PlateauConfig,
-    ("scheduler", "constant_schema"): ConstantConfig,
-    ("scheduler", "piecewise_schema"): PiecewiseConfig,
-    ("trainer", "trainer_schema"): TrainerConfig,
-    ("logger", "logger_schema"): LoggerConfig,
-    ("callbacks", "callbacks_schema"): CallbacksConfig,
+    (None, "train_schema"): schemas.TrainConfig,
+    ("dataset", "dataset_schema"): schemas.DatasetConfig,
+    ("model", "model_schema"): schemas.ModelConfig,
+    ("optimizer", "sgd_schema"): schemas.SGDConfig,
+    ("optimizer", "adamw_schema"): schemas.AdamWConfig,
+    ("scheduler", "multistep_schema"): schemas.MultiStepConfig,
+    ("scheduler", "cosine_schema"): schemas.CosineConfig,
+    ("scheduler", "onecycle_schema"): schemas.OneCycleConfig,
+    ("scheduler", "plateau_schema"): schemas.PlateauConfig,
+    ("scheduler", "constant_schema"): schemas.ConstantConfig,
+    ("scheduler", "piecewise_schema"): schemas.PiecewiseConfig,
+    ("trainer", "trainer_schema"): schemas.TrainerConfig,
+    ("logger", "logger_schema"): schemas.LoggerConfig,
+    ("callbacks", "callbacks_schema"): schemas.CallbacksConfig,
 }
 
 
