@@ -73,3 +73,11 @@ def drop_lightning_sigterm_broadcast(trainer: Any) -> None:
     loop = trainer.fit_loop.epoch_loop
     if hasattr(loop, "_broadcast_sigterm_tensor"):
         loop._broadcast_sigterm_tensor = lambda: None
+
+
+def lightning_child_ranks(trainer: Any) -> list[Any]:
+    """The rank processes (subprocess.Popen) that Lightning's script launcher started for a single DDP run:
+    `trainer.strategy.launcher.procs` of the private `_SubprocessScriptLauncher` (no public accessor).
+    Lightning kills them on Ctrl-C only; when rank 0 fails otherwise, the run stops them (cluster.LocalRanks)."""
+    launcher = getattr(trainer.strategy, "launcher", None)
+    return list(getattr(launcher, "procs", None) or [])

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from nin_lightning.cli.args import on_off, open_run, run_parser
+from nin_lightning.cli.args import check_out, on_off, open_run, run_parser
 from nin_lightning.cli.errors import one_line_errors
 from nin_lightning.status import say
 
@@ -23,6 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="dataset.KEY=VALUE",
                         help="dataset.root, dataset.eval_batch_size, dataset.num_workers, dataset.download")
     args = parser.parse_intermixed_args(argv)
+    check_out(args.out, args.run_dir, None)
     run = open_run(args, args.overrides, tta=on_off(args.tta))
     from nin_lightning.inference.evaluation import default_out_dir, evaluate_run, summary_lines, write_outputs
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from nin_lightning.cli.args import open_run, run_parser
+from nin_lightning.cli.args import check_out, open_run, run_parser
 from nin_lightning.cli.errors import one_line_errors
 from nin_lightning.status import say
 
@@ -22,6 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="dataset.KEY=VALUE",
                         help="dataset.root (the test images the export is checked on), dataset.download")
     args = parser.parse_intermixed_args(argv)
+    check_out(args.out, args.run_dir, ".onnx")
     run = open_run(args, args.overrides, compile=False)
     from nin_lightning.inference.onnx_export import ONNX_TOLERANCE, export_onnx
 

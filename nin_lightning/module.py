@@ -181,8 +181,11 @@ class NiNClassifier(L.LightningModule):
             checkpoint[CONFIG_KEY] = self.run_config
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A loaded model keeps its run's record, and a checkpoint it saves in turn has it too."""
-        self.run_config = checkpoint.get(CONFIG_KEY, self.run_config)
+        """A model loaded without a run (load_from_checkpoint) takes the checkpoint's record, so a checkpoint
+        it saves in turn has it too. A resumed run keeps its own: the record says what the run is now (its
+        trainer.max_epochs raised, say), not what it was when the checkpoint was saved."""
+        if self.run_config is None:
+            self.run_config = checkpoint.get(CONFIG_KEY)
         epoch = checkpoint.get("epoch")  # 0-based, of the epoch that saved it; the console counts from 1
         self.trained_epochs = None if epoch is None else int(epoch) + 1
 

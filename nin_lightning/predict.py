@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from nin_lightning.cli.args import open_run, run_parser, split_overrides
+from nin_lightning.cli.args import check_out, open_run, run_parser, split_overrides
 from nin_lightning.cli.errors import one_line_errors
 from nin_lightning.status import say
 
@@ -22,6 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="the CSV (default: RUN_DIR/predictions/<time>.csv)")
     args = parser.parse_intermixed_args(argv)
     overrides, images = split_overrides(args.images)
+    check_out(args.out, args.run_dir, ".csv")
     run = open_run(args, overrides, compile=False)
     from nin_lightning.inference.prediction import default_csv, line, predict_files, write_csv
 

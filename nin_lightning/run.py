@@ -32,7 +32,8 @@ from nin_lightning.module import NET_KEYS, NiNClassifier
 from nin_lightning.rundir import RunDir, Start, check_not_a_copy, last_checkpoint, snapshot
 from nin_lightning.rundir.checkpoint_io import AtomicCheckpointIO
 from nin_lightning.rundir.disk import warn_if_low_disk
-from nin_lightning.rundir.layout import BEST_CKPT
+from nin_lightning.rundir.history import read_history
+from nin_lightning.rundir.layout import BEST_CKPT, HISTORY_FILE
 from nin_lightning.rundir.metrics import read_metrics
 from nin_lightning.status import say, to_log_files
 from nin_lightning.tracking import Tracker, code_version, model_cost
@@ -158,8 +159,9 @@ def plan_start(run: RunDir, conf: TrainConfig, plain: dict[str, Any]) -> Start:
     """Where this start of the run begins (rundir/start.py decides); a requeued Slurm job says so."""
     restarts = restart_count()
     start = run.plan(conf.resume, conf.ckpt_path, snapshot(plain), restarts)
-    if start.wandb and conf.logger.name == "wandb":
-        check_not_a_copy(run.path, start.wandb)
+    moved = check_not_a_copy(run.path, start.wandb) if start.wandb and conf.logger.name == "wandb" else None
+    if moved:
+        say(moved)
     if restarts:
         say(restart_note(restarts, run.path, last_checkpoint(run.path).is_file()))
     if start.note:
@@ -251,7 +253,7 @@ def _fit_and_test(conf: TrainConfig, plain: dict[str, Any], job: JobContext, run
         trainer = build_trainer(conf, plan, [*callbacks, *tracker.callbacks, *extra], tracker.loggers, run.path, start,
                                 strategy=ranks.strategy(conf))
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(start.path) if start.path else None)
-        metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+        metrics.update(val_metrics(trainer, run.path))
         metrics["epochs"] = trainer.current_epoch
         metrics["global_step"] = trainer.global_step
         metrics[metric_names.BEST_EPOCH] = best_epoch(trainer)
@@ -267,6 +269,8 @@ def _fit_and_test(conf: TrainConfig, plain: dict[str, Any], job: JobContext, run
         metrics["error"] = one_line(exc)
         metrics["epochs"] = trainer.current_epoch if trainer else 0
         ranks.stop_watching()
+        if trainer is not None:  # a single DDP run's other ranks must not outlive a rank 0 that failed
+            ranks.adopt(compat.lightning_child_ranks(trainer))
         if ranks.dead():  # a DDP rank of this job died (cluster/local_ranks.py): the job failed, not the sweep
             metrics["error"] = ranks.failure
             raise RuntimeError(f"{ranks.failure}; its output is above") from exc
@@ -283,6 +287,20 @@ def _fit_and_test(conf: TrainConfig, plain: dict[str, Any], job: JobContext, run
     return float(metrics.get(OBJECTIVE, 0.0))
 
 
+def val_metrics(trainer: L.Trainer, run_dir: Path) -> dict[str, Any]:
+    """The val/ values of the run's last validated epoch and its best val/acc. A fit with no epoch left to
+    train (a stop during the test phase, then `resume=auto`) logs none: then history.csv has them."""
+    found = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    if metric_names.VAL_ACC_BEST in found:
+        return found
+    rows = [r for r in read_history(run_dir / HISTORY_FILE) if r.get(metric_names.acc(metric_names.VAL))]
+    if not rows:
+        return found
+    last = {k: float(v) for k, v in rows[-1].items() if k.startswith("val/") and v}
+    best = max(float(r[metric_names.acc(metric_names.VAL)]) for r in rows)
+    return last | {metric_names.VAL_ACC_BEST: best} | found
+
+
 def _close(run: RunDir, metrics: dict[str, Any], exit_code: int, ranks: LocalRanks, tracker: Tracker,
            preemption: PreemptionCheckpoint) -> OSError | None:
     """Write metrics.json, stop child ranks, close the W&B run, let submitit requeue: each step always runs.
@@ -296,7 +314,7 @@ def _close(run: RunDir, metrics: dict[str, Any], exit_code: int, ranks: LocalRan
     except OSError as exc:
         closing_error = exc
         say(f"could not write {path}: {one_line(exc)}")
-    ranks.close()
+    ranks.close(timeout_s=120.0 if exit_code == 0 else 30.0)  # a failed rank 0: the others stop soon, or never
     try:
         if metrics["status"] == "preempted" and tracker.run is not None:
             tracker.run.mark_preempting()

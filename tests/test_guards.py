@@ -47,7 +47,7 @@ def test_non_finite_loss_from_the_start_fails_in_one_line_without_checkpoints(ru
     blown = run_cli(f"hydra.run.dir={run_dir}", "logger=none", "trainer.enable_progress_bar=false",
                     "optimizer.lr=1e6", "model.batch_norm=false", "trainer.max_epochs=2")
     line = _error_line(blown)
-    assert "non-finite training loss" in line and "epoch 0, step " in line, line
+    assert "non-finite training loss" in line and "epoch 1, step " in line, line
     assert "none was written before it: start again and lower optimizer.lr" in line, line
     assert not list(run_dir.rglob("*.ckpt"))
     assert read_metrics(run_dir)["status"] == "failed"
@@ -65,8 +65,8 @@ def test_a_diverged_resume_names_the_good_checkpoint_and_a_lower_lr_resumes_from
     last = run_dir / "checkpoints" / "last.ckpt"
     good = _sha(last)
     line = _error_line(run_cli(*common, "resume=auto", "optimizer.lr=1e6", "trainer.max_epochs=3"))
-    assert "non-finite training loss" in line and "epoch 1, step " in line, line
-    assert re.search(rf"{re.escape(str(last))} \(saved at epoch 0, step \d+\) is the last good one", line), line
+    assert "non-finite training loss" in line and "epoch 2, step " in line, line
+    assert re.search(rf"{re.escape(str(last))} \(saved at epoch 1, step \d+\) is the last good one", line), line
     assert f"resume=auto hydra.run.dir={run_dir} optimizer.lr=<lower>" in line, line
     assert _sha(last) == good and _finite(last)
     assert read_metrics(run_dir)["status"] == "failed"
@@ -115,11 +115,11 @@ def test_a_non_finite_validation_loss_or_weight_is_divergence_too(compose_cfg, t
     with pytest.raises(UserError) as err:
         train(cfg, JobContext(run_dir=run_dir), callbacks=[PoisonBatchNorm(1, buffer, value)])
     message = str(err.value)
-    assert message.startswith(what) and "at epoch 1" in message and "saved at epoch 0" in message, message
+    assert message.startswith(what) and "at epoch 2" in message and "saved at epoch 1" in message, message
     last, best = run_dir / "checkpoints" / "last.ckpt", run_dir / "checkpoints" / "best.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 0 and _finite(last) and _finite(best)
     with (run_dir / "history.csv").open() as fh:
-        assert [row["epoch"] for row in csv.DictReader(fh)] == ["0"]  # the diverged epoch is not recorded
+        assert [row["epoch"] for row in csv.DictReader(fh)] == ["1"]  # the diverged epoch is not recorded
     assert read_metrics(run_dir)["status"] == "failed"
 
 
@@ -140,7 +140,7 @@ def test_divergence_after_a_good_epoch_keeps_the_last_good_checkpoint(compose_cf
         return step(self, batch, batch_idx) * float("inf")
 
     monkeypatch.setattr(NiNClassifier, "training_step", diverging)
-    with pytest.raises(UserError, match=r"non-finite training loss .* epoch 1, step 3"):
+    with pytest.raises(UserError, match=r"non-finite training loss .* epoch 2, step 3"):
         train(compose_cfg(*common, "trainer.max_epochs=3", "resume=auto"), JobContext(run_dir=run_dir))
     assert _sha(last) == before
     assert read_metrics(run_dir)["status"] == "failed"

@@ -405,3 +405,31 @@ def test_an_unreadable_image_names_the_file(trained, tmp_path, capsys):
 ])
 def test_bad_options_are_one_line(trained, capsys, argv, expected):
     assert expected in one_line("evaluate", [str(trained), *argv], capsys)
+
+
+def test_a_file_named_twice_is_predicted_once(tmp_path):
+    """By name and inside its folder (and by another spelling of its path): one prediction, in first place."""
+    from nin_lightning.inference.images import find_images
+
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).write_bytes(b"")
+    given = [tmp_path / "b.png", tmp_path, tmp_path / ".." / tmp_path.name / "a.png"]
+    assert find_images(given) == [tmp_path / "b.png", tmp_path / "a.png"]
+
+
+def test_out_never_overwrites_the_runs_own_files(trained, capsys, tmp_path):
+    """`--out RUN_DIR/history.csv` (or metrics.json, a checkpoint) would replace the run's record: refused in
+    one line, nothing changed; a file of the wrong kind too."""
+    from PIL import Image
+
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
+    before = {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()}
+    for command, out, args in (("predict", trained / "history.csv", [str(image)]),
+                               ("export", trained / "checkpoints" / "best.onnx", []),
+                               ("evaluate", trained / "checkpoints", [])):
+        line = one_line(command, [str(trained), *args, "--out", str(out)], capsys)
+        assert f"--out {out}: inside the run dir it would overwrite the run's own files" in line
+    line = one_line("predict", [str(trained), str(image), "--out", str(tmp_path / "metrics.json")], capsys)
+    assert "give a file name ending in .csv" in line
+    assert {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()} == before

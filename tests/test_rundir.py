@@ -312,3 +312,46 @@ def test_a_copied_run_dir_never_logs_into_its_originals_wandb_run(finished_run, 
         assert history_epochs(run_dir) == [1, 2, 3, 4] and read_metrics(run_dir)["status"] == "completed"
     copy_id = json.loads((copy / "wandb_run.json").read_text())["id"]
     assert json.loads((original / "wandb_run.json").read_text())["id"] == first_id != copy_id
+
+
+def test_a_finished_extension_is_finished(finished_run, tmp_path):
+    """3 epochs, then `resume=auto trainer.max_epochs=4` completes: the next identical command finds it finished
+    (one line, exit 0, nothing rewritten). Before, the checkpoint kept the first segment's max_epochs (3), so
+    the run was taken for unfinished: resumed, re-tested and its files rewritten, every time."""
+    run_dir = copy_of(finished_run, tmp_path / "run")
+    args = ("resume=auto", "trainer.max_epochs=4", f"hydra.run.dir={run_dir}")
+    assert run(tmp_path, *args).returncode == 0
+    before = snapshot(run_dir)
+    result = run(tmp_path, *args)
+    assert result.returncode == 0 and "already finished (4 epochs" in result.stdout, result.stdout[-2000:]
+    assert snapshot(run_dir) == before
+
+
+def test_a_run_stopped_in_its_test_phase_resumes_with_its_val_results(finished_run, tmp_path):
+    """Ctrl-C (or kill -9) during the test phase leaves last.ckpt after the last epoch and metrics.json
+    `interrupted`: `resume=auto` only tests, and metrics.json keeps val/acc, val/loss and val/acc_best (before,
+    they were dropped: the fit trained nothing, so logged nothing, and a sweeper's objective became 0)."""
+    run_dir = copy_of(finished_run, tmp_path / "run")
+    done = read_metrics(run_dir)
+    (run_dir / "metrics.json").write_text(json.dumps({"status": "interrupted", "epochs": 3}))
+    result = run(tmp_path, "resume=auto", "trainer.max_epochs=3", "logger=none", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed" and history_epochs(run_dir) == [1, 2, 3]
+    for key in ("val/acc", "val/loss", "val/acc_best"):
+        assert metrics[key] == pytest.approx(done[key], rel=1e-6), key
+
+
+def test_a_resume_that_would_record_a_false_result_is_refused(finished_run, tmp_path):
+    """A killed run (last.ckpt after epoch 3) resumed with fewer epochs than it holds, or with another seed
+    (its RNG states come from the checkpoint, so the 'seed 7' result would be seed 42's): one line each,
+    nothing changed. Before, both finished as `completed` with a false epochs count or seed."""
+    run_dir = copy_of(finished_run, tmp_path / "run")
+    (run_dir / "metrics.json").write_text(json.dumps({"status": "running", "epochs": 3}))
+    before = snapshot(run_dir)
+    for args, expected in ((["trainer.max_epochs=2"], "trainer.max_epochs=2: "),
+                           (["trainer.max_epochs=5", "seed=7"], "seed=7: ")):
+        line = one_error_line(run(tmp_path, "resume=auto", *args, f"hydra.run.dir={run_dir}"))
+        assert line.startswith(f"error: {expected}"), line
+        assert ("holds 3 epochs already" in line) if "max_epochs=2" in args[0] else ("run of seed=42" in line)
+        assert snapshot(run_dir) == before

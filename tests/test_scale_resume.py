@@ -144,6 +144,31 @@ def test_rng_state_roundtrip():
 
 # ----------------------------------------------------------------------------------------------- DDP
 @pytest.mark.slow
+def test_a_ddp_rank_0_that_cannot_start_leaves_no_rank_behind(tmp_path):
+    """Rank 0 cannot listen on MASTER_PORT (another process holds it; under load this happened to the port
+    Lightning picked): the run fails in one line naming it, and the rank Lightning started for it, which
+    waited forever for a rank 0 that was gone, is stopped. Nothing waits past a deadline that names it."""
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()  # a foreign server on the port: rank 1 connects to it and waits
+        env = cli_env(tmp_path) | {"MASTER_PORT": str(holder.getsockname()[1])}
+        run_dir = tmp_path / "run"
+        proc = subprocess.Popen(train_cmd("trainer=ddp_cpu", "trainer.devices=2", "logger=none", *QUIET,
+                                          f"hydra.run.dir={run_dir}"), cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            _, stderr = proc.communicate(timeout=300)  # all ranks gone: the pipes close
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            pytest.fail("the run or a rank it started was still alive 300 s after it began (a rank left waiting)")
+    errors = [ln for ln in error_lines(stderr) if ln.startswith("error:")]
+    assert proc.returncode != 0 and len(errors) == 1 and "address already in use" in errors[0], stderr[-3000:]
+    assert read_metrics(run_dir)["status"] == "failed"
+
+
+@pytest.mark.slow
 def test_ddp_from_the_cli_one_dir_one_wandb_run_full_test_set(run_cli, tmp_path):
     """`trainer=ddp_cpu trainer.devices=2`: Lightning re-executes the command for rank 1 in rank 0's dir."""
     result = run_cli("trainer=ddp_cpu", "trainer.devices=2", "trainer.max_epochs=1", "scheduler=constant",

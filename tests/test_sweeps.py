@@ -436,3 +436,18 @@ def test_optuna_trials_in_one_process_are_distinct_runs(tmp_path):
     for job_dir, run in zip(jobs, runs, strict=True):
         dropout = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text())["model"]["dropout"]
         assert run.config["model"]["dropout"] == dropout and run.name in job_dir.name
+
+
+def test_a_sweep_job_that_died_is_one_line_naming_it_and_the_fix():
+    """submitit's UncompletedJobError (a local or Slurm job killed by kill -9 or the OOM killer) dumps the job's
+    whole log into its message: the error line names the job, its log dir and `resume=auto` instead."""
+    from submitit.core.utils import UncompletedJobError
+
+    from nin_lightning.cli.errors import explain
+
+    log = "\n".join(f"[nin] epoch {i}/5 ..." for i in range(1, 40))
+    exc = UncompletedJobError(f"Job 6407 (task: 0) with path /s/.submitit/6407/6407_0_result.pkl\nhas not produced "
+                              f"any output (state: FINISHED)\nError stream produced:\n-----\n{log}")
+    line = explain(exc)
+    assert line == ("sweep job 6407 died before it returned a result (killed, or out of memory?); its log is in "
+                    "/s/.submitit/6407; re-run the same sweep command with resume=auto to continue it")

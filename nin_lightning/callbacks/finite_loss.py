@@ -81,18 +81,19 @@ class FiniteLossGuard(Callback):
         if train:
             self.stop(trainer)
         if val:
-            self._fail(trainer, f"non-finite validation loss ({float(val_loss)}) at epoch {trainer.current_epoch}")
+            self._fail(trainer, f"non-finite validation loss ({float(val_loss)}) at epoch {trainer.current_epoch + 1}")
         if weights_flag:
-            self._fail(trainer, f"non-finite weights at epoch {trainer.current_epoch}, step {trainer.global_step}")
+            self._fail(trainer, f"non-finite weights at epoch {trainer.current_epoch + 1}, step {trainer.global_step}")
         self.passed(trainer.global_step)
 
     def stop(self, trainer: L.Trainer) -> None:
         """Some rank saw a non-finite training loss (the ranks agreed on it): stop, naming the first one."""
         if self._bad is not None and bool(self._bad):
             step = self._since + int(self._clean)
-            what = f"({float(self._first)} on rank {trainer.global_rank}) at epoch {trainer.current_epoch}, step {step}"
+            what = (f"({float(self._first)} on rank {trainer.global_rank}) at epoch {trainer.current_epoch + 1}, "
+                    f"step {step}")
         else:
-            what = f"(on another rank) by epoch {trainer.current_epoch}, step {trainer.global_step}"
+            what = f"(on another rank) by epoch {trainer.current_epoch + 1}, step {trainer.global_step}"
         self._fail(trainer, f"non-finite training loss {what}")
 
     def _fail(self, trainer: L.Trainer, what: str) -> None:
@@ -105,7 +106,8 @@ class FiniteLossGuard(Callback):
             return f", and none was written before it: start again and {fix}"
         try:
             saved = load_checkpoint_file(self.last_ckpt)
-            at = f" (saved at epoch {saved.get('epoch')}, step {saved.get('global_step')})"
+            epoch = saved.get("epoch")  # 0-based in the checkpoint; messages count epochs from 1, like history.csv
+            at = f" (saved at epoch {int(epoch) + 1 if epoch is not None else '?'}, step {saved.get('global_step')})"
         except UserError:
             at = ""
         where = f" hydra.run.dir={self.run_dir}" if self.run_dir is not None else ""

@@ -100,7 +100,7 @@ class PreemptionCheckpoint(Callback):
 
     def stop(self, trainer: L.Trainer) -> None:
         """The ranks agreed that one of them was signalled (agreement.StepAgreement): every rank stops here."""
-        raise Preempted(f"stopped by a signal at epoch {trainer.current_epoch}, step {trainer.global_step}")
+        raise Preempted(f"stopped by a signal at epoch {trainer.current_epoch + 1}, step {trainer.global_step}")
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._restore()
@@ -114,7 +114,7 @@ class PreemptionCheckpoint(Callback):
         except UserError as exc:  # the state is not finite (FiniteLossGuard): the last good last.ckpt stays
             say(f"stopped by a signal, and not saved: {exc}")
             return
-        say(f"stopped by a signal at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {self.path}; "
+        say(f"stopped by a signal at epoch {trainer.current_epoch + 1}, step {trainer.global_step}: saved {self.path}; "
             "resume=auto (automatic after a Slurm requeue) continues from it")
 
     def hand_over(self) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from nin_lightning.errors import UserError
+from nin_lightning.rundir.layout import COMMAND_DIRS
 from nin_lightning.status import say
 
 if TYPE_CHECKING:
@@ -57,6 +58,19 @@ def quiet_lightning() -> None:
     quiet_libraries()  # the warnings train.py filters too
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def check_out(out: Path | None, run_dir: Path, suffix: str | None = None) -> None:
+    """--out must not be one of the run's own files (metrics.json, history.csv, a checkpoint, ...): inside
+    RUN_DIR only under the commands' own dirs; with SUFFIX, a file name ending in it."""
+    if out is None:
+        return
+    inside = out.resolve().is_relative_to(run_dir.resolve())
+    if inside and out.resolve().relative_to(run_dir.resolve()).parts[:1] not in [(d,) for d in COMMAND_DIRS]:
+        raise UserError(f"--out {out}: inside the run dir it would overwrite the run's own files; write it "
+                        f"elsewhere, or under {run_dir}/{{{','.join(COMMAND_DIRS)}}}/ (or leave --out out)")
+    if suffix is not None and out.suffix.lower() != suffix:
+        raise UserError(f"--out {out}: give a file name ending in {suffix}")
 
 
 def open_run(args: argparse.Namespace, overrides: Sequence[str], **options: Any) -> LoadedRun:

@@ -11,6 +11,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 from nin_lightning.errors import UserError, did_you_mean, one_line
@@ -49,15 +50,14 @@ def _bad_key_or_value(exc: BaseException) -> str | None:
     """OmegaConf's error behind a failed override: an unknown key, or a value of the wrong type."""
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-    from nin_lightning.config import known_keys
+    from nin_lightning.config import unknown_key
 
     omega = next((e for e in _chain(exc) if isinstance(e, OmegaConfBaseException) and e.full_key), None)
     if omega is None:
         return None
     key = str(omega.full_key)
     if isinstance(omega, ConfigKeyError | ConfigAttributeError):
-        return (f"{key}: unknown config key{did_you_mean(key, known_keys())}; "
-                "check the spelling (python train.py --cfg job lists every key)")
+        return unknown_key(key)
     reason = (omega.msg or str(omega)).strip().splitlines()[0].strip()  # the rest repeats full_key and types
     fix = _TYPE_FIX.get(_field_type(omega.object_type, omega.key))
     return f"{key}: {reason}" + (f"; give {fix.format(key=key)}" if fix else "")
@@ -73,6 +73,18 @@ def _field_type(schema: Any, key: Any) -> Any:
     return get_type_hints(schema).get(key)
 
 
+def _dead_job(exc: BaseException) -> str | None:
+    """submitit's UncompletedJobError: a sweep job's process ended without a result (killed, out of memory).
+    Its message dumps the job's whole log; the first line names the job and its folder."""
+    if type(exc).__name__ != "UncompletedJobError":
+        return None
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    match = re.search(r"Job (\S+) .*?with path (\S+)", first)
+    job, where = (match.group(1), Path(match.group(2)).parent) if match else ("?", "the sweep dir's .submitit/")
+    return (f"sweep job {job} died before it returned a result (killed, or out of memory?); its log is in "
+            f"{where}; re-run the same sweep command with resume=auto to continue it")
+
+
 def _job_error(exc: BaseException) -> str | None:
     """A job that failed in a process of its own (submitit's FailedJobError and the like) carries that
     process's output: its own `error: ...` line (or else the last `SomeError: ...` line) says what happened."""
@@ -86,6 +98,16 @@ def _job_error(exc: BaseException) -> str | None:
         if found and not ours else found
 
 
+def _bad_override(override: str, reason: str) -> str:
+    """Hydra's parse error of OVERRIDE, naming it; a value holding `=` (a sweep job's dir name) needs quotes
+    for Hydra, inside the shell's."""
+    key, _, value = override.partition("=")
+    fix = "fix the override's syntax"
+    if "=" in value and not value.startswith(("'", '"', "[", "{")):
+        fix = f"quote its value for Hydra inside the shell's quotes: {key}=\"'{value}'\""
+    return f"{override}: {reason}; {fix}"
+
+
 def explain(exc: BaseException) -> str:
     """Any exception as one line that names the culprit and, where known, the fix."""
     from hydra.errors import OverrideParseException
@@ -93,8 +115,8 @@ def explain(exc: BaseException) -> str:
     if isinstance(exc, UserError):
         return one_line(exc)
     if isinstance(exc, OverrideParseException):
-        return " ".join(exc.message.split()) + "; fix the override's syntax"
-    return _missing_option(exc) or _bad_key_or_value(exc) or _job_error(exc) or one_line(exc)
+        return _bad_override(exc.override, " ".join(exc.message.split()))
+    return _missing_option(exc) or _bad_key_or_value(exc) or _dead_job(exc) or _job_error(exc) or one_line(exc)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

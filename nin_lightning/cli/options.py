@@ -18,6 +18,8 @@ from nin_lightning.errors import UserError
 SCHEMA_SUFFIX = "_schema"
 HELP_RESOLVER = "nin.groups"
 SHOWN_HYDRA_GROUPS = ("hydra/launcher", "hydra/sweeper")  # Hydra's groups a user of this project picks from
+# The plugins' own launchers, which `local` and `slurm` build on (sweeps/README.md says why): not listed
+UNLISTED = {"hydra/launcher": {"joblib", "submitit_local", "submitit_slurm"}}
 HELP_FLAGS = {"--help", "-h"}  # Hydra's flags for the app's help (conf/hydra/help/nin.yaml)
 
 
@@ -44,7 +46,8 @@ def groups_text() -> str:
         return ""
     loader = GlobalHydra.instance().config_loader()
     groups = sorted(g for g in loader.list_groups("") if g != "hydra") + list(SHOWN_HYDRA_GROUPS)
-    return "\n".join(f"{group}: {', '.join(real_options(group))}" for group in groups)
+    listed = {group: [o for o in real_options(group) if o not in UNLISTED.get(group, ())] for group in groups}
+    return "\n".join(f"{group}: {', '.join(options)}" for group, options in listed.items())
 
 
 def register_help() -> None:

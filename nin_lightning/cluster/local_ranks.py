@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -34,9 +35,19 @@ SHARED_PROCESS_TIMEOUT_S = 300.0
 
 
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port for the ranks' rendezvous, below Linux's ephemeral range (32768-60999). A port the kernel
+    hands out for port 0 (Lightning's choice) is one it also hands to outgoing connections, and under load
+    another process took it between the choice and rank 0's bind (EADDRINUSE; rank 1 then waited forever)."""
+    rng = random.Random()
+    for _ in range(100):
+        port = rng.randrange(20000, 32768)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise UserError("no free TCP port in 20000-32767 for the DDP ranks' rendezvous; set MASTER_PORT=<free port>")
 
 
 @dataclass
@@ -53,6 +64,10 @@ class LocalRanks:
     def start(cls, conf: TrainConfig, job: JobContext) -> LocalRanks:
         ranks = cls(own_process=not job.shares_process)
         externally = "LOCAL_RANK" in os.environ or slurm_tasks() == world_size(conf) or torchrun()
+        if is_ddp(conf) and not externally and not job.multirun and "MASTER_PORT" not in os.environ:
+            # a single run: Lightning starts the other ranks; they meet on this port (_free_port says why)
+            ranks.saved_env = {"MASTER_PORT": None}
+            os.environ["MASTER_PORT"] = str(_free_port())
         if not (job.multirun and is_ddp(conf)) or externally:
             return ranks
         if conf.trainer.num_nodes > 1:
@@ -112,6 +127,12 @@ class LocalRanks:
     def stop_watching(self) -> None:
         """Rank 0 is ending the job itself: the watcher must not interrupt it any more."""
         self._done.set()
+
+    def adopt(self, procs: list[subprocess.Popen]) -> None:
+        """Rank processes that Lightning started for a single run that failed: `close` waits for them and
+        kills those still alive after its timeout (Lightning kills them only on Ctrl-C; a rank 0 that
+        failed otherwise, e.g. before its process group formed, left them waiting for it forever)."""
+        self.procs += [p for p in procs if p not in self.procs]
 
     def close(self, timeout_s: float = 120.0) -> None:
         """Wait for the ranks, drop the process group and the DDP environment, for the next job."""

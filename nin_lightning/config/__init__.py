@@ -23,13 +23,36 @@ from nin_lightning.config.schema import (
     TrainConfig,
     TrainerConfig,
 )
-from nin_lightning.config.store import from_plain, group_from_plain, known_keys, register_configs
+from nin_lightning.config.store import from_plain, group_from_plain, known_keys, register_configs, unknown_key
 from nin_lightning.config.validate import surprises, to_plain_dict, validate
 
 __all__ = [
-    "DATASETS", "DIGIT_DATASETS", "OPTIMIZER_IMPLEMENTATIONS", "AdamWConfig", "CallbacksConfig", "ConstantConfig",
-    "CosineConfig", "DatasetConfig", "JobContext", "LoggerConfig", "ModelConfig", "MultiStepConfig",
-    "OneCycleConfig", "OptimizerConfig", "PiecewiseConfig", "PlateauConfig", "SGDConfig", "SchedulerConfig",
-    "TrainConfig", "TrainerConfig", "from_plain", "group_from_plain", "known_keys", "register_configs",
-    "surprises", "to_plain_dict", "validate",
+    "DATASETS",
+    "DIGIT_DATASETS",
+    "OPTIMIZER_IMPLEMENTATIONS",
+    "AdamWConfig",
+    "CallbacksConfig",
+    "ConstantConfig",
+    "CosineConfig",
+    "DatasetConfig",
+    "JobContext",
+    "LoggerConfig",
+    "ModelConfig",
+    "MultiStepConfig",
+    "OneCycleConfig",
+    "OptimizerConfig",
+    "PiecewiseConfig",
+    "PlateauConfig",
+    "SGDConfig",
+    "SchedulerConfig",
+    "TrainConfig",
+    "TrainerConfig",
+    "from_plain",
+    "group_from_plain",
+    "known_keys",
+    "register_configs",
+    "surprises",
+    "to_plain_dict",
+    "unknown_key",
+    "validate",
 ]

@@ -281,8 +281,10 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         _choice("trainer.accelerator", self.accelerator, ("auto", "cpu", "gpu", "cuda", "mps"))
-        _check(self.max_epochs == -1 or self.max_epochs >= 1, "trainer.max_epochs", self.max_epochs,
-               "an integer >= 1, or -1 (no limit)")
+        # -1 (Lightning's "no limit") is refused: the LR schedules, early stopping's resume checks and a
+        # finished run's "nothing to do" all need a last epoch (it failed with an OverflowError at the start)
+        _check(self.max_epochs >= 1, "trainer.max_epochs", self.max_epochs,
+               "an integer >= 1 (a run needs a last epoch; -1, no limit, is not supported)")
         _choice("trainer.precision", str(self.precision), PRECISIONS)
         devices_ok = self.devices in ("auto", -1) or (isinstance(self.devices, int) and self.devices >= 1)
         _check(devices_ok, "trainer.devices", self.devices, "an integer >= 1, -1 or auto")

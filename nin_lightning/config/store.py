@@ -7,7 +7,7 @@ from dataclasses import fields, is_dataclass
 from typing import Any, get_type_hints
 
 from nin_lightning.config import schema as schemas
-from nin_lightning.errors import UserError
+from nin_lightning.errors import UserError, did_you_mean
 
 # (group, name in the ConfigStore) -> schema. A group's YAML files extend one of these via their defaults
 # list; Hydra's `--help` hides them (conf/hydra/help). The root config is `train_schema`.
@@ -61,6 +61,19 @@ def known_keys() -> tuple[str, ...]:
     for (group, _), schema in SCHEMAS.items():
         keys.update(_keys(schema, f"{group}." if group else ""))
     return tuple(sorted(keys))
+
+
+def unknown_key(key: str) -> str:
+    """The one-line error for KEY, which the composed config lacks: the group options that do define it (a
+    key of `scheduler=multistep` while cosine is chosen), or else the spelling with a close match."""
+    group, _, rest = key.partition(".")
+    owners = [f"{group}={name.removesuffix('_schema')}" for (g, name), schema in SCHEMAS.items()
+              if g == group and rest in _keys(schema)]
+    if owners:
+        return (f"{key}: not a key of the chosen {group} option; it belongs to {' or '.join(owners)}: pass "
+                f"{owners[0]} with it (python train.py --help lists each option's keys)")
+    return (f"{key}: unknown config key{did_you_mean(key, known_keys())}; drop it or check the spelling "
+            "(python train.py --cfg job lists every key)")
 
 
 def from_plain(schema: type, values: dict[str, Any]) -> Any:

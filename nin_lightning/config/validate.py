@@ -8,8 +8,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from nin_lightning.config.schema import TrainConfig
-from nin_lightning.config.store import known_keys
-from nin_lightning.errors import UserError, did_you_mean
+from nin_lightning.config.store import unknown_key
+from nin_lightning.errors import UserError
 
 
 def _unknown_keys(node: DictConfig, prefix: str = "") -> list[str]:
@@ -33,8 +33,7 @@ def validate(cfg: DictConfig) -> TrainConfig:
     unknown = _unknown_keys(cfg)
     if unknown:
         key = unknown[0]
-        raise UserError(f"{key}: unknown config key{did_you_mean(key, known_keys())}; drop it or check the "
-                        "spelling (python train.py --cfg job lists every key)")
+        raise UserError(unknown_key(key))
     try:
         obj = OmegaConf.to_object(cfg)
     except Exception as exc:

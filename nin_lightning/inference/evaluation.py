@@ -32,9 +32,9 @@ from nin_lightning.inference.loading import LoadedRun
 from nin_lightning.inference.prediction import ranked
 from nin_lightning.inference.run_files import SPLITS
 from nin_lightning.rundir import atomic_write
+from nin_lightning.rundir.layout import EVAL_DIR
 
 ECE_BINS = 15  # equal-width confidence bins: Guo et al. (2017)'s choice, and torchmetrics' default
-EVAL_DIR = "eval"  # RUN_DIR/eval/<ckpt>_<split>[_tta]/
 TEXT_CELLS_UP_TO = 20  # classes up to which the confusion-matrix PNG prints counts in its cells
 
 

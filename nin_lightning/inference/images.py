@@ -33,7 +33,7 @@ class ImageFile:
 
 
 def find_images(paths: Sequence[Path]) -> list[Path]:
-    """The files given, and the PNG/JPEG files of each folder given (sorted by name, not recursive)."""
+    """The files given, and the PNG/JPEG files of each folder given (sorted by name, not recursive), each once."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -47,7 +47,8 @@ def find_images(paths: Sequence[Path]) -> list[Path]:
             raise UserError(f"{path}: no such file or directory; {FIX}")
     if not files:
         raise UserError(f"no images given; {FIX}")
-    return files
+    unique = {path.resolve(): path for path in reversed(files)}  # a file named twice counts once, first place
+    return [path for path in files if unique.get(path.resolve()) is path]
 
 
 def read_image(path: Path, channels: int, size: int) -> ImageFile:

@@ -23,8 +23,8 @@ from nin_lightning.errors import UserError
 from nin_lightning.inference.evaluation import check_images
 from nin_lightning.inference.loading import LoadedRun
 from nin_lightning.rundir import atomic_write
+from nin_lightning.rundir.layout import EXPORT_DIR
 
-EXPORT_DIR = "export"  # RUN_DIR/export/<ckpt>.onnx
 # Largest |ONNX - PyTorch| accepted on the fp32 logits. Both run fp32 on the CPU; only the order of the float
 # sums differs (onnxruntime fuses BatchNorm into the convolutions), which moves logits of magnitude ~10 by
 # ~1e-6 (float32's epsilon is 1.2e-7). 1e-4 leaves room for other CPUs' kernels and still catches a wrong op.

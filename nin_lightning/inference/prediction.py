@@ -23,8 +23,7 @@ from nin_lightning.inference.images import ImageFile, find_images, read_image
 from nin_lightning.inference.loading import LoadedRun
 from nin_lightning.inference.run_files import DEFAULT_TOP
 from nin_lightning.rundir import atomic_write
-
-PREDICTIONS_DIR = "predictions"  # RUN_DIR/predictions/<time>.csv
+from nin_lightning.rundir.layout import PREDICTIONS_DIR
 
 
 def ranked(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,6 +18,11 @@ WANDB_RUN_FILE = "wandb_run.json"  # the W&B run of this dir: id, group, name (k
 HYDRA_DIR = ".hydra"  # config.yaml, hydra.yaml, overrides.yaml of the run's latest start
 LOCK_FILE = ".lock"  # held by the one process that trains in this dir (rundir/lock.py)
 LOG_FILE = "train.log"  # Hydra's job log (conf/hydra/job_logging/nin.yaml)
+# What the commands on a trained run write (inference/): the only places in a run dir they write to
+EVAL_DIR = "eval"  # RUN_DIR/eval/<ckpt>_<split>[_tta]/
+PREDICTIONS_DIR = "predictions"  # RUN_DIR/predictions/<time>.csv
+EXPORT_DIR = "export"  # RUN_DIR/export/<ckpt>.onnx
+COMMAND_DIRS = (EVAL_DIR, PREDICTIONS_DIR, EXPORT_DIR)
 
 
 def checkpoint_dir(run_dir: Path) -> Path:

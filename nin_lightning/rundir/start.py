@@ -58,10 +58,10 @@ class Start:
 
 def snapshot(plain: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint remembers of its run: resolved `model` and `dataset`, the optimizer and scheduler
-    names (their states do not carry over to another kind) and `trainer.max_epochs`."""
+    names (their states do not carry over to another kind), `trainer.max_epochs` and the seed."""
     return {"model": plain.get("model", {}), "dataset": plain.get("dataset", {}),
             "optimizer": plain.get("optimizer", {}).get("name"), "scheduler": plain.get("scheduler", {}).get("name"),
-            "max_epochs": plain.get("trainer", {}).get("max_epochs")}
+            "max_epochs": plain.get("trainer", {}).get("max_epochs"), "seed": plain.get("seed")}
 
 
 def _flat(node: Any, prefix: str) -> dict[str, Any]:
@@ -161,24 +161,30 @@ def wandb_identity(run_dir: Path) -> dict[str, Any]:
     return identity
 
 
-def check_not_a_copy(run_dir: Path, identity: dict[str, Any]) -> None:
-    """Refuse to continue, in RUN_DIR, a W&B run that the dir it was copied from still continues.
+def check_not_a_copy(run_dir: Path, identity: dict[str, Any]) -> str | None:
+    """Refuse to continue, in RUN_DIR, a W&B run that the dir it was copied from still continues; a note
+    when a moved dir continues it.
 
     wandb_run.json records the dir that logs into its W&B run. A moved dir continues it (its old place is
-    gone); a copy whose original still names the same W&B run would log the same epochs twice into it."""
+    gone); a copy whose original still names the same W&B run would log the same epochs twice into it.
+    A copy made before its original moved cannot be told from the moved dir: the note says so."""
     import json
 
     home = Path(identity.get("dir") or run_dir)
-    if home.resolve() == run_dir.resolve() or not (home / WANDB_RUN_FILE).is_file():
-        return
+    if home.resolve() == run_dir.resolve():
+        return None
+    if not (home / WANDB_RUN_FILE).is_file():
+        return (f"W&B: this run dir was at {home}; it continues W&B run {identity['id']} here (a copy of it that "
+                f"resumes too would log into the same W&B run: delete the copy's {WANDB_RUN_FILE} first)")
     try:
         same_run = json.loads((home / WANDB_RUN_FILE).read_text()).get("id") == identity["id"]
     except (OSError, ValueError, AttributeError):
-        return
+        return None
     if same_run:
         raise UserError(f"{run_dir} is a copy of {home}, which continues the same W&B run ({identity['id']}): "
                         f"both would log into it; resume {home} instead, or delete {run_dir / WANDB_RUN_FILE} "
                         "to continue this copy as a new W&B run (or pass logger=none)")
+    return None
 
 
 def _saves_last(run_dir: Path) -> bool:
@@ -198,6 +204,21 @@ def _load(path: Path) -> dict[str, Any]:
     return load_checkpoint_file(path)
 
 
+def _check_continuable(run_dir: Path, checkpoint: dict[str, Any], now: dict[str, Any]) -> None:
+    """Refuse (one line, nothing written) a resume that would record a false result: fewer epochs than the
+    checkpoint holds already, or another seed than the run's (its RNG states come from the checkpoint)."""
+    done = int(checkpoint.get("epoch", -1)) + 1
+    max_epochs = now.get("max_epochs")
+    if max_epochs is not None and 0 <= max_epochs < done:
+        raise UserError(f"trainer.max_epochs={max_epochs}: {last_checkpoint(run_dir)} holds {done} epochs already; "
+                        f"resume with trainer.max_epochs >= {done}{original_overrides(run_dir)}")
+    saved_seed = (checkpoint.get(CONFIG_KEY) or {}).get("seed")
+    if saved_seed is not None and now.get("seed") is not None and saved_seed != now["seed"]:
+        raise UserError(f"seed={now['seed']}: {run_dir} is the run of seed={saved_seed}; resume it with "
+                        f"seed={saved_seed}{original_overrides(run_dir)}, or start seed={now['seed']} in another "
+                        "hydra.run.dir")
+
+
 def _continue(run_dir: Path, now: dict[str, Any]) -> Start:
     """resume=auto (or a requeue) in RUN_DIR."""
     last = last_checkpoint(run_dir)
@@ -209,9 +230,10 @@ def _continue(run_dir: Path, now: dict[str, Any]) -> Start:
         # under an epoch. Any other run without last.ckpt would restart from epoch 1 silently: refused.
         first_epoch_only = len(history) <= 1 and _saves_last(run_dir)
         if (best_checkpoint(run_dir).exists() or history or completed) and not (first_epoch_only and not completed):
+            best = best_checkpoint(run_dir)
+            fix = f", or pass ckpt_path={best} with a new run dir" if best.is_file() else ""
             raise UserError(f"resume=auto: {run_dir} holds a run but no {CHECKPOINT_DIR}/{LAST_CKPT} to continue "
-                            "from (callbacks.save_last=false?); start it again in another hydra.run.dir, or pass "
-                            f"ckpt_path={best_checkpoint(run_dir)} with a new run dir")
+                            f"from (callbacks.save_last=false?); start it again in another hydra.run.dir{fix}")
         # nothing to continue yet (stopped before its first epoch ended): a fresh start in the same W&B run
         return Start(continues=True, wandb=wandb_identity(run_dir))
     checkpoint = _load(last)
@@ -219,10 +241,17 @@ def _continue(run_dir: Path, now: dict[str, Any]) -> Start:
     finished = _finished(run_dir, checkpoint, now)
     if finished is not None:
         target = finished.pop("_target")
+        acc = finished.get("test/acc")
         note = (f"{run_dir} already finished ({finished.get('epochs')} epochs, status completed; "
-                f"test/acc={finished.get('test/acc')}): nothing to do. Raise trainer.max_epochs above {target} to "
-                "train it further")
+                f"test/acc={acc:.4f}): nothing to do. Raise trainer.max_epochs above {target} to "
+                "train it further") if isinstance(acc, float) else (
+                f"{run_dir} already finished ({finished.get('epochs')} epochs, status completed): nothing to do. "
+                f"Raise trainer.max_epochs above {target} to train it further")
         return Start(finished=finished, continues=True, note=note)
+    _check_continuable(run_dir, checkpoint, now)
+    resuming = (f"resuming from {LAST_CKPT} (epoch {int(checkpoint.get('epoch', -1)) + 1}, "
+                f"step {checkpoint.get('global_step', '?')})")
+    note = f"{note}; {resuming}" if note else resuming
     return Start(path=last, checkpoint=checkpoint, continues=True, note=note, wandb=wandb_identity(run_dir))
 
 
