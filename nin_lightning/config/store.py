@@ -71,7 +71,8 @@ def unknown_key(key: str) -> str:
               if g == group and rest in _keys(schema)]
     if owners:
         return (f"{key}: not a key of the chosen {group} option; it belongs to {' or '.join(owners)}: pass "
-                f"{owners[0]} with it (python train.py --help lists each option's keys)")
+                f"{owners[0]} with it, or drop it (an experiment= that sets it is made for {owners[0]}; "
+                "python train.py --help lists each option's keys)")
     return (f"{key}: unknown config key{did_you_mean(key, known_keys())}; drop it or check the spelling "
             "(python train.py --cfg job lists every key)")
 
