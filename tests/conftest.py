@@ -38,9 +38,16 @@ def compose_cfg() -> Callable[..., DictConfig]:
     return _compose
 
 
+DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK",
+           "LOCAL_WORLD_SIZE")
+
+
 def cli_env(tmp: Path) -> dict[str, str]:
     """An environment with no W&B login and outputs under tmp."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HYDRA_", "NIN_", "SLURM_"))}
+    # torch.distributed's variables too: an in-process DDP test leaves MASTER_PORT in this process's
+    # environment, and two runs started with it at once (a fixture's) both tried to listen on it
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HYDRA_", "NIN_", "SLURM_"))
+           and k not in DDP_ENV}
     env.update(HOME=str(tmp / "home"), NIN_OUTPUT_DIR=str(tmp / "outputs"), PYTHONUNBUFFERED="1",
                WANDB_DISABLE_CODE="true")
     (tmp / "home").mkdir(exist_ok=True)

@@ -550,7 +550,7 @@ def test_sigterm_stops_every_rank_at_the_same_batch_and_explains_wandb_errors(mo
     _, agreement = stop_guards(callback, every_n_steps=2)
     wandb = TolerantWandbLogger(excuse=callback.excuses, experiment=SimpleNamespace(id="run1", log=failing_log))
     trainer = SimpleNamespace(loggers=[wandb], strategy=SimpleNamespace(reduce=any_rank), world_size=2,
-                              global_rank=0, current_epoch=0, global_step=1)
+                              global_rank=0, current_epoch=0, global_step=1, is_last_batch=False)
     module = SimpleNamespace(device=torch.device("cpu"))
     previous = signal.getsignal(signal.SIGTERM)
     try:
@@ -614,10 +614,40 @@ def test_a_single_process_stops_at_the_batch_it_was_signalled_in_without_a_read(
 
     callback = PreemptionCheckpoint(tmp_path / "last.ckpt")
     _, agreement = stop_guards(callback, every_n_steps=10)
-    trainer = SimpleNamespace(world_size=1, current_epoch=0, global_step=3,
+    trainer = SimpleNamespace(world_size=1, current_epoch=0, global_step=3, is_last_batch=False,
                               strategy=SimpleNamespace(reduce=lambda *a, **k: pytest.fail("no collective")))
     module = SimpleNamespace(device=torch.device("cpu"))
     agreement.on_train_batch_end(trainer, module, None, None, 2)
     callback.signalled = True
     with pytest.raises(Preempted):
         agreement.on_train_batch_end(trainer, module, None, None, 3)
+    trainer.is_last_batch = True  # signalled in an epoch's last batch: the epoch ends first, the next one stops
+    agreement.on_train_batch_end(trainer, module, None, None, 4)
+    with pytest.raises(Preempted):
+        agreement.on_train_batch_start(trainer, module, None, 0)
+
+
+@pytest.mark.slow
+def test_a_signal_in_an_epochs_last_batch_loses_no_epoch(compose_cfg, tmp_path):
+    """SIGTERM (or submitit's USR2) during the last batch of epoch 2 of 3, then `resume=auto`: history.csv
+    holds epochs 1, 2, 3. Before, the run stopped at that batch and saved a checkpoint whose epoch had every
+    batch but no end, so the resume skipped epoch 2's validation and record (CI: history [1, 3, 4, ...])."""
+    from lightning.pytorch.callbacks import Callback
+
+    from nin_lightning.callbacks import PreemptionCheckpoint
+    from nin_lightning.config import JobContext
+    from nin_lightning.run import train
+
+    class SignalInLastBatch(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.current_epoch == 1 and batch_idx == trainer.num_training_batches - 1:
+                next(c for c in trainer.callbacks if isinstance(c, PreemptionCheckpoint)).signalled = True
+
+    run_dir = tmp_path / "run"
+    common = ["experiment=quickstart", "model.width=0.25", "logger=none", *QUIET, "trainer.max_epochs=3"]
+    with pytest.raises(SystemExit) as stopped:
+        train(compose_cfg(*common), JobContext(run_dir=run_dir), callbacks=[SignalInLastBatch()])
+    assert stopped.value.code == 143 and read_metrics(run_dir)["status"] == "preempted"
+    assert history_epochs(run_dir) == [1, 2]  # epoch 2 ended (validated, recorded) before the stop
+    train(compose_cfg(*common, "resume=auto"), JobContext(run_dir=run_dir))
+    assert history_epochs(run_dir) == [1, 2, 3] and read_metrics(run_dir)["status"] == "completed"

@@ -299,7 +299,8 @@ def test_a_run_started_by_the_wandb_agent_uses_its_ids_and_resumes(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     assert json.loads(first.stdout.splitlines()[-1])["exit_code"] == 143, first.stderr[-3000:]  # preempted
     run_dir = tmp_path / "outputs" / "wandb_sweeps" / "sw2x2abc" / "run5ag7"
-    identity = {"id": "run5ag7", "sweep": "sw2x2abc", "group": "sweep-sw2x2abc", "name": None}
+    identity = {"id": "run5ag7", "sweep": "sw2x2abc", "group": "sweep-sw2x2abc", "name": None,
+                "dir": str(run_dir.resolve())}  # the dir that logs into it (a copy is told apart)
     assert json.loads((run_dir / "wandb_run.json").read_text()) | {"name": None} == identity  # the agent's run
     assert read_metrics(run_dir)["status"] == "preempted"
     second = _run([*agent, "resume"], env, ROOT)

@@ -43,6 +43,23 @@ class StepAgreement(Callback):
 
     def __init__(self, guard: _LossFlag, preemption: _SignalFlag, every_n_steps: int) -> None:
         self.guard, self.preemption, self.every_n_steps = guard, preemption, every_n_steps
+        self._stop_at_next_batch = False
+
+    def _stop(self, trainer: L.Trainer) -> None:
+        """Stop here, unless this was the epoch's last batch: then the epoch ends first (its validation, its
+        history.csv and W&B row, its last.ckpt) and the run stops at the next epoch's first batch. A stop at
+        the last batch saved a checkpoint whose epoch had every batch trained but no end: a resume skipped
+        that epoch's validation and record (history.csv lacked it)."""
+        if trainer.is_last_batch:
+            self._stop_at_next_batch = True
+        else:
+            self.preemption.stop(trainer)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self._stop_at_next_batch:  # every rank alike: they agreed at the same batch
+            self._stop_at_next_batch = False
+            self.preemption.stop(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -54,6 +71,6 @@ class StepAgreement(Callback):
                 self.guard.stop(trainer)
             self.guard.passed(trainer.global_step)
             if stop:
-                self.preemption.stop(trainer)
+                self._stop(trainer)
         elif trainer.world_size == 1 and self.preemption.signalled:
-            self.preemption.stop(trainer)
+            self._stop(trainer)
