@@ -185,5 +185,10 @@ class Tracker:
                 self.run.summary.update(run_summary(metrics))
             self.run.finish(exit_code=exit_code)
             self.run = None
+            # finish() only asks W&B's service to close the run's files; teardown waits until it has, so
+            # the .wandb file is whole when this returns (for a sync, a reader, the next job in this process)
+            import wandb
+
+            wandb.teardown()
             if self.osh is not None:  # the finished run's last rows and summary
                 self.osh.trigger()
