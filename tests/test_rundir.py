@@ -174,6 +174,16 @@ def test_corrupt_side_files_are_named_and_nothing_is_rewritten(finished_run, tmp
         line = one_error_line(result)
         assert name.split("/")[-1] in line and snapshot(run_dir) == before, line
         assert "{{{" not in line  # a garbled overrides.yaml is not quoted as the run's original overrides
+    for damage in ("truncated", "missing"):  # before: trained on, then failed in the test phase (or tested a
+        run_dir = copy_of(finished_run, tmp_path / f"best_{damage}")  # later, worse epoch as the run's best)
+        best = run_dir / "checkpoints" / "best.ckpt"
+        if damage == "truncated":
+            best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
+        else:
+            best.unlink()
+        before = snapshot(run_dir)
+        line = one_error_line(run(tmp_path, "resume=auto", "trainer.max_epochs=4", f"hydra.run.dir={run_dir}"))
+        assert f"{best} is {damage}" in line and "--ckpt last" in line and snapshot(run_dir) == before, line
     run_dir = copy_of(finished_run, tmp_path / "cut")
     with (run_dir / "history.csv").open("a") as fh:  # the row of epoch 4, cut short by a crash (last.ckpt: epoch 3)
         fh.write("4,60,0.4")

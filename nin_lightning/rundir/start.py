@@ -24,6 +24,7 @@ from typing import Any
 from nin_lightning.errors import UserError
 from nin_lightning.rundir.history import read_history
 from nin_lightning.rundir.layout import (
+    BEST_CKPT,
     CHECKPOINT_DIR,
     HISTORY_FILE,
     HYDRA_DIR,
@@ -219,6 +220,32 @@ def _check_continuable(run_dir: Path, checkpoint: dict[str, Any], now: dict[str,
                         "hydra.run.dir")
 
 
+def _names_a_best(checkpoint: dict[str, Any]) -> bool:
+    """Whether the checkpoint's ModelCheckpoint state has a best.ckpt already (an epoch that was its best)."""
+    states = (checkpoint.get("callbacks") or {}).values()
+    return any(isinstance(s, dict) and Path(str(s.get("best_model_path") or "")).name == BEST_CKPT for s in states)
+
+
+def _check_best(run_dir: Path, checkpoint: dict[str, Any]) -> None:
+    """Refuse (one line) to train on when the best epoch's weights are gone or unreadable: the run's test would
+    fail after training, or score another epoch than `best_epoch` says (a resumed run keeps its best so far)."""
+    import zipfile
+
+    best = best_checkpoint(run_dir)
+    if not _names_a_best(checkpoint):
+        return
+    try:
+        with zipfile.ZipFile(best) as archive:  # torch's format: a zip; testzip checks every member's CRC
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        bad = "missing" if isinstance(exc, FileNotFoundError) else f"{type(exc).__name__}"
+    if bad is not None:
+        why = "is missing" if bad == "missing" else f"is truncated or corrupt ({bad})"
+        raise UserError(f"{best} {why}: the best epoch's weights are lost, so this run cannot be tested; start it "
+                        f"again in another hydra.run.dir (its last epoch: python -m nin_lightning.evaluate {run_dir} "
+                        "--ckpt last)")
+
+
 def _continue(run_dir: Path, now: dict[str, Any]) -> Start:
     """resume=auto (or a requeue) in RUN_DIR."""
     last = last_checkpoint(run_dir)
@@ -249,6 +276,7 @@ def _continue(run_dir: Path, now: dict[str, Any]) -> Start:
                 f"Raise trainer.max_epochs above {target} to train it further")
         return Start(finished=finished, continues=True, note=note)
     _check_continuable(run_dir, checkpoint, now)
+    _check_best(run_dir, checkpoint)
     resuming = (f"resuming from {LAST_CKPT} (epoch {int(checkpoint.get('epoch', -1)) + 1}, "
                 f"step {checkpoint.get('global_step', '?')})")
     note = f"{note}; {resuming}" if note else resuming
