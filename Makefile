@@ -22,7 +22,7 @@ lint: $(VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash .ci/lint-docker.sh
 
 test: lint  ## ruff, import layers, hadolint, then the whole pytest suite (slow tests included)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest --durations=25 $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache
