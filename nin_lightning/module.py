@@ -21,7 +21,14 @@ from nin_lightning import speed
 from nin_lightning.config import group_from_plain
 from nin_lightning.errors import UserError
 from nin_lightning.models import NiN
-from nin_lightning.optim import build_optimizer, build_scheduler, keep_plan, planned_state
+from nin_lightning.optim import (
+    build_optimizer,
+    build_scheduler,
+    keep_plan,
+    keep_settings,
+    planned_groups,
+    planned_state,
+)
 from nin_lightning.rundir.checkpoint_io import load_checkpoint_file
 from nin_lightning.rundir.start import CONFIG_KEY
 
@@ -89,8 +96,8 @@ class NiNClassifier(L.LightningModule):
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # survives a resume
         self._planned_schedule: dict[str, Any] | None = None
+        self._planned_groups: list[dict[str, Any]] | None = None
         self.trained_epochs: int | None = None  # of the checkpoint it was loaded from (Lightning's epoch + 1)
-        self._constant_lrs: list[float] | None = None  # scheduler=constant: each param group's LR
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -231,19 +238,22 @@ class NiNClassifier(L.LightningModule):
         scheduler = build_scheduler(
             optimizer, self.scheduler_cfg, self.trainer.max_epochs or 1, int(self.trainer.estimated_stepping_batches)
         )
+        self._planned_groups = planned_groups(optimizer)
         if scheduler is None:
-            self._constant_lrs = [group["lr"] for group in optimizer.param_groups]
             return optimizer
         self._planned_schedule = planned_state(scheduler["scheduler"])
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def on_train_start(self) -> None:
-        """After Lightning restored a checkpoint: the LR schedule follows the current config (optim.keep_plan)."""
-        if self._planned_schedule is not None and self.trainer.lr_scheduler_configs:
-            keep_plan(self.trainer.lr_scheduler_configs[0].scheduler, self._planned_schedule)
-        elif self._constant_lrs is not None:  # scheduler=constant: the LR is the config's, not the checkpoint's
-            for group, lr in zip(self.trainer.optimizers[0].param_groups, self._constant_lrs, strict=True):
-                group["lr"] = lr
+        """After Lightning restored a checkpoint: the optimizer's settings and the LR schedule follow the current
+        config (optim.keep_plan); only the position in the schedule, a plateau's cuts and the momentum buffers
+        come from the checkpoint. A start from scratch is left as configure_optimizers built it."""
+        if self._planned_groups is None or not self.trainer.optimizers:
+            return
+        scheduler = self.trainer.lr_scheduler_configs[0].scheduler if self.trainer.lr_scheduler_configs else None
+        keep_settings(self.trainer.optimizers[0], self._planned_groups, scheduler)
+        if self._planned_schedule is not None and scheduler is not None:
+            keep_plan(scheduler, self._planned_schedule)
 
 
 def hparams_from_record(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -99,6 +99,25 @@ def planned_state(scheduler: Any) -> dict[str, Any] | None:
     return copy.deepcopy(scheduler.state_dict()) if isinstance(scheduler, closed_form) else None
 
 
+def planned_groups(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """Each param group's settings as the config built them (weight decay, momentum, one-cycle's max_lr...)."""
+    return [{k: copy.deepcopy(v) for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+
+
+def keep_settings(optimizer: torch.optim.Optimizer, planned: list[dict[str, Any]], scheduler: Any) -> None:
+    """After a resume: the optimizer's settings are the current config's (`planned_groups`), not those of the
+    run that saved the checkpoint (Lightning restores its param groups whole). What a scheduler moves stays
+    the checkpoint's: a plateau's cut LR, one-cycle's momentum at its position; a closed-form LR is set
+    again from its position by `keep_plan`. The momentum buffers stay the checkpoint's too."""
+    moved = set()
+    if scheduler is not None and planned_state(scheduler) is None:
+        moved.add("lr")  # ReduceLROnPlateau: the LR is the cuts so far
+    if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and scheduler.cycle_momentum:
+        moved |= {"momentum", "betas"}
+    for group, settings in zip(optimizer.param_groups, planned, strict=True):
+        group.update({k: v for k, v in settings.items() if k not in moved})
+
+
 def keep_plan(scheduler: Any, planned: dict[str, Any]) -> None:
     """After a resume: continue at the checkpoint's step, on the schedule the current config plans.
 

@@ -90,6 +90,27 @@ def test_a_constant_lr_follows_the_config_after_a_resume(compose_cfg, tmp_path):
         assert [float(row["lr"]) for row in csv.DictReader(fh)] == pytest.approx([0.1, 0.02])
 
 
+def test_a_resume_takes_the_configs_optimizer_settings_not_the_checkpoints(compose_cfg, tmp_path):
+    """Lightning restores the optimizer's param groups whole. `resume=auto optimizer.lr=0.01
+    optimizer.weight_decay=0` on a one-cycle run kept max_lr 0.1 and weight decay 5e-4 from the checkpoint:
+    the overrides were accepted and silently ignored. Now the config's settings apply from the resumed epoch."""
+    from nin_lightning.run import train
+
+    run_dir = tmp_path / "run"
+    common = ["scheduler=onecycle", "optimizer=sgd", "logger=none", "trainer.enable_progress_bar=false",
+              "model.width=0.25", "trainer.limit_train_batches=3"]
+    train(compose_cfg(*common, "trainer.max_epochs=1", "optimizer.lr=0.1", "optimizer.weight_decay=5e-4"),
+          JobContext(run_dir=run_dir))
+    train(compose_cfg(*common, "trainer.max_epochs=2", "optimizer.lr=0.01", "optimizer.weight_decay=0",
+                      "resume=auto"), JobContext(run_dir=run_dir))
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    [group] = saved["optimizer_states"][0]["param_groups"]
+    assert (group["max_lr"], group["weight_decay"]) == (pytest.approx(0.01), 0.0)
+    with (run_dir / "history.csv").open() as fh:
+        lrs = [float(row["lr"]) for row in csv.DictReader(fh)]
+    assert len(lrs) == 2 and 0 < lrs[1] <= 0.01
+
+
 class PoisonBatchNorm(Callback):
     """At the start of EPOCH, one BatchNorm running statistic becomes non-finite, as an overflow of the
     activations leaves it: training (batch statistics) stays finite, evaluation and the weights do not."""
