@@ -352,6 +352,24 @@ def test_a_run_stopped_in_its_test_phase_resumes_with_its_val_results(finished_r
         assert metrics[key] == pytest.approx(done[key], rel=1e-6), key
 
 
+def test_a_start_from_another_runs_checkpoint_tests_its_own_best_epoch(finished_run, tmp_path):
+    """`ckpt_path=` another run's checkpoint, in a new run dir, whose epochs never beat the other run's best
+    (here: a best score of 1.0): before, no best.ckpt was ever written and the run failed after training
+    ("cannot write or read RUN/checkpoints/best.ckpt"); now its best is among its own epochs."""
+    saved = torch.load(finished_run / "checkpoints" / "last.ckpt", weights_only=True)
+    [state] = [v for k, v in saved["callbacks"].items() if "val/acc" in k]
+    state["kth_value"] = state["best_model_score"] = torch.tensor(1.0)
+    state["best_k_models"] = {path: torch.tensor(1.0) for path in state["best_k_models"]}
+    torch.save(saved, tmp_path / "unbeatable.ckpt")
+    run_dir = tmp_path / "fine_tune"
+    result = run(tmp_path, "trainer.max_epochs=4", "logger=none", f"ckpt_path={tmp_path / 'unbeatable.ckpt'}",
+                 f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed" and metrics["best_epoch"] == 4 and metrics["test/acc"] > 0.5
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+
+
 def test_a_resume_that_would_record_a_false_result_is_refused(finished_run, tmp_path):
     """A killed run (last.ckpt after epoch 3) resumed with fewer epochs than it holds, or with another seed
     (its RNG states come from the checkpoint, so the 'seed 7' result would be seed 42's): one line each,

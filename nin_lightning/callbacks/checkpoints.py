@@ -54,7 +54,20 @@ class RelocatableCheckpoint(ModelCheckpoint):
 
 class BestCheckpoint(RelocatableCheckpoint):
     """best.ckpt: written without fsync while training (only this run's test phase rereads it, from the page
-    cache; the rename still makes it whole), made durable once when fit ends."""
+    cache; the rename still makes it whole), made durable once when fit ends.
+
+    A run started from another run's checkpoint (`ckpt_path=`, a new run dir) has no best.ckpt of its own
+    yet: its best is among its own epochs. (Restored as is, the other run's best score would keep every
+    epoch here from being saved, and the test phase would look for a best.ckpt that was never written.)
+    `resume=auto` never gets here without its best.ckpt (rundir/start.py refuses)."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        fresh = (self.best_model_path, self.best_model_score, dict(self.best_k_models), self.kth_best_model_path,
+                 self.kth_value)
+        super().load_state_dict(state_dict)
+        if self.best_model_path and not Path(self.best_model_path).is_file():
+            (self.best_model_path, self.best_model_score, self.best_k_models, self.kth_best_model_path,
+             self.kth_value) = fresh
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and self.best_model_path and Path(self.best_model_path).is_file():
