@@ -377,9 +377,12 @@ def test_a_resume_that_would_record_a_false_result_is_refused(finished_run, tmp_
     run_dir = copy_of(finished_run, tmp_path / "run")
     (run_dir / "metrics.json").write_text(json.dumps({"status": "running", "epochs": 3}))
     before = snapshot(run_dir)
-    for args, expected in ((["trainer.max_epochs=2"], "trainer.max_epochs=2: "),
-                           (["trainer.max_epochs=5", "seed=7"], "seed=7: ")):
+    for args, expected, why in ((["trainer.max_epochs=2"], "trainer.max_epochs=2: ", "holds 3 epochs already"),
+                                (["trainer.max_epochs=5", "seed=7"], "seed=7: ", "run of seed=42"),
+                                # another grouping of the parameters: before, a ValueError from torch after the
+                                # run was marked running (a completed run then said `failed`)
+                                (["trainer.max_epochs=5", "optimizer.exempt_bias_norm=true"], "cannot resume from",
+                                 "optimizer.exempt_bias_norm (False -> True)")):
         line = one_error_line(run(tmp_path, "resume=auto", *args, f"hydra.run.dir={run_dir}"))
-        assert line.startswith(f"error: {expected}"), line
-        assert ("holds 3 epochs already" in line) if "max_epochs=2" in args[0] else ("run of seed=42" in line)
+        assert line.startswith(f"error: {expected}") and why in line, line
         assert snapshot(run_dir) == before

@@ -59,9 +59,11 @@ class Start:
 
 def snapshot(plain: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint remembers of its run: resolved `model` and `dataset`, the optimizer and scheduler
-    names (their states do not carry over to another kind), `trainer.max_epochs` and the seed."""
+    names and the optimizer's param groups (their states do not carry over to another kind or grouping),
+    `trainer.max_epochs` and the seed."""
     return {"model": plain.get("model", {}), "dataset": plain.get("dataset", {}),
             "optimizer": plain.get("optimizer", {}).get("name"), "scheduler": plain.get("scheduler", {}).get("name"),
+            "optimizer.exempt_bias_norm": plain.get("optimizer", {}).get("exempt_bias_norm"),
             "max_epochs": plain.get("trainer", {}).get("max_epochs"), "seed": plain.get("seed")}
 
 
@@ -81,7 +83,8 @@ def changed_keys(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """
     old = _flat(saved.get("model", {}), "model") | _flat(saved.get("dataset", {}), "dataset")
     new = _flat(now.get("model", {}), "model") | _flat(now.get("dataset", {}), "dataset")
-    for group in ("optimizer", "scheduler"):  # by name: SGD's state does not load into AdamW, nor cosine's into plateau
+    # by name: SGD's state does not load into AdamW, nor cosine's into plateau; nor 1 param group's into 2
+    for group in ("optimizer", "scheduler", "optimizer.exempt_bias_norm"):
         if saved.get(group) is not None and now.get(group) is not None:
             old[group], new[group] = saved[group], now[group]
     keys = sorted(k for k in old.keys() & new.keys() if k not in MAY_CHANGE and old[k] != new[k])
