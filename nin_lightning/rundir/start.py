@@ -234,16 +234,18 @@ def _check_best(run_dir: Path, checkpoint: dict[str, Any]) -> None:
     fail after training, or score another epoch than `best_epoch` says (a resumed run keeps its best so far)."""
     import zipfile
 
-    best = best_checkpoint(run_dir)
     if not _names_a_best(checkpoint):
         return
+    best = best_checkpoint(run_dir)
     try:
         with zipfile.ZipFile(best) as archive:  # torch's format: a zip; testzip checks every member's CRC
-            bad = archive.testzip()
+            damaged = archive.testzip()  # the first member that fails, or None
+        why = None if damaged is None else f"is truncated or corrupt ({damaged})"
+    except FileNotFoundError:
+        why = "is missing"
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        bad = "missing" if isinstance(exc, FileNotFoundError) else f"{type(exc).__name__}"
-    if bad is not None:
-        why = "is missing" if bad == "missing" else f"is truncated or corrupt ({bad})"
+        why = f"is truncated or corrupt ({type(exc).__name__})"
+    if why is not None:
         raise UserError(f"{best} {why}: the best epoch's weights are lost, so this run cannot be tested; start it "
                         f"again in another hydra.run.dir (its last epoch: python -m nin_lightning.evaluate {run_dir} "
                         "--ckpt last)")
