@@ -93,10 +93,14 @@ def build_scheduler(
 
 
 
+def _closed_form(scheduler: Any) -> bool:
+    """Whether the scheduler's LR is a function of its step alone (LambdaLR, OneCycleLR), unlike a plateau's."""
+    return isinstance(scheduler, (torch.optim.lr_scheduler.LambdaLR, torch.optim.lr_scheduler.OneCycleLR))
+
+
 def planned_state(scheduler: Any) -> dict[str, Any] | None:
-    """The shape of a freshly built closed-form schedule (LambdaLR, OneCycleLR), for `keep_plan`."""
-    closed_form = (torch.optim.lr_scheduler.LambdaLR, torch.optim.lr_scheduler.OneCycleLR)
-    return copy.deepcopy(scheduler.state_dict()) if isinstance(scheduler, closed_form) else None
+    """The shape of a freshly built closed-form schedule, for `keep_plan`."""
+    return copy.deepcopy(scheduler.state_dict()) if _closed_form(scheduler) else None
 
 
 def planned_groups(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
@@ -110,7 +114,7 @@ def keep_settings(optimizer: torch.optim.Optimizer, planned: list[dict[str, Any]
     the checkpoint's: a plateau's cut LR, one-cycle's momentum at its position; a closed-form LR is set
     again from its position by `keep_plan`. The momentum buffers stay the checkpoint's too."""
     moved = set()
-    if scheduler is not None and planned_state(scheduler) is None:
+    if scheduler is not None and not _closed_form(scheduler):
         moved.add("lr")  # ReduceLROnPlateau: the LR is the cuts so far
     if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and scheduler.cycle_momentum:
         moved |= {"momentum", "betas"}
