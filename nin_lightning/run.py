@@ -138,6 +138,8 @@ def announce(job: JobContext, run_dir: Path, datamodule: NiNDataModule, conf: Tr
     """The facts that matter, once the run begins: what was asked for and where it goes, the data, the model."""
     say(f"run: {' '.join(job.overrides) or '(defaults, no overrides)'} -> {shown_path(run_dir)}")
     say(datamodule.describe())
+    if (note := datamodule.split_note()) is not None:  # validation at least as large as training
+        say(note)
     say(model_line(conf, size))
 
 
