@@ -29,3 +29,23 @@ def one_line(exc: BaseException) -> str:
                 "(hydra.run.dir, NIN_OUTPUT_DIR, dataset.root)")
     summary = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
     return f"{type(exc).__name__}: {summary or 'no message'} (set HYDRA_FULL_ERROR=1 for the traceback)"
+
+
+# Notes (PEP 678) that the command line prints after an exception's `error:` line, as its last lines
+NEXT_STEP = "[nin] "
+
+
+def add_next_step(exc: BaseException, line: str) -> None:
+    """What to do now, after EXC's error (e.g. the command that continues a failed run): the command line
+    prints it after the `error:` line; a traceback shows it as a note."""
+    exc.add_note(f"{NEXT_STEP}{line}")
+
+
+def next_steps(exc: BaseException) -> list[str]:
+    """The lines `add_next_step` attached to EXC or to an exception it was raised from."""
+    found: list[str] = []
+    for link in (exc, exc.__cause__, exc.__context__):
+        for note in getattr(link, "__notes__", None) or ():
+            if isinstance(note, str) and note.startswith(NEXT_STEP) and note not in found:
+                found.append(note)
+    return found

@@ -22,11 +22,18 @@ from nin_lightning import compat, metric_names, speed
 from nin_lightning.callbacks import PREEMPTED_EXIT, PreemptionCheckpoint, best_epoch, build_callbacks
 from nin_lightning.cluster.checks import check_devices
 from nin_lightning.cluster.local_ranks import LocalRanks
-from nin_lightning.cluster.slurm import cluster_plugins, local_rank, process_rank, restart_count, restart_note
+from nin_lightning.cluster.slurm import (
+    cluster_plugins,
+    local_rank,
+    process_rank,
+    restart_count,
+    restart_note,
+    slurm_tasks,
+)
 from nin_lightning.config import JobContext, TrainConfig, surprises, to_plain_dict, validate
 from nin_lightning.data import build_datamodule, check_data_files
 from nin_lightning.data.base import NiNDataModule
-from nin_lightning.errors import one_line
+from nin_lightning.errors import add_next_step, one_line
 from nin_lightning.models import NiN
 from nin_lightning.module import NET_KEYS, NiNClassifier
 from nin_lightning.rundir import RunDir, Start, check_not_a_copy, last_checkpoint, snapshot
@@ -35,6 +42,7 @@ from nin_lightning.rundir.disk import warn_if_low_disk
 from nin_lightning.rundir.history import read_history
 from nin_lightning.rundir.layout import BEST_CKPT, HISTORY_FILE
 from nin_lightning.rundir.metrics import read_metrics
+from nin_lightning.rundir.resume_command import resume_command
 from nin_lightning.status import say, to_log_files
 from nin_lightning.tracking import Tracker, code_version, model_cost
 from nin_lightning.tracking.summary import head_keys
@@ -327,6 +335,12 @@ def _close(run: RunDir, metrics: dict[str, Any], exit_code: int, ranks: LocalRan
         say(f"W&B run not closed cleanly after the signal ({one_line(exc)}); it resumes with the job")
     acc = metrics.get("test/acc")
     say(f"{metrics['status']}: test/acc={'-' if acc is None else f'{float(acc):.4f}'} -> {shown_path(path)}")
+    # the last console line: the command that continues a stopped run (after the CLI's error line if it failed)
+    hint = resume_command(run.path, metrics["status"], shown_path(run.path), requeued=slurm_tasks() is not None)
+    if hint is not None and metrics["status"] == "failed" and (failure := sys.exception()) is not None:
+        add_next_step(failure, hint)
+    elif hint is not None:
+        say(hint)
     if metrics.get("error") and process_rank() == 0:
         to_log_files(f"error: {metrics['error']}")
     preemption.hand_over()  # submitit's time-out/preemption signal: it requeues the job now
