@@ -19,11 +19,15 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {match[0]}?)" if match else ""
 
 
+def user_error(exc: BaseException) -> UserError | None:
+    """The UserError that EXC is, or was raised from or while handling; None for any other exception."""
+    return next((link for link in (exc, exc.__cause__, exc.__context__) if isinstance(link, UserError)), None)
+
+
 def one_line(exc: BaseException) -> str:
     """Any exception as a single line that names the culprit (the CLI adds Hydra's and OmegaConf's, cli/errors.py)."""
-    for link in (exc, exc.__cause__, exc.__context__):
-        if isinstance(link, UserError):
-            return " ".join(str(link).split())
+    if (mistake := user_error(exc)) is not None:
+        return " ".join(str(mistake).split())
     if isinstance(exc, OSError) and exc.filename:
         return (f"cannot write or read {exc.filename}: {exc.strerror}; check the path and its permissions "
                 "(hydra.run.dir, NIN_OUTPUT_DIR, dataset.root)")

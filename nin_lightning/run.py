@@ -33,7 +33,7 @@ from nin_lightning.cluster.slurm import (
 from nin_lightning.config import JobContext, TrainConfig, surprises, to_plain_dict, validate
 from nin_lightning.data import build_datamodule, check_data_files
 from nin_lightning.data.base import NiNDataModule
-from nin_lightning.errors import add_next_step, one_line
+from nin_lightning.errors import add_next_step, one_line, user_error
 from nin_lightning.models import NiN
 from nin_lightning.module import NET_KEYS, NiNClassifier
 from nin_lightning.rundir import RunDir, Start, check_not_a_copy, last_checkpoint, snapshot
@@ -335,10 +335,12 @@ def _close(run: RunDir, metrics: dict[str, Any], exit_code: int, ranks: LocalRan
         say(f"W&B run not closed cleanly after the signal ({one_line(exc)}); it resumes with the job")
     acc = metrics.get("test/acc")
     say(f"{metrics['status']}: test/acc={'-' if acc is None else f'{float(acc):.4f}'} -> {shown_path(path)}")
-    # the last console line: the command that continues a stopped run (after the CLI's error line if it failed)
+    # the last console line: the command that continues a stopped run (after the CLI's error line if it failed;
+    # not after a UserError, whose line names its own fix: the same command would stop the same way)
     hint = resume_command(run.path, metrics["status"], shown_path(run.path), requeued=slurm_tasks() is not None)
-    if hint is not None and metrics["status"] == "failed" and (failure := sys.exception()) is not None:
-        add_next_step(failure, hint)
+    if hint is not None and metrics["status"] == "failed":
+        if (failure := sys.exception()) is not None and user_error(failure) is None:
+            add_next_step(failure, hint)
     elif hint is not None:
         say(hint)
     if metrics.get("error") and process_rank() == 0:
