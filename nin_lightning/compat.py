@@ -81,3 +81,12 @@ def lightning_child_ranks(trainer: Any) -> list[Any]:
     Lightning kills them on Ctrl-C only; when rank 0 fails otherwise, the run stops them (cluster.LocalRanks)."""
     launcher = getattr(trainer.strategy, "launcher", None)
     return list(getattr(launcher, "procs", None) or [])
+
+
+def report_spec(report: Any) -> dict[str, Any]:
+    """What `wandb_workspaces.reports.v2.Report.save()` sends to W&B's API as the report's `spec` (its
+    `_to_model().spec`, dumped by alias without None), so a test checks the published report offline.
+    wandb-workspaces has no public method that returns it without saving."""
+    import json
+
+    return json.loads(report._to_model().spec.model_dump_json(by_alias=True, exclude_none=True))

@@ -71,6 +71,25 @@ def sweep_name_resolver(task: Any) -> str:
     return sweep_label(swept_keys([str(line) for line in task]))
 
 
+def job_label(task: Iterable[str], keys: Iterable[str], exclude: Iterable[str] = ()) -> str:
+    """A sweep job's name: its overrides of the swept KEYS only (`model.dropout=0.5,seed=2`), sorted as Hydra
+    sorts override_dirname, without the EXCLUDEd keys. Its dir is `<number>_<label>`; its W&B run name."""
+    swept, dropped = set(keys), set(exclude)
+    lines = [o.input_line for o in override_parser().parse_overrides([str(t) for t in task])
+             if o.key_or_group in swept and o.key_or_group not in dropped]
+    return ",".join(sorted(str(line) for line in lines))
+
+
+def job_label_resolver(sweep_dir: Any, task: Any, override_dirname: Any, exclude: Any) -> str:
+    """`${nin.job_label:...}` in conf/train.yaml's hydra.sweep.subdir: the job's swept keys (job_label), read
+    from the sweep's multirun.yaml; a sweep that wrote none (the Optuna sweeper) keeps the job's
+    override_dirname."""
+    keys = sweep_dir_keys(Path(str(sweep_dir)))
+    if not keys:
+        return str(override_dirname)
+    return job_label([str(t) for t in task], keys, [str(k) for k in exclude or ()])
+
+
 JOB_NUMBER_WIDTH = 3  # sweep job dirs 000_..., 001_...: they sort in job order up to 1,000 jobs
 
 
@@ -80,10 +99,12 @@ def job_number(number: Any) -> str:
 
 
 def register_resolvers() -> None:
-    """nin.sweep_name and nin.pad, for conf/train.yaml."""
+    """nin.sweep_name, nin.pad and nin.job_label, for conf/train.yaml."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("nin.sweep_name"):
         OmegaConf.register_new_resolver("nin.sweep_name", sweep_name_resolver, use_cache=True)
     if not OmegaConf.has_resolver("nin.pad"):
         OmegaConf.register_new_resolver("nin.pad", job_number)
+    if not OmegaConf.has_resolver("nin.job_label"):
+        OmegaConf.register_new_resolver("nin.job_label", job_label_resolver)
