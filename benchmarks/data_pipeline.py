@@ -140,9 +140,9 @@ def _rss_mb() -> float:
 def memory_child(root: str) -> None:
     import pytest
     import torchvision.datasets  # noqa: F401 - imported before the baseline, so not counted
+    from fake_data import trust_fake_md5
 
     from nin_lightning.data.cifar import CIFAR10DataModule
-    from tests.fake_data import trust_fake_md5
 
     trust_fake_md5(pytest.MonkeyPatch(), Path(root))  # random pixels: accept their MD5s (benchmark only)
     dm = CIFAR10DataModule(cifar_cfg(root=root, val_size=5000, batch_size=128))
