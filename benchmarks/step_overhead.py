@@ -167,7 +167,9 @@ def measure(batches: list[int], steps: int, skip: int, repeats: int, device: tor
             ) -> list[tuple[int, dict[str, float]]]:
     """For each batch size: the median seconds per step of "plain", "lightning" and "ours" over REPEATS runs of
     STEPS steps (the first SKIP not timed), after one untimed warm-up run (allocator, kernels, lazy imports)."""
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)  # no per-fit banners
+    lightning_log = logging.getLogger("lightning.pytorch")
+    level = lightning_log.level
+    lightning_log.setLevel(logging.ERROR)  # no per-fit banners
     trainer = "gpu" if device.type == "cuda" else "cpu"
     rows = []
     with tempfile.TemporaryDirectory(prefix="nin-step-overhead-") as tmp:
@@ -189,6 +191,7 @@ def measure(batches: list[int], steps: int, skip: int, repeats: int, device: tor
                     for name, s in run.items():
                         seconds[name].append(s / (steps - skip))
             rows.append((batch, {name: statistics.median(v) for name, v in seconds.items()}))
+    lightning_log.setLevel(level)
     return rows
 
 
