@@ -193,6 +193,19 @@ def test_a_sweep_job_is_named_by_its_swept_keys_only():
     assert job_label(task, ["dataset", "seed", "logger"], exclude=["logger"]) == "dataset=mnist,seed=2"
 
 
+def test_a_sweep_job_dir_is_its_number_and_swept_keys_and_an_older_sweeps_dir_is_kept(tmp_path):
+    from nin_lightning.config.sweep import job_dir_resolver
+
+    task = ["experiment=quickstart", "model.dropout=0.5", "seed=2", "trainer.max_epochs=3"]
+    dirname = "experiment=quickstart,model.dropout=0.5,seed=2,trainer.max_epochs=3"  # Hydra's override_dirname
+    assert job_dir_resolver(tmp_path, 3, task, dirname, []) == f"003_{dirname}"  # no multirun.yaml (Optuna)
+    (tmp_path / "multirun.yaml").write_text("hydra:\n  overrides:\n    task: [experiment=quickstart, "
+                                            "'model.dropout=0.0,0.5', 'seed=1,2', trainer.max_epochs=3]\n")
+    assert job_dir_resolver(tmp_path, 3, task, dirname, []) == "003_model.dropout=0.5,seed=2"
+    (tmp_path / f"003_{dirname}").mkdir()  # the same job of this sweep, launched before job dirs were renamed
+    assert job_dir_resolver(tmp_path, 3, task, dirname, []) == f"003_{dirname}"  # resume=auto continues it
+
+
 def test_an_ad_hoc_optuna_search_maximises_val_acc_best(tmp_path):
     """Before: `hydra/sweeper=optuna` without the ready preset minimised the objective train.py returns."""
     out = subprocess.run([sys.executable, str(ROOT / "train.py"), "hydra/sweeper=optuna", "--cfg", "hydra"],

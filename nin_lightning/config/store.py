@@ -30,8 +30,8 @@ SCHEMAS: dict[tuple[str | None, str], type] = {
 
 
 def register_configs() -> None:
-    """Put every schema in Hydra's ConfigStore, and register the resolvers conf/ uses (`nin.pad`: a job number,
-    zero-padded, for the sweep subdir; `nin.sweep_name`: config/sweep.py)."""
+    """Put every schema in Hydra's ConfigStore, and register the resolvers conf/ uses (config/sweep.py:
+    `nin.sweep_name`, a sweep's name; `nin.job_dir`, a sweep job's dir name)."""
     from hydra.core.config_store import ConfigStore
 
     from nin_lightning.config.sweep import register_resolvers
