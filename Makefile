@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # TORCH_INDEX=cpu: torch and torchvision from PyTorch's CPU wheels (no CUDA: about 1.6 GB instead of 6.2 GB)
 TORCH_INDEX ?=
 
-.PHONY: train test lint clean
+.PHONY: train test lint gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ lint: $(VENV)/.installed
 
 test: lint  ## ruff, import layers, hadolint, then the whole pytest suite (slow tests included)
 	$(PY) -m pytest --durations=25 $(ARGS)
+
+gpu-check: $(VENV)/.installed  ## every GPU-only check (docs/gpu-fast-path.md) in one table; one line without a GPU
+	$(PY) benchmarks/gpu_check.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

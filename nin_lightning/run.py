@@ -251,7 +251,8 @@ def _fit_and_test(conf: TrainConfig, plain: dict[str, Any], job: JobContext, run
     preemption = PreemptionCheckpoint(last_checkpoint(run.path))
     tags = list(dict.fromkeys([*conf.tags, *job.swept]))  # a sweep's jobs are tagged with its swept keys
     tracker = Tracker(conf.logger, run.path, plain | {"speed": plan.record(), "code": code_version()}, job.group,
-                      job.name or run.path.name, tags, excuse=preemption.excuses, identity=start.wandb)
+                      job.name or run.path.name, tags, excuse=preemption.excuses, identity=start.wandb,
+                      choices=job.choices)
     metrics: dict[str, Any] = {"status": "failed", **head}
     exit_code = 1
     compiled_before = compat.dynamo_counts() if plan.compile else (0, 0)

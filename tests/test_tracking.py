@@ -28,7 +28,8 @@ from tests.wandb_records import offline_runs
 
 pytestmark = pytest.mark.slow
 
-SWEEP_ARGS = ("-m", "experiment=quickstart", "model.dropout=0.0,0.5", "seed=1,2", "trainer.max_epochs=3")
+SWEEP_ARGS = ("-m", "experiment=quickstart", "model.dropout=0.0,0.5", "seed=1,2", "trainer.max_epochs=3",
+              "logger.log_model=all")
 EPOCHS = 3
 
 
@@ -69,6 +70,8 @@ def test_adhoc_sweep_is_named_grouped_and_tagged_by_its_swept_keys(sweep):
     for job, run in sweep.runs.items():
         assert run.group == sweep.dir.name  # a sweep's dir name is its W&B group
         assert run.name == job.name.split("_", 1)[1] and run.job_type == "train"
+        # the swept keys only (before: every override, experiment=quickstart,...,trainer.max_epochs=3)
+        assert [part.split("=")[0] for part in run.name.split(",")] == ["model.dropout", "seed"], run.name
         assert {"dropout", "seed", "quickstart"} <= set(run.tags), run.tags  # the swept keys, and the recipe's
 
 
@@ -86,7 +89,7 @@ def test_epoch_metrics_chart_against_epoch_and_step_metrics_against_the_global_s
         keys = {key for row in run.history for key in row}
         assert "lr/pg0" in keys and not any(k.startswith("lr-") for k in keys), keys
         for row in run.history:
-            if any(k.startswith(("val/", "test/", "train/acc")) or k == names.TRAIN_LOSS for k in row):
+            if any(k.startswith(("val/", "test/", "train/acc")) or k == "train/loss" for k in row):
                 assert isinstance(row.get(names.EPOCH), int), row
             if names.LOSS_STEP in row or "lr/pg0" in row:
                 assert isinstance(row.get(names.GLOBAL_STEP), int), row
@@ -143,6 +146,19 @@ def test_lr_is_the_lr_each_epoch_trained_with_under_one_key_for_every_optimizer(
     lrs = [(row[names.GLOBAL_STEP], row["lr/pg0"]) for row in run.history if "lr/pg0" in row]
     assert lrs == [(step, pytest.approx(0.01 if step < 4 else 0.001)) for step in range(8)], lrs
     assert not any(k.startswith("lr-") for row in run.history for k in row)
+
+
+def test_log_model_all_logs_every_checkpoint_as_it_is_written(sweep):
+    """logger.log_model=all: best.ckpt each time it improves (aliases best and its epoch), last.ckpt after
+    every epoch (alias last), as artifacts of type model named after the run."""
+    for job, run in sweep.runs.items():
+        accs = [float(r["val/acc"]) for r in _history(job)]
+        improved = [e for e in range(1, EPOCHS + 1) if accs[e - 1] > max(accs[:e - 1], default=-1.0)]
+        assert {(a.name, a.type) for a in run.artifacts} == {(f"model-{run.run_id}", "model")}
+        best = [a for a in run.artifacts if "best" in a.aliases]
+        assert [a.metadata["epoch"] for a in best] == improved and all(f"epoch-{e}" in a.aliases for a, e in
+                                                                      zip(best, improved, strict=True))
+        assert [a.metadata["epoch"] for a in run.artifacts if "last" in a.aliases] == list(range(1, EPOCHS + 1))
 
 
 def test_wandb_osh_is_asked_to_sync_every_offline_run(sweep):
@@ -203,11 +219,12 @@ def test_wandb_report_spec_for_the_sweep_group(sweep):
     assert (spec["entity"], spec["project"]) == ("me", "nin-lightning")
     assert spec["filters"] == {"group": sweep.dir.name} == {"group": next(iter(sweep.runs.values())).group}
     kinds = [p["kind"] for p in spec["panels"]]
-    assert kinds == ["parallel_coordinates", "line", "bar", "runs_table"], kinds
-    parallel, line, bar, table = spec["panels"]
-    assert parallel["columns"] == ["config:model.dropout", "summary:test/acc"]
+    assert kinds == ["parallel_coordinates", "line", "line", "bar", "runs_table"], kinds
+    parallel, loss, line, bar, table = spec["panels"]
+    assert parallel["columns"] == ["config:model.dropout", "config:seed", "summary:test/acc"]
+    assert (loss["x"], loss["y"]) == ("epoch", ["val/loss"])
     assert (line["x"], line["y"], line["groupby"], line["aggregate"], line["range"]) == (
-        "epoch", ["val/acc"], "config:model.dropout", "mean", "stddev")
+        "epoch", ["train/acc", "val/acc"], "config:model.dropout", "mean", "stddev")
     assert (bar["metrics"], bar["groupby"], bar["aggregate"], bar["range"]) == (
         ["test/acc"], ["config:model.dropout"], "mean", "stddev")
     assert {"config:model.dropout", "config:seed", "summary:test/acc", "summary:status"} <= set(table["columns"])
@@ -218,13 +235,14 @@ def test_wandb_report_spec_for_the_sweep_group(sweep):
             section, key = column.split(":", 1)
             holder = {"config": config, "summary": run.summary, "run": {"displayName": run.name}}[section]
             assert key in holder, column
-        assert any(line["x"] in row and line["y"][0] in row for row in run.history)
+        assert any(line["x"] in row and set(line["y"]) <= set(row) for row in run.history)
+        assert any(loss["x"] in row and set(loss["y"]) <= set(row) for row in run.history)
     # the wandb-workspaces report that --publish saves, built offline from the spec
     import wandb_workspaces.reports.v2 as wr
 
     report = to_report(spec)
     grid, bars = report.blocks[1], report.blocks[2]
-    assert [type(p) for p in grid.panels] == [wr.ParallelCoordinatesPlot, wr.LinePlot]
+    assert [type(p) for p in grid.panels] == [wr.ParallelCoordinatesPlot, wr.LinePlot, wr.LinePlot]
     assert grid.panels[1].x == "epoch" and grid.panels[1].groupby == wr.Config("model.dropout")
     assert bars.runsets[0].groupby == ["config.model.dropout"] and isinstance(bars.panels[0], wr.BarPlot)
     assert all(sweep.dir.name in str(rs.filters) for rs in (*grid.runsets, *bars.runsets))
@@ -300,7 +318,8 @@ def test_a_run_started_by_the_wandb_agent_uses_its_ids_and_resumes(tmp_path):
     assert json.loads(first.stdout.splitlines()[-1])["exit_code"] == 143, first.stderr[-3000:]  # preempted
     run_dir = tmp_path / "outputs" / "wandb_sweeps" / "sw2x2abc" / "run5ag7"
     identity = {"id": "run5ag7", "sweep": "sw2x2abc", "group": "sweep-sw2x2abc", "name": None,
-                "dir": str(run_dir.resolve())}  # the dir that logs into it (a copy is told apart)
+                "dir": str(run_dir.resolve()),  # the dir that logs into it (a copy is told apart)
+                "project": "nin-agent", "entity": "me"}  # the agent's project, where its run lives
     assert json.loads((run_dir / "wandb_run.json").read_text()) | {"name": None} == identity  # the agent's run
     assert read_metrics(run_dir)["status"] == "preempted"
     second = _run([*agent, "resume"], env, ROOT)
@@ -315,6 +334,7 @@ def test_a_run_started_by_the_wandb_agent_uses_its_ids_and_resumes(tmp_path):
     for segment in segments:
         assert (segment.run_id, segment.sweep_id, segment.group) == ("run5ag7", "sw2x2abc", "sweep-sw2x2abc")
         assert {"dropout", "seed"} <= set(segment.tags) and segment.config["model.dropout"] == 0.0
+        assert "dropout" not in segment.config["model"]  # each swept key once (the agent's flat key)
     assert [s.exit_code for s in segments] == [1, 0]
     # the resumed segment continues the axes it plots on (W&B's own _step restarts; no chart uses it)
     first_rows, second_rows = ([r for r in s.history if names.GLOBAL_STEP in r] for s in segments)
