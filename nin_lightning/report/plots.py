@@ -91,7 +91,7 @@ def plot_train_val(path: Path, rows: Sequence[Row]) -> Path | None:
         for row in rows:
             color = _band(ax, row, f"val/{name}", f"{label(row.setting)} validation")
             _band(ax, row, f"train/{name}", f"{label(row.setting)} training", color, "--")
-        _epoch_axes(ax, name, f"{title}: training (dashed) and validation (mean ± std over seeds)")
+        _epoch_axes(ax, title, f"{title}: training dashed, validation solid\n(mean ± std over seeds)")
     return _save(fig, path)
 
 

@@ -217,7 +217,7 @@ def compare_to(rows: Sequence[Row], baseline: Row | None, metric: str = COMPARED
         if baseline is None or row is baseline:
             continue
         row.diff = welch(row.values(metric), baseline.values(metric))
-        problem = pairing_problem(row, baseline)
+        problem = pairing_problem(row, baseline) if row.n_ok and baseline.n_ok else None
         row.paired = Difference(None, note=f"not paired: differs in {problem}") if problem else \
             paired(row.by_seed(metric), baseline.by_seed(metric))
         row.seeds_needed, row.needed_note = seeds_for(
