@@ -389,9 +389,10 @@ def test_the_real_sweep_untouched_is_the_issues_numbers(tmp_path, capsys):
     ("val/acc_best", MISSING, "val/acc_best is missing"),
     ("epochs", "2", "epochs is '2' (text, not a number)"),
     ("wall_time_s", -3.0, "wall_time_s is -3, below 0"),
+    ("epochs", 2.5, "epochs is 2.5, not a whole number"),
     ("params", False, "params is false (a bool, not a number)"),
 ], ids=["bool", "text", "nan", "inf", "above-1", "below-0", "null", "missing", "list", "val-above-1", "val-missing",
-        "epochs-text", "negative-wall-time", "params-bool"])
+        "epochs-text", "negative-wall-time", "epochs-fraction", "params-bool"])
 def test_a_value_the_report_cannot_trust_leaves_its_job_out(tmp_path, capsys, key, value, why):
     sweep, jobs = real_sweep(tmp_path)
     kept = json.loads((jobs[0] / "metrics.json").read_text())["test/acc"]

@@ -2,7 +2,7 @@
 
 `to_float` (metrics.json, a W&B summary) refuses what a number only resembles: a bool (`true` is not 1.0),
 text (`"0.99"`), NaN and inf, lists. `vet` checks a job's values against their ranges (an accuracy in
-[0, 1], counts and times >= 0) and says why each one it drops cannot be used; a completed job that lacks
+[0, 1], times >= 0, counts whole numbers >= 0) and says why each one it drops cannot be used; a completed job that lacks
 one it needs, or holds one it cannot use, is left out of the means (jobs.py marks it `rejected`).
 """
 
@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 ACCURACIES = frozenset({"val/acc_best", "test/acc", "val/acc", "train/acc"})
+COUNTS = frozenset({"epochs", "params", "macs", "data/train_size", "data/val_size", "data/test_size"})  # whole numbers
 NEEDED = ("test/acc", "epochs", "wall_time_s")  # what every completed job records (and val/acc_best, with a val split)
 
 
@@ -32,6 +33,8 @@ def why_not(key: str, value: Any) -> str | None:
         return f"is {value:g}, outside [0, 1]"
     if key not in ACCURACIES and value < 0:
         return f"is {value:g}, below 0"
+    if key in COUNTS and value != int(value):
+        return f"is {value:g}, not a whole number"
     return None
 
 
