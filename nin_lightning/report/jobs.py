@@ -74,13 +74,13 @@ def code_label(commit: Any, dirty: Any) -> str | None:
 
 
 def job_info(flat_config: dict[str, Any], commit: Any, dirty: Any,
-             metrics: dict[str, float | None] | None = None, host: Any = None) -> dict[str, str]:
+             metrics: dict[str, float | None] | None = None) -> dict[str, str]:
     """The facts of a job that the report's header states once when every job shares them."""
     sizes = [(metrics or {}).get(k) for k in DATA_SIZES]
     images = " / ".join(f"{n:,.0f} {split}" for n, split in zip(sizes, ("train", "validation", "test"), strict=True)
                         ) if all(n is not None for n in sizes) else None
     info = {"dataset": flat_config.get("dataset.name"), "images": images,
-            "max_epochs": flat_config.get("trainer.max_epochs"), "code": code_label(commit, dirty), "host": host}
+            "max_epochs": flat_config.get("trainer.max_epochs"), "code": code_label(commit, dirty)}
     return {k: str(v) for k, v in info.items() if v is not None}
 
 
@@ -239,7 +239,8 @@ def read_job(job_dir: Path, spec: SweepSpec | None = None) -> Job:
         try:
             got[what] = read(job_dir / name)
         except (OSError, ValueError, UserError, yaml.YAMLError) as exc:
-            problems.append(f"{job_dir / name} is unreadable ({type(exc).__name__}: {exc})")
+            why = " ".join(str(exc).split())[:200]  # one line: a YAML error spans several
+            problems.append(f"{job_dir / name} is unreadable ({type(exc).__name__}: {why})")
             got[what] = None
     lines = got["overrides"] if isinstance(got["overrides"], list) else []
     overrides, changed = setting_of(job_dir, parse_overrides([str(o) for o in lines]), spec)
@@ -255,7 +256,7 @@ def read_job(job_dir: Path, spec: SweepSpec | None = None) -> Job:
         error = "; ".join(problems + ([error] if error else []))
     return Job(name=job_dir.name, overrides=overrides, status=status, metrics=metrics, history=got["history"] or [],
                error=error, changed=changed, info=job_info(flat, raw.get("code/commit"), raw.get("code/dirty"),
-                                                           metrics, raw.get("host")), config=flat)
+                                                           metrics), config=flat)
 
 
 def distinct(jobs: list[Job]) -> tuple[list[Job], list[str]]:

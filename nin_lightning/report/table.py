@@ -291,9 +291,8 @@ def header_lines(jobs: Sequence[Job], keys: Sequence[str], fixed: dict[str, str]
     lines.append(f"- **Images**: {_shared(jobs, 'images') or 'not recorded (runs before data/*_size in metrics.json)'}")
     if fixed:
         lines.append("- **Common overrides**: " + " ".join(f"`{k}={v}`" for k, v in fixed.items()))
-    hosts = _shared(jobs, "host")
-    lines.append(f"- **Wall time** (`wall_time_s`): measured on {f'host {hosts}' if hosts else 'this machine'} under "
-                 "its load at the time; a record, not compared between settings")
+    lines.append("- **Wall time** (`wall_time_s`): measured on this machine under its load at the time; a record, "
+                 "not compared between settings")
     if baseline is not None:
         how = "--baseline" if chosen else f"the best mean {COMPARED}; choose with --baseline KEY=VALUE"
         lines.append(f"- **Baseline**: {label(baseline.setting)} ({how})")
