@@ -57,11 +57,11 @@ def make_report(out_dir: Path, title: str, jobs: Sequence[Job], fixed: dict[str,
     return [md, write_csv(out_dir / "report.csv", rows, keys, baseline), *plots]
 
 
-def say_not_used(jobs: Sequence[Job]) -> None:
+def say_not_used(jobs: Sequence[Job], where: str = "") -> None:
     """A console line per job left out of the means (a value the report cannot trust, another shape)."""
     for job in jobs:
         if job.status == REJECTED:
-            print(f"[nin] {job.name}: {job.error}")
+            print(f"[nin] {where}{job.name}: {job.error}")
 
 
 def compare_report(out_dir: Path, sweep_dirs: Sequence[Path], wanted: dict[str, str] | None) -> list[Path]:
@@ -74,7 +74,7 @@ def compare_report(out_dir: Path, sweep_dirs: Sequence[Path], wanted: dict[str, 
     for sweep_dir in sweep_dirs:
         jobs, duplicates = distinct(read_sweep_dir(sweep_dir))
         keys, rows, baseline = rows_of(jobs, wanted if wanted and set(wanted) <= set(group_keys(jobs)) else None)
-        say_not_used(jobs)
+        say_not_used(jobs, f"{sweep_dir.name}/")
         best = pick_baseline(rows, None)
         cells = [fmt(best.mean[m], best.std[m], 4) for m in (COMPARED, "val/acc_best")] if best else ["-", "-"]
         summary.append(f"| {sweep_dir.name} | {', '.join(keys) or 'seed'} | {len(jobs)} | "
