@@ -288,7 +288,8 @@ def header_lines(jobs: Sequence[Job], keys: Sequence[str], fixed: dict[str, str]
                                                  ("code", "code"))
              if (value := _shared(jobs, key)) is not None]
     lines.append(f"- **Fixed**: {'; '.join(facts) or '-'}")
-    lines.append(f"- **Images**: {_shared(jobs, 'images') or 'not recorded (runs before data/*_size in metrics.json)'}")
+    images = _shared(jobs, "images") or "not recorded (runs without data/*_size in metrics.json)"
+    lines.append(f"- **Images**: {images}")
     if fixed:
         lines.append("- **Common overrides**: " + " ".join(f"`{k}={v}`" for k, v in fixed.items()))
     lines.append("- **Wall time** (`wall_time_s`): measured on this machine under its load at the time; a record, "
