@@ -489,9 +489,7 @@ def build_sweep(root: Path, key: str, settings: tuple[str, str], test_acc: dict[
     for num, ((setting, seed), acc) in enumerate(sorted(test_acc.items())):
         curve = val_curves[setting]
         others = HELD | {key: setting}
-        name = f"dataset=digits,model.dropout={others['model.dropout']},model.width={others['model.width']}," \
-               f"seed={seed},trainer.max_epochs={len(curve)}"
-        job = sweep / f"{num:03d}_{name}"
+        job = sweep / f"{num:03d}_{key}={setting},seed={seed}"  # a sweep job's dir: its swept keys
         (job / ".hydra").mkdir(parents=True)
         config = json.loads(json.dumps(config0))
         config["seed"], config["trainer"]["max_epochs"] = seed, len(curve)
