@@ -233,9 +233,10 @@ def train(cfg: DictConfig, job: JobContext | None = None, callbacks: list[Any] |
         raise
     plan = plan_speed(conf, datamodule)
     chosen = {f"speed/{k}": v for k, v in plan.record().items()}
-    # in metrics.json from the start on: the seed, the speed choices, the code's version, the model's size
+    # in metrics.json from the start on: the seed, the speed choices, the code's version, the model's size,
+    # the images per split
     size = model_size(conf)
-    head = {"seed": conf.seed, **chosen, **head_keys(code_version(), size)}
+    head = {"seed": conf.seed, **chosen, **head_keys(code_version(), size), **datamodule.sizes()}
     run.begin(start, job.hydra_files, head)
     announce(job, run.path, datamodule, conf, size)
     speed.announce(plan)

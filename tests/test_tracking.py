@@ -3,7 +3,8 @@
 One 2x2 digits sweep through the real CLI (`python train.py -m ... model.dropout=0.0,0.5 seed=1,2`) feeds
 most tests: its offline `.wandb` files are decoded (tests/wandb_records.py: run, config, history, metric
 and summary records), its sweep dir goes through `python -m nin_lightning.report`. A W&B agent's run is
-started with wandb's own Agent (tests/agent_run.py), stopped by SIGTERM and resumed.
+started with wandb's own Agent (tests/agent_run.py), stopped by SIGTERM and resumed. Those tests are
+marked slow; the pure ones (statistics, names, schemas) run in the quick suite too.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ from nin_lightning import metric_names as names
 from nin_lightning.errors import UserError
 from tests.conftest import ROOT, cli_env, read_metrics
 from tests.wandb_records import offline_runs
-
-pytestmark = pytest.mark.slow
 
 SWEEP_ARGS = ("-m", "experiment=quickstart", "model.dropout=0.0,0.5", "seed=1,2", "trainer.max_epochs=3",
               "logger.log_model=all")
@@ -58,6 +57,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     return SimpleNamespace(tmp=tmp, env=env, dir=sweep_dir, jobs=jobs, runs=runs, osh_dir=osh_dir, stdout=out.stdout)
 
 
+@pytest.mark.slow
 def test_jobs_learned(sweep):
     accs = {job.name: read_metrics(job)["test/acc"] for job in sweep.jobs}
     assert len(accs) == 4 and all(read_metrics(job)["status"] == "completed" for job in sweep.jobs)
@@ -65,6 +65,7 @@ def test_jobs_learned(sweep):
     assert min(acc for name, acc in accs.items() if "dropout=0.0" in name) > 0.85, accs
 
 
+@pytest.mark.slow
 def test_adhoc_sweep_is_named_grouped_and_tagged_by_its_swept_keys(sweep):
     assert re.fullmatch(r"dropout-seed_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}", sweep.dir.name), sweep.dir.name
     for job, run in sweep.runs.items():
@@ -75,6 +76,7 @@ def test_adhoc_sweep_is_named_grouped_and_tagged_by_its_swept_keys(sweep):
         assert {"dropout", "seed", "quickstart"} <= set(run.tags), run.tags  # the swept keys, and the recipe's
 
 
+@pytest.mark.slow
 def test_epoch_metrics_chart_against_epoch_and_step_metrics_against_the_global_step(sweep):
     for run in sweep.runs.values():
         defs = run.metrics
@@ -95,6 +97,7 @@ def test_epoch_metrics_chart_against_epoch_and_step_metrics_against_the_global_s
                 assert isinstance(row.get(names.GLOBAL_STEP), int), row
 
 
+@pytest.mark.slow
 def test_one_epoch_numbering_in_console_history_wandb_and_metrics(sweep):
     for job, run in sweep.runs.items():
         rows = _history(job)
@@ -110,6 +113,7 @@ def test_one_epoch_numbering_in_console_history_wandb_and_metrics(sweep):
         assert metrics[names.BEST_EPOCH] == accs.index(max(accs)) + 1
 
 
+@pytest.mark.slow
 def test_summary_holds_the_runs_result_size_and_code_version(sweep, compose_cfg):
     from nin_lightning.config import validate
     from nin_lightning.run import model_size
@@ -125,6 +129,9 @@ def test_summary_holds_the_runs_result_size_and_code_version(sweep, compose_cfg)
             assert summary[key] == pytest.approx(metrics[key]), key
         assert summary["status"] == metrics["status"] == "completed" and run.exit_code == 0
         assert {"params": metrics["params"], "macs": metrics["macs"]} == size
+        # the images of each split (the report's header): digits' 1797 images, none lost, a validation split
+        assert sum(metrics[f"data/{split}_size"] for split in ("train", "val", "test")) == 1797
+        assert min(metrics["data/val_size"], metrics["data/test_size"]) > 0
         assert summary["val/acc"] == {"max": pytest.approx(max(float(r["val/acc"]) for r in _history(job)))}
         if git.returncode == 0:  # a checkout (CI's fresh clone too): the commit that ran, and whether it was edited
             commit = git.stdout.strip()
@@ -132,6 +139,7 @@ def test_summary_holds_the_runs_result_size_and_code_version(sweep, compose_cfg)
             assert metrics["code/dirty"] is run.config["code"]["dirty"] is bool(status.stdout.strip())
 
 
+@pytest.mark.slow
 def test_lr_is_the_lr_each_epoch_trained_with_under_one_key_for_every_optimizer(run_cli, tmp_path):
     """A multistep schedule that cuts 0.01 -> 0.001 after epoch 1: epoch 1 trained at 0.01, epoch 2 at 0.001
     (history.csv used to show the LR after the epoch's scheduler step, 0.001 and 0.0001); AdamW's LR is
@@ -148,6 +156,7 @@ def test_lr_is_the_lr_each_epoch_trained_with_under_one_key_for_every_optimizer(
     assert not any(k.startswith("lr-") for row in run.history for k in row)
 
 
+@pytest.mark.slow
 def test_log_model_all_logs_every_checkpoint_as_it_is_written(sweep):
     """logger.log_model=all: best.ckpt each time it improves (aliases best and its epoch), last.ckpt after
     every epoch (alias last), as artifacts of type model named after the run."""
@@ -161,6 +170,7 @@ def test_log_model_all_logs_every_checkpoint_as_it_is_written(sweep):
         assert [a.metadata["epoch"] for a in run.artifacts if "last" in a.aliases] == list(range(1, EPOCHS + 1))
 
 
+@pytest.mark.slow
 def test_wandb_osh_is_asked_to_sync_every_offline_run(sweep):
     commands = {Path(f.read_text()) for f in sweep.osh_dir.glob("*.command")}
     assert commands == {next((job / "wandb").glob("offline-run-*")).resolve() for job in sweep.jobs}
@@ -172,6 +182,7 @@ def _report(sweep: SimpleNamespace, *args: str) -> subprocess.CompletedProcess[s
                 sweep.tmp, timeout=300)
 
 
+@pytest.mark.slow
 def test_local_report_gives_the_difference_to_the_baseline_with_ci_and_p_value(sweep):
     from scipy import stats
 
@@ -194,8 +205,17 @@ def test_local_report_gives_the_difference_to_the_baseline_with_ci_and_p_value(s
     low, high = expected.confidence_interval(0.95)
     assert (float(rows["0.0"]["ci_low"]), float(rows["0.0"]["ci_high"])) == pytest.approx((low, high), rel=1e-5)
     assert int(rows["0.0"]["params"]) == read_metrics(sweep.jobs[0])["params"]
+    # the same seeds share a start (dropout changes no shape): paired by seed, against scipy's paired t-test
+    by_seed = {d: {read_metrics(j)["seed"]: read_metrics(j)["test/acc"] for j in sweep.jobs
+                   if f"dropout={d}," in j.name} for d in ("0.0", "0.5")}
+    rel = stats.ttest_rel([by_seed["0.0"][s] for s in (1, 2)], [by_seed["0.5"][s] for s in (1, 2)])
+    assert float(rows["0.0"]["p_paired"]) == pytest.approx(rel.pvalue, rel=1e-5)
+    assert float(rows["0.0"]["diff_paired"]) == pytest.approx(diff, rel=1e-5)
+    sizes = read_metrics(sweep.jobs[0])
+    assert f"- **Images**: {sizes['data/train_size']:,} train / {sizes['data/val_size']:,} validation" in md
 
 
+@pytest.mark.slow
 def test_report_of_several_sweeps_side_by_side(sweep, tmp_path):
     copy = tmp_path / "dropout_copy"
     subprocess.run(["cp", "-r", str(sweep.dir), str(copy)], check=True)
@@ -209,6 +229,7 @@ def test_report_of_several_sweeps_side_by_side(sweep, tmp_path):
         assert sorted(r["sweep"] for r in csv.DictReader(fh)) == sorted([sweep.dir.name, "dropout_copy"] * 2)
 
 
+@pytest.mark.slow
 def test_wandb_report_spec_for_the_sweep_group(sweep):
     from nin_lightning.report.jobs import flatten
     from nin_lightning.report.wandb_report import to_report
@@ -248,6 +269,7 @@ def test_wandb_report_spec_for_the_sweep_group(sweep):
     assert all(sweep.dir.name in str(rs.filters) for rs in (*grid.runsets, *bars.runsets))
 
 
+@pytest.mark.slow
 def test_publishing_without_a_login_is_one_line_and_writes_nothing(sweep, tmp_path):
     before = {p.name: p.read_bytes() for p in sweep.dir.iterdir() if p.is_file()}
     env = {k: v for k, v in sweep.env.items() if k != "WANDB_API_KEY"} | {"HOME": str(tmp_path)}
@@ -259,6 +281,7 @@ def test_publishing_without_a_login_is_one_line_and_writes_nothing(sweep, tmp_pa
     assert {p.name: p.read_bytes() for p in sweep.dir.iterdir() if p.is_file()} == before
 
 
+@pytest.mark.slow
 def test_bad_baseline_is_one_line(sweep):
     for arg, words in (("model.width=2", "not a swept key"), ("model.dropout=0.3", "matches no setting")):
         out = _report(sweep, str(sweep.dir), "--baseline", arg)
@@ -305,6 +328,7 @@ def test_sweep_yamls_follow_wandbs_schema_and_the_hydra_grids():
         jsonschema.validate({**bayes, "method": "bayesian"}, schema)
 
 
+@pytest.mark.slow
 def test_a_run_started_by_the_wandb_agent_uses_its_ids_and_resumes(tmp_path):
     """The agent's command and environment (wandb's Agent), a SIGTERM after 2 epochs (the agent's `stop`),
     then the agent's `resume` of the same run: one run dir, one W&B run id, every epoch, axes that continue."""

@@ -130,11 +130,16 @@ class NiNDataModule(L.LightningDataModule):
 
     reads_root = True  # its files are in cfg.root (digits: in scikit-learn's wheel)
 
+    def sizes(self) -> dict[str, int]:
+        """Images per split (after setup): {"data/train_size": N, "data/val_size": N, "data/test_size": N},
+        recorded in metrics.json (the report's header states them)."""
+        splits = (("train", self.train_split), ("val", self.val_split), ("test", self.test_split))
+        return {f"data/{name}_size": len(split) if split is not None else 0 for name, split in splits}
+
     def describe(self) -> str:
         """`data: NAME (ROOT): N train / N val / N test images of CxHxW, K classes` (after setup)."""
         cfg = self.cfg
-        sizes = " / ".join(f"{len(split) if split is not None else 0:,} {name}" for name, split in
-                           (("train", self.train_split), ("val", self.val_split), ("test", self.test_split)))
+        sizes = " / ".join(f"{n:,} {key[5:-5]}" for key, n in self.sizes().items())
         where = f" in {Path(cfg.root).expanduser()}" if self.reads_root else ""
         return (f"data: {cfg.name}{where}: {sizes} images of {cfg.in_channels}x{cfg.image_size}x{cfg.image_size}, "
                 f"{cfg.num_classes} classes")
