@@ -343,8 +343,8 @@ def test_a_run_started_by_the_wandb_agent_uses_its_ids_and_resumes(tmp_path):
     run_dir = tmp_path / "outputs" / "wandb_sweeps" / "sw2x2abc" / "run5ag7"
     identity = {"id": "run5ag7", "sweep": "sw2x2abc", "group": "sweep-sw2x2abc", "name": None,
                 "dir": str(run_dir.resolve()),  # the dir that logs into it (a copy is told apart)
-                "project": "nin-agent", "entity": "me"}  # the agent's project, where its run lives
-    assert json.loads((run_dir / "wandb_run.json").read_text()) | {"name": None} == identity  # the agent's run
+                "project": "nin-agent", "entity": "me", "tags": None}  # the agent's project, where its run lives
+    assert json.loads((run_dir / "wandb_run.json").read_text()) | {"name": None, "tags": None} == identity
     assert read_metrics(run_dir)["status"] == "preempted"
     second = _run([*agent, "resume"], env, ROOT)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -352,7 +352,7 @@ def test_a_run_started_by_the_wandb_agent_uses_its_ids_and_resumes(tmp_path):
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "completed" and metrics["epochs"] == 4 and metrics["test/acc"] > 0.85
     assert [int(r["epoch"]) for r in _history(run_dir)] == [1, 2, 3, 4]
-    assert json.loads((run_dir / "wandb_run.json").read_text()) | {"name": None} == identity
+    assert json.loads((run_dir / "wandb_run.json").read_text()) | {"name": None, "tags": None} == identity
     segments = offline_runs(run_dir)
     assert len(segments) == 2
     for segment in segments:

@@ -132,7 +132,68 @@ def test_predict_and_export_log_runs_of_their_job_type(logged_in_run, monkeypatc
         assert run.config["model_artifact"] == f"model-{logged_in_run.run.run_id}:best" and key in run.summary
 
 
+TINY = ("experiment=quickstart", "model.width=0.25", "trainer.enable_progress_bar=false")
+
+
+@pytest.mark.slow
+def test_a_resumed_run_stays_in_its_project_with_its_name_and_tags(tmp_path):
+    """Adversarial round: the first segment took WANDB_PROJECT/NAME/TAGS; a resume from a shell without them
+    logged the same run id into `nin-lightning` under another name (two W&B runs of one id after a sync)."""
+    run_dir, env = tmp_path / "run", cli_env(tmp_path)
+    first = _python([str(ROOT / "train.py"), *TINY, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}"],
+                    env | {"WANDB_PROJECT": "p1", "WANDB_NAME": "firstname", "WANDB_TAGS": "envtag"}, tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = _python([str(ROOT / "train.py"), *TINY, "trainer.max_epochs=3", "resume=auto",
+                      f"hydra.run.dir={run_dir}"], env, tmp_path)
+    assert second.returncode == 0, second.stderr[-2000:]
+    segments = offline_runs(run_dir)
+    assert len(segments) == 2 and len({s.run_id for s in segments}) == 1
+    for segment in segments:
+        assert (segment.project, segment.name) == ("p1", "firstname") and "envtag" in segment.tags, segment
+
+
+@pytest.mark.slow
+def test_a_server_that_takes_the_connection_but_never_answers_means_offline(tmp_path):
+    """Adversarial round: a listener that never replies killed the run after init_timeout_s with CommError
+    (metrics.json left `running`); now one line, and the run logs offline."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: [accepted.append(server.accept()[0]) for _ in range(8)], daemon=True).start()
+    env = cli_env(tmp_path) | {"WANDB_BASE_URL": f"http://127.0.0.1:{server.getsockname()[1]}",
+                               "WANDB_API_KEY": "k" * 40}
+    run_dir = tmp_path / "run"
+    out = _python([str(ROOT / "train.py"), *TINY, "trainer.max_epochs=1", "logger.mode=online",
+                   "logger.init_timeout_s=5", f"hydra.run.dir={run_dir}"], env, tmp_path)
+    server.close()
+    assert out.returncode == 0, (out.stdout + out.stderr)[-2000:]
+    assert sum("W&B server did not answer" in ln for ln in out.stdout.splitlines()) == 1, out.stdout[-2000:]
+    assert read_metrics(run_dir)["status"] == "completed" and list((run_dir / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.slow
+def test_wandb_mode_disabled_leaves_no_wandb_identity(tmp_path):
+    """Adversarial round: a disabled run wrote wandb_run.json with entity `dummy`, which evaluate --wandb took."""
+    run_dir = tmp_path / "run"
+    out = _python([str(ROOT / "train.py"), *TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"],
+                  cli_env(tmp_path) | {"WANDB_MODE": "disabled"}, tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert read_metrics(run_dir)["status"] == "completed" and not (run_dir / "wandb_run.json").exists()
+
+
 # ----------------------------------------------------------------------------------------- in-process
+def test_the_sdks_aliases_of_wandb_mode_are_taken(monkeypatch):
+    from nin_lightning.config import LoggerConfig
+    from nin_lightning.tracking.wandb_env import wandb_mode
+
+    monkeypatch.setenv("WANDB_MODE", "dryrun")  # the SDK's other name for offline
+    assert wandb_mode(LoggerConfig(name="wandb")) == "offline"
+
+
 def test_run_place_takes_the_config_then_the_environment_then_the_defaults(monkeypatch):
     from nin_lightning.config import LoggerConfig
     from nin_lightning.tracking.wandb_env import run_place
@@ -160,6 +221,8 @@ def test_run_place_takes_the_config_then_the_environment_then_the_defaults(monke
     ("tags=[" + "t" * 65 + "]", {}, "tags: the tag"),
     (None, {"WANDB_PROJECT": "x:y"}, "WANDB_PROJECT='x:y': W&B refuses it"),
     (None, {"WANDB_TAGS": "ok," + "t" * 70}, "WANDB_TAGS: the tag"),
+    (None, {"WANDB_TAGS": "a,,b"}, "WANDB_TAGS='a,,b' has an empty tag"),  # before: the SDK's ValidationError
+    (None, {"WANDB_MODE": "bogus"}, "WANDB_MODE='bogus': W&B takes online"),  # after the run dir said running
 ])
 def test_names_wandb_would_refuse_are_refused_with_the_config(compose_cfg, monkeypatch, override, env, words):
     """Before: W&B refused them in wandb.init, after the run dir said `running` (issue 22, item 2)."""
@@ -167,7 +230,7 @@ def test_names_wandb_would_refuse_are_refused_with_the_config(compose_cfg, monke
 
     for var, value in env.items():
         monkeypatch.setenv(var, value)
-    with pytest.raises(UserError, match=r"W&B|tags") as caught:
+    with pytest.raises(UserError, match=r"W&B|tags|TAGS") as caught:
         validate(compose_cfg(*([override] if override else [])))
     assert words in str(caught.value) and "\n" not in str(caught.value)
 

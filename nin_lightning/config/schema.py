@@ -306,6 +306,7 @@ class TrainerConfig:
 # validate_run_tags): checked before a run dir exists, with the config's key or the variable named.
 WANDB_FORBIDDEN = "/\\#?%:"
 WANDB_NAME_MAX, WANDB_TAG_MAX = 128, 64
+WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")  # WANDB_MODE (wandb_settings: mode)
 
 
 def check_wandb_names(project: str | None, entity: str | None, tags: list[str] | None = None) -> None:
@@ -322,7 +323,13 @@ def check_wandb_names(project: str | None, entity: str | None, tags: list[str] |
             raise UserError(f"{source}={value!r}: W&B refuses it (at most {WANDB_NAME_MAX} characters, none of "
                             f"{' '.join(WANDB_FORBIDDEN)}{'; found ' + ' '.join(bad) if bad else ''}); "
                             f"pass {key}=<name>")
-    env_tags = [t.strip() for t in os.environ.get("WANDB_TAGS", "").split(",") if t.strip()]
+    mode = os.environ.get("WANDB_MODE")
+    if mode is not None and mode not in WANDB_MODES:
+        raise UserError(f"WANDB_MODE={mode!r}: W&B takes {', '.join(WANDB_MODES)}; set one or unset it")
+    raw = os.environ.get("WANDB_TAGS")
+    if raw is not None and raw.strip() and not all(t.strip() for t in raw.split(",")):
+        raise UserError(f"WANDB_TAGS={raw!r} has an empty tag (W&B refuses it); drop the extra comma")
+    env_tags = [t.strip() for t in (raw or "").split(",") if t.strip()]
     for source, tag in [*(("tags", t) for t in tags or []), *(("WANDB_TAGS", t) for t in env_tags)]:
         if not 1 <= len(str(tag)) <= WANDB_TAG_MAX:
             shown = repr(str(tag)) if len(str(tag)) <= 40 else repr(str(tag)[:40]) + "..."

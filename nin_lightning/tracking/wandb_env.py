@@ -19,6 +19,7 @@ from nin_lightning.config import LoggerConfig
 from nin_lightning.status import say
 
 DEFAULT_PROJECT = "nin-lightning"
+SDK_ALIASES = {"dryrun": "offline", "run": "online"}  # WANDB_MODE values the SDK also takes
 DEFAULT_JOB_TYPE = "train"
 
 
@@ -56,6 +57,7 @@ def wandb_mode(cfg: LoggerConfig) -> str:
     mode = cfg.mode
     if mode == "auto":
         mode = os.environ.get("WANDB_MODE") or ("online" if has_login() else "offline")
+    mode = SDK_ALIASES.get(mode, mode)
     if mode == "online" and not reachable(host := wandb_host()):
         say(f"W&B server {host} unreachable: logging offline instead (sync later with `wandb sync`)")
         mode = "offline"

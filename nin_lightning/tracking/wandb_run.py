@@ -3,6 +3,7 @@ agent the run the agent created (its WANDB_RUN_ID and WANDB_SWEEP_ID)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -107,7 +108,6 @@ class Tracker:
             self._start_wandb(config, group, name, tags)
 
     def _start_wandb(self, config: dict[str, Any], group: str | None, name: str | None, tags: list[str]) -> None:
-        import wandb
 
         mode = wandb_mode(self.cfg)
         run_file = self.run_dir / WANDB_RUN_FILE
@@ -122,28 +122,29 @@ class Tracker:
             tags = list(dict.fromkeys([*tags, *short_names(agent_params())]))
         group, name = saved.get("group", self.cfg.group or group), saved.get("name", name)
         place = run_place(self.cfg, tags, name, agent)
-        self.run = wandb.init(
-            project=place.project,
-            entity=place.entity,
-            group=group,
-            job_type=place.job_type,
-            name=place.name,
-            tags=list(place.tags),
-            config=run_config(config, self.choices, agent_params() if agent else ()),
-            dir=str(self.run_dir),
-            id=run_id,
-            resume="allow",
-            mode=mode,
-            settings=wandb.Settings(
-                init_timeout=self.cfg.init_timeout_s, silent=True, console="off", reinit="finish_previous",
-                **compat.wandb_flush_often(wandb.Settings),
-            ),
-        )
+        if saved.get("id") and not agent:  # a resumed run stays where it began, named and tagged as then
+            place = dataclasses.replace(place, project=saved.get("project") or place.project,
+                                        entity=saved.get("entity") or place.entity,
+                                        name=saved.get("name") or place.name,
+                                        tags=tuple(saved.get("tags") or place.tags))
+        try:
+            self.run = self._init(place, group, config, agent, run_id, mode)
+        except Exception as exc:  # a server that takes the connection but does not answer (init_timeout_s)
+            if mode != "online":
+                raise
+            import wandb
+
+            say(f"W&B server did not answer ({type(exc).__name__}: {' '.join(str(exc).split())[:120]}): logging "
+                "offline instead (sync later with `wandb sync`)")
+            wandb.teardown()  # the service still holds the run that never started; offline starts it afresh
+            mode = "offline"
+            self.run = self._init(place, group, config, agent, run_id, mode)
         define_axes(self.run)
-        identity = {"id": run_id, "group": group, "name": name, "dir": str(self.run_dir.resolve()),
-                    "project": self.run.project, "entity": self.run.entity or None}
+        identity = {"id": run_id, "group": group, "name": place.name, "dir": str(self.run_dir.resolve()),
+                    "project": place.project, "entity": place.entity, "tags": list(place.tags)}
         identity |= {"sweep": agent["sweep"]} if agent else {}  # "dir": a copy of the run dir is told apart
-        atomic_write(run_file, json.dumps(identity) + "\n")
+        if mode != "disabled":  # a disabled run has no W&B identity to continue (its entity reads "dummy")
+            atomic_write(run_file, json.dumps(identity) + "\n")
         self.artifacts = ModelArtifacts(self.run, self.cfg.log_model)
         self.loggers = [TolerantWandbLogger(excuse=self.excuse, artifacts=self.artifacts, experiment=self.run)]
         if self.cfg.osh and mode == "offline":
@@ -157,6 +158,21 @@ class Tracker:
                 f"`{sync_command(self.run_dir)}`")
         elif mode == "online":
             say(f"W&B run: {self.run.url}")
+
+    def _init(self, place: Any, group: str | None, config: dict[str, Any], agent: dict[str, str], run_id: str,
+              mode: str) -> Any:
+        """wandb.init of this job's run in MODE."""
+        import wandb
+
+        return wandb.init(
+            project=place.project, entity=place.entity, group=group, job_type=place.job_type, name=place.name,
+            tags=list(place.tags), config=run_config(config, self.choices, agent_params() if agent else ()),
+            dir=str(self.run_dir), id=run_id, resume="allow", mode=mode,
+            settings=wandb.Settings(
+                init_timeout=self.cfg.init_timeout_s, silent=True, console="off", reinit="finish_previous",
+                **compat.wandb_flush_often(wandb.Settings),
+            ),
+        )
 
     def finish(self, exit_code: int, metrics: dict[str, Any] | None = None) -> None:
         """Close the W&B run, marked failed when exit_code != 0, so the next job starts a new one.
