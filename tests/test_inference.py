@@ -379,7 +379,7 @@ def test_an_unreadable_image_names_the_file(trained, tmp_path, capsys):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(good)
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # a PNG signature and nothing readable after it
-    line = one_line("predict", [str(trained), str(good), str(bad)], capsys)
+    line = one_line("predict", [str(trained), str(bad)], capsys)
     assert line.startswith(f"error: {bad}: not a readable PNG or JPEG image (") and "replace it or leave it" in line
     deep = tmp_path / "deep.png"
     Image.fromarray(np.zeros((8, 8), np.uint16) + 4000).save(deep)  # 16-bit grey
@@ -389,6 +389,45 @@ def test_an_unreadable_image_names_the_file(trained, tmp_path, capsys):
     empty.mkdir()
     line = one_line("predict", [str(trained), str(empty)], capsys)
     assert line.startswith(f"error: {empty}: no PNG or JPEG files in it")
+
+
+def bomb_png(path: Path, side: int = 20000) -> Path:
+    """A real SIDE x SIDE one-bit PNG of one colour (Pillow's default limit refuses 20000 x 20000 = 4e8 pixels),
+    written row by row: ~50 MB of zero rows compress to a few tens of KB, nothing that size is ever held."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer, row = zlib.compressobj(9), b"\0" * (1 + (side + 7) // 8)  # filter byte + packed bits
+    data = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path
+
+
+def test_predict_skips_a_decompression_bomb_and_unreadable_images_naming_each(trained, tmp_path):
+    """Issue 22's trial: a 20000x20000 PNG stopped `predict` with Pillow's DecompressionBombError, naming neither
+    the file nor the fix. Now each bad file is one line naming it, the others are predicted, and the count of
+    skipped files is said; the CSV holds the good ones."""
+    from PIL import Image
+
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(good)
+    bomb = bomb_png(tmp_path / "bomb.png")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    out = tmp_path / "p.csv"
+    result = run_module("predict", str(trained), str(bomb), str(good), str(bad), "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert any(ln.startswith(f"[nin] skipped {bomb}: too many pixels to decode safely") and "shrink it" in ln
+               for ln in lines), lines
+    assert any(ln.startswith(f"[nin] skipped {bad}: not a readable PNG or JPEG image") for ln in lines), lines
+    assert "[nin] skipped 2 of 3 images (each is named above); predicted the other 1" in lines
+    with out.open() as fh:
+        assert [row["file"] for row in csv.DictReader(fh)] == [str(good)]
 
 
 @pytest.mark.parametrize(("argv", "expected"), [

@@ -21,10 +21,11 @@ preemption (`excuses`): the epoch's metrics stay in history.csv, and the job res
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from lightning.pytorch.callbacks import Callback
 from nin_lightning import compat
 from nin_lightning.cluster.slurm import submitit_signal
 from nin_lightning.errors import UserError
+from nin_lightning.rundir.closing import Ending
 from nin_lightning.status import say
 
 # Exit status of a job stopped by SIGTERM (128 + 15): not a success, and Slurm requeues it anyway.
@@ -41,6 +43,7 @@ PREEMPTED_EXIT = 143
 # How long a failed W&B call waits for the SIGTERM that may explain it (Slurm signals every process of
 # the job at once, W&B's service may die a moment before this process runs its handler).
 SIGNAL_GRACE_S = 2.0
+STOPPED = "stopped by SIGTERM (preemption, requeue or kill)"  # metrics.json's error of a preempted run
 
 
 class Preempted(Exception):
@@ -59,6 +62,34 @@ class PreemptionCheckpoint(Callback):
     def explains(self, exc: BaseException) -> bool:
         """Whether EXC is (a consequence of) the preemption signal."""
         return isinstance(exc, Preempted) or self.signalled
+
+    def ending(self, exc: BaseException) -> Ending | None:
+        """How the run ends when EXC is the signal's doing (rundir/closing.py): preempted, exit 143."""
+        return Ending("preempted", STOPPED, SystemExit(PREEMPTED_EXIT)) if self.explains(exc) else None
+
+    @contextlib.contextmanager
+    def outside_fit(self) -> Iterator[None]:
+        """Between fit and the end of the test, where no batch's end can stop the run: SIGTERM stops it at once
+        (last.ckpt is whole from the fit's end; a resume runs the test), with one line."""
+
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, self._stop_now) if main else None
+        try:
+            if self.signalled:  # at the fit's very end, after its last check
+                raise Preempted("stopped by a signal at the end of training")
+            yield
+        except BaseException:  # Preempted, or what the code it interrupted made of it (a checkpoint "corrupt")
+            if self.signalled:
+                say(f"stopped by a signal after training, before the test ended: {self.path} is complete; "
+                    "resume=auto (automatic after a Slurm requeue) runs the test")
+            raise
+        finally:
+            if main:  # Lightning's test may have put ours back after on_exception restored it
+                signal.signal(signal.SIGTERM, previous)
+
+    def _stop_now(self, signum: int, frame: Any) -> None:
+        self.signalled = True
+        raise Preempted("stopped by a signal after training, before the test ended")
 
     def excuses(self, exc: BaseException) -> bool:
         """Whether a failed W&B call is explained by the signal, which may still be on its way."""

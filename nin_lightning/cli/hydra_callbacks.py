@@ -76,6 +76,17 @@ class ValidateOnStart(Callback):
             fail(str(exc))
 
 
+class RunDirMade(Callback):
+    """Before Hydra makes a single run's dir: note the outermost dir it will make (cli/hydra_job.py), so that
+    a refused start leaves none of them (outputs/runs/ included)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from nin_lightning.cli import hydra_job
+        from nin_lightning.rundir.closing import first_missing
+
+        hydra_job.made_for_run = first_missing(Path(str(config.hydra.run.dir)).absolute())
+
+
 class SweepSummary(Callback):
     """At the end of a sweep: one line with its jobs' outcomes and the command for its table and plots.
 

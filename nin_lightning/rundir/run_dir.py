@@ -20,14 +20,26 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nin_lightning.errors import UserError
 from nin_lightning.rundir.atomic import atomic_write
-from nin_lightning.rundir.layout import HYDRA_DIR, LOCK_FILE, LOG_FILE, checkpoint_dir
+from nin_lightning.rundir.layout import (
+    CHECKPOINT_DIR,
+    HISTORY_FILE,
+    HYDRA_DIR,
+    LOCK_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    WANDB_RUN_FILE,
+    checkpoint_dir,
+)
 from nin_lightning.rundir.lock import RunLock
 from nin_lightning.rundir.metrics import keep_previous_metrics, read_metrics, write_metrics
 from nin_lightning.rundir.start import Start, plan_start
 from nin_lightning.status import open_run_logs
 
 RUNNING = "running"
+# What any run dir holds from its start on (a sweep job refused at start: .hydra/ and metrics.json)
+RUN_MARKS = (METRICS_FILE, HYDRA_DIR, CHECKPOINT_DIR, HISTORY_FILE, WANDB_RUN_FILE)
 
 
 class RunDir:
@@ -45,6 +57,9 @@ class RunDir:
         """Take RUN_DIR's lock (the owner), or not (another DDP rank of the owner's job)."""
         path = Path(path)
         existed = path.is_dir() and any(p.name not in (LOG_FILE, LOCK_FILE) for p in path.iterdir())
+        if owner and existed and not any((path / name).exists() for name in RUN_MARKS):
+            raise UserError(f"{path} already holds files and is not a run dir (no {METRICS_FILE}, {HYDRA_DIR}/ or "
+                            f"{CHECKPOINT_DIR}/): nothing is written there; pass hydra.run.dir=<a new or empty dir>")
         return cls(path, owner, RunLock(path) if owner else None, existed)
 
     def plan(self, resume: str, ckpt_path: str | None, now: dict[str, Any], restarts: int = 0) -> Start:
