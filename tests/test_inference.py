@@ -430,6 +430,26 @@ def test_predict_skips_a_decompression_bomb_and_unreadable_images_naming_each(tr
         assert [row["file"] for row in csv.DictReader(fh)] == [str(good)]
 
 
+def test_evaluate_into_a_read_only_run_dir_fails_before_computing_and_names_out(trained, tmp_path):
+    """Issue 22: `evaluate` on a read-only run dir computed everything, then failed with a hint naming
+    hydra.run.dir. Now it stops before the evaluation, and the fix is --out."""
+    disk = tmp_path / "ro"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)]).returncode:
+        pytest.skip("needs root to mount a read-only tmpfs")
+    try:
+        shutil.copytree(trained, disk / "run", ignore=shutil.ignore_patterns(*OUTPUT_DIRS))
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        result = run_module("evaluate", str(disk / "run"), cwd=tmp_path)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+    lines = [ln for ln in error_lines(result.stderr) if ln.startswith("error:")]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith(f"error: cannot write {disk / 'run' / 'eval' / 'best_test'}: {disk / 'run'} is "
+                               "read-only") and lines[0].endswith("pass --out DIR (somewhere you can write)"), lines
+    assert "top-1" not in result.stdout.lower() and "acc" not in result.stdout, result.stdout  # nothing computed
+
+
 @pytest.mark.parametrize(("argv", "expected"), [
     (["model.width=2"], "model.width=2: the model is the one its checkpoint holds, so model keys cannot change; "
                         "drop it"),

@@ -7,6 +7,7 @@ import errno
 import os
 import resource
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -145,3 +146,19 @@ def test_job_dir_names_the_filesystem_refuses_stop_the_sweep_before_any_dir(run_
     line = _error(run_cli("-m", "seed=1,2", f"hydra.sweep.dir={deep}", "hydra/launcher=dry"))
     assert line.startswith("error: job #0's dir is a path of ") and "pass a shorter hydra.sweep.dir" in line, line
     assert not (tmp_path / ("d" * 250)).exists()
+
+
+def test_the_sync_command_of_a_copied_run_dir_names_only_its_own_segments(tmp_path):
+    """Issue 22: a copied run dir (continued as a new W&B run) printed `wandb sync .../offline-run-*`, which also
+    uploads the original's segments copied with it. The command's glob, run by a shell, finds only its own."""
+    from nin_lightning.tracking.wandb_run import sync_command
+
+    run_dir = tmp_path / "copy of run"
+    for segment in ("offline-run-20261201_100000-origin01", "offline-run-20261202_100000-abcd1234",
+                    "offline-run-20261203_100000-abcd1234"):
+        (run_dir / "wandb" / segment).mkdir(parents=True)
+    command = sync_command(run_dir, "abcd1234")
+    listed = subprocess.run(["bash", "-c", command.replace("wandb sync", "printf '%s\\n'", 1)],
+                            capture_output=True, text=True, check=True).stdout.split("\n")
+    assert [Path(p).name for p in listed if p] == ["offline-run-20261202_100000-abcd1234",
+                                                    "offline-run-20261203_100000-abcd1234"]
