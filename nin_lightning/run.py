@@ -250,38 +250,40 @@ def _fit_and_test(conf: TrainConfig, plain: dict[str, Any], job: JobContext, run
     """Fit from START and test best.ckpt; return the run's result. CLOSING ends the run whatever happens:
     each piece that must be closed (W&B, DDP ranks, submitit's requeue) registers with it once it exists."""
     L.seed_everything(conf.seed, workers=True, verbose=False)
+    closing.metrics["epochs"] = 0  # until the Trainer counts them
     preemption = PreemptionCheckpoint(last_checkpoint(run.path))
-    closing.on_close(lambda _: preemption.hand_over())  # the last closer: submitit requeues the job now
+    closing.on_close(lambda _: preemption.hand_over())  # closed last: submitit requeues the job now
     closing.judge(preemption.ending)  # SIGTERM: preempted, exit 143
-    model = build_model(conf, plan, snapshot(plain), datamodule.class_names)
-    tags = list(dict.fromkeys([*conf.tags, *job.swept]))  # a sweep's jobs are tagged with its swept keys
-    tracker = Tracker(conf.logger, run.path, plain | {"speed": plan.record(), "code": code_version()}, job.group,
-                      job.name or run.path.name, tags, excuse=preemption.excuses, identity=start.wandb)
-    closing.on_close(lambda c: _finish_tracker(tracker, c))
-    ranks = LocalRanks.start(conf, job)  # DDP under -m: this job's ranks, in this job's dir
-    closing.on_close(lambda c: ranks.close(timeout_s=120.0 if c.exit_code == 0 else 30.0))
-    trainer: L.Trainer | None = None
+    with preemption.watching():  # SIGTERM outside the fit's epochs: preempted at once, with a line
+        model = build_model(conf, plan, snapshot(plain), datamodule.class_names)
+        tags = list(dict.fromkeys([*conf.tags, *job.swept]))  # a sweep's jobs are tagged with its swept keys
+        tracker = Tracker(conf.logger, run.path, plain | {"speed": plan.record(), "code": code_version()}, job.group,
+                          job.name or run.path.name, tags, excuse=preemption.excuses, identity=start.wandb)
+        closing.on_close(lambda c: _finish_tracker(tracker, c))
+        ranks = LocalRanks.start(conf, job)  # DDP under -m: this job's ranks, in this job's dir
+        closing.on_close(lambda c: ranks.close(timeout_s=120.0 if c.exit_code == 0 else 30.0))
+        trainer: L.Trainer | None = None
 
-    def rank_died(exc: BaseException) -> Ending | None:
-        """How far the run got; a DDP rank of this job that died (cluster/local_ranks.py) failed the job."""
-        closing.metrics["epochs"] = trainer.current_epoch if trainer else 0
-        ranks.stop_watching()
-        if trainer is not None:  # a single DDP run's other ranks must not outlive a rank 0 that failed
-            ranks.adopt(compat.lightning_child_ranks(trainer))
-        failure = ranks.dead()
-        return Ending("failed", failure, RuntimeError(f"{failure}; its output is above")) if failure else None
+        def rank_died(exc: BaseException) -> Ending | None:
+            """How far the run got; a DDP rank of this job that died (cluster/local_ranks.py) failed the job."""
+            closing.metrics["epochs"] = trainer.current_epoch if trainer else 0
+            ranks.stop_watching()
+            if trainer is not None:  # a single DDP run's other ranks must not outlive a rank 0 that failed
+                ranks.adopt(compat.lightning_child_ranks(trainer))
+            failure = ranks.dead()
+            return Ending("failed", failure, RuntimeError(f"{failure}; its output is above")) if failure else None
 
-    closing.judge(rank_died)
-    callbacks = build_callbacks(conf.callbacks, run, progress_mode(conf), bool(tracker.loggers), preemption)
-    trainer = build_trainer(conf, plan, [*callbacks, *tracker.callbacks, *extra], tracker.loggers, run.path, start,
-                            strategy=ranks.strategy(conf))
-    compiled_before = compat.dynamo_counts() if plan.compile else (0, 0)
-    closing.fitting()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=str(start.path) if start.path else None)
-    metrics = val_metrics(trainer, run.path) | {"epochs": trainer.current_epoch, "global_step": trainer.global_step,
-                                                metric_names.BEST_EPOCH: best_epoch(trainer)}
-    has_best = bool(trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path)
-    with preemption.outside_fit():  # SIGTERM from here to the test's end: preempted, with a line
+        closing.judge(rank_died)
+        callbacks = build_callbacks(conf.callbacks, run, progress_mode(conf), bool(tracker.loggers), preemption)
+        trainer = build_trainer(conf, plan, [*callbacks, *tracker.callbacks, *extra], tracker.loggers, run.path, start,
+                                strategy=ranks.strategy(conf))
+        compiled_before = compat.dynamo_counts() if plan.compile else (0, 0)
+        closing.fitting()
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(start.path) if start.path else None)
+        metrics = val_metrics(trainer, run.path) | {"epochs": trainer.current_epoch,
+                                                    "global_step": trainer.global_step,
+                                                    metric_names.BEST_EPOCH: best_epoch(trainer)}
+        has_best = bool(trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path)
         results = trainer.test(model, datamodule=datamodule, ckpt_path="best" if has_best else None, verbose=False)
     metrics.update(results[0] if results else {})
     if plan.compile:  # what really compiled in fit + test: one graph per mode (train, eval), no breaks

@@ -458,6 +458,7 @@ def test_evaluate_into_a_read_only_run_dir_fails_before_computing_and_names_out(
                                 "dataset.eval_batch_size=N"),
     (["dataset.eval_batch_size=abc"], "dataset.eval_batch_size=abc: give a whole number"),
     (["dataset.eval_batch_size=0"], "dataset.eval_batch_size=0 is out of range: expected an integer >= 1"),
+    (["dataset.num_workers=100000"], "dataset.num_workers=100000 is more than the "),
     (["--tta", "on"], "--tta on: digits holds digits, which a mirror image turns into other digits or none; use "
                       "--tta off"),
     (["--split", "train"], "argument --split: invalid choice: 'train'"),

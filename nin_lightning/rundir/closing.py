@@ -2,7 +2,7 @@
 
     with RunClosing(run, head, keep_refused=job.multirun) as closing:
         closing.judge(...)           # how an exception reads (preempted, a dead DDP rank, ...)
-        closing.on_close(...)        # what must run at the end whatever happened (W&B, child ranks, requeue)
+        closing.on_close(...)        # what must run at the end whatever happened, the latest first
         ... tracker, callbacks, Trainer ...
         closing.fitting()            # from here on a refusal is a failure of the run
         ... fit, test ...
@@ -17,7 +17,6 @@ as interrupted or preempted, as one during an epoch does.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -64,8 +63,9 @@ class RunClosing:
         self._judges.insert(0, read)
 
     def on_close(self, closer: Callable[[RunClosing], None]) -> None:
-        """CLOSER(self) runs after metrics.json is written, in the order registered, whatever happened."""
-        self._closers.append(closer)
+        """CLOSER(self) runs after metrics.json is written, whatever happened; the last registered runs first
+        (like contextlib.ExitStack: what was set up last is closed first)."""
+        self._closers.insert(0, closer)
 
     def fitting(self) -> None:
         """Training starts: from now on a refusal is recorded as the run's failure."""
@@ -109,8 +109,8 @@ class RunClosing:
         """The closers run (W&B, ranks), then the dir this start made goes, and its parents the command made."""
         for closer in self._closers:
             self._run(closer)
-        self.run.release()
-        remove_made_dir(self.run.path, self.made)
+        self.run.discard()
+        remove_empty_parents(self.run.path, self.made)
 
     def _close(self) -> None:
         """metrics.json (an error writing it is kept, not raised: every closer still runs), the outcome's line,
@@ -146,12 +146,6 @@ def first_missing(path: Path) -> Path | None:
             break
         missing = folder
     return missing
-
-
-def remove_made_dir(path: Path, made: Path | None) -> None:
-    """Remove PATH (a dir this start made and filled), and the parents the command made for it."""
-    shutil.rmtree(path, ignore_errors=True)
-    remove_empty_parents(path, made)
 
 
 def remove_empty_parents(path: Path, made: Path | None) -> None:
