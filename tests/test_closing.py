@@ -15,7 +15,8 @@ from nin_lightning.errors import UserError
 from nin_lightning.rundir import RunDir
 from tests.conftest import cli_env, error_lines, read_metrics, train_cmd, wait_for
 
-TINY = ("logger=none", "trainer.enable_progress_bar=false", "model.width=0.5", "model.dropout=0", "trainer.max_epochs=1")
+TINY = ("logger=none", "trainer.enable_progress_bar=false", "model.width=0.5", "model.dropout=0",
+        "trainer.max_epochs=1")
 
 
 def _broken(exc: BaseException):
@@ -130,14 +131,13 @@ def test_closers_run_latest_first_and_each_runs_whatever_the_others_did(tmp_path
         order.append("broken")
         raise RuntimeError("W&B is gone")
 
-    with pytest.raises(SystemExit) as stop:
-        with RunClosing(run, {"seed": 1}) as closing:
-            closing.on_close(lambda c: order.append(f"last:{read_metrics(tmp_path / 'r')['status']}"))
-            closing.on_close(broken)
-            closing.on_close(lambda c: order.append("first"))
-            closing.judge(lambda exc: Ending("preempted", "stopped", SystemExit(143)) if "sig" in str(exc) else None)
-            closing.fitting()
-            raise RuntimeError("sig")
+    with pytest.raises(SystemExit) as stop, RunClosing(run, {"seed": 1}) as closing:
+        closing.on_close(lambda c: order.append(f"last:{read_metrics(tmp_path / 'r')['status']}"))
+        closing.on_close(broken)
+        closing.on_close(lambda c: order.append("first"))
+        closing.judge(lambda exc: Ending("preempted", "stopped", SystemExit(143)) if "sig" in str(exc) else None)
+        closing.fitting()
+        raise RuntimeError("sig")
     assert stop.value.code == 143 and str(stop.value.__cause__) == "sig"
     assert order == ["first", "broken", "last:preempted"]
     assert read_metrics(tmp_path / "r")["error"] == "stopped"

@@ -16,7 +16,7 @@ from nin_lightning.config import validate
 from nin_lightning.errors import UserError, one_line
 from nin_lightning.rundir.atomic import atomic_write
 from nin_lightning.rundir.checkpoint_io import AtomicCheckpointIO
-from tests.conftest import error_lines, read_metrics
+from tests.conftest import error_lines, read_metrics, tmpfs
 
 
 def _error(result: subprocess.CompletedProcess[str]) -> str:
@@ -61,14 +61,7 @@ def test_the_memory_estimate_counts_the_batch_and_the_data(compose_cfg, monkeypa
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A real 8 MB filesystem (tmpfs, needs root), as in the issue's trial."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)]).returncode:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the full-disk test: it needs root to mount a small tmpfs")
-        pytest.skip("needs root to mount a small tmpfs")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    yield from tmpfs(tmp_path / "disk", "8m")
 
 
 def test_a_full_disk_inside_torch_save_is_named_and_the_earlier_checkpoint_kept(tiny_disk, tmp_path):
