@@ -54,7 +54,11 @@ def job_dirs(config: DictConfig) -> Iterator[tuple[int, list[str], Path]]:
     sweep_dir = Path(str(config.hydra.sweep.dir))  # the sweeper makes it from the sweep's own config
     job = config.copy()
     OmegaConf.copy_cache(from_config=config, to_config=job)
-    for num, overrides in enumerate(job_overrides(config)):
+    try:
+        jobs = job_overrides(config)
+    except Exception:  # a sweep Hydra expands with its config loader (glob over a group): its sweeper says
+        return
+    for num, overrides in enumerate(jobs):
         with read_write(job), open_dict(job):
             job.hydra.job.num, job.hydra.job.id = num, f"job_id_for_{num}"
             job.hydra.job.override_dirname = override_dirname(config, overrides)

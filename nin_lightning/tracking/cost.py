@@ -28,10 +28,11 @@ def model_cost(net: nn.Module, image_shape: tuple[int, int, int]) -> dict[str, i
 
 
 def activations_per_image(net: nn.Module, image_shape: tuple[int, int, int]) -> int:
-    """Values the layers of NET output for one image of IMAGE_SHAPE in training mode: about what a training
-    step keeps for the backward pass, per image. Build NET on the meta device to count without allocating."""
+    """Values the layers of NET output for one image of IMAGE_SHAPE in training mode (in-place ones reuse their
+    input's memory and are not counted): about what a training step keeps for the backward pass, per image.
+    Build NET on the meta device to count without allocating."""
     device = next(net.parameters()).device
-    leaves = [m for m in net.modules() if not list(m.children())]
+    leaves = [m for m in net.modules() if not list(m.children()) and not getattr(m, "inplace", False)]  # no new memory
     count = [0]
 
     def add(module: nn.Module, inputs: Any, output: Any) -> None:
