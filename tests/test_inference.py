@@ -416,16 +416,19 @@ def test_predict_skips_a_decompression_bomb_and_unreadable_images_naming_each(tr
     good = tmp_path / "good.png"
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(good)
     bomb = bomb_png(tmp_path / "bomb.png")
+    warned = bomb_png(tmp_path / "warned.png", side=10000)  # 1e8 pixels: Pillow only warns, and would decode it
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     out = tmp_path / "p.csv"
-    result = run_module("predict", str(trained), str(bomb), str(good), str(bad), "--out", str(out), cwd=tmp_path)
+    result = run_module("predict", str(trained), str(bomb), str(good), str(warned), str(bad), "--out", str(out),
+                        cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     assert any(ln.startswith(f"[nin] skipped {bomb}: too many pixels to decode safely") and "shrink it" in ln
                for ln in lines), lines
+    assert any(ln.startswith(f"[nin] skipped {warned}: too many pixels to decode safely") for ln in lines), lines
     assert any(ln.startswith(f"[nin] skipped {bad}: not a readable PNG or JPEG image") for ln in lines), lines
-    assert "[nin] skipped 2 of 3 images (each is named above); predicted the other 1" in lines
+    assert "[nin] skipped 3 of 4 images (each is named above); predicted the other 1" in lines
     with out.open() as fh:
         assert [row["file"] for row in csv.DictReader(fh)] == [str(good)]
 

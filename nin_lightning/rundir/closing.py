@@ -11,8 +11,9 @@
 Leaving the block by any path writes metrics.json as completed, failed, interrupted or preempted with the
 error line (never `running`), then runs every closer, each whatever the ones before it did. A refusal (a
 `UserError`) before `fitting()` in a dir this start made leaves no run dir, like a refusal before the run
-began (a sweep's job keeps its dir: the sweep shows it failed). A signal between fit and test ends the run
-as interrupted or preempted, as one during an epoch does.
+began (a sweep's job keeps its dir: the sweep shows it failed; a dir that already held a run is closed as
+failed). What an exception means is the judges' call: SIGTERM anywhere (callbacks/preemption.py `watching`)
+ends the run preempted, Ctrl-C interrupted, anything else failed.
 """
 
 from __future__ import annotations
