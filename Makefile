@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: train test lint clean
+.PHONY: train test lint gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ lint: $(VENV)/.installed
 
 test: lint  ## ruff, import layers, hadolint, then the whole pytest suite (slow tests included)
 	$(PY) -m pytest --durations=25 $(ARGS)
+
+gpu-check: $(VENV)/.installed  ## every GPU-only check (docs/gpu-fast-path.md) in one table; one line without a GPU
+	$(PY) benchmarks/gpu_check.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -92,6 +92,23 @@ def project_path(images: np.ndarray, labels: np.ndarray, epochs: int, resident: 
     return n / (time.perf_counter() - start)
 
 
+def synthetic(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """N random CIFAR-shaped uint8 images (N, 3, 32, 32) and labels."""
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int64)
+
+
+def project_rates(images: np.ndarray, labels: np.ndarray, epochs: int, device: torch.device = CPU
+                  ) -> tuple[float, float]:
+    """Images/s of (a) and (c) on DEVICE, interleaved, the better of two each (a shared machine's load hits both
+    alike); (c) / (a) is the `resident ratio`."""
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(2):
+        for resident in (False, True):
+            rates[resident].append(project_path(images, labels, epochs, resident, device))
+    return max(rates[False]), max(rates[True])
+
+
 class PILDataset(torch.utils.data.Dataset):
     """What torchvision.datasets.CIFAR10 does per sample: HWC uint8 -> PIL image -> transform."""
 
@@ -140,9 +157,9 @@ def _rss_mb() -> float:
 def memory_child(root: str) -> None:
     import pytest
     import torchvision.datasets  # noqa: F401 - imported before the baseline, so not counted
+    from fake_data import trust_fake_md5
 
     from nin_lightning.data.cifar import CIFAR10DataModule
-    from tests.fake_data import trust_fake_md5
 
     trust_fake_md5(pytest.MonkeyPatch(), Path(root))  # random pixels: accept their MD5s (benchmark only)
     dm = CIFAR10DataModule(cifar_cfg(root=root, val_size=5000, batch_size=128))
@@ -194,18 +211,11 @@ def main() -> None:
         memory_child(args.memory_child)
         return
 
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (args.images, 3, 32, 32), dtype=np.uint8)
-    labels = rng.integers(0, 10, args.images).astype(np.int64)
+    images, labels = synthetic(args.images)
     print(f"{args.images} synthetic CIFAR-shaped uint8 images, batch {BATCH}, {args.epochs} timed epochs "
           f"after 1 warm-up; crop 32 (padding 4) + flip + normalize")
     torch.set_num_threads(args.threads)
-    rates: dict[bool, list[float]] = {False: [], True: []}
-    for _ in range(2):  # (a) and (c) interleaved, the better of two each: a shared machine's load hits both alike
-        for resident_path in (False, True):
-            rates[resident_path].append(project_path(images, labels, args.epochs, resident_path,
-                                                     torch.device(args.device)))
-    ours, resident = max(rates[False]), max(rates[True])
+    ours, resident = project_rates(images, labels, args.epochs, torch.device(args.device))
     where = f"{args.threads} thread" if args.device == "cpu" else args.device
     print(f"project (BatchTensorDataset + batched on-device ops, {where}): {ours:,.0f} images/s")
     print(f"project, device-resident (randperm + one index per batch, {where}): {resident:,.0f} images/s")

@@ -31,6 +31,7 @@ import logging
 import statistics
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ sys.path.insert(0, str(REPO))
 import lightning as L  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from lightning.pytorch.callbacks import Callback  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 from nin_lightning import speed  # noqa: E402
 from nin_lightning.callbacks import FiniteLossGuard  # noqa: E402
@@ -50,6 +52,8 @@ from nin_lightning.config import TrainConfig, register_configs, validate  # noqa
 from nin_lightning.data.base import NiNDataModule, Split  # noqa: E402
 from nin_lightning.optim import build_optimizer, build_scheduler  # noqa: E402
 from nin_lightning.run import build_model  # noqa: E402
+
+CPU = torch.device("cpu")
 
 
 class InMemory(NiNDataModule):
@@ -71,12 +75,16 @@ class InMemory(NiNDataModule):
         return train, train.subset(torch.arange(min(len(train), 64)))
 
 
-def compose_conf(dataset: str, batch: int, overrides: list[str]) -> TrainConfig:
+def compose_cfg(overrides: list[str]) -> DictConfig:
+    """The task config `python train.py OVERRIDES` runs (no `hydra` node)."""
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"dataset={dataset}", "trainer=cpu", "logger=none",
-                                          f"dataset.batch_size={batch}", *overrides])
-    conf = validate(cfg)
+        return compose("train", overrides=overrides)
+
+
+def compose_conf(dataset: str, batch: int, overrides: list[str]) -> TrainConfig:
+    conf = validate(compose_cfg([f"dataset={dataset}", "trainer=cpu", "logger=none", f"dataset.batch_size={batch}",
+                                 *overrides]))
     conf.trainer.max_epochs = 1
     return conf
 
@@ -87,11 +95,16 @@ def fresh_model(conf: TrainConfig, plan: speed.SpeedPlan, seed: int):
 
 
 class PlainLoop:
-    """The plain PyTorch loop, one training step per `step()` call (each call times itself)."""
+    """The plain PyTorch loop, one training step per `step()` call (each call times itself).
 
-    def __init__(self, conf: TrainConfig, plan: speed.SpeedPlan, dm: InMemory, steps: int, seed: int) -> None:
-        self.net = fresh_model(conf, plan, seed).net  # the same nn.Module (channels_last/compile applied)
-        self.dm, self.device = dm, torch.device("cpu")
+    `device`: where it trains; `loader`: its training batches (default: the DataModule's loader), restarted by
+    `start_epoch()`. fp16 (`16-mixed`) scales the loss with a GradScaler, as Lightning does."""
+
+    def __init__(self, conf: TrainConfig, plan: speed.SpeedPlan, dm: NiNDataModule, steps: int, seed: int,
+                 device: torch.device = CPU, loader: Iterable | None = None) -> None:
+        # the same nn.Module (channels_last/compile applied)
+        self.net = fresh_model(conf, plan, seed).net.to(device)
+        self.dm, self.device = dm, device
         self.net.train()
         self.optimizer = build_optimizer(self.net, conf.optimizer, lr=conf.optimizer.lr,
                                          implementation=plan.optimizer_impl)
@@ -100,11 +113,17 @@ class PlainLoop:
         self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=conf.model.label_smoothing)
         self.loss_sum = torch.zeros((), device=self.device)
         self.correct = torch.zeros((), dtype=torch.long, device=self.device)
+        self.images = 0  # trained on, all steps
         self.channels_last = plan.channels_last
         precision = plan.precision
         self.autocast = precision.startswith(("bf16", "16"))
         self.dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16
-        self.batches = iter(dm.train_dataloader())
+        self.scaler = torch.amp.GradScaler(device.type) if precision.startswith("16") else None
+        self.loader = dm.train_dataloader() if loader is None else loader
+        self.start_epoch()
+
+    def start_epoch(self) -> None:
+        self.batches = iter(self.loader)
 
     def step(self) -> float:
         started = time.perf_counter()
@@ -116,13 +135,19 @@ class PlainLoop:
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
             logits = self.net(x)
             loss = self.loss_fn(logits, labels)
-        loss.backward()
-        self.optimizer.step()
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         if self.scheduler is not None:
             self.scheduler.step()
         self.loss_sum += loss.detach()
         self.correct += (logits.argmax(1) == labels).sum()
+        self.images += len(labels)
         return time.perf_counter() - started
 
     def finish(self) -> None:

@@ -163,6 +163,44 @@ def lightning(conf: TrainConfig, plan: speed.SpeedPlan, dm: InMemory, steps: int
     return timer.seconds
 
 
+def measure(batches: list[int], steps: int, skip: int, repeats: int, device: torch.device
+            ) -> list[tuple[int, dict[str, float]]]:
+    """For each batch size: the median seconds per step of "plain", "lightning" and "ours" over REPEATS runs of
+    STEPS steps (the first SKIP not timed), after one untimed warm-up run (allocator, kernels, lazy imports)."""
+    lightning_log = logging.getLogger("lightning.pytorch")
+    level = lightning_log.level
+    lightning_log.setLevel(logging.ERROR)  # no per-fit banners
+    trainer = "gpu" if device.type == "cuda" else "cpu"
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="nin-step-overhead-") as tmp:
+        for batch in batches:
+            conf = compose_conf("digits", batch, [f"trainer={trainer}", "dataset.device_resident=true", "logger=csv",
+                                                  "model.compile=false"])
+            conf.trainer.limit_train_batches, conf.trainer.limit_val_batches = steps, 0
+            conf.trainer.num_sanity_val_steps = 0
+            plan = replace(speed.resolve(conf), device_resident=True)
+            dm = InMemory(conf, n=steps * batch)
+            dm.setup("fit")
+            dm.use_plan(device_resident=True, static_shapes=False)
+            seconds: dict[str, list[float]] = {"plain": [], "lightning": [], "ours": []}
+            for r in range(repeats + 1):
+                run = {"plain": plain(conf, plan, dm, steps, skip, device),
+                       "lightning": lightning(conf, plan, dm, steps, skip, device, False, Path(tmp) / "l"),
+                       "ours": lightning(conf, plan, dm, steps, skip, device, True, Path(tmp) / f"o{r}")}
+                if r:
+                    for name, s in run.items():
+                        seconds[name].append(s / (steps - skip))
+            rows.append((batch, {name: statistics.median(v) for name, v in seconds.items()}))
+    lightning_log.setLevel(level)
+    return rows
+
+
+def ceiling(batch: int, t: dict[str, float]) -> str:
+    """The images/s the framework's per-step cost alone allows (ours - plain, per step of BATCH images)."""
+    overhead = t["ours"] - t["plain"]
+    return f"{batch / overhead:,.0f} img/s" if overhead > 0 else "no limit measured"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batches", type=int, nargs="+", default=[128, 512, 1024])
@@ -175,41 +213,18 @@ def main() -> None:
     args = p.parse_args()
     if not 1 <= args.skip < args.steps:
         p.error("--skip must be at least 1 and less than --steps")
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)  # no per-fit banners
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    trainer = "gpu" if device.type == "cuda" else "cpu"
     print(f"a model too small to matter (one Linear layer, digits-shaped 1x8x8 uint8 on the device), {device.type}, "
           f"{torch.get_num_threads()} threads; median of {args.repeats} runs of {args.steps} steps, the first "
           f"{args.skip} not timed")
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="nin-step-overhead-") as tmp:
-        for batch in args.batches:
-            conf = compose_conf("digits", batch, [f"trainer={trainer}", "dataset.device_resident=true", "logger=csv",
-                                                  "model.compile=false"])
-            conf.trainer.limit_train_batches, conf.trainer.limit_val_batches = args.steps, 0
-            conf.trainer.num_sanity_val_steps = 0
-            plan = replace(speed.resolve(conf), device_resident=True)
-            dm = InMemory(conf, n=args.steps * batch)
-            dm.setup("fit")
-            dm.use_plan(device_resident=True, static_shapes=False)
-            seconds: dict[str, list[float]] = {"plain": [], "lightning": [], "ours": []}
-            for r in range(args.repeats + 1):  # the first: warm-up (allocator, kernels, lazy imports)
-                run = {"plain": plain(conf, plan, dm, args.steps, args.skip, device),
-                       "lightning": lightning(conf, plan, dm, args.steps, args.skip, device, False, Path(tmp) / "l"),
-                       "ours": lightning(conf, plan, dm, args.steps, args.skip, device, True, Path(tmp) / f"o{r}")}
-                if r:
-                    for name, s in run.items():
-                        seconds[name].append(s / (args.steps - args.skip))
-            rows.append((batch, {name: statistics.median(v) for name, v in seconds.items()}))
+    rows = measure(args.batches, args.steps, args.skip, args.repeats, device)
     print(f"{'batch':>5}  {'plain loop':>22}  {'Lightning (bare)':>22}  {'ours (the run)':>22}  "
           f"{'Lightning part':>14}  {'our part':>9}  overhead alone allows")
     for batch, t in rows:
         cells = "  ".join(f"{1e3 * t[n]:7.3f} ms {batch / t[n]:9,.0f}/s" for n in ("plain", "lightning", "ours"))
-        overhead = t["ours"] - t["plain"]
-        ceiling = f"{batch / overhead:,.0f} img/s" if overhead > 0 else "no limit measured"
         print(f"{batch:>5}  {cells}  {1e3 * (t['lightning'] - t['plain']):11.3f} ms  "
-              f"{1e3 * (t['ours'] - t['lightning']):6.3f} ms  {ceiling}")
+              f"{1e3 * (t['ours'] - t['lightning']):6.3f} ms  {ceiling(batch, t)}")
     first = rows[0][1]
     print(f"ratio: {first['plain'] / first['ours']:.3f}")
 

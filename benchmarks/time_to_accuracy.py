@@ -27,7 +27,7 @@ left out of our clock like the test passes, and the output says how long they to
 --root DIR: a directory holding torchvision's raw MNIST files (DIR/MNIST/raw/*-ubyte). Without it, the
 data is written in the same format from one of two sources (`--data`), and the output says so, since its
 numbers are not MNIST's:
-- `synthetic` (default): class-specific gratings with noise (tests/fake_data.py), --n-train / --n-test;
+- `synthetic` (default): class-specific gratings with noise (benchmarks/fake_data.py), --n-train / --n-test;
 - `digits`: scikit-learn's bundled handwritten digits (real data, 1,797 images): each 8x8 digit upscaled
   to 20x20 and centred in 28x28, as MNIST's digits are; a fixed class-stratified split, 1,442 train / 355 test.
 """
@@ -155,9 +155,8 @@ def reference_nin(num_classes: int = 10) -> nn.Sequential:
 
 def write_digits_as_mnist(root: Path) -> None:
     """scikit-learn's digits in MNIST's idx files: 20x20 (bilinear) in a 28x28 frame, 80/20 stratified split."""
+    from fake_data import MNIST_FILES, idx_images, idx_labels
     from sklearn.datasets import load_digits
-
-    from tests.fake_data import MNIST_FILES, idx_images, idx_labels
 
     x, y = load_digits(return_X_y=True)
     small = torch.from_numpy(x.reshape(-1, 1, 8, 8) * (255.0 / 16.0)).float()
@@ -275,12 +274,12 @@ def main() -> None:
             print("data: no --root given, so scikit-learn's real handwritten DIGITS in MNIST's format (8x8 upscaled "
                   "to 20x20 in a 28x28 frame; 1,442 train / 355 test): not MNIST; pass --root DIR for the real files")
         elif args.root is None:
-            from tests.fake_data import write_mnist
+            from fake_data import write_mnist
 
             root = workdir / "data"
             write_mnist(root, n_train=args.n_train, n_test=args.n_test, seed=0)
             print(f"data: no --root given, so SYNTHETIC MNIST-format data ({args.n_train} train / {args.n_test} "
-                  "test 28x28 class-specific gratings with noise, tests/fake_data.py): not MNIST; "
+                  "test 28x28 class-specific gratings with noise, benchmarks/fake_data.py): not MNIST; "
                   "pass --root DIR for the real files")
         else:
             root = args.root

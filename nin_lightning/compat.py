@@ -7,6 +7,9 @@ each library is imported only inside the function that needs it.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 # torch.optim.lr_scheduler.LRScheduler: the state-dict entries that say WHERE a schedule is (the rest say
@@ -64,6 +67,33 @@ def dynamo_explain(fn: Any, *args: Any) -> Any:
     return torch._dynamo.explain(fn)(*args)
 
 
+@contextlib.contextmanager
+def recompile_log() -> Iterator[list[str]]:
+    """The "Recompiling function ..." messages of torch.compile while the block runs (what TORCH_LOGS=recompiles
+    prints, one per recompile), collected in process: `torch._logging.set_logs(recompiles=True)` (documented,
+    but only under the private torch._logging) turns them on and they reach the `torch._dynamo` logger. Torch's
+    logging settings are back to its defaults after (benchmarks/gpu_check.py counts a fit's recompiles)."""
+    import torch._logging
+
+    found: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if message.startswith("Recompiling function"):
+                found.append(message)
+
+    handler = Keep(logging.DEBUG)
+    logger = logging.getLogger("torch._dynamo")
+    torch._logging.set_logs(recompiles=True)
+    logger.addHandler(handler)
+    try:
+        yield found
+    finally:
+        logger.removeHandler(handler)
+        torch._logging.set_logs()
+
+
 def drop_lightning_sigterm_broadcast(trainer: Any) -> None:
     """Stop Lightning 2.6 from broadcasting its SIGTERM flag at every DDP training step (a collective plus a
     `.item()`: a host sync per step). That flag is set only by Lightning's own SIGTERM handler, which
@@ -81,3 +111,12 @@ def lightning_child_ranks(trainer: Any) -> list[Any]:
     Lightning kills them on Ctrl-C only; when rank 0 fails otherwise, the run stops them (cluster.LocalRanks)."""
     launcher = getattr(trainer.strategy, "launcher", None)
     return list(getattr(launcher, "procs", None) or [])
+
+
+def report_spec(report: Any) -> dict[str, Any]:
+    """What `wandb_workspaces.reports.v2.Report.save()` sends to W&B's API as the report's `spec` (its
+    `_to_model().spec`, dumped by alias without None), so a test checks the published report offline.
+    wandb-workspaces has no public method that returns it without saving."""
+    import json
+
+    return json.loads(report._to_model().spec.model_dump_json(by_alias=True, exclude_none=True))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from nin_lightning.cli.args import check_out, check_writable, on_off, open_run, run_parser
+from nin_lightning.cli.args import check_out, check_writable, log_to_wandb, on_off, open_run, run_parser
 from nin_lightning.cli.errors import one_line_errors
 from nin_lightning.status import say
 
@@ -34,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line)
     paths = write_outputs(run, ev, result, out)
     say(f"wrote {paths[0]}, {', '.join(p.name for p in paths[1:])}")
+    log_to_wandb("evaluate", args, out, {"split": args.split, "tta": bool(run.model.tta)}, result)
     return 0
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from nin_lightning.cli.args import check_out, open_run, run_parser
+from nin_lightning.cli.args import check_out, log_to_wandb, open_run, run_parser
 from nin_lightning.cli.errors import one_line_errors
 from nin_lightning.status import say
 
@@ -30,6 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"onnx: max |ONNX - PyTorch| = {exported.max_abs_diff:.3g} on the logits of {exported.images} test "
           f"images (tolerance {ONNX_TOLERANCE:g}); batch axis dynamic (checked with {exported.images} and 1 images)")
     say(f"wrote {exported.model} and {exported.preprocessing.name}")
+    log_to_wandb("export", args, exported.model.parent, {"format": args.format},
+                 {"max_abs_diff": exported.max_abs_diff, "images": exported.images, "file": exported.model.name})
     return 0
 
 

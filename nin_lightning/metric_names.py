@@ -19,6 +19,7 @@ TOP5_FROM_CLASSES = 11  # top-5 accuracy is logged for datasets with more classe
 EPOCH = "epoch"
 GLOBAL_STEP = "trainer/global_step"  # optimizer steps so far (Lightning's WandbLogger adds it to each row)
 LR_PREFIX = "lr"  # the learning rate of param group i, at the logger's steps: lr/pg0, lr/pg1, ...
+EPOCH_LR = "lr"  # the LR an epoch trained with (param group 0): history.csv's column and the epoch's W&B row
 BEST_EPOCH = "best_epoch"  # the epoch whose weights are best.ckpt (the ones the test scores)
 
 

@@ -18,7 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from nin_lightning import metric_names as names
 from nin_lightning import speed
-from nin_lightning.config import group_from_plain
+from nin_lightning.config import ModelConfig, group_from_plain
 from nin_lightning.errors import UserError
 from nin_lightning.models import NiN
 from nin_lightning.optim import (
@@ -44,15 +44,15 @@ class NiNClassifier(L.LightningModule):
     def __init__(
         self,
         num_classes: int,
-        in_channels: int = 3,
-        preset: str = "cifar",
-        width: float = 1.0,
-        dropout: float = 0.5,
-        batch_norm: bool = True,
-        init: str = "kaiming",
-        init_std: float = 0.05,
-        final_relu: bool = True,
-        label_smoothing: float = 0.0,
+        in_channels: int,
+        preset: str,
+        width: float = ModelConfig.width,
+        dropout: float = ModelConfig.dropout,
+        batch_norm: bool = ModelConfig.batch_norm,
+        init: str = ModelConfig.init,
+        init_std: float = ModelConfig.init_std,
+        final_relu: bool = ModelConfig.final_relu,
+        label_smoothing: float = ModelConfig.label_smoothing,
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
         tta: bool = False,
@@ -269,7 +269,8 @@ def hparams_from_record(checkpoint: dict[str, Any], path: Path) -> dict[str, Any
                         f"({CONFIG_KEY}), so its model cannot be rebuilt; {LOAD_FIX}")
     channels_last, _ = speed.resolve_channels_last(model.get("channels_last", "auto"), speed.target_device("auto"))
     tta = speed.resolve_tta(dataset.get("tta", "auto"), str(dataset.get("name")), bool(dataset.get("flip", False)))
-    return {**{k: model[k] for k in NET_KEYS if k in model}, "label_smoothing": model.get("label_smoothing", 0.0),
+    return {**{k: model[k] for k in NET_KEYS if k in model},
+            "label_smoothing": model.get("label_smoothing", ModelConfig.label_smoothing),
             "optimizer": {"name": record.get("optimizer") or "sgd"},
             "scheduler": {"name": record.get("scheduler") or "constant"},
             "tta": tta, "channels_last": channels_last, "dataset": dataset}

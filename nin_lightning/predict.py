@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from nin_lightning.cli.args import check_out, check_writable, open_run, run_parser, split_overrides
+from nin_lightning.cli.args import check_out, check_writable, log_to_wandb, open_run, run_parser, split_overrides
 from nin_lightning.cli.errors import one_line_errors
 from nin_lightning.status import say
 
@@ -36,7 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         size = run.dataset.image_size
         say(f"{converted} of {len(predictions)} images converted to the run's {run.model.hparams['in_channels']}x"
             f"{size}x{size} input (see the CSV's `converted` column)")
-    say(f"wrote {write_csv(out, run, predictions)}")
+    csv_path = write_csv(out, run, predictions)
+    say(f"wrote {csv_path}")
+    log_to_wandb("predict", args, csv_path.parent, {"top": args.top},
+                 {"images": len(predictions), "converted": converted, "file": csv_path.name})
     return 0
 
 

@@ -258,7 +258,8 @@ def _fit_and_test(conf: TrainConfig, plain: dict[str, Any], job: JobContext, run
         model = build_model(conf, plan, snapshot(plain), datamodule.class_names)
         tags = list(dict.fromkeys([*conf.tags, *job.swept]))  # a sweep's jobs are tagged with its swept keys
         tracker = Tracker(conf.logger, run.path, plain | {"speed": plan.record(), "code": code_version()}, job.group,
-                          job.name or run.path.name, tags, excuse=preemption.excuses, identity=start.wandb)
+                          job.name or run.path.name, tags, excuse=preemption.excuses, identity=start.wandb,
+                          choices=job.choices)
         closing.on_close(lambda c: _finish_tracker(tracker, c))
         ranks = LocalRanks.start(conf, job)  # DDP under -m: this job's ranks, in this job's dir
         closing.on_close(lambda c: ranks.close(timeout_s=120.0 if c.exit_code == 0 else 30.0))

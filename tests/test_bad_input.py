@@ -169,6 +169,12 @@ CASES = [
          ["dataset.val_size=0", "callbacks.monitor=val/loss", "early stopping"]),
     Case("no-val-set-with-val-plateau", ["dataset.val_size=0", "callbacks.monitor=train/acc", "scheduler=plateau"],
          ["dataset.val_size=0", "scheduler.monitor=val/acc", "scheduler.monitor=train/acc"]),
+    # issue 22 item 2: names W&B refuses, refused with the config (before: W&B's UsageError after the run dir
+    # said `running`, left behind)
+    Case("wandb-project-with-slash", ["logger=wandb", "logger.project=a/b", "trainer.max_epochs=1"],
+         ["logger.project='a/b'", "W&B refuses it", "logger.project=<name>"]),
+    Case("wandb-project-from-env", ["logger=wandb", "trainer.max_epochs=1"], ["WANDB_PROJECT='a%b'", "W&B"],
+         env={"WANDB_PROJECT": "a%b"}),
 ]
 
 

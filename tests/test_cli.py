@@ -83,9 +83,9 @@ def test_digits_run_learns_and_writes_artefacts(run_cli, tmp_path):
     epoch_rows = [r for r in run.history if "val/acc" in r or "train/acc" in r]
     assert [r["epoch"] for r in epoch_rows] == list(range(1, 13))
     for row, csv_row in zip(epoch_rows, rows, strict=True):
-        assert {"train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/acc_best"} <= set(row)
+        assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "lr"} <= set(row)
         assert row["val/acc"] == pytest.approx(float(csv_row["val/acc"]))
-        assert row["train/loss_epoch"] == pytest.approx(float(csv_row["train/loss"]))
+        assert row["train/loss"] == pytest.approx(float(csv_row["train/loss"]))  # history.csv's names
     (test_row,) = [r for r in run.history if "test/acc" in r]
     assert test_row["test/acc"] == pytest.approx(metrics["test/acc"])
 

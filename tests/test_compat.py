@@ -63,3 +63,18 @@ def test_lightnings_per_step_sigterm_broadcast_can_be_dropped():
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
     compat.drop_lightning_sigterm_broadcast(trainer)
     assert trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor() is None
+
+
+def test_recompiles_are_collected_in_process_while_asked():
+    """torch._logging.set_logs(recompiles=True) reaches the `torch._dynamo` logger (benchmarks/gpu_check.py
+    counts a fit's recompiles with it); outside the block nothing is collected."""
+
+    def f(x):
+        return x * 2
+
+    compiled = torch.compile(f, backend="eager", dynamic=False)
+    with compat.recompile_log() as found:
+        compiled(torch.ones(2))
+        compiled(torch.ones(3))  # a new shape under static shapes: one recompile
+    compiled(torch.ones(4))
+    assert len(found) == 1 and found[0].startswith("Recompiling function f"), found

@@ -70,3 +70,45 @@ def test_top_level_keys(compose_cfg):
 def test_known_keys_cover_nested_fields():
     keys = known_keys()
     assert "model.dropout" in keys and "optimizer.momentum" in keys and "scheduler.milestones" in keys
+
+
+# ----------------------------------------------------------------------------------- each default once
+def test_no_option_file_repeats_its_schemas_default():
+    """Defaults live in the schema dataclasses (config/schema.py); a group's option file holds only what
+    differs, so a default changed in the schema is never silently kept in a YAML (issue 23)."""
+    import dataclasses
+
+    import yaml
+
+    from nin_lightning.config.store import SCHEMAS
+
+    repeated = []
+    for path in sorted(CONF.glob("*/*.yaml")):
+        values = yaml.safe_load(path.read_text()) or {}
+        base = next((d for d in values.get("defaults", []) if isinstance(d, str) and d.endswith("_schema")), None)
+        schema = SCHEMAS.get((path.parent.name, base))
+        if schema is None:  # experiments and sweeps overlay options; trainer=cpu extends trainer=default
+            continue
+        for f in dataclasses.fields(schema):
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+            if f.name in values and values[f.name] == default and type(values[f.name]) is type(default):
+                repeated.append(f"{path.relative_to(CONF)}: {f.name}: {values[f.name]!r}")
+    assert not repeated, repeated
+
+
+def test_the_model_classes_take_their_defaults_from_the_model_config():
+    import dataclasses
+    import inspect
+
+    from nin_lightning.config import ModelConfig
+    from nin_lightning.models import NiN
+    from nin_lightning.module import NET_KEYS, NiNClassifier
+
+    spec = set(NET_KEYS) | {"label_smoothing"}  # the model's keys (channels_last, compile: resolved switches there)
+    assert spec <= {f.name for f in dataclasses.fields(ModelConfig)}
+    for cls in (NiN, NiNClassifier):
+        for name, param in inspect.signature(cls.__init__).parameters.items():
+            if name in spec and param.default is not param.empty:
+                assert param.default == getattr(ModelConfig, name), (cls.__name__, name, param.default)
+        assert inspect.signature(cls.__init__).parameters["preset"].default is inspect.Parameter.empty

@@ -1,7 +1,7 @@
 """Data copied into dataset.root by hand, on a machine without internet: torchvision's archives and files are
 found, MD5-checked and extracted into torchvision's layout, and every "not found" names the exact files.
 
-The files are tiny but in the real formats (tests/fake_data.py): CIFAR's .tar.gz holding the pickled
+The files are tiny but in the real formats (benchmarks/fake_data.py): CIFAR's .tar.gz holding the pickled
 batches, MNIST's gzipped idx files, SVHN's MATLAB files. `trust_fake_md5` points torchvision's MD5 tables at
 them in-process; through the real CLI (no patch) the same fake archive fails the real MD5 check by name.
 """

@@ -379,7 +379,7 @@ def _squeue_state(job: str) -> str:
 
 
 # An epoch's metrics in W&B's rows, and their history.csv columns.
-EPOCH_METRICS = {"train/loss_epoch": "train/loss", "train/acc": "train/acc", "val/loss": "val/loss",
+EPOCH_METRICS = {"train/loss": "train/loss", "train/acc": "train/acc", "val/loss": "val/loss",
                  "val/acc": "val/acc"}
 
 

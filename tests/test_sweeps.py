@@ -40,10 +40,10 @@ READY_GRIDS = ["width", "dropout", "weight_decay", "lr_schedule", "dataset_seed"
 
 # ----------------------------------------------------------------------------- helpers
 def job_dir_name(num: int, overrides: list[str]) -> str:
-    """conf/train.yaml's `${nin.pad:${hydra.job.num}}_${hydra.job.override_dirname}` (sorted `key=value`, joined
-    with ','; keys that do not change what a job computes are left out)."""
-    excluded = {"logger", "trainer.enable_progress_bar", "sweep", "tags", "resume"}
-    return f"{num:03d}_" + ",".join(sorted(o for o in overrides if o.split("=", 1)[0] not in excluded))
+    """conf/train.yaml's sweep subdir: the zero-padded job number, then the job's overrides of the swept keys
+    only (sorted `key=value`, joined with ',')."""
+    swept = {o.split("=", 1)[0] for o in GRID}
+    return f"{num:03d}_" + ",".join(sorted(o for o in overrides if o.split("=", 1)[0] in swept))
 
 
 def grid_jobs() -> list[list[str]]:

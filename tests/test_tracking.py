@@ -3,7 +3,8 @@
 One 2x2 digits sweep through the real CLI (`python train.py -m ... model.dropout=0.0,0.5 seed=1,2`) feeds
 most tests: its offline `.wandb` files are decoded (tests/wandb_records.py: run, config, history, metric
 and summary records), its sweep dir goes through `python -m nin_lightning.report`. A W&B agent's run is
-started with wandb's own Agent (tests/agent_run.py), stopped by SIGTERM and resumed.
+started with wandb's own Agent (tests/agent_run.py), stopped by SIGTERM and resumed. Those tests are
+marked slow; the pure ones (statistics, names, schemas) run in the quick suite too.
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ from nin_lightning.errors import UserError
 from tests.conftest import ROOT, cli_env, read_metrics
 from tests.wandb_records import offline_runs
 
-pytestmark = pytest.mark.slow
-
-SWEEP_ARGS = ("-m", "experiment=quickstart", "model.dropout=0.0,0.5", "seed=1,2", "trainer.max_epochs=3")
+SWEEP_ARGS = ("-m", "experiment=quickstart", "model.dropout=0.0,0.5", "seed=1,2", "trainer.max_epochs=3",
+              "logger.log_model=all")
 EPOCHS = 3
 
 
@@ -57,6 +57,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     return SimpleNamespace(tmp=tmp, env=env, dir=sweep_dir, jobs=jobs, runs=runs, osh_dir=osh_dir, stdout=out.stdout)
 
 
+@pytest.mark.slow
 def test_jobs_learned(sweep):
     accs = {job.name: read_metrics(job)["test/acc"] for job in sweep.jobs}
     assert len(accs) == 4 and all(read_metrics(job)["status"] == "completed" for job in sweep.jobs)
@@ -64,14 +65,18 @@ def test_jobs_learned(sweep):
     assert min(acc for name, acc in accs.items() if "dropout=0.0" in name) > 0.85, accs
 
 
+@pytest.mark.slow
 def test_adhoc_sweep_is_named_grouped_and_tagged_by_its_swept_keys(sweep):
     assert re.fullmatch(r"dropout-seed_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}", sweep.dir.name), sweep.dir.name
     for job, run in sweep.runs.items():
         assert run.group == sweep.dir.name  # a sweep's dir name is its W&B group
         assert run.name == job.name.split("_", 1)[1] and run.job_type == "train"
+        # the swept keys only (before: every override, experiment=quickstart,...,trainer.max_epochs=3)
+        assert [part.split("=")[0] for part in run.name.split(",")] == ["model.dropout", "seed"], run.name
         assert {"dropout", "seed", "quickstart"} <= set(run.tags), run.tags  # the swept keys, and the recipe's
 
 
+@pytest.mark.slow
 def test_epoch_metrics_chart_against_epoch_and_step_metrics_against_the_global_step(sweep):
     for run in sweep.runs.values():
         defs = run.metrics
@@ -86,12 +91,13 @@ def test_epoch_metrics_chart_against_epoch_and_step_metrics_against_the_global_s
         keys = {key for row in run.history for key in row}
         assert "lr/pg0" in keys and not any(k.startswith("lr-") for k in keys), keys
         for row in run.history:
-            if any(k.startswith(("val/", "test/", "train/acc")) or k == names.TRAIN_LOSS for k in row):
+            if any(k.startswith(("val/", "test/", "train/acc")) or k == "train/loss" for k in row):
                 assert isinstance(row.get(names.EPOCH), int), row
             if names.LOSS_STEP in row or "lr/pg0" in row:
                 assert isinstance(row.get(names.GLOBAL_STEP), int), row
 
 
+@pytest.mark.slow
 def test_one_epoch_numbering_in_console_history_wandb_and_metrics(sweep):
     for job, run in sweep.runs.items():
         rows = _history(job)
@@ -107,6 +113,7 @@ def test_one_epoch_numbering_in_console_history_wandb_and_metrics(sweep):
         assert metrics[names.BEST_EPOCH] == accs.index(max(accs)) + 1
 
 
+@pytest.mark.slow
 def test_summary_holds_the_runs_result_size_and_code_version(sweep, compose_cfg):
     from nin_lightning.config import validate
     from nin_lightning.run import model_size
@@ -129,6 +136,7 @@ def test_summary_holds_the_runs_result_size_and_code_version(sweep, compose_cfg)
             assert metrics["code/dirty"] is run.config["code"]["dirty"] is bool(status.stdout.strip())
 
 
+@pytest.mark.slow
 def test_lr_is_the_lr_each_epoch_trained_with_under_one_key_for_every_optimizer(run_cli, tmp_path):
     """A multistep schedule that cuts 0.01 -> 0.001 after epoch 1: epoch 1 trained at 0.01, epoch 2 at 0.001
     (history.csv used to show the LR after the epoch's scheduler step, 0.001 and 0.0001); AdamW's LR is
@@ -145,6 +153,21 @@ def test_lr_is_the_lr_each_epoch_trained_with_under_one_key_for_every_optimizer(
     assert not any(k.startswith("lr-") for row in run.history for k in row)
 
 
+@pytest.mark.slow
+def test_log_model_all_logs_every_checkpoint_as_it_is_written(sweep):
+    """logger.log_model=all: best.ckpt each time it improves (aliases best and its epoch), last.ckpt after
+    every epoch (alias last), as artifacts of type model named after the run."""
+    for job, run in sweep.runs.items():
+        accs = [float(r["val/acc"]) for r in _history(job)]
+        improved = [e for e in range(1, EPOCHS + 1) if accs[e - 1] > max(accs[:e - 1], default=-1.0)]
+        assert {(a.name, a.type) for a in run.artifacts} == {(f"model-{run.run_id}", "model")}
+        best = [a for a in run.artifacts if "best" in a.aliases]
+        assert [a.metadata["epoch"] for a in best] == improved and all(f"epoch-{e}" in a.aliases for a, e in
+                                                                      zip(best, improved, strict=True))
+        assert [a.metadata["epoch"] for a in run.artifacts if "last" in a.aliases] == list(range(1, EPOCHS + 1))
+
+
+@pytest.mark.slow
 def test_wandb_osh_is_asked_to_sync_every_offline_run(sweep):
     commands = {Path(f.read_text()) for f in sweep.osh_dir.glob("*.command")}
     assert commands == {next((job / "wandb").glob("offline-run-*")).resolve() for job in sweep.jobs}
@@ -156,6 +179,7 @@ def _report(sweep: SimpleNamespace, *args: str) -> subprocess.CompletedProcess[s
                 sweep.tmp, timeout=300)
 
 
+@pytest.mark.slow
 def test_local_report_gives_the_difference_to_the_baseline_with_ci_and_p_value(sweep):
     from scipy import stats
 
@@ -180,6 +204,7 @@ def test_local_report_gives_the_difference_to_the_baseline_with_ci_and_p_value(s
     assert int(rows["0.0"]["params"]) == read_metrics(sweep.jobs[0])["params"]
 
 
+@pytest.mark.slow
 def test_report_of_several_sweeps_side_by_side(sweep, tmp_path):
     copy = tmp_path / "dropout_copy"
     subprocess.run(["cp", "-r", str(sweep.dir), str(copy)], check=True)
@@ -193,6 +218,7 @@ def test_report_of_several_sweeps_side_by_side(sweep, tmp_path):
         assert sorted(r["sweep"] for r in csv.DictReader(fh)) == sorted([sweep.dir.name, "dropout_copy"] * 2)
 
 
+@pytest.mark.slow
 def test_wandb_report_spec_for_the_sweep_group(sweep):
     from nin_lightning.report.jobs import flatten
     from nin_lightning.report.wandb_report import to_report
@@ -203,11 +229,12 @@ def test_wandb_report_spec_for_the_sweep_group(sweep):
     assert (spec["entity"], spec["project"]) == ("me", "nin-lightning")
     assert spec["filters"] == {"group": sweep.dir.name} == {"group": next(iter(sweep.runs.values())).group}
     kinds = [p["kind"] for p in spec["panels"]]
-    assert kinds == ["parallel_coordinates", "line", "bar", "runs_table"], kinds
-    parallel, line, bar, table = spec["panels"]
-    assert parallel["columns"] == ["config:model.dropout", "summary:test/acc"]
+    assert kinds == ["parallel_coordinates", "line", "line", "bar", "runs_table"], kinds
+    parallel, loss, line, bar, table = spec["panels"]
+    assert parallel["columns"] == ["config:model.dropout", "config:seed", "summary:test/acc"]
+    assert (loss["x"], loss["y"]) == ("epoch", ["val/loss"])
     assert (line["x"], line["y"], line["groupby"], line["aggregate"], line["range"]) == (
-        "epoch", ["val/acc"], "config:model.dropout", "mean", "stddev")
+        "epoch", ["train/acc", "val/acc"], "config:model.dropout", "mean", "stddev")
     assert (bar["metrics"], bar["groupby"], bar["aggregate"], bar["range"]) == (
         ["test/acc"], ["config:model.dropout"], "mean", "stddev")
     assert {"config:model.dropout", "config:seed", "summary:test/acc", "summary:status"} <= set(table["columns"])
@@ -218,18 +245,20 @@ def test_wandb_report_spec_for_the_sweep_group(sweep):
             section, key = column.split(":", 1)
             holder = {"config": config, "summary": run.summary, "run": {"displayName": run.name}}[section]
             assert key in holder, column
-        assert any(line["x"] in row and line["y"][0] in row for row in run.history)
+        assert any(line["x"] in row and set(line["y"]) <= set(row) for row in run.history)
+        assert any(loss["x"] in row and set(loss["y"]) <= set(row) for row in run.history)
     # the wandb-workspaces report that --publish saves, built offline from the spec
     import wandb_workspaces.reports.v2 as wr
 
     report = to_report(spec)
     grid, bars = report.blocks[1], report.blocks[2]
-    assert [type(p) for p in grid.panels] == [wr.ParallelCoordinatesPlot, wr.LinePlot]
+    assert [type(p) for p in grid.panels] == [wr.ParallelCoordinatesPlot, wr.LinePlot, wr.LinePlot]
     assert grid.panels[1].x == "epoch" and grid.panels[1].groupby == wr.Config("model.dropout")
     assert bars.runsets[0].groupby == ["config.model.dropout"] and isinstance(bars.panels[0], wr.BarPlot)
     assert all(sweep.dir.name in str(rs.filters) for rs in (*grid.runsets, *bars.runsets))
 
 
+@pytest.mark.slow
 def test_publishing_without_a_login_is_one_line_and_writes_nothing(sweep, tmp_path):
     before = {p.name: p.read_bytes() for p in sweep.dir.iterdir() if p.is_file()}
     env = {k: v for k, v in sweep.env.items() if k != "WANDB_API_KEY"} | {"HOME": str(tmp_path)}
@@ -241,6 +270,7 @@ def test_publishing_without_a_login_is_one_line_and_writes_nothing(sweep, tmp_pa
     assert {p.name: p.read_bytes() for p in sweep.dir.iterdir() if p.is_file()} == before
 
 
+@pytest.mark.slow
 def test_bad_baseline_is_one_line(sweep):
     for arg, words in (("model.width=2", "not a swept key"), ("model.dropout=0.3", "matches no setting")):
         out = _report(sweep, str(sweep.dir), "--baseline", arg)
@@ -287,6 +317,7 @@ def test_sweep_yamls_follow_wandbs_schema_and_the_hydra_grids():
         jsonschema.validate({**bayes, "method": "bayesian"}, schema)
 
 
+@pytest.mark.slow
 def test_a_run_started_by_the_wandb_agent_uses_its_ids_and_resumes(tmp_path):
     """The agent's command and environment (wandb's Agent), a SIGTERM after 2 epochs (the agent's `stop`),
     then the agent's `resume` of the same run: one run dir, one W&B run id, every epoch, axes that continue."""
@@ -300,7 +331,8 @@ def test_a_run_started_by_the_wandb_agent_uses_its_ids_and_resumes(tmp_path):
     assert json.loads(first.stdout.splitlines()[-1])["exit_code"] == 143, first.stderr[-3000:]  # preempted
     run_dir = tmp_path / "outputs" / "wandb_sweeps" / "sw2x2abc" / "run5ag7"
     identity = {"id": "run5ag7", "sweep": "sw2x2abc", "group": "sweep-sw2x2abc", "name": None,
-                "dir": str(run_dir.resolve())}  # the dir that logs into it (a copy is told apart)
+                "dir": str(run_dir.resolve()),  # the dir that logs into it (a copy is told apart)
+                "project": "nin-agent", "entity": "me"}  # the agent's project, where its run lives
     assert json.loads((run_dir / "wandb_run.json").read_text()) | {"name": None} == identity  # the agent's run
     assert read_metrics(run_dir)["status"] == "preempted"
     second = _run([*agent, "resume"], env, ROOT)
@@ -315,6 +347,7 @@ def test_a_run_started_by_the_wandb_agent_uses_its_ids_and_resumes(tmp_path):
     for segment in segments:
         assert (segment.run_id, segment.sweep_id, segment.group) == ("run5ag7", "sw2x2abc", "sweep-sw2x2abc")
         assert {"dropout", "seed"} <= set(segment.tags) and segment.config["model.dropout"] == 0.0
+        assert "dropout" not in segment.config["model"]  # each swept key once (the agent's flat key)
     assert [s.exit_code for s in segments] == [1, 0]
     # the resumed segment continues the axes it plots on (W&B's own _step restarts; no chart uses it)
     first_rows, second_rows = ([r for r in s.history if names.GLOBAL_STEP in r] for s in segments)

@@ -58,6 +58,17 @@ class MetricDef:
 
 
 @dataclass
+class Artifact:
+    """An artifact record: NAME of TYPE, its ALIASES, the files of its manifest, its metadata."""
+
+    name: str
+    type: str
+    aliases: list[str]
+    files: list[str]
+    metadata: dict[str, Any]
+
+
+@dataclass
 class OfflineRun:
     """What a test needs from an offline run: identity, grouping, config, the logged rows, the metric
     definitions, the summary and the exit code."""
@@ -73,6 +84,10 @@ class OfflineRun:
     sweep_id: str = ""
     metrics: dict[str, MetricDef] = field(default_factory=dict)  # define_metric records by name (or glob)
     summary: dict[str, Any] = field(default_factory=dict)  # the summary updates, merged in order
+    project: str = ""
+    notes: str = ""
+    artifacts: list[Artifact] = field(default_factory=list)  # log_artifact records, in order
+    used: list[Artifact] = field(default_factory=list)  # use_artifact records (an input of this run)
 
 
 def read_offline_run(path: Path) -> OfflineRun:
@@ -89,6 +104,7 @@ def read_offline_run(path: Path) -> OfflineRun:
         if kind == "run":
             run.run_id, run.group, run.name = rec.run.run_id, rec.run.run_group, rec.run.display_name
             run.job_type, run.tags, run.sweep_id = rec.run.job_type, list(rec.run.tags), rec.run.sweep_id
+            run.project, run.notes = rec.run.project, rec.run.notes
             run.config.update({u.key: json.loads(u.value_json) for u in rec.run.config.update})
         elif kind == "config":
             run.config.update({u.key: json.loads(u.value_json) for u in rec.config.update})
@@ -101,6 +117,13 @@ def read_offline_run(path: Path) -> OfflineRun:
             run.summary.update({u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in rec.summary.update})
             for item in rec.summary.remove:
                 run.summary.pop(item.key or "/".join(item.nested_key), None)
+        elif kind == "artifact":
+            art = rec.artifact
+            files, metadata = [e.path for e in art.manifest.contents], json.loads(art.metadata or "{}")
+            run.artifacts.append(Artifact(art.name, art.type, list(art.aliases), files, metadata))
+        elif kind == "use_artifact":
+            use = rec.use_artifact
+            run.used.append(Artifact(use.name, use.type, [], [], {}))
         elif kind == "history":
             run.history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
     return run

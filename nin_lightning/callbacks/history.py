@@ -26,6 +26,8 @@ HISTORY_COLUMNS = {"train/loss": names.TRAIN_LOSS, "train/acc": names.acc(names.
                    "val/loss": names.loss(names.VAL), "val/acc": names.acc(names.VAL),
                    "val/acc_best": names.VAL_ACC_BEST}
 EPOCH_PREFIXES = (f"{names.TRAIN}/", f"{names.VAL}/")  # epoch metrics (not LOSS_STEP, a step metric)
+# The loggers get history.csv's names: one name per metric in W&B, history.csv and the console.
+LOGGED_AS = {key: column for column, key in HISTORY_COLUMNS.items()}
 
 
 def learning_rates(trainer: L.Trainer) -> dict[str, float]:
@@ -77,12 +79,13 @@ class EpochHistory(Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         lr = self._epoch_lr if self._epoch_lr is not None else trainer.optimizers[0].param_groups[0]["lr"]
         row: dict[str, Any] = {"epoch": epoch, "step": trainer.global_step,
-                               "epoch_time_s": round(time.perf_counter() - self._epoch_start, 3), "lr": lr}
+                               "epoch_time_s": round(time.perf_counter() - self._epoch_start, 3), names.EPOCH_LR: lr}
         row |= {column: metrics.get(key) for column, key in HISTORY_COLUMNS.items()}
         if self.path is not None:
             self._write([row], mode="a")
-        epoch_metrics = {k: v for k, v in metrics.items() if k.startswith(EPOCH_PREFIXES) and k != names.LOSS_STEP}
-        self._log(trainer, epoch_metrics | {names.EPOCH: epoch})
+        epoch_metrics = {LOGGED_AS.get(k, k): v for k, v in metrics.items()
+                         if k.startswith(EPOCH_PREFIXES) and k != names.LOSS_STEP}
+        self._log(trainer, epoch_metrics | {names.EPOCH_LR: lr, names.EPOCH: epoch})
 
     def _track_best(self, trainer: L.Trainer, epoch: int) -> None:
         """Whether best.ckpt takes this epoch: its monitored value is strictly better than the best so far,
@@ -110,7 +113,7 @@ class EpochHistory(Callback):
 
     def _write(self, rows: list[dict[str, Any]], mode: str) -> None:
         assert self.path is not None
-        fields = ["epoch", "step", "epoch_time_s", "lr", *HISTORY_COLUMNS]
+        fields = ["epoch", "step", "epoch_time_s", names.EPOCH_LR, *HISTORY_COLUMNS]
         new_file = mode == "w" or not self.path.exists()
         with self.path.open(mode, newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=fields)

@@ -35,7 +35,25 @@ def run_parser(command: str, description: str) -> Parser:
                         help="a training run's dir (its hydra.run.dir, e.g. outputs/runs/<time>)")
     parser.add_argument("--ckpt", choices=("best", "last"), default="best",
                         help="checkpoints/best.ckpt (the best epoch, what the run's test scored) or last.ckpt")
+    parser.add_argument("--wandb", choices=("off", "auto", "online", "offline"), default="off",
+                        help=f"log a W&B run of job type {command} (auto: online with a login, else offline) that "
+                             "uses the checkpoint as its input model artifact, in the training run's project and "
+                             "group (default off)")
     return parser
+
+
+def log_to_wandb(command: str, args: argparse.Namespace, out_dir: Path, config: dict[str, Any],
+                 summary: dict[str, Any]) -> None:
+    """COMMAND's W&B run when --wandb is not off (tracking/command_run.py): ARGS' run dir and checkpoint are
+    its input; its results (SUMMARY's plain values) its summary."""
+    if args.wandb == "off":
+        return
+    from nin_lightning.inference.run_files import checkpoint_path
+    from nin_lightning.tracking.command_run import log_command_run
+
+    plain = {k: v for k, v in summary.items() if isinstance(v, int | float | str | bool) or v is None}
+    log_command_run(command, args.wandb, args.run_dir, args.ckpt, checkpoint_path(args.run_dir, args.ckpt),
+                    out_dir, config, plain)
 
 
 def split_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:

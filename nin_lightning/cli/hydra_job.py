@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from nin_lightning.config import JobContext
-from nin_lightning.config.sweep import short_names, sweep_dir_keys
+from nin_lightning.config.sweep import job_label, short_names, sweep_dir_keys
 
 # The outermost dir Hydra makes for a single run (its run dir, or a parent that did not exist yet), noted by
 # the RunDirMade callback just before Hydra makes it: a refused start removes it again.
@@ -71,13 +71,18 @@ def job_context(task_yaml: str) -> JobContext:
     multirun = hc.mode == RunMode.MULTIRUN
     pinned = any(o.lstrip("+").startswith("hydra.run.dir=") for o in hc.overrides.hydra)
     launcher = hc.runtime.choices.get("hydra/launcher") or "basic"
+    swept = sweep_dir_keys(Path(hc.sweep.dir)) if multirun else []
+    exclude = list(hc.job.config.override_dirname.exclude_keys)
+    # a sweep job is named by its swept keys (its dir too: conf/train.yaml); a single run by its overrides
+    name = job_label(hc.overrides.task, swept, exclude) if swept else hc.job.override_dirname
     return JobContext(
         run_dir=Path(hc.runtime.output_dir),
         multirun=multirun,
         shares_process=multirun and launcher == "basic",
         group=Path(hc.sweep.dir).name if multirun else None,
-        name=hc.job.override_dirname or None,
-        swept=tuple(short_names(sweep_dir_keys(Path(hc.sweep.dir)))) if multirun else (),
+        name=name or None,
+        swept=tuple(short_names(swept)),
+        choices=hydra_choices(),
         trainer_option=hc.runtime.choices.get("trainer"),
         run_dir_pinned=multirun or pinned,
         overrides=tuple(hc.overrides.task),

@@ -17,8 +17,9 @@ class JobContext:
     multirun: bool = False  # one job of a `-m` sweep
     shares_process: bool = False  # the sweep's other jobs run in this process too (Hydra's basic launcher)
     group: str | None = None  # the sweep's name: the W&B group of its jobs
-    name: str | None = None  # the job's overrides as one string: its W&B run name
+    name: str | None = None  # its W&B run name: a sweep job's swept keys, a single run's overrides, as one string
     swept: tuple[str, ...] = ()  # a sweep's swept keys, short (dropout, seed): its jobs' W&B tags
+    choices: dict[str, str] = field(default_factory=dict)  # Hydra's group choices (experiment=quickstart, ...)
     trainer_option: str | None = None  # `trainer=` as chosen (gpu, ddp, ...): named in device errors
     run_dir_pinned: bool = True  # False: the default per-process timestamp dir (not shared by Slurm tasks)
     overrides: tuple[str, ...] = ()  # the job's command-line overrides

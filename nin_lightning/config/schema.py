@@ -293,16 +293,45 @@ class TrainerConfig:
                self.benchmark, "auto, true, false or null")
 
 
+# What W&B refuses in a project or entity name, and a tag's length (wandb.sdk.wandb_settings: validate_project,
+# validate_run_tags): checked before a run dir exists, with the config's key or the variable named.
+WANDB_FORBIDDEN = "/\\#?%:"
+WANDB_NAME_MAX, WANDB_TAG_MAX = 128, 64
+
+
+def check_wandb_names(project: str | None, entity: str | None, tags: list[str] | None = None) -> None:
+    """A one-line UserError for a project, entity or tag W&B would refuse once the run had begun (the config's
+    value, else the WANDB_* variable that would be used)."""
+    import os
+
+    for key, var, value in (("logger.project", "WANDB_PROJECT", project), ("logger.entity", "WANDB_ENTITY", entity)):
+        source, value = (key, value) if value is not None else (var, os.environ.get(var))
+        if value is None:
+            continue
+        bad = sorted({c for c in WANDB_FORBIDDEN if c in value})
+        if bad or not value.strip() or len(value) > WANDB_NAME_MAX:
+            raise UserError(f"{source}={value!r}: W&B refuses it (at most {WANDB_NAME_MAX} characters, none of "
+                            f"{' '.join(WANDB_FORBIDDEN)}{'; found ' + ' '.join(bad) if bad else ''}); "
+                            f"pass {key}=<name>")
+    env_tags = [t.strip() for t in os.environ.get("WANDB_TAGS", "").split(",") if t.strip()]
+    for source, tag in [*(("tags", t) for t in tags or []), *(("WANDB_TAGS", t) for t in env_tags)]:
+        if not 1 <= len(str(tag)) <= WANDB_TAG_MAX:
+            shown = repr(str(tag)) if len(str(tag)) <= 40 else repr(str(tag)[:40]) + "..."
+            raise UserError(f"{source}: the tag {shown} has {len(str(tag))} characters; W&B takes 1 to "
+                            f"{WANDB_TAG_MAX}; shorten it")
+
+
 @dataclass
 class LoggerConfig:
     """Experiment tracking: wandb (offline without a login), csv, or none."""
 
     name: str = MISSING
-    project: str = "nin-lightning"
-    entity: str | None = None
+    project: str | None = None  # None: WANDB_PROJECT, else nin-lightning (tracking/wandb_env.py)
+    entity: str | None = None  # None: WANDB_ENTITY, else the login's default entity
     mode: str = "auto"
     group: str | None = None
-    job_type: str = "train"
+    job_type: str | None = None  # None: WANDB_JOB_TYPE, else train
+    log_model: Any = False  # false | true (best.ckpt once, at the end) | all (every checkpoint as it is written)
     init_timeout_s: float = 60.0
     osh: bool = False  # offline runs: ask wandb-osh on a login node to `wandb sync` them after each epoch
     osh_dir: str | None = None  # wandb-osh's command dir, shared with the login node (None: its default)
@@ -310,6 +339,7 @@ class LoggerConfig:
     def __post_init__(self) -> None:
         _choice("logger.name", self.name, ("wandb", "csv", "none"))
         _choice("logger.mode", self.mode, ("auto", "online", "offline", "disabled"))
+        _check(self.log_model in (True, False, "all"), "logger.log_model", self.log_model, "false, true or all")
 
 
 @dataclass
@@ -360,6 +390,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _choice("resume", self.resume, ("never", "auto"))
+        if self.logger.name == "wandb":
+            check_wandb_names(self.logger.project, self.logger.entity, list(self.tags))
         _check(0 <= self.seed < 2**32, "seed", self.seed, "an integer in [0, 2**32) (numpy's seed range)")
         if self.dataset.val_size == 0:  # no validation set: nothing may follow a val/ metric
             for key, name in (("callbacks.monitor", self.callbacks.monitor),

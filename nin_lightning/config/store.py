@@ -30,8 +30,8 @@ SCHEMAS: dict[tuple[str | None, str], type] = {
 
 
 def register_configs() -> None:
-    """Put every schema in Hydra's ConfigStore, and register the resolvers conf/ uses (`nin.pad`: a job number,
-    zero-padded, for the sweep subdir; `nin.sweep_name`: config/sweep.py)."""
+    """Put every schema in Hydra's ConfigStore, and register the resolvers conf/ uses (config/sweep.py:
+    `nin.sweep_name`, a sweep's name; `nin.job_dir`, a sweep job's dir name)."""
     from hydra.core.config_store import ConfigStore
 
     from nin_lightning.config.sweep import register_resolvers
@@ -41,6 +41,28 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     for (group, name), node in SCHEMAS.items():
         store.store(group=group, name=name, node=node)
+    _maximising_optuna(store)
+
+
+def _maximising_optuna(store: Any) -> None:
+    """`hydra/sweeper=optuna` maximises: train.py returns val/acc_best, and hydra-optuna-sweeper's own entry
+    minimises, so an ad-hoc search without the ready preset would look for the worst model.
+
+    Hydra's plugin scan (run once per process, `Plugins.instance()`) executes the plugin's config module,
+    which stores its entry; the scan is run here first, then the entry is stored again with
+    `direction: maximize` and every other key as the plugin has it (`hydra.sweeper.direction=minimize`
+    still overrides it). A YAML of the same name cannot do this: Hydra refuses a YAML matched to a
+    ConfigStore schema that has a defaults list."""
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()
+    try:
+        entry = store.load("hydra/sweeper/optuna.yaml")
+    except Exception:  # hydra-optuna-sweeper not installed: hydra/sweeper=optuna fails as Hydra says
+        return
+    node = entry.node
+    node.direction = "maximize"
+    store.store(group="hydra/sweeper", name="optuna", node=node, provider=entry.provider)
 
 
 def _keys(schema: type, prefix: str = "") -> list[str]:

@@ -71,19 +71,37 @@ def sweep_name_resolver(task: Any) -> str:
     return sweep_label(swept_keys([str(line) for line in task]))
 
 
+def job_label(task: Iterable[str], keys: Iterable[str], exclude: Iterable[str] = ()) -> str:
+    """A sweep job's name: its overrides of the swept KEYS only (`model.dropout=0.5,seed=2`), sorted as Hydra
+    sorts override_dirname, without the EXCLUDEd keys. Its dir is `<number>_<label>`; its W&B run name."""
+    swept, dropped = set(keys), set(exclude)
+    lines = [o.input_line for o in override_parser().parse_overrides([str(t) for t in task])
+             if o.key_or_group in swept and o.key_or_group not in dropped]
+    return ",".join(sorted(str(line) for line in lines))
+
+
 JOB_NUMBER_WIDTH = 3  # sweep job dirs 000_..., 001_...: they sort in job order up to 1,000 jobs
 
 
-def job_number(number: Any) -> str:
-    """`${nin.pad:${hydra.job.num}}` in conf/train.yaml's hydra.sweep.subdir: 7 -> 007."""
-    return str(number).zfill(JOB_NUMBER_WIDTH)
+def job_dir_resolver(sweep_dir: Any, number: Any, task: Any, override_dirname: Any, exclude: Any) -> str:
+    """`${nin.job_dir:...}` in conf/train.yaml's hydra.sweep.subdir: `007_model.dropout=0.5,seed=2`, the job's
+    number, zero-padded (dirs sort in job order), and its swept keys (job_label, read from the sweep's
+    multirun.yaml; a sweep that wrote none, the Optuna sweeper's, names the job by all its overrides).
+
+    A job dir of an older sweep, named by all its overrides, is kept: relaunched with `resume=auto`, its
+    job continues there instead of starting again in a new dir."""
+    sweep, padded = Path(str(sweep_dir)), str(number).zfill(JOB_NUMBER_WIDTH)
+    keys = sweep_dir_keys(sweep)
+    label = job_label([str(t) for t in task], keys, [str(k) for k in exclude or ()]) if keys else str(override_dirname)
+    older = f"{padded}_{override_dirname}"
+    return older if label != str(override_dirname) and (sweep / older).is_dir() else f"{padded}_{label}"
 
 
 def register_resolvers() -> None:
-    """nin.sweep_name and nin.pad, for conf/train.yaml."""
+    """nin.sweep_name and nin.job_dir, for conf/train.yaml."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("nin.sweep_name"):
         OmegaConf.register_new_resolver("nin.sweep_name", sweep_name_resolver, use_cache=True)
-    if not OmegaConf.has_resolver("nin.pad"):
-        OmegaConf.register_new_resolver("nin.pad", job_number)
+    if not OmegaConf.has_resolver("nin.job_dir"):
+        OmegaConf.register_new_resolver("nin.job_dir", job_dir_resolver)

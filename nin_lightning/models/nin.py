@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from nin_lightning.config import ModelConfig  # its defaults are NiN's: written once, in the schema
+
 
 @dataclass(frozen=True)
 class BlockSpec:
@@ -46,14 +48,14 @@ class NiN(nn.Module):
     def __init__(
         self,
         num_classes: int,
-        in_channels: int = 3,
-        preset: str = "cifar",
-        width: float = 1.0,
-        dropout: float = 0.5,
-        batch_norm: bool = False,
-        init: str = "normal",
-        init_std: float = 0.05,
-        final_relu: bool = True,
+        in_channels: int,
+        preset: str,
+        width: float = ModelConfig.width,
+        dropout: float = ModelConfig.dropout,
+        batch_norm: bool = ModelConfig.batch_norm,
+        init: str = ModelConfig.init,
+        init_std: float = ModelConfig.init_std,
+        final_relu: bool = ModelConfig.final_relu,
     ) -> None:
         super().__init__()
         if preset not in PRESETS:
@@ -76,7 +78,7 @@ class NiN(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.reset_parameters(init, init_std)
 
-    def reset_parameters(self, init: str = "normal", std: float = 0.05) -> None:
+    def reset_parameters(self, init: str, std: float) -> None:
         """The paper's N(0, std) conv init, or Kaiming (fan-out, ReLU); zero biases."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

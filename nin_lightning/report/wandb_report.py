@@ -3,8 +3,9 @@ Report built from it (`--publish` saves that one to W&B).
 
 The spec holds what the report shows, in W&B's own column names (`config:model.dropout`, `summary:test/acc`):
 
-- a parallel-coordinates panel: the swept settings against test/acc;
-- per swept setting, val/acc against `epoch`, runs grouped by that setting's value, mean ± std band;
+- a parallel-coordinates panel: every swept key (seed included) against test/acc;
+- per swept setting, against `epoch`, runs grouped by that setting's value, mean ± std band: val/loss, and
+  train/acc with val/acc (the gap a dropout or weight-decay ablation is about);
 - a bar chart of test/acc, mean ± std over seeds per setting (the runs grouped by every swept setting);
 - the table of runs: name, swept keys, status, test/acc, val/acc_best, best epoch, params, MACs, wall time.
 
@@ -24,16 +25,17 @@ from nin_lightning.errors import UserError
 SPEC_FILE = "wandb_report.json"
 SEED = "seed"
 OBJECTIVE = names.acc(names.TEST)  # the parallel coordinates' last axis and the bar chart's metric
-CURVE = names.acc(names.VAL)  # the learning curve, against names.EPOCH
+CURVES = ((names.loss(names.VAL),), (names.acc(names.TRAIN), names.acc(names.VAL)))  # each against names.EPOCH
 TABLE_SUMMARY = ("status", OBJECTIVE, names.VAL_ACC_BEST, names.BEST_EPOCH, "params", "macs", "wall_time_s")
 AGGREGATE, SPREAD = "mean", "stddev"  # the bands and bars: mean ± std over the seeds of a setting
 
 
 def config_column(key: str, config_keys: Iterable[str]) -> str | None:
     """The runs' config column of a swept KEY: `model.dropout` itself; for a config group choice
-    (`dataset=mnist`, `scheduler=cosine`) its `.name`; None when the config does not hold it (`experiment`)."""
+    (`experiment=quickstart`, `dataset=mnist`) Hydra's choice (`choices.experiment`) or the group's `.name`;
+    None when the config does not hold it."""
     keys = set(config_keys)
-    for candidate in (key, f"{key}.name"):
+    for candidate in (key, f"choices.{key}", f"{key}.name"):
         if candidate in keys:
             return f"config:{candidate}"
     return None
@@ -46,11 +48,11 @@ def build_spec(entity: str, project: str, group: str, swept: Sequence[str], conf
     settings = [columns[key] for key in swept if key != SEED and key in columns]
     panels: list[dict[str, Any]] = [{
         "kind": "parallel_coordinates", "title": f"{OBJECTIVE} by setting",
-        "columns": [*settings, f"summary:{OBJECTIVE}"],
+        "columns": [*columns.values(), f"summary:{OBJECTIVE}"],
     }]
-    panels += [{"kind": "line", "title": f"{CURVE} by {column.split(':', 1)[1]} (mean ± std over seeds)",
-                "x": names.EPOCH, "y": [CURVE], "groupby": column, "aggregate": AGGREGATE, "range": SPREAD}
-               for column in settings]
+    panels += [{"kind": "line", "title": f"{' and '.join(curve)} by {column.split(':', 1)[1]} (mean ± std over seeds)",
+                "x": names.EPOCH, "y": list(curve), "groupby": column, "aggregate": AGGREGATE, "range": SPREAD}
+               for column in settings for curve in CURVES]
     panels.append({"kind": "bar", "title": f"{OBJECTIVE} per setting (mean ± std over seeds)",
                    "metrics": [OBJECTIVE], "groupby": settings, "aggregate": AGGREGATE, "range": SPREAD})
     panels.append({"kind": "runs_table",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -77,10 +76,9 @@ def connect(timeout_s: float = 60.0) -> Any:
     """`wandb.Api()`, once the W&B server answers at all (UserError naming the server when it does not)."""
     import requests
     import wandb
-    from wandb.sdk import wandb_setup
 
-    setup = getattr(wandb_setup, "singleton", None)  # its settings include `wandb login --host`
-    url = os.environ.get("WANDB_BASE_URL") or str((setup().settings if setup else wandb.Settings()).base_url)
+    # the SDK's server: WANDB_BASE_URL, else `wandb login --host`'s choice, else its default (public API)
+    url = str(wandb.setup(wandb.Settings(silent=True)).settings.base_url)
     try:
         requests.head(url, timeout=PROBE_TIMEOUT_S)
     except requests.RequestException as exc:

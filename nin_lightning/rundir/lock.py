@@ -1,21 +1,28 @@
-"""One owner per run dir: an exclusive lock on RUN_DIR/.lock for the life of a run.
+"""One owner per run dir: an exclusive lock on RUN_DIR/.lock for the life of a run (`filelock`).
 
-`fcntl.flock`: the kernel drops the lock when its holder dies however it dies (kill -9, a node that is
-requeued), so a stale lock of a dead process is simply taken over; no pid guessing. The file holds who
-has it (pid, host, start time), for the error a second process gets.
+filelock's Unix lock is `fcntl.flock`: the kernel drops it when its holder dies however it dies (kill -9, a
+node that is requeued), so a stale lock of a dead process is simply taken over; no pid guessing. The lock
+file is kept (not deleted on release) and holds who has it (pid, host, start time), for the error a second
+process gets. No soft (file-exists) fallback: it would outlive a killed holder.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
 import time
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from nin_lightning.errors import UserError
 from nin_lightning.rundir.layout import LOCK_FILE
+
+
+def _file_lock(path: Path) -> FileLock:
+    """A non-blocking flock on PATH that keeps the file (its holder's record) and never falls back to a soft lock."""
+    return FileLock(path, timeout=0, thread_local=False, preserve_lock_file=True, fallback_to_soft=False)
 
 
 def _holder(path: Path) -> str:
@@ -33,39 +40,34 @@ class RunLock:
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / LOCK_FILE
         run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.lock = _file_lock(self.path)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+            self.lock.acquire()
+        except Timeout:
             raise UserError(f"{run_dir} is in use by {_holder(self.path)}: one process trains in a run dir at a "
                             "time; wait for it to end (or stop it), or choose another hydra.run.dir") from None
-        self.fd: int | None = fd
 
     def record_holder(self) -> None:
         """Write who holds the lock into its file (for the error of a second process). Only once the run
         really starts: a refused start leaves every file of the run dir as it was."""
-        if self.fd is not None:
-            os.ftruncate(self.fd, 0)
+        if self.lock.is_locked:
             info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-            os.pwrite(self.fd, json.dumps(info).encode(), 0)
+            self.path.write_text(json.dumps(info))  # another descriptor: the flock stays with the lock's
 
     def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing the last descriptor drops the flock
-            self.fd = None
+        if self.lock.is_locked:
+            self.lock.release(force=True)
 
 
 def is_locked(run_dir: Path) -> bool:
-    """Whether a live process holds RUN_DIR's lock (a run in progress), without taking it."""
+    """Whether a live process holds RUN_DIR's lock (a run in progress): taken and let go at once if free."""
     path = run_dir / LOCK_FILE
     if not path.exists():
         return False
-    fd = os.open(path, os.O_RDONLY)
+    probe = _file_lock(path)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
+        probe.acquire()
+    except Timeout:
         return True
-    finally:
-        os.close(fd)
+    probe.release(force=True)
     return False

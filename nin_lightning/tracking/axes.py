@@ -34,6 +34,7 @@ AXES: tuple[Axis, ...] = (
     Axis(names.GLOBAL_STEP, hidden=True),
     Axis(names.LOSS_STEP, names.GLOBAL_STEP),  # one step's loss: a step metric among the train/* epoch ones
     Axis(f"{names.LR_PREFIX}/*", names.GLOBAL_STEP),  # lr/pg0 ...: per-step schedules (warm-up, one-cycle)
+    _epoch_metric(names.EPOCH_LR),  # the LR each epoch trained with, as in history.csv
     # The best epoch is what a reader of an accuracy column wants; val/acc_best is a running max already.
     _epoch_metric(names.acc(names.VAL), "max"),
     _epoch_metric(names.acc5(names.VAL), "max"),

@@ -4,15 +4,12 @@ agent the run the agent created (its WANDB_RUN_ID and WANDB_SWEEP_ID)."""
 from __future__ import annotations
 
 import json
-import netrc
 import os
 import secrets
 import shlex
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -20,42 +17,15 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from nin_lightning import compat
 from nin_lightning.config import LoggerConfig
 from nin_lightning.config.sweep import short_names
+from nin_lightning.errors import one_line
 from nin_lightning.rundir.atomic import atomic_write
-from nin_lightning.rundir.layout import WANDB_RUN_FILE
+from nin_lightning.rundir.layout import BEST_CKPT, WANDB_RUN_FILE, checkpoint_dir
 from nin_lightning.status import say
+from nin_lightning.tracking.artifacts import ModelArtifacts
 from nin_lightning.tracking.axes import define_axes
+from nin_lightning.tracking.run_config import run_config
 from nin_lightning.tracking.summary import run_summary
-
-
-def _has_wandb_login() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
-    try:
-        return netrc.netrc().authenticators(host) is not None
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
-
-
-def _wandb_reachable(timeout_s: float = 3.0) -> bool:
-    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname or "api.wandb.ai", port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-def wandb_mode(cfg: LoggerConfig) -> str:
-    """online, offline or disabled. `auto` means online only with a login; online falls back when unreachable."""
-    mode = cfg.mode
-    if mode == "auto":
-        mode = os.environ.get("WANDB_MODE") or ("online" if _has_wandb_login() else "offline")
-    if mode == "online" and not _wandb_reachable():
-        say("W&B server unreachable: logging offline instead (sync later with `wandb sync`)")
-        mode = "offline"
-    return mode
+from nin_lightning.tracking.wandb_env import run_place, wandb_mode
 
 
 def sync_command(run_dir: Path, run_id: str) -> str:
@@ -91,11 +61,18 @@ def agent_params() -> list[str]:
 
 class TolerantWandbLogger(WandbLogger):
     """Lightning's WandbLogger, except that a failed write which `excuse` explains (the preemption signal,
-    which also stops W&B's service) only loses those rows instead of failing the job."""
+    which also stops W&B's service) only loses those rows instead of failing the job; and a saved checkpoint
+    goes to `artifacts` (logger.log_model=all), which names it by epoch."""
 
-    def __init__(self, excuse: Callable[[BaseException], bool] | None = None, **kwargs: Any) -> None:
+    def __init__(self, excuse: Callable[[BaseException], bool] | None = None,
+                 artifacts: ModelArtifacts | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.excuse = excuse
+        self.artifacts = artifacts
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        if self.artifacts is not None:
+            self.artifacts.saved(checkpoint_callback)
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         try:
@@ -112,18 +89,20 @@ class Tracker:
 
     def __init__(self, cfg: LoggerConfig, run_dir: Path, config: dict[str, Any], group: str | None,
                  name: str | None, tags: list[str], excuse: Callable[[BaseException], bool] | None = None,
-                 identity: dict[str, Any] | None = None) -> None:
+                 identity: dict[str, Any] | None = None, choices: dict[str, str] | None = None) -> None:
         self.cfg, self.run_dir, self.excuse = cfg, run_dir, excuse
         self.identity = identity or {}  # the W&B run a continued run logs into (rundir: wandb_run.json)
         self.run: Any = None
         self.loggers: list[Logger] = []
         self.callbacks: list[Any] = []  # Lightning callbacks the tracker needs (wandb-osh's sync trigger)
         self.osh: Any = None
+        self.artifacts: ModelArtifacts | None = None
+        self.choices = choices or {}
         if cfg.name == "csv":
             self.loggers = [CSVLogger(save_dir=str(run_dir), name="csv")]
         elif cfg.name == "wandb" and rank_zero_only.rank != 0:
             # Other DDP ranks get a logger whose experiment is a no-op: no empty W&B runs.
-            self.loggers = [WandbLogger(project=cfg.project, save_dir=str(run_dir))]
+            self.loggers = [WandbLogger(save_dir=str(run_dir))]
         elif cfg.name == "wandb":
             self._start_wandb(config, group, name, tags)
 
@@ -142,14 +121,15 @@ class Tracker:
             group = group or f"sweep-{agent['sweep']}"
             tags = list(dict.fromkeys([*tags, *short_names(agent_params())]))
         group, name = saved.get("group", self.cfg.group or group), saved.get("name", name)
+        place = run_place(self.cfg, tags, name, agent)
         self.run = wandb.init(
-            project=agent.get("project", self.cfg.project),
-            entity=agent.get("entity", self.cfg.entity),
+            project=place.project,
+            entity=place.entity,
             group=group,
-            job_type=self.cfg.job_type,
-            name=name,
-            tags=list(tags),
-            config=config,
+            job_type=place.job_type,
+            name=place.name,
+            tags=list(place.tags),
+            config=run_config(config, self.choices, agent_params() if agent else ()),
             dir=str(self.run_dir),
             id=run_id,
             resume="allow",
@@ -160,15 +140,18 @@ class Tracker:
             ),
         )
         define_axes(self.run)
-        identity = {"id": run_id, "group": group, "name": name, "dir": str(self.run_dir.resolve())}
+        identity = {"id": run_id, "group": group, "name": name, "dir": str(self.run_dir.resolve()),
+                    "project": self.run.project, "entity": self.run.entity or None}
         identity |= {"sweep": agent["sweep"]} if agent else {}  # "dir": a copy of the run dir is told apart
         atomic_write(run_file, json.dumps(identity) + "\n")
-        self.loggers = [TolerantWandbLogger(excuse=self.excuse, experiment=self.run)]
+        self.artifacts = ModelArtifacts(self.run, self.cfg.log_model)
+        self.loggers = [TolerantWandbLogger(excuse=self.excuse, artifacts=self.artifacts, experiment=self.run)]
         if self.cfg.osh and mode == "offline":
             from nin_lightning.tracking.osh import OshSync
 
             self.osh = OshSync(self.run, Path(self.cfg.osh_dir) if self.cfg.osh_dir else None)
-            self.callbacks = [self.osh]
+            self.callbacks.append(self.osh)
+        self.callbacks.append(self.artifacts)
         if mode == "offline":
             say(f"W&B offline run in {self.run.dir.rsplit('/files', 1)[0]}; upload it later with "
                 f"`{sync_command(self.run_dir, run_id)}`")
@@ -183,6 +166,11 @@ class Tracker:
         if self.run is not None:
             if metrics:
                 self.run.summary.update(run_summary(metrics))
+            if self.artifacts is not None and (metrics or {}).get("status") == "completed":
+                try:
+                    self.artifacts.final(checkpoint_dir(self.run_dir) / BEST_CKPT, metrics.get("best_epoch"))
+                except Exception as exc:  # the run's result stands; the artifact is missing, and said so
+                    say(f"could not log best.ckpt as a W&B model artifact: {one_line(exc)}")
             self.run.finish(exit_code=exit_code)
             self.run = None
             # finish() only asks W&B's service to close the run's files; teardown waits until it has, so

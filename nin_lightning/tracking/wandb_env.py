@@ -1,0 +1,95 @@
+"""W&B's own rules, as the installed SDK applies them: which server, whether this machine is logged in to it,
+and the project, entity, job type, name, notes and tags a run takes from the config, the environment and
+this project's defaults (docs/tracking.md, "Where a run lands").
+
+Order, for each of project, entity and job type: the config's value (`logger.project=...`), else W&B's
+variable (WANDB_PROJECT, WANDB_ENTITY, WANDB_JOB_TYPE), else this project's default. A W&B sweep agent's
+project and entity always win: its run exists on the server under them. WANDB_NAME and WANDB_NOTES are
+read by the SDK itself; WANDB_TAGS are merged with `tags` and a sweep's swept keys.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from nin_lightning.config import LoggerConfig
+from nin_lightning.status import say
+
+DEFAULT_PROJECT = "nin-lightning"
+DEFAULT_JOB_TYPE = "train"
+
+
+def wandb_host() -> str:
+    """The W&B server the SDK would talk to: WANDB_BASE_URL, else `wandb login --host`'s saved choice, else
+    the SDK's default (`wandb.setup().settings.base_url`, public in wandb >= 0.19)."""
+    import wandb
+
+    return str(wandb.setup(wandb.Settings(silent=True)).settings.base_url)
+
+
+def has_login() -> bool:
+    """Whether the SDK has credentials for its server: WANDB_API_KEY, its settings file, or the netrc entry
+    `wandb login` wrote for that host (`wandb.login(verify=False, prompt=False)`: no network, no prompt)."""
+    import wandb
+
+    wandb.setup(wandb.Settings(silent=True))  # silent: login would otherwise ask the server who we are
+    return bool(wandb.login(verify=False, prompt=False))
+
+
+def reachable(url: str, timeout_s: float = 3.0) -> bool:
+    """Whether a TCP connection to URL's host and port opens within TIMEOUT_S."""
+    parts = urlparse(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout_s):
+            return True
+    except (OSError, UnicodeError):
+        return False
+
+
+def wandb_mode(cfg: LoggerConfig) -> str:
+    """online, offline or disabled. `auto`: WANDB_MODE if set, else online with a login and offline without;
+    online falls back to offline, in one line, when the SDK's server is unreachable."""
+    mode = cfg.mode
+    if mode == "auto":
+        mode = os.environ.get("WANDB_MODE") or ("online" if has_login() else "offline")
+    if mode == "online" and not reachable(host := wandb_host()):
+        say(f"W&B server {host} unreachable: logging offline instead (sync later with `wandb sync`)")
+        mode = "offline"
+    return mode
+
+
+def env_tags() -> list[str]:
+    """WANDB_TAGS, comma-separated, as the SDK reads it."""
+    return [tag.strip() for tag in os.environ.get("WANDB_TAGS", "").split(",") if tag.strip()]
+
+
+@dataclass(frozen=True)
+class RunPlace:
+    """Where a run lands in W&B and what it is called."""
+
+    project: str
+    entity: str | None
+    job_type: str
+    name: str | None  # None: the SDK's rule (WANDB_NAME, else a generated name)
+    tags: tuple[str, ...]
+
+
+def run_place(cfg: LoggerConfig, tags: list[str], name: str | None, agent: dict[str, str] | None = None,
+              job_type: str | None = None) -> RunPlace:
+    """The config's values, else W&B's variables, else this project's defaults (module docstring).
+
+    NAME is this project's name for the run (a sweep job's swept keys); WANDB_NAME wins over it, as a name
+    the user chose for this one process. JOB_TYPE: a command's own (evaluate, predict, export)."""
+    agent = agent or {}
+    env = os.environ.get
+    return RunPlace(
+        project=agent.get("project") or cfg.project or env("WANDB_PROJECT") or DEFAULT_PROJECT,
+        entity=agent.get("entity") or cfg.entity or env("WANDB_ENTITY") or None,
+        job_type=job_type or cfg.job_type or env("WANDB_JOB_TYPE") or DEFAULT_JOB_TYPE,
+        name=env("WANDB_NAME") or name,
+        tags=tuple(dict.fromkeys([*tags, *env_tags()])),
+    )
