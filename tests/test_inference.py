@@ -444,6 +444,12 @@ def test_evaluate_into_a_read_only_run_dir_fails_before_computing_and_names_out(
         shutil.copytree(trained, disk / "run", ignore=shutil.ignore_patterns(*OUTPUT_DIRS))
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
         result = run_module("evaluate", str(disk / "run"), cwd=tmp_path)
+        image = tmp_path / "zero.png"
+        from PIL import Image
+
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
+        others = {"FILE.csv": run_module("predict", str(disk / "run"), str(image), cwd=tmp_path),
+                  "FILE.onnx": run_module("export", str(disk / "run"), cwd=tmp_path)}
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
     lines = [ln for ln in error_lines(result.stderr) if ln.startswith("error:")]
@@ -451,6 +457,10 @@ def test_evaluate_into_a_read_only_run_dir_fails_before_computing_and_names_out(
     assert lines[0].startswith(f"error: cannot write {disk / 'run' / 'eval' / 'best_test'}: {disk / 'run'} is "
                                "read-only") and lines[0].endswith("pass --out DIR (somewhere you can write)"), lines
     assert "top-1" not in result.stdout.lower() and "acc" not in result.stdout, result.stdout  # nothing computed
+    for example, other in others.items():  # predict and export: the same, before any work
+        lines = [ln for ln in error_lines(other.stderr) if ln.startswith("error:")]
+        assert other.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: cannot write "), other.stderr
+        assert lines[0].endswith(f"pass --out {example} (somewhere you can write)") and not other.stdout.strip(), lines
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
