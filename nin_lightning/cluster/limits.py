@@ -83,7 +83,8 @@ def check_memory(conf: TrainConfig, params: int, activations: int, data_bytes: i
                         f"has {_gb(limit)}; {fix}")
     ram, source = available_ram()
     if ram and ram_need > ram:
-        what = f"{parts} + data {_gb(data_bytes)}" if not gpu else f"data {_gb(data_bytes)}"
+        data = f"data {_gb(data_bytes)}" if data_bytes else "the data not counted yet"
+        what = f"{parts} + {data}" if not gpu else data
         per = f", x {processes} processes" if processes > 1 else ""
         raise UserError(f"this run needs at least {_gb(ram_need)} of RAM ({what}{per}), but {_gb(ram)} is available "
                         f"({source}); {fix}{' or use fewer devices' if processes > 1 else ''}")
