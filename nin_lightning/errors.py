@@ -32,11 +32,15 @@ def space_fix(code: int | None, path: str | Path) -> str:
     return f"free space in {where}" + (" (your disk quota)" if code == errno.EDQUOT else "")
 
 
+def user_error(exc: BaseException) -> UserError | None:
+    """The UserError that EXC is, or was raised from or while handling; None for any other exception."""
+    return next((link for link in (exc, exc.__cause__, exc.__context__) if isinstance(link, UserError)), None)
+
+
 def one_line(exc: BaseException) -> str:
     """Any exception as a single line that names the culprit (the CLI adds Hydra's and OmegaConf's, cli/errors.py)."""
-    for link in (exc, exc.__cause__, exc.__context__):
-        if isinstance(link, UserError):
-            return " ".join(str(link).split())
+    if (mistake := user_error(exc)) is not None:
+        return " ".join(str(mistake).split())
     if isinstance(exc, OSError) and exc.filename and exc.errno in SPACE_ERRNOS:
         return (f"{SPACE_ERRNOS[exc.errno]} while writing {exc.filename} ({exc.strerror}); "
                 f"{space_fix(exc.errno, exc.filename)}, then run the command again (resume=auto continues a run)")
@@ -48,3 +52,23 @@ def one_line(exc: BaseException) -> str:
                 "(hydra.run.dir, NIN_OUTPUT_DIR, dataset.root)")
     summary = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
     return f"{type(exc).__name__}: {summary or 'no message'} (set HYDRA_FULL_ERROR=1 for the traceback)"
+
+
+# Notes (PEP 678) that the command line prints after an exception's `error:` line, as its last lines
+NEXT_STEP = "[nin] "
+
+
+def add_next_step(exc: BaseException, line: str) -> None:
+    """What to do now, after EXC's error (e.g. the command that continues a failed run): the command line
+    prints it after the `error:` line; a traceback shows it as a note."""
+    exc.add_note(f"{NEXT_STEP}{line}")
+
+
+def next_steps(exc: BaseException) -> list[str]:
+    """The lines `add_next_step` attached to EXC or to an exception it was raised from."""
+    found: list[str] = []
+    for link in (exc, exc.__cause__, exc.__context__):
+        for note in getattr(link, "__notes__", None) or ():
+            if isinstance(note, str) and note.startswith(NEXT_STEP) and note not in found:
+                found.append(note)
+    return found

@@ -46,12 +46,7 @@ class NiNClassifier(L.LightningModule):
         num_classes: int,
         in_channels: int,
         preset: str,
-        width: float = ModelConfig.width,
-        dropout: float = ModelConfig.dropout,
-        batch_norm: bool = ModelConfig.batch_norm,
-        init: str = ModelConfig.init,
-        init_std: float = ModelConfig.init_std,
-        final_relu: bool = ModelConfig.final_relu,
+        *,
         label_smoothing: float = ModelConfig.label_smoothing,
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
@@ -63,8 +58,10 @@ class NiNClassifier(L.LightningModule):
         dataset: dict[str, Any] | None = None,
         class_names: list[str] | None = None,
         run_config: dict[str, Any] | None = None,
+        **net: Any,
     ) -> None:
-        """`num_classes` ... `final_relu`: the NiN (models.NiN, the `model` config); `optimizer`, `scheduler`:
+        """`num_classes`, `in_channels`, `preset` and NET (width, dropout, batch_norm, init, init_std,
+        final_relu): the NiN (models.NiN, whose defaults are ModelConfig's); `optimizer`, `scheduler`:
         their config groups as plain dicts with their `name` (None: SGD's defaults, a constant LR); `tta`,
         `channels_last`, `compile`, `compile_backend`, `optimizer_impl`: the run's speed choices
         (speed.SpeedPlan); `dataset`: the run's resolved dataset config (image size, channels, mean/std,
@@ -73,8 +70,8 @@ class NiNClassifier(L.LightningModule):
         super().__init__()
         # logger=False: the loggers get the whole resolved config already (tracking.py), nested as in the YAML
         self.save_hyperparameters(ignore=["run_config"], logger=False)
-        net = NiN(num_classes, in_channels, preset, width, dropout, batch_norm, init, init_std, final_relu)
-        self.net = speed.prepare_model(net, channels_last=channels_last, compile=compile, backend=compile_backend)
+        self.net = speed.prepare_model(NiN(num_classes, in_channels, preset, **net), channels_last=channels_last,
+                                       compile=compile, backend=compile_backend)
         self.tta = tta  # evaluation averages the logits of each image and its mirror (dataset.tta)
         self.channels_last = channels_last  # inputs in NHWC, like the weights (model.channels_last)
         self.run_config = run_config  # resolved model/dataset config, stored in checkpoints (rundir/start.py)

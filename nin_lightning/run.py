@@ -23,11 +23,18 @@ from nin_lightning.callbacks import PreemptionCheckpoint, best_epoch, build_call
 from nin_lightning.cluster.checks import check_devices
 from nin_lightning.cluster.limits import check_memory, check_workers
 from nin_lightning.cluster.local_ranks import LocalRanks
-from nin_lightning.cluster.slurm import cluster_plugins, local_rank, process_rank, restart_count, restart_note
+from nin_lightning.cluster.slurm import (
+    cluster_plugins,
+    local_rank,
+    process_rank,
+    restart_count,
+    restart_note,
+    slurm_tasks,
+)
 from nin_lightning.config import JobContext, TrainConfig, surprises, to_plain_dict, validate
 from nin_lightning.data import build_datamodule, check_data_files
 from nin_lightning.data.base import NiNDataModule
-from nin_lightning.errors import one_line
+from nin_lightning.errors import add_next_step, one_line, user_error
 from nin_lightning.models import NiN
 from nin_lightning.module import NET_KEYS, NiNClassifier
 from nin_lightning.rundir import RunDir, Start, check_not_a_copy, last_checkpoint, snapshot
@@ -37,6 +44,7 @@ from nin_lightning.rundir.disk import warn_if_low_disk
 from nin_lightning.rundir.history import read_history
 from nin_lightning.rundir.layout import BEST_CKPT, HISTORY_FILE
 from nin_lightning.rundir.metrics import read_metrics
+from nin_lightning.rundir.resume_command import resume_command
 from nin_lightning.status import say, shown_path, to_log_files
 from nin_lightning.tracking import Tracker, activations_per_image, code_version, model_cost
 from nin_lightning.tracking.summary import head_keys
@@ -144,6 +152,8 @@ def announce(job: JobContext, run_dir: Path, datamodule: NiNDataModule, conf: Tr
     """The facts that matter, once the run begins: what was asked for and where it goes, the data, the model."""
     say(f"run: {' '.join(job.overrides) or '(defaults, no overrides)'} -> {shown_path(run_dir)}")
     say(datamodule.describe())
+    if (note := datamodule.split_note()) is not None:  # validation at least as large as training
+        say(note)
     say(model_line(conf, size))
 
 
@@ -232,9 +242,10 @@ def train(cfg: DictConfig, job: JobContext | None = None, callbacks: list[Any] |
     except BaseException as exc:
         abandon_start(run, job, exc, OmegaConf.select(cfg, "seed", default=None, throw_on_resolution_failure=False))
         raise
-    # in metrics.json from the start on: the seed, the speed choices, the code's version, the model's size
+    # in metrics.json from the start on: the seed, the speed choices, the code's version, the model's size,
+    # the images per split
     head = {"seed": conf.seed, **{f"speed/{k}": v for k, v in plan.record().items()},
-            **head_keys(code_version(), size)}
+            **head_keys(code_version(), size), **datamodule.sizes()}
     with RunClosing(run, head, keep_refused=job.multirun, made=job.made) as closing:
         run.begin(start, job.hydra_files, head)
         announce(job, run.path, datamodule, conf, size)
@@ -253,6 +264,7 @@ def _fit_and_test(conf: TrainConfig, plain: dict[str, Any], job: JobContext, run
     closing.metrics["epochs"] = 0  # until the Trainer counts them
     preemption = PreemptionCheckpoint(last_checkpoint(run.path))
     closing.on_close(lambda _: preemption.hand_over())  # closed last: submitit requeues the job now
+    closing.on_close(_say_next_step)  # before it: the command that continues the run
     closing.judge(preemption.ending)  # SIGTERM: preempted, exit 143
     with preemption.watching():  # SIGTERM outside the fit's epochs: preempted at once, with a line
         model = build_model(conf, plan, snapshot(plain), datamodule.class_names)
@@ -318,6 +330,18 @@ def val_metrics(trainer: L.Trainer, run_dir: Path) -> dict[str, Any]:
     last = {k: float(v) for k, v in rows[-1].items() if k.startswith("val/") and v}
     best = max(float(r[metric_names.acc(metric_names.VAL)]) for r in rows)
     return last | {metric_names.VAL_ACC_BEST: best} | found
+
+
+def _say_next_step(closing: RunClosing) -> None:
+    """The last console line: the command that continues a stopped run (after the CLI's error line if it failed;
+    not after a UserError, whose line names its own fix: the same command would stop the same way)."""
+    run_dir = closing.run.path
+    hint = resume_command(run_dir, closing.status, shown_path(run_dir), requeued=slurm_tasks() is not None)
+    if hint is not None and closing.status == "failed":
+        if (failure := closing.raising) is not None and user_error(failure) is None:
+            add_next_step(failure, hint)
+    elif hint is not None:
+        say(hint)
 
 
 __all__ = ["OBJECTIVE", "abandon_start", "build_model", "build_trainer", "load_data_early", "train"]

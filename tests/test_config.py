@@ -72,6 +72,43 @@ def test_known_keys_cover_nested_fields():
     assert "model.dropout" in keys and "optimizer.momentum" in keys and "scheduler.milestones" in keys
 
 
+@pytest.mark.parametrize("value", ["0.1", "0.5", "180", "5000"])
+def test_val_size_takes_a_count_or_a_fraction(compose_cfg, value):
+    """dataset.val_size=0.1 (10 % of the training images) was refused: the key took whole numbers only."""
+    conf = validate(compose_cfg(f"dataset.val_size={value}"))
+    assert conf.dataset.val_size == (float(value) if "." in value else int(value))
+    assert type(conf.dataset.val_size) is (float if "." in value else int)  # a fraction stays one, a count too
+
+
+@pytest.mark.parametrize("value", ["1.0", "1.5", "-0.1", "-1", "true", "abc", "5000.0"])
+def test_val_size_out_of_range_names_both_forms(compose_cfg, value):
+    with pytest.raises(UserError) as err:
+        validate(compose_cfg(f"dataset.val_size={value}"))
+    message = str(err.value)
+    assert message.startswith("dataset.val_size=") and "\n" not in message
+    assert "a count" in message and "a fraction" in message, message
+
+
+# SVHN's files are MD5-checked (data/svhn.py): its splits always have these sizes, so a count is safe there
+SVHN_SIZES = {"train": 73_257, "train+extra": 73_257 + 531_131}
+
+
+@pytest.mark.parametrize("preset", [f"dataset={o}" for o in options("dataset")]
+                         + [f"experiment={o}" for o in options("experiment")])
+def test_every_preset_leaves_training_the_larger_part_on_any_dataset_size(compose_cfg, preset):
+    """fast_mnist (dataset/mnist.yaml's val_size: 5000) on an 8,000-image MNIST trained on 3,000 images and
+    validated on 5,000. Presets now give validation a fraction; only SVHN, whose sizes are fixed, keeps a count."""
+    from nin_lightning.data.base import val_count
+
+    dataset = validate(compose_cfg(preset)).dataset
+    sizes = [SVHN_SIZES[dataset.split]] if dataset.name == "svhn" else [100, 1_437, 8_000, 60_000, 604_388]
+    for n in sizes:
+        val = val_count(dataset.val_size, n)
+        assert val < n - val, (preset, dataset.val_size, n)
+    if dataset.name != "svhn":
+        assert isinstance(dataset.val_size, float), (preset, dataset.val_size)
+
+
 # ----------------------------------------------------------------------------------- each default once
 def test_no_option_file_repeats_its_schemas_default():
     """Defaults live in the schema dataclasses (config/schema.py); a group's option file holds only what

@@ -52,7 +52,8 @@ def quiet_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path]
     tmp = tmp_path_factory.mktemp("quiet")
     run_dir = tmp / "outputs" / "runs" / "quiet"
     result = _train(tmp, "experiment=quickstart", "scheduler=multistep", "scheduler.milestones=[3,6]",
-                    "trainer.max_epochs=4", "logger=csv", f"hydra.run.dir={run_dir}", timeout=600)
+                    "trainer.max_epochs=4", "logger=csv", "trainer.log_every_n_steps=50", f"hydra.run.dir={run_dir}",
+                    timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return result, run_dir
 
@@ -65,7 +66,8 @@ def test_a_run_prints_the_facts_and_not_the_config_tree(quiet_run):
     out = result.stdout.splitlines()
     facts = [line for line in out if line.startswith("[nin] ")]
     assert ("[nin] run: experiment=quickstart scheduler=multistep scheduler.milestones=[3,6] trainer.max_epochs=4 "
-            "logger=csv -> outputs/runs/quiet") in facts  # the overrides; the run dir, relative to the working dir
+            "logger=csv trainer.log_every_n_steps=50 -> outputs/runs/quiet"
+            ) in facts  # the overrides; the run dir, relative to the working dir
     assert any(line.startswith("[nin] data: digits: 1,257 train / 180 val / 360 test images of 1x8x8, 10 classes")
                for line in facts)
     (model,) = [line for line in facts if line.startswith("[nin] model: NiN")]
@@ -75,6 +77,40 @@ def test_a_run_prints_the_facts_and_not_the_config_tree(quiet_run):
     assert len(out) <= 12 + 4, result.stdout  # the facts, one line per epoch, the result
     log = (run_dir / "train.log").read_text()
     assert "GPU available" in log and "[nin] model: NiN" in log  # the log keeps Lightning's lines too
+
+
+@pytest.mark.slow
+def test_lightnings_warnings_go_to_train_log_with_the_key_to_change(quiet_run):
+    """Lightning's "number of training batches (20) is smaller than the logging interval
+    Trainer(log_every_n_steps=50)" reached the quiet console, in Python API words. Now train.log has it, with
+    the config key."""
+    result, run_dir = quiet_run
+    assert "logging interval" not in result.stdout + result.stderr
+    (line,) = [ln for ln in (run_dir / "train.log").read_text().splitlines() if "logging interval" in ln]
+    assert "trainer.log_every_n_steps=50" in line and "change it with trainer.log_every_n_steps=N" in line, line
+    assert "Trainer(" not in line
+
+
+def test_a_split_that_validates_more_than_it_trains_is_a_line_at_the_start(compose_cfg, tmp_path, caplog):
+    """dataset.val_size=0.6 on digits: 575 train / 862 val images, said in one line after the data line."""
+    from nin_lightning.config import JobContext, validate
+    from nin_lightning.data import build_datamodule
+    from nin_lightning.run import announce, model_size
+
+    conf = validate(compose_cfg("dataset.val_size=0.6"))
+    datamodule = build_datamodule(conf.dataset)
+    datamodule.setup("fit")
+    caplog.set_level("INFO", logger="nin_lightning")
+    announce(JobContext(), tmp_path, datamodule, conf, model_size(conf))
+    lines = list(caplog.messages)
+    assert lines[1].startswith("[nin] data: digits: 575 train / 862 val")
+    assert lines[2].startswith("[nin] dataset.val_size=0.6 gives validation 862 images and training only 575"), lines
+    balanced = validate(compose_cfg())
+    datamodule = build_datamodule(balanced.dataset)
+    datamodule.setup("fit")
+    caplog.clear()
+    announce(JobContext(), tmp_path, datamodule, balanced, model_size(balanced))
+    assert len(caplog.messages) == 3 and not any("gives validation" in line for line in caplog.messages)
 
 
 @pytest.mark.slow

@@ -161,6 +161,32 @@ def test_split_sizes_and_seeds(tmp_path):
     assert "dataset.val_size" in message
 
 
+
+def test_fast_mnist_on_a_smaller_mnist_trains_on_the_larger_part(tmp_path):
+    """The issue's trial: experiment=fast_mnist on an 8,000-image MNIST gave 3,000 train / 5,000 val images
+    without a word (val_size: 5000). Now a tenth validates; a split that leaves validation the larger part
+    says so in one line."""
+    fd.write_mnist(tmp_path, n_train=8000, n_test=20)
+    conf = validate(compose_cfg(["experiment=fast_mnist", f"dataset.root={tmp_path}"]))
+    dm = build_datamodule(conf.dataset)
+    dm.setup("fit")
+    assert (len(dm.train_split), len(dm.val_split)) == (7200, 800)
+    assert dm.split_note() is None
+    lopsided = datamodule("mnist", tmp_path, "dataset.val_size=0.6")
+    assert (len(lopsided.train_split), len(lopsided.val_split)) == (3200, 4800)
+    note = lopsided.split_note()
+    assert note is not None and "\n" not in note
+    assert "dataset.val_size=0.6" in note and "4,800" in note and "3,200" in note and "smaller" in note, note
+
+
+def test_a_fraction_is_the_count_it_rounds_to(tmp_path):
+    """digits' preset 0.125 holds out the same 180 images as the count 180 did (runs keep their splits)."""
+    fraction, count = (datamodule("digits", tmp_path, f"dataset.val_size={v}") for v in ("0.125", "180"))
+    assert len(fraction.val_split) == 180
+    assert image_keys(fraction.val_split.images) == image_keys(count.val_split.images)
+    assert image_keys(fraction.train_split.images) == image_keys(count.train_split.images)
+
+
 def _svhn_sources(written: dict) -> dict[bytes, str]:
     return {key: part for part in ("train", "extra")
             for key in image_keys(torch.from_numpy(written[part][0]))}
@@ -191,6 +217,9 @@ def test_svhn_train_plus_extra_paper_split(tmp_path, monkeypatch):
     message = user_error(lambda: datamodule("svhn", tmp_path, "dataset.split=train+extra",
                                             "dataset.val_size=50"))
     assert "dataset.val_size=50" in message and "6000" in message
+    # a fraction of train + extra, rounded to whole units of 30: 0.3 x 240 = 72 -> 60, the split above
+    assert image_keys(datamodule("svhn", tmp_path, "dataset.split=train+extra", "dataset.val_size=0.3")
+                      .val_split.images) == val_keys
 
 
 def test_svhn_paper_split_counts_at_full_size():

@@ -14,11 +14,11 @@ LIST_WITHIN_S = 10.0  # the issue's promise for sweep=width's 12 jobs (CPU secon
 HANG_S = 120
 
 
-def dry(tmp: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], float, float]:
-    """Run `python train.py -m ARGS hydra/launcher=dry`; (result, wall seconds, CPU seconds of the child)."""
+def dry(tmp: Path, *args: str, option: str = "dry") -> tuple[subprocess.CompletedProcess[str], float, float]:
+    """Run `python train.py -m ARGS hydra/launcher=OPTION`; (result, wall seconds, CPU seconds of the child)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", *args, "hydra/launcher=dry"],
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", *args, f"hydra/launcher={option}"],
                             cwd=tmp, env=cli_env(tmp), capture_output=True, text=True, timeout=HANG_S)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -78,4 +78,23 @@ def test_a_ready_grid_with_group_choices_and_a_search(tmp_path):
     search, _, _ = dry(tmp_path, "sweep=optuna_dropout_wd")
     assert search.returncode == 0, search.stderr[-3000:]
     assert len(job_lines(search.stdout)) == 2 and "only its first batch can be listed (20 trials" in search.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+
+
+def test_a_local_sweeps_dry_run_speaks_of_local_jobs(tmp_path):
+    """The dry run of a local sweep said "as hydra/launcher=slurm would submit them ... 60 min per job".
+    hydra/launcher=dry_local stands for the local launcher: this machine's jobs at a time, threads, processes."""
+    result, _, _ = dry(tmp_path, "sweep=width", option="dry_local")
+    assert result.returncode == 0, result.stderr[-3000:]
+    header = result.stdout.splitlines()[0]
+    assert header.startswith("as hydra/launcher=local would run them on this machine: 1 job(s) at a time "
+                             "(n_jobs=auto), each in a process of its own with 2 CPU thread(s)"), header
+    assert "slurm" not in result.stdout.lower() and "node" not in result.stdout and "60 min" not in result.stdout
+    lines = job_lines(result.stdout)
+    assert len(lines) == 12 and all(line.endswith("|  1 process, no GPU") for line in lines)
+    assert "dry run: 12 job(s);" in result.stdout and "Nothing was run" in result.stdout
+    ddp, _, _ = dry(tmp_path, "trainer=ddp_cpu", "trainer.devices=2", "seed=1,2", "hydra.launcher.n_jobs=2",
+                    option="dry_local")  # a local command line's own keys are accepted as they are
+    assert all(line.endswith("|  2 processes (DDP), no GPU") for line in job_lines(ddp.stdout)), ddp.stdout
+    assert "2 job(s) at a time (n_jobs=2), each in a process of its own with 1 CPU thread(s)" in ddp.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]

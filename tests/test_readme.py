@@ -120,6 +120,7 @@ def test_the_readme_quickstart_and_three_commands_work_literally(tmp_path):
 
     dry_line, grid_line = a_sweep
     assert "dry run: 12 job(s)" in outputs[dry_line].stdout
+    assert "slurm" not in outputs[dry_line].stdout.lower()  # a local sweep's dry run speaks of local jobs
     sweep_out = outputs[grid_line].stdout + outputs[grid_line].stderr
     print(f"the README's 4-job sweep printed {len(sweep_out.splitlines())} lines")
     assert len(sweep_out.splitlines()) < 60, sweep_out  # a few lines per job
@@ -156,3 +157,23 @@ def test_train_py_works_in_a_shell_that_never_activated_the_venv(tmp_path):
     alone = subprocess.run([python, "train.py"], cwd=clone, env=env, capture_output=True, text=True, timeout=120)
     assert alone.returncode != 0 and alone.stderr.startswith("error: hydra is not installed for ")
     assert "make train" in alone.stderr and "source .venv/bin/activate" in alone.stderr
+
+
+def test_the_readme_says_how_to_install_without_cuda_and_make_does_it(tmp_path):
+    """A CPU-only install was 6.2 GB (torch from PyPI pulls CUDA 13 and nvidia-* wheels) while the README said
+    "no GPU, no download". It now says what the default weighs and how to take PyTorch's CPU wheels, and
+    `make train TORCH_INDEX=cpu` installs them before the package."""
+    text = (ROOT / "README.md").read_text().split(MARKER, 1)[0]
+    assert "6.2 GB" in text and "make train TORCH_INDEX=cpu" in text
+    assert "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in text
+    assert "no download (" not in text
+    venv = tmp_path / "venv"
+    plan = subprocess.run(["make", "-n", f"{venv}/.installed", f"VENV={venv}", "TORCH_INDEX=cpu"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    steps = plan.stdout.splitlines()
+    cpu = [i for i, line in enumerate(steps) if "--index-url https://download.pytorch.org/whl/cpu" in line]
+    package = [i for i, line in enumerate(steps) if '-e ".[dev]"' in line]
+    assert len(cpu) == 1 and len(package) == 1 and cpu[0] < package[0], plan.stdout
+    default = subprocess.run(["make", "-n", f"{venv}/.installed", f"VENV={venv}"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=60)
+    assert "index-url" not in default.stdout and '-e ".[dev]"' in default.stdout

@@ -6,7 +6,9 @@ from __future__ import annotations
 import csv
 import http.server
 import json
+import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import yaml
 from nin_lightning.errors import UserError
 from nin_lightning.report import cli, wandb_source
 from nin_lightning.report.jobs import read_spec, read_sweep_dir
+from nin_lightning.report.stats import paired, power, seeds_for, seeds_needed, still_improving, welch
 from nin_lightning.report.table import aggregate, group_keys
 from nin_lightning.report.wandb_source import explain, parse_run_name, run_history
 
@@ -319,3 +322,257 @@ def test_one_bad_job_is_marked_and_the_rest_reported(tmp_path, capsys):
     assert cli.main([str(sweep)]) == 0
     md = (sweep / "report.md").read_text()
     assert str(jobs[0] / "metrics.json") in md and "| 0.5 |" in md
+
+
+# ----------------------------------------------------------------------------- trust, pairing, power, convergence
+REAL_SWEEP = Path(__file__).parent / "data" / "report_sweep"  # a real 2x2 sweep's files (its README.md)
+
+
+def real_sweep(root: Path) -> tuple[Path, list[Path]]:
+    """A copy of the real sweep dir, and its job dirs in job order."""
+    sweep = root / "s"
+    shutil.copytree(REAL_SWEEP, sweep, ignore=shutil.ignore_patterns("README.md"))
+    return sweep, sorted(d for d in sweep.iterdir() if d.is_dir())
+
+
+MISSING = object()
+
+
+def set_metric(job: Path, key: str, value: object) -> None:
+    """Edit one key of a job's metrics.json (a value of MISSING removes it)."""
+    metrics = json.loads((job / "metrics.json").read_text())
+    if value is MISSING:
+        metrics.pop(key)
+    else:
+        metrics[key] = value
+    (job / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+
+def test_issue22_trial_a_true_test_acc_is_named_and_not_used_through_the_cli(tmp_path):
+    """The issue's trial: one job of the real 2x2 sweep says `test/acc: true`. Before: the dropout=0.0 cell was
+    0.7972 ± 0.2868 ('2 ok', a CI and a p-value); now that job is named on the console and in report.md and
+    counted apart, and the cell is the other seed's value."""
+    sweep, jobs = real_sweep(tmp_path)
+    kept = json.loads((jobs[0] / "metrics.json").read_text())["test/acc"]
+    set_metric(jobs[1], "test/acc", True)
+    out = run_report(str(sweep))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"[nin] {jobs[1].name}: not used: test/acc is true (a bool, not a number)" in out.stdout
+    md = (sweep / "report.md").read_text()
+    row = next(ln for ln in md.splitlines() if ln.startswith("| 0.0 |"))
+    assert row.startswith("| 0.0 | 1 | ") and f"| {kept:.4f} |" in row and row.endswith("| 1 ok, 1 NOT USED |")
+    assert "0.7972" not in md and "1 not used" in md
+    assert f"- `{jobs[1].name}`: **rejected**: not used: test/acc is true (a bool, not a number)" in md
+    with (sweep / "report.csv").open() as fh:
+        first = next(csv.DictReader(fh))
+    assert (first["n_seeds"], first["n_rejected"], float(first["test/acc_mean"])) == ("1", "1", pytest.approx(kept))
+
+
+def test_the_real_sweep_untouched_is_the_issues_numbers(tmp_path, capsys):
+    sweep, _ = real_sweep(tmp_path)
+    assert cli.main([str(sweep)]) == 0
+    md = (sweep / "report.md").read_text()
+    assert "| 0.0 | 2 | " in md and "0.6764 ± 0.1159" in md and "not used" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("key", "value", "why"), [
+    ("test/acc", True, "test/acc is true (a bool, not a number)"),
+    ("test/acc", "0.99", "test/acc is '0.99' (text, not a number)"),
+    ("test/acc", float("nan"), "test/acc is nan (not a finite number)"),
+    ("test/acc", float("inf"), "test/acc is inf (not a finite number)"),
+    ("test/acc", 1.5, "test/acc is 1.5, outside [0, 1]"),
+    ("test/acc", -0.1, "test/acc is -0.1, outside [0, 1]"),
+    ("test/acc", None, "test/acc is missing"),
+    ("test/acc", MISSING, "test/acc is missing"),
+    ("test/acc", [0.9], "test/acc is [0.9] (list, not a number)"),
+    ("val/acc_best", 2.0, "val/acc_best is 2, outside [0, 1]"),
+    ("val/acc_best", MISSING, "val/acc_best is missing"),
+    ("epochs", "2", "epochs is '2' (text, not a number)"),
+    ("wall_time_s", -3.0, "wall_time_s is -3, below 0"),
+    ("epochs", 2.5, "epochs is 2.5, not a whole number"),
+    ("params", False, "params is false (a bool, not a number)"),
+], ids=["bool", "text", "nan", "inf", "above-1", "below-0", "null", "missing", "list", "val-above-1", "val-missing",
+        "epochs-text", "negative-wall-time", "epochs-fraction", "params-bool"])
+def test_a_value_the_report_cannot_trust_leaves_its_job_out(tmp_path, capsys, key, value, why):
+    sweep, jobs = real_sweep(tmp_path)
+    kept = json.loads((jobs[0] / "metrics.json").read_text())["test/acc"]
+    set_metric(jobs[1], key, value)
+    assert cli.main([str(sweep)]) == 0
+    assert f"[nin] {jobs[1].name}: not used: {why}" in capsys.readouterr().out
+    md = (sweep / "report.md").read_text()
+    assert f"- `{jobs[1].name}`: **rejected**: not used: {why}" in md
+    row = next(ln for ln in md.splitlines() if ln.startswith("| 0.0 |"))
+    assert row.startswith("| 0.0 | 1 | ") and f"| {kept:.4f} |" in row and row.endswith("| 1 ok, 1 NOT USED |")
+
+
+def test_a_metrics_json_that_is_not_json_leaves_its_job_out(tmp_path, capsys):
+    sweep, jobs = real_sweep(tmp_path)
+    (jobs[1] / "metrics.json").write_text('{"status": "completed", "test/acc": 0.9')
+    assert cli.main([str(sweep)]) == 0
+    printed = capsys.readouterr().out
+    assert f"[nin] {jobs[1].name}: {jobs[1] / 'metrics.json'} is unreadable (ValueError: not JSON)" in printed
+    md = (sweep / "report.md").read_text()
+    assert f"- `{jobs[1].name}`: **rejected**: {jobs[1] / 'metrics.json'} is unreadable" in md
+    assert next(ln for ln in md.splitlines() if ln.startswith("| 0.0 |")).endswith("| 1 ok, 1 NOT USED |")
+
+
+@pytest.mark.parametrize(("key", "value", "metric"), [("dataset.name", "mnist", None), ("model.width", 0.5, 91000)],
+                         ids=["another-dataset", "another-width"])
+def test_a_job_of_another_dataset_or_model_shape_is_not_pooled(tmp_path, capsys, key, value, metric):
+    """A job whose config (e.g. resumed by hand into another dataset) or model size differs from the rest of its
+    setting is named and left out: never pooled into the setting's mean."""
+    sweep, jobs = real_sweep(tmp_path)
+    config = yaml.safe_load((jobs[1] / ".hydra" / "config.yaml").read_text())
+    section, name = key.split(".")
+    config[section][name] = value
+    (jobs[1] / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    if metric is not None:
+        set_metric(jobs[1], "params", metric)
+    assert cli.main([str(sweep)]) == 0
+    printed = capsys.readouterr().out
+    assert f"[nin] {jobs[1].name}: not used: {key}={value}, but " in printed, printed
+    assert "(another dataset or model shape is never pooled)" in printed
+    md = (sweep / "report.md").read_text()
+    assert next(ln for ln in md.splitlines() if ln.startswith("| 0.0 |")).endswith("| 1 ok, 1 NOT USED |")
+
+
+def test_paired_and_welch_statistics_match_scipy():
+    from scipy import stats as sp
+
+    x = {"1": 0.81, "2": 0.84, "3": 0.79, "4": 0.83}
+    y = {"1": 0.78, "2": 0.80, "3": 0.78, "5": 0.70}  # seed 5 has no partner: left out of the pairs
+    got = paired(x, y)
+    ref = sp.ttest_rel([0.81, 0.84, 0.79], [0.78, 0.80, 0.78])
+    d = [0.03, 0.04, 0.01]
+    half = sp.t.ppf(0.975, 2) * statistics.stdev(d) / math.sqrt(3)
+    assert got.p == pytest.approx(ref.pvalue) and got.diff == pytest.approx(statistics.fmean(d))
+    assert (got.low, got.high) == pytest.approx((statistics.fmean(d) - half, statistics.fmean(d) + half))
+    assert paired({"1": 0.8, "2": 0.9}, {"1": 0.7, "3": 0.6}).p is None  # one shared seed: no test
+    assert welch(list(x.values()), list(y.values())).p == pytest.approx(
+        sp.ttest_ind(list(x.values()), list(y.values()), equal_var=False).pvalue)
+
+
+def test_seeds_needed_for_80_percent_power_matches_known_sample_sizes():
+    """G*Power's (and statsmodels') t-test sample sizes for power 0.8, alpha 0.05 two-sided: two-sample d=1 -> 17
+    and d=0.5 -> 64 per group; paired dz=0.5 -> 34 pairs."""
+    assert seeds_needed(1.0, sds=(1.0, 1.0)) == 17 and seeds_needed(0.01, sds=(0.02, 0.02)) == 64
+    assert seeds_needed(0.5, paired_sd=1.0) == 34 and seeds_needed(-0.5, paired_sd=1.0) == 34
+    assert power(1.0, 17, sds=(1.0, 1.0)) >= 0.8 > power(1.0, 16, sds=(1.0, 1.0))
+    assert seeds_needed(0.0, sds=(1.0, 1.0)) is None and seeds_needed(1e-6, paired_sd=1.0) is None  # > MAX_SEEDS
+    assert seeds_for({"1": 0.8, "2": 0.9}, {"1": 0.7, "2": 0.75}, use_paired=False)[0] == seeds_needed(
+        0.125, sds=(statistics.stdev([0.8, 0.9]), statistics.stdev([0.7, 0.75])))
+    assert seeds_for({"1": 0.8, "2": 0.9}, {"1": 0.7, "2": 0.75}, True, min_effect=0.01)[0] == seeds_needed(
+        0.01, paired_sd=statistics.stdev([0.1, 0.15]))
+
+
+def test_still_improving_looks_at_the_last_fifth_of_the_epochs():
+    assert still_improving([0.3, 0.5, 0.6, 0.7, 0.8]) is True
+    assert still_improving([0.3, 0.8, 0.82, 0.81, 0.80]) is False  # the best came before the last 2 epochs
+    assert still_improving([0.1] * 8 + [0.5, 0.4] + [0.3] * 10) is False  # 20 epochs: the last 4 look no better
+    assert still_improving([0.1] * 16 + [0.5, 0.4, 0.3, 0.2]) is True
+    assert still_improving([0.5]) is None
+
+
+HELD = {"model.dropout": "0.0", "model.width": "0.25"}  # build_sweep: the values of the keys it does not sweep
+
+
+def build_sweep(root: Path, key: str, settings: tuple[str, str], test_acc: dict[tuple[str, int], float],
+                val_curves: dict[str, list[float]]) -> Path:
+    """A sweep dir of `python train.py -m dataset=digits KEY=A,B seed=1,2,3 ...` in the real sweep's layout (job dir
+    names, .hydra/, metrics.json keys, history.csv columns), with the given test/acc per (setting, seed) and
+    val/acc per epoch per setting."""
+    template = sorted(d for d in REAL_SWEEP.iterdir() if d.is_dir())[0]
+    config0 = yaml.safe_load((template / ".hydra" / "config.yaml").read_text())
+    metrics0 = json.loads((template / "metrics.json").read_text())
+    sweep = root / "sweep"
+    seeds = sorted({s for _, s in test_acc})
+    for num, ((setting, seed), acc) in enumerate(sorted(test_acc.items())):
+        curve = val_curves[setting]
+        others = HELD | {key: setting}
+        job = sweep / f"{num:03d}_{key}={setting},seed={seed}"  # a sweep job's dir: its swept keys
+        (job / ".hydra").mkdir(parents=True)
+        config = json.loads(json.dumps(config0))
+        config["seed"], config["trainer"]["max_epochs"] = seed, len(curve)
+        config["model"]["dropout"], config["model"]["width"] = (float(others[k]) for k in ("model.dropout",
+                                                                                           "model.width"))
+        (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
+            ["dataset=digits", f"{key}={setting}", f"seed={seed}", f"trainer.max_epochs={len(curve)}",
+             *(f"{k}={v}" for k, v in others.items() if k != key), "logger=none"], sort_keys=False))
+        params = metrics0["params"] * (4 if others["model.width"] == "0.5" else 1)
+        (job / "metrics.json").write_text(json.dumps(metrics0 | {
+            "seed": seed, "test/acc": acc, "val/acc_best": max(curve), "epochs": len(curve), "params": params}))
+        with (job / "history.csv").open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["epoch", "step", "epoch_time_s", "lr", "train/loss", "train/acc", "val/loss", "val/acc",
+                             "val/acc_best"])
+            for e, val in enumerate(curve, start=1):
+                train = min(1.0, val + 0.05 + 0.01 * seed)
+                writer.writerow([e, 20 * e, 0.1, 0.1, 2.0 / e, train, 2.2 / e, val + 0.01 * seed, max(curve[:e])])
+    task = ["dataset=digits", f"{key}={','.join(settings)}", f"seed={','.join(map(str, seeds))}",
+            f"trainer.max_epochs={len(next(iter(val_curves.values())))}",
+            *(f"{k}={v}" for k, v in HELD.items() if k != key), "logger=none"]
+    multirun = yaml.safe_load((REAL_SWEEP / "multirun.yaml").read_text())
+    multirun["hydra"]["overrides"]["task"] = task
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump(multirun, sort_keys=False))
+    return sweep
+
+
+ACC = {("0.0", 1): 0.81, ("0.0", 2): 0.86, ("0.0", 3): 0.78, ("0.5", 1): 0.78, ("0.5", 2): 0.82, ("0.5", 3): 0.77}
+CURVES = {"0.0": [0.3, 0.8, 0.82, 0.81, 0.80], "0.5": [0.3, 0.5, 0.6, 0.7, 0.8]}
+
+
+def test_two_settings_three_seeds_report_paired_columns_seeds_needed_convergence_and_plot(tmp_path, capsys):
+    from scipy import stats as sp
+
+    sweep = build_sweep(tmp_path, "model.dropout", ("0.0", "0.5"), ACC, CURVES)
+    assert cli.main([str(sweep), "--baseline", "model.dropout=0.0"]) == 0
+    with (sweep / "report.csv").open() as fh:
+        rows = {r["model.dropout"]: r for r in csv.DictReader(fh)}
+    x, y = [ACC["0.5", s] for s in (1, 2, 3)], [ACC["0.0", s] for s in (1, 2, 3)]
+    ref = sp.ttest_rel(x, y)
+    low, high = ref.confidence_interval(0.95)
+    got = rows["0.5"]
+    assert float(got["diff_paired"]) == pytest.approx(statistics.fmean(x) - statistics.fmean(y), rel=1e-5)
+    assert float(got["p_paired"]) == pytest.approx(ref.pvalue, rel=1e-5)
+    assert (float(got["ci_low_paired"]), float(got["ci_high_paired"])) == pytest.approx((low, high), rel=1e-5)
+    assert float(got["p_welch"]) == pytest.approx(sp.ttest_ind(x, y, equal_var=False).pvalue, rel=1e-5)
+    assert float(got["p_paired"]) < float(got["p_welch"])  # the seeds' shared start and data order cancel out
+    needed = seeds_for(dict(zip("123", x, strict=True)), dict(zip("123", y, strict=True)), True)[0]
+    assert needed is not None and int(got["seeds_needed"]) == needed
+    assert (got["still_improving"], rows["0.0"]["still_improving"]) == ("true", "false")
+    assert rows["0.0"]["diff_paired"] == rows["0.0"]["seeds_needed"] == ""  # the baseline
+    md = (sweep / "report.md").read_text()
+    header = next(ln for ln in md.splitlines() if ln.startswith("| model.dropout"))
+    assert all(col in header for col in ("Δ paired", "95% CI paired", "p (paired)", "seeds needed", "still improving",
+                                         "wall_time_s (this machine)"))
+    improving = [ln for ln in md.splitlines() if "still improving: compare with care" in ln and ln.startswith("| 0")]
+    assert [ln.split(" |")[0] for ln in improving] == ["| 0.5"]
+    assert "- **Images**: 1,257 train / 180 validation / 360 test" in md
+    assert "not compared between settings" in md and "Every fixed setting" in md and "model.width: 0.25" in md
+    assert "Pairing is valid when" in md
+    png = sweep / "curves_train_val.png"
+    assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5000 and str(png) in capsys.readouterr().out
+    assert cli.main([str(sweep), "--baseline", "model.dropout=0.0", "--min-effect", "0.01"]) == 0
+    with (sweep / "report.csv").open() as fh:
+        at_effect = {r["model.dropout"]: r for r in csv.DictReader(fh)}["0.5"]["seeds_needed"]
+    assert int(at_effect) == seeds_for(dict(zip("123", x, strict=True)), dict(zip("123", y, strict=True)), True,
+                                       min_effect=0.01)[0]
+
+
+def test_settings_of_another_model_shape_are_not_paired(tmp_path):
+    sweep = build_sweep(tmp_path, "model.width", ("0.25", "0.5"),
+                        {(w, s): a for (d, s), a in ACC.items() for w in [{"0.0": "0.25", "0.5": "0.5"}[d]]},
+                        {"0.25": CURVES["0.0"], "0.5": CURVES["0.5"]})
+    assert cli.main([str(sweep), "--baseline", "model.width=0.25"]) == 0
+    with (sweep / "report.csv").open() as fh:
+        wide = {r["model.width"]: r for r in csv.DictReader(fh)}["0.5"]
+    assert wide["diff_paired"] == wide["p_paired"] == "" and wide["p_welch"] != ""
+    assert wide["note_paired"].startswith("not paired: differs in model.width 0.5 vs 0.25")
+    assert "- model.width=0.5: not paired: differs in model.width 0.5 vs 0.25" in (sweep / "report.md").read_text()
+
+
+def test_min_effect_must_be_a_difference_in_accuracy(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([str(tmp_path), "--min-effect", "0"])
+    assert "--min-effect 0: give a difference in test/acc between 0 and 1" in capsys.readouterr().err

@@ -129,6 +129,9 @@ def test_summary_holds_the_runs_result_size_and_code_version(sweep, compose_cfg)
             assert summary[key] == pytest.approx(metrics[key]), key
         assert summary["status"] == metrics["status"] == "completed" and run.exit_code == 0
         assert {"params": metrics["params"], "macs": metrics["macs"]} == size
+        # the images of each split (the report's header): digits' 1797 images, none lost, a validation split
+        assert sum(metrics[f"data/{split}_size"] for split in ("train", "val", "test")) == 1797
+        assert min(metrics["data/val_size"], metrics["data/test_size"]) > 0
         assert summary["val/acc"] == {"max": pytest.approx(max(float(r["val/acc"]) for r in _history(job)))}
         if git.returncode == 0:  # a checkout (CI's fresh clone too): the commit that ran, and whether it was edited
             commit = git.stdout.strip()
@@ -202,6 +205,14 @@ def test_local_report_gives_the_difference_to_the_baseline_with_ci_and_p_value(s
     low, high = expected.confidence_interval(0.95)
     assert (float(rows["0.0"]["ci_low"]), float(rows["0.0"]["ci_high"])) == pytest.approx((low, high), rel=1e-5)
     assert int(rows["0.0"]["params"]) == read_metrics(sweep.jobs[0])["params"]
+    # the same seeds share a start (dropout changes no shape): paired by seed, against scipy's paired t-test
+    by_seed = {d: {read_metrics(j)["seed"]: read_metrics(j)["test/acc"] for j in sweep.jobs
+                   if f"dropout={d}," in j.name} for d in ("0.0", "0.5")}
+    rel = stats.ttest_rel([by_seed["0.0"][s] for s in (1, 2)], [by_seed["0.5"][s] for s in (1, 2)])
+    assert float(rows["0.0"]["p_paired"]) == pytest.approx(rel.pvalue, rel=1e-5)
+    assert float(rows["0.0"]["diff_paired"]) == pytest.approx(diff, rel=1e-5)
+    sizes = read_metrics(sweep.jobs[0])
+    assert f"- **Images**: {sizes['data/train_size']:,} train / {sizes['data/val_size']:,} validation" in md
 
 
 @pytest.mark.slow

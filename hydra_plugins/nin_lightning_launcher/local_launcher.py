@@ -106,7 +106,12 @@ class LocalLauncher(Launcher):
         if self.gpus_per_node is not None:
             return self.gpus_per_node
         assert self.hydra_context is not None and self.config is not None
-        trainer = job_trainer(self.hydra_context, self.config, overrides)
+        return self.gpus_of(job_trainer(self.hydra_context, self.config, overrides))
+
+    def gpus_of(self, trainer: Any) -> int:
+        """GPUs of a job with this composed `trainer` config: `gpus_per_node` if set, else its own."""
+        if self.gpus_per_node is not None:
+            return self.gpus_per_node
         return job_resources(trainer, tasks_per_node=1).gpus_per_node or 0
 
     def node_gpus(self) -> int:
@@ -121,7 +126,7 @@ class LocalLauncher(Launcher):
             return max(1, node_gpus * self.jobs_per_gpu // max(1, min(g for g in gpus if g)))
         return max(1, (os.cpu_count() or 1) // CPUS_PER_CPU_JOB)
 
-    def _threads(self, slots: int) -> dict[str, str]:
+    def threads(self, slots: int) -> dict[str, str]:
         """torch/OpenMP threads per job: `cpus_per_task`, or this machine's CPUs shared among the slots."""
         cpus = self.cpus_per_task or max(1, (os.cpu_count() or 1) // slots)
         return dict.fromkeys(THREAD_VARS, str(cpus))
@@ -150,7 +155,7 @@ class LocalLauncher(Launcher):
         queue = list(enumerate(job_overrides))
         jobs: list[Any] = [None] * len(job_overrides)
         running: dict[int, tuple[int, ...]] = {}  # job index -> the GPUs it holds
-        with environ(self._threads(slots)):
+        with environ(self.threads(slots)):
             while queue or running:
                 running = {idx: held for idx, held in running.items() if not jobs[idx].done()}
                 while queue and len(running) < slots:

@@ -10,11 +10,11 @@ import contextlib
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from nin_lightning.errors import UserError, did_you_mean, one_line
+from nin_lightning.errors import UserError, did_you_mean, next_steps, one_line
 
 # Set by `one_line_errors` in the parent process, so that child processes (DDP ranks, launcher workers)
 # keep printing one-line errors instead of tracebacks.
@@ -119,10 +119,11 @@ def explain(exc: BaseException) -> str:
     return _missing_option(exc) or _bad_key_or_value(exc) or _dead_job(exc) or _job_error(exc) or one_line(exc)
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
-    """Print `error: message` on one line to stderr and exit. (A run that had begun wrote the same line into
-    its train.log itself: run.py; a refused start must not touch an earlier run's log.)"""
-    sys.stderr.write(f"error: {message}\n")
+def fail(message: str, code: int = 2, then: Sequence[str] = ()) -> NoReturn:
+    """Print `error: message` on one line to stderr, then the lines THEN (what to do now), and exit. (A run
+    that had begun wrote the same line into its train.log itself: run.py; a refused start must not touch an
+    earlier run's log.)"""
+    sys.stderr.write(f"error: {message}\n" + "".join(f"{line}\n" for line in then))
     sys.stderr.flush()
     sys.exit(code)
 
@@ -178,7 +179,7 @@ def one_line_errors(main: Callable[[], Any]) -> Any:
     except KeyboardInterrupt:
         fail("interrupted", code=130)
     except Exception as exc:
-        fail(explain(exc), code=2 if _is_user_error(exc) else 1)
+        fail(explain(exc), code=2 if _is_user_error(exc) else 1, then=next_steps(exc))
 
 
 def _is_user_error(exc: BaseException) -> bool:

@@ -4,7 +4,14 @@ console: the lines that matter on the console, every line in RUN_DIR/train.log."
 from __future__ import annotations
 
 import logging
+import re
 import warnings
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, TextIO
+
+from nin_lightning.config import TrainerConfig
+from nin_lightning.status import to_log_files
 
 # Warnings about things this project handles itself.
 _WARNINGS = (
@@ -57,11 +64,52 @@ class _QuietConsole(logging.Filter):
         return not (self.sweep and record.name == "nin_lightning" and not str(record.msg).startswith("[nin]"))
 
 
+# Lightning's warnings name its own arguments, `Trainer(log_every_n_steps=10)`; this project's keys set them
+_TRAINER_ARGUMENT = re.compile(r"Trainer\((\w+)=([^)]*)\)")
+_LIGHTNING_PACKAGES = ("lightning", "lightning_fabric", "pytorch_lightning", "lightning_utilities")
+
+
+def in_config_words(message: str) -> str:
+    """Lightning's warning MESSAGE with `Trainer(x=v)` as the config key `trainer.x=v` (where x is one) and the
+    key to change named at its end."""
+    keys = {f.name for f in fields(TrainerConfig)}
+    named = [m.group(1) for m in _TRAINER_ARGUMENT.finditer(message) if m.group(1) in keys]
+    words = _TRAINER_ARGUMENT.sub(lambda m: f"trainer.{m.group(1)}={m.group(2)}" if m.group(1) in keys
+                                  else m.group(0), message)
+    return words + "".join(f" (change it with trainer.{key}=N)" for key in dict.fromkeys(named))
+
+
+def _from_lightning(category: type[Warning], filename: str) -> bool:
+    """Whether a warning is Lightning's: its category or the code that warned is in a Lightning package."""
+    return (category.__module__.split(".")[0] in _LIGHTNING_PACKAGES
+            or any(part in _LIGHTNING_PACKAGES for part in Path(filename).parts))
+
+
+class _LightningWarningsToLog:
+    """`warnings.showwarning` of a quiet console: Lightning's warnings go to RUN_DIR/train.log only, in config
+    words; every other warning is shown as before."""
+
+    def __init__(self, shown_before: Any) -> None:
+        self.shown_before = shown_before
+
+    def __call__(self, message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: TextIO | None = None, line: str | None = None) -> None:
+        if file is None and _from_lightning(category, filename):
+            to_log_files(f"{category.__name__}: {in_config_words(str(message))}", logging.WARNING)
+            return
+        self.shown_before(message, category, filename, lineno, file, line)
+
+
 def quiet_console(verbose: bool, sweep: bool) -> None:
-    """Unless `verbose`: only our status lines (and epoch lines outside a sweep) and warnings on the console.
+    """Unless `verbose`: only our status lines (and epoch lines outside a sweep) and warnings on the console;
+    Lightning's own warnings (Python warnings, which bypass logging) go to RUN_DIR/train.log only.
 
     Under Hydra's job logging the console is the root logger's stream handler(s); the file handlers
     (RUN_DIR/train.log) are left alone."""
+    if isinstance(warnings.showwarning, _LightningWarningsToLog):  # a sweep's jobs may share this process
+        warnings.showwarning = warnings.showwarning.shown_before
+    if not verbose:
+        warnings.showwarning = _LightningWarningsToLog(warnings.showwarning)
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler) or not isinstance(handler, logging.StreamHandler):
             continue

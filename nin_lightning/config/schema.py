@@ -45,6 +45,14 @@ DIGIT_DATASETS = frozenset({"digits", "mnist", "svhn"})  # a mirrored digit is a
 OPTIMIZER_IMPLEMENTATIONS = ("fused", "foreach", "for_loop")
 
 
+def is_val_size(value: Any) -> bool:
+    """Whether VALUE is a valid `dataset.val_size`: a count of images (an int >= 0; bools are not counts) or a
+    fraction of the training set (a float strictly between 0 and 1). data/base.py `val_count` resolves it."""
+    if isinstance(value, bool):
+        return False
+    return (isinstance(value, int) and value >= 0) or (isinstance(value, float) and 0.0 < value < 1.0)
+
+
 @dataclass
 class DatasetConfig:
     """Which data, where it lives, how it is split, batched and augmented."""
@@ -54,7 +62,7 @@ class DatasetConfig:
     download: bool = False
     batch_size: int = 128
     eval_batch_size: int = 512
-    val_size: int = 5000
+    val_size: Any = 0.1  # a count of training images (an int), or a fraction of them (a float, 0 < x < 1)
     split_seed: int = 0
     split: str = "train"
     num_workers: int = 0
@@ -76,7 +84,8 @@ class DatasetConfig:
         _choice("dataset.name", self.name, tuple(DATASETS))
         _check(self.batch_size >= 1, "dataset.batch_size", self.batch_size, "an integer >= 1")
         _check(self.eval_batch_size >= 1, "dataset.eval_batch_size", self.eval_batch_size, "an integer >= 1")
-        _check(self.val_size >= 0, "dataset.val_size", self.val_size, "an integer >= 0")
+        _check(is_val_size(self.val_size), "dataset.val_size", self.val_size,
+               "a count (an integer >= 0) or a fraction of the training images (a number with 0 < x < 1, e.g. 0.1)")
         _check(self.num_workers >= 0, "dataset.num_workers", self.num_workers, "an integer >= 0")
         _check(self.crop_padding >= 0, "dataset.crop_padding", self.crop_padding, "an integer >= 0")
         _check(self.cutout >= 0, "dataset.cutout", self.cutout, "an integer >= 0")

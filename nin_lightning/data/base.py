@@ -63,15 +63,24 @@ def _as_batch(batch: Any) -> Any:
     return batch
 
 
-def split_train_val(n: int, val_size: int, seed: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded permutation of range(n): (train indices, val indices)."""
-    if val_size >= n:
+def val_count(val_size: int | float, n: int) -> int:
+    """`dataset.val_size` as a number of images out of N training images: a count as it is, a fraction
+    (0 < x < 1) of N rounded, and at least one image."""
+    if isinstance(val_size, float):
+        return max(1, round(val_size * n))
+    return val_size
+
+
+def split_train_val(n: int, val_size: int | float, seed: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded permutation of range(n): (train indices, val indices); `val_size` a count or a fraction."""
+    count = val_count(val_size, n)
+    if count >= n:
         raise UserError(
             f"dataset.val_size={val_size} leaves no training data: {name} has {n} training images; "
-            f"pass dataset.val_size=<{n}"
+            f"pass dataset.val_size=<{n}, or a fraction such as dataset.val_size=0.1"
         )
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return perm[val_size:].sort().values, perm[:val_size].sort().values
+    return perm[count:].sort().values, perm[:count].sort().values
 
 
 def pad_batch(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -121,14 +130,29 @@ class NiNDataModule(L.LightningDataModule):
 
     reads_root = True  # its files are in cfg.root (digits: in scikit-learn's wheel)
 
+    def sizes(self) -> dict[str, int]:
+        """Images per split (after setup): {"data/train_size": N, "data/val_size": N, "data/test_size": N},
+        recorded in metrics.json (the report's header states them)."""
+        splits = (("train", self.train_split), ("val", self.val_split), ("test", self.test_split))
+        return {f"data/{name}_size": len(split) if split is not None else 0 for name, split in splits}
+
     def describe(self) -> str:
         """`data: NAME (ROOT): N train / N val / N test images of CxHxW, K classes` (after setup)."""
         cfg = self.cfg
-        sizes = " / ".join(f"{len(split) if split is not None else 0:,} {name}" for name, split in
-                           (("train", self.train_split), ("val", self.val_split), ("test", self.test_split)))
+        sizes = " / ".join(f"{n:,} {key[5:-5]}" for key, n in self.sizes().items())
         where = f" in {Path(cfg.root).expanduser()}" if self.reads_root else ""
         return (f"data: {cfg.name}{where}: {sizes} images of {cfg.in_channels}x{cfg.image_size}x{cfg.image_size}, "
                 f"{cfg.num_classes} classes")
+
+    def split_note(self) -> str | None:
+        """One line when the validation split holds at least as many images as the training split (after setup):
+        a count meant for a larger dataset (val_size=5000 on 8,000 images) would leave training the smaller part."""
+        n_train, n_val = (len(s) if s is not None else 0 for s in (self.train_split, self.val_split))
+        if n_val == 0 or n_val < n_train:
+            return None
+        return (f"dataset.val_size={self.cfg.val_size} gives validation {n_val:,} images and training only "
+                f"{n_train:,} of {self.cfg.name}'s {n_train + n_val:,}; for a larger training split pass a smaller "
+                "dataset.val_size, e.g. the fraction dataset.val_size=0.1")
 
     # --- what a dataset provides -------------------------------------------------------------
     def load(self) -> tuple[Split, Split]:

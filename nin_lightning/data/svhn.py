@@ -6,7 +6,8 @@ The .mat files label the digit 0 as 10; torchvision maps it to 0, so labels are 
 `dataset.split=train+extra` uses the paper's split (Goodfellow et al. 2013, kept by Lin et al.):
 validation takes 400 images per class from train and 200 per class from extra (val_size=6000; in
 general 2/3 of val_size from train and 1/3 from extra, evenly over the 10 classes), seeded by
-dataset.split_seed; everything else in train + extra is training data.
+dataset.split_seed; everything else in train + extra is training data. A fraction (val_size=0.01) takes
+that share of train + extra, rounded to a multiple of 30.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torchvision.datasets.utils import check_integrity
 
 from nin_lightning.config import DatasetConfig
 from nin_lightning.data import files
-from nin_lightning.data.base import NiNDataModule, Split
+from nin_lightning.data.base import NiNDataModule, Split, val_count
 from nin_lightning.errors import UserError
 
 TRAIN_SHARE, EXTRA_SHARE = 2, 1  # the paper's 400 : 200 per class
@@ -120,12 +121,16 @@ class SVHNDataModule(NiNDataModule):
             return super().split_val(train)
         cfg, n_train = self.cfg, self.official_train_size
         assert n_train is not None, "load() sets official_train_size for train+extra"
-        per_class, rest = divmod(cfg.val_size, (TRAIN_SHARE + EXTRA_SHARE) * cfg.num_classes)
+        unit = (TRAIN_SHARE + EXTRA_SHARE) * cfg.num_classes  # the paper's split is made of whole units
+        count = val_count(cfg.val_size, len(train))
+        if isinstance(cfg.val_size, float):  # a fraction of train+extra: the nearest whole number of units
+            count = max(1, round(count / unit)) * unit
+        per_class, rest = divmod(count, unit)
         if rest or per_class == 0:
             raise UserError(
                 f"dataset.val_size={cfg.val_size} cannot be split 2:1 between train and extra over "
                 f"{cfg.num_classes} classes (the paper: 6000 = 10 x (400 + 200)); pass dataset.val_size=6000 "
-                f"or another positive multiple of {(TRAIN_SHARE + EXTRA_SHARE) * cfg.num_classes}"
+                f"or another positive multiple of {unit}"
             )
         g = torch.Generator().manual_seed(cfg.split_seed)
         from_train = stratified_pick(train.labels[:n_train], TRAIN_SHARE * per_class, cfg.num_classes, g,

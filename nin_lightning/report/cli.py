@@ -1,7 +1,8 @@
 """`python -m nin_lightning.report ...`: the local report of a sweep dir (or of a W&B group), several
 sweeps side by side, and the W&B report of a sweep's group.
 
-    python -m nin_lightning.report SWEEP_DIR [--baseline KEY=VALUE] [--wandb ENTITY/PROJECT [--publish]]
+    python -m nin_lightning.report SWEEP_DIR [--baseline KEY=VALUE] [--min-effect X] [--wandb ENTITY/PROJECT
+                                   [--publish]]
     python -m nin_lightning.report --wandb ENTITY/PROJECT --group NAME [--publish] [OUT_DIR]
     python -m nin_lightning.report --compare SWEEP_DIR SWEEP_DIR ... [--out DIR]
 """
@@ -12,7 +13,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from nin_lightning.report.jobs import Job, common_overrides, distinct, parse_overrides, read_sweep_dir
+from nin_lightning.report.jobs import REJECTED, Job, common_overrides, distinct, parse_overrides, read_sweep_dir
 from nin_lightning.report.plots import write_plots
 from nin_lightning.report.table import (
     COMPARED,
@@ -32,26 +33,35 @@ from nin_lightning.report.wandb_report import SPEC_FILE, build_spec, check_login
 from nin_lightning.report.wandb_source import read_wandb_group
 
 
-def rows_of(jobs: Sequence[Job], wanted: dict[str, str] | None) -> tuple[list[str], list[Row], Row | None]:
+def rows_of(jobs: Sequence[Job], wanted: dict[str, str] | None, min_effect: float | None = None
+            ) -> tuple[list[str], list[Row], Row | None]:
     """The swept keys (less the seed), one row per setting, and the baseline each row is compared with."""
     keys = group_keys(jobs)
     rows = aggregate(jobs, keys)
     baseline = pick_baseline(rows, wanted)
-    compare_to(rows, baseline)
+    compare_to(rows, baseline, min_effect=min_effect)
     return keys, rows, baseline
 
 
 def make_report(out_dir: Path, title: str, jobs: Sequence[Job], fixed: dict[str, str] | None = None,
-                wanted: dict[str, str] | None = None) -> list[Path]:
+                wanted: dict[str, str] | None = None, min_effect: float | None = None) -> list[Path]:
     """Write report.md, report.csv and the PNG plots into out_dir; returns their paths. Jobs that repeat a
-    (setting, seed) count once (`distinct`), and report.md says so."""
+    (setting, seed) count once (`distinct`), and report.md says so; each job not used is named on the console."""
     jobs, duplicates = distinct(list(jobs))
-    keys, rows, baseline = rows_of(jobs, wanted)
+    keys, rows, baseline = rows_of(jobs, wanted, min_effect)
+    say_not_used(jobs)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = write_plots(out_dir, rows, keys)
     md = write_markdown(out_dir / "report.md", title, jobs, rows, keys, plots, fixed, baseline, bool(wanted),
-                        duplicates)
+                        duplicates, min_effect)
     return [md, write_csv(out_dir / "report.csv", rows, keys, baseline), *plots]
+
+
+def say_not_used(jobs: Sequence[Job], where: str = "") -> None:
+    """A console line per job left out of the means (a value the report cannot trust, another shape)."""
+    for job in jobs:
+        if job.status == REJECTED:
+            print(f"[nin] {where}{job.name}: {job.error}")
 
 
 def compare_report(out_dir: Path, sweep_dirs: Sequence[Path], wanted: dict[str, str] | None) -> list[Path]:
@@ -64,6 +74,7 @@ def compare_report(out_dir: Path, sweep_dirs: Sequence[Path], wanted: dict[str, 
     for sweep_dir in sweep_dirs:
         jobs, duplicates = distinct(read_sweep_dir(sweep_dir))
         keys, rows, baseline = rows_of(jobs, wanted if wanted and set(wanted) <= set(group_keys(jobs)) else None)
+        say_not_used(jobs, f"{sweep_dir.name}/")
         best = pick_baseline(rows, None)
         cells = [fmt(best.mean[m], best.std[m], 4) for m in (COMPARED, "val/acc_best")] if best else ["-", "-"]
         summary.append(f"| {sweep_dir.name} | {', '.join(keys) or 'seed'} | {len(jobs)} | "
@@ -88,6 +99,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--baseline", action="append", metavar="KEY=VALUE",
                         help="the setting the others are compared with (repeat for several keys); default: the "
                              f"best mean {COMPARED}")
+    parser.add_argument("--min-effect", type=float, metavar="X",
+                        help=f"the smallest difference in {COMPARED} worth finding (e.g. 0.01): seeds_needed is "
+                             "counted for it (default: the observed difference)")
     parser.add_argument("--compare", nargs="+", type=Path, metavar="SWEEP_DIR",
                         help="several sweep dirs side by side (into --out)")
     parser.add_argument("--out", type=Path, help="with --compare: where to write (default outputs/reports/compare_...)")
@@ -108,6 +122,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("give a SWEEP_DIR, --wandb ENTITY/PROJECT --group NAME, or --compare SWEEP_DIR SWEEP_DIR ...")
     elif args.wandb and not args.group and args.dir is None:
         parser.error("--wandb needs --group NAME (runs from W&B) or a SWEEP_DIR (its W&B report)")
+    if args.min_effect is not None and not 0 < args.min_effect <= 1:
+        parser.error(f"--min-effect {args.min_effect:g}: give a difference in {COMPARED} between 0 and 1, e.g. 0.01")
     if args.publish and not args.wandb:
         parser.error("--publish needs --wandb ENTITY/PROJECT")
     if args.wandb and args.wandb.count("/") != 1:
@@ -134,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         jobs, out_dir, title, group = read_sweep_dir(args.dir), args.dir, args.dir.name, args.dir.name
         fixed = common_overrides(args.dir)
-    files = make_report(out_dir, title, jobs, fixed, wanted)
+    files = make_report(out_dir, title, jobs, fixed, wanted, args.min_effect)
     if args.wandb:
         entity, project = args.wandb.split("/")
         swept = [*group_keys(jobs), *(["seed"] if any("seed" in j.overrides for j in jobs) else [])]

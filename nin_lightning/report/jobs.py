@@ -9,7 +9,6 @@ multirun.yaml sweeps; the overrides that differ now are kept apart in `Job.chang
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import yaml
 
 from nin_lightning.config.sweep import override_parser, read_multirun, swept_keys
 from nin_lightning.errors import UserError
+from nin_lightning.report.values import NEEDED, cell, vet
 from nin_lightning.rundir.history import read_history as read_history_rows
 from nin_lightning.rundir.layout import HISTORY_FILE, HYDRA_DIR, LOG_FILE, METRICS_FILE
 from nin_lightning.rundir.lock import is_locked
@@ -26,9 +26,11 @@ from nin_lightning.rundir.run_dir import RUNNING
 
 METRICS = ("val/acc_best", "test/acc", "epochs", "wall_time_s")
 SIZE = ("params", "macs")  # the model's parameters and multiply-accumulates per image (metrics.json)
+DATA_SIZES = ("data/train_size", "data/val_size", "data/test_size")  # images per split (metrics.json)
 HISTORY_KEYS = ("epoch", "step", "epoch_time_s", "lr", "train/loss", "train/acc", "val/loss", "val/acc",
                 "val/acc_best")
 OK, FAILED, INCOMPLETE = "completed", "failed", "incomplete"
+REJECTED = "rejected"  # completed, but a value the report needs cannot be trusted: left out of the means
 IGNORED = frozenset({"resume", "ckpt_path"})  # how a job was (re)started, never part of its setting
 DEFAULT = "(default)"
 _DIRNAME_SPLIT = re.compile(r",(?=[+~]*[A-Za-z_][\w./-]*=)")
@@ -64,15 +66,6 @@ def normalise_status(status: Any) -> str:
     return INCOMPLETE
 
 
-def to_float(value: Any) -> float | None:
-    """A finite float, or None for blanks, text and NaN."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def code_label(commit: Any, dirty: Any) -> str | None:
     """'86d9b64' or '86d9b64+dirty' (the code a job ran, metrics.json's code/commit and code/dirty)."""
     if not commit:
@@ -80,10 +73,14 @@ def code_label(commit: Any, dirty: Any) -> str | None:
     return f"{str(commit)[:7]}{'+dirty' if str(dirty).lower() == 'true' else ''}"
 
 
-def job_info(flat_config: dict[str, Any], commit: Any, dirty: Any) -> dict[str, str]:
+def job_info(flat_config: dict[str, Any], commit: Any, dirty: Any,
+             metrics: dict[str, float | None] | None = None) -> dict[str, str]:
     """The facts of a job that the report's header states once when every job shares them."""
-    info = {"dataset": flat_config.get("dataset.name"), "max_epochs": flat_config.get("trainer.max_epochs"),
-            "code": code_label(commit, dirty)}
+    sizes = [(metrics or {}).get(k) for k in DATA_SIZES]
+    images = " / ".join(f"{n:,.0f} {split}" for n, split in zip(sizes, ("train", "validation", "test"), strict=True)
+                        ) if all(n is not None for n in sizes) else None
+    info = {"dataset": flat_config.get("dataset.name"), "images": images,
+            "max_epochs": flat_config.get("trainer.max_epochs"), "code": code_label(commit, dirty)}
     return {k: str(v) for k, v in info.items() if v is not None}
 
 
@@ -170,7 +167,7 @@ def read_history(path: Path) -> list[dict[str, float]]:
     """history.csv -> one dict per epoch with the numeric columns (blank cells dropped)."""
     out = []
     for row in read_history_rows(path):
-        clean = {k: to_float(row.get(k)) for k in HISTORY_KEYS}
+        clean = {k: cell(k, row.get(k)) for k in HISTORY_KEYS}
         out.append({k: v for k, v in clean.items() if v is not None})
     return [r for r in out if "epoch" in r]
 
@@ -180,10 +177,32 @@ def _read_yaml(path: Path) -> Any:
 
 
 def _read_metrics(path: Path) -> dict[str, Any]:
-    data = json.loads(path.read_text()) if path.is_file() else {}
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError as exc:
+        raise ValueError("not JSON") from exc
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     return data
+
+
+def needed_keys(flat_config: dict[str, Any]) -> tuple[str, ...]:
+    """What a completed job must record: NEEDED, and val/acc_best unless it ran without a validation split."""
+    return (*NEEDED, *(() if str(flat_config.get("dataset.val_size")) in ("0", "0.0") else ("val/acc_best",)))
+
+
+def vet_job(status: str, error: str | None, raw: dict[str, Any], flat_config: dict[str, Any]
+            ) -> tuple[str, str | None, dict[str, float | None]]:
+    """(status, error, metrics): the metrics the report may use (values.vet). A completed job with a value it
+    cannot use, or without one it needs, is REJECTED, and its error says which and why."""
+    keys = (*METRICS, *SIZE, *DATA_SIZES)
+    metrics, problems = vet(raw, keys, needed_keys(flat_config) if status == OK else ())
+    if not problems:
+        return status, error, metrics
+    why = "; ".join(problems)
+    if status == OK:
+        return REJECTED, f"not used: {why}", metrics
+    return status, f"{error}; {why}" if error else why, metrics
 
 
 def _last_error(log: Path) -> str | None:
@@ -220,7 +239,8 @@ def read_job(job_dir: Path, spec: SweepSpec | None = None) -> Job:
         try:
             got[what] = read(job_dir / name)
         except (OSError, ValueError, UserError, yaml.YAMLError) as exc:
-            problems.append(f"{job_dir / name} is unreadable ({type(exc).__name__})")
+            why = " ".join(str(exc).split())[:200]  # one line: a YAML error spans several
+            problems.append(f"{job_dir / name} is unreadable ({type(exc).__name__}: {why})")
             got[what] = None
     lines = got["overrides"] if isinstance(got["overrides"], list) else []
     overrides, changed = setting_of(job_dir, parse_overrides([str(o) for o in lines]), spec)
@@ -229,13 +249,14 @@ def read_job(job_dir: Path, spec: SweepSpec | None = None) -> Job:
     if "seed" not in overrides and seed is not None:
         overrides["seed"] = str(seed)
     status, error = _status(job_dir, raw)
+    flat = flatten(config)
+    status, error, metrics = vet_job(status, error, raw, flat)
     if problems:
-        status = INCOMPLETE if got["metrics"] is None else status
+        status = REJECTED if got["metrics"] is None else status  # a metrics.json there, but unreadable
         error = "; ".join(problems + ([error] if error else []))
-    return Job(name=job_dir.name, overrides=overrides, status=status,
-               metrics={k: to_float(raw.get(k)) for k in (*METRICS, *SIZE)}, history=got["history"] or [],
-               error=error, changed=changed, info=job_info(flatten(config), raw.get("code/commit"),
-                                                             raw.get("code/dirty")), config=flatten(config))
+    return Job(name=job_dir.name, overrides=overrides, status=status, metrics=metrics, history=got["history"] or [],
+               error=error, changed=changed, info=job_info(flat, raw.get("code/commit"), raw.get("code/dirty"),
+                                                           metrics), config=flat)
 
 
 def distinct(jobs: list[Job]) -> tuple[list[Job], list[str]]:

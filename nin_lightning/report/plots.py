@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import re
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from nin_lightning.report.jobs import to_float
 from nin_lightning.report.table import Row, sort_key
 
 PLOT_METRICS = ("val/acc_best", "test/acc")
 CURVES = (("val/acc", "validation accuracy"), ("train/loss", "training loss"))
+TRAIN_VAL = (("acc", "accuracy"), ("loss", "loss"))  # curves_train_val.png: train/NAME and val/NAME
 
 
 def safe_name(text: str) -> str:
@@ -31,9 +31,8 @@ def label(setting: dict[str, str], skip: str | None = None) -> str:
 def _positions(values: Sequence[str]) -> tuple[dict[str, float], bool]:
     """x positions: the numbers themselves when all values are numeric, else 0, 1, 2, ... (categorical)."""
     ordered = sorted(set(values), key=sort_key)
-    numbers = [to_float(v) for v in ordered]
-    if all(n is not None for n in numbers):
-        return {v: float(n) for v, n in zip(ordered, numbers, strict=True) if n is not None}, True
+    if all(sort_key(v)[0] == 0 for v in ordered):  # every value a number
+        return {v: sort_key(v)[1] for v in ordered}, True
     return {v: float(i) for i, v in enumerate(ordered)}, False
 
 
@@ -70,19 +69,6 @@ def plot_param(path: Path, rows: Sequence[Row], param: str) -> Path:
     return _save(fig, path)
 
 
-def _mean_curve(row: Row, key: str) -> tuple[list[float], list[float], list[float]]:
-    """Epochs, mean and std over the row's jobs of one history column."""
-    by_epoch: dict[float, list[float]] = {}
-    for job in row.jobs:
-        for rec in job.history:
-            if key in rec:
-                by_epoch.setdefault(rec["epoch"], []).append(rec[key])
-    epochs = sorted(by_epoch)
-    means = [statistics.fmean(by_epoch[e]) for e in epochs]
-    stds = [statistics.stdev(by_epoch[e]) if len(by_epoch[e]) > 1 else 0.0 for e in epochs]
-    return epochs, means, stds
-
-
 def plot_curves(path: Path, rows: Sequence[Row]) -> Path | None:
     """Validation accuracy and training loss per epoch, one line (mean, ± std band) per setting."""
     if not any(job.history for row in rows for job in row.jobs):
@@ -90,17 +76,42 @@ def plot_curves(path: Path, rows: Sequence[Row]) -> Path | None:
     fig, axes = _figure(len(CURVES))
     for ax, (key, title) in zip(axes, CURVES, strict=True):
         for row in rows:
-            epochs, means, stds = _mean_curve(row, key)
-            if epochs:
-                line = ax.plot(epochs, means, marker=".", label=label(row.setting))[0]
-                low = [m - s for m, s in zip(means, stds, strict=True)]
-                high = [m + s for m, s in zip(means, stds, strict=True)]
-                ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15)
-        ax.set(xlabel="epoch", ylabel=key, title=f"{title} (mean ± std over seeds)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+            _band(ax, row, key, label(row.setting))
+        _epoch_axes(ax, key, f"{title} (mean ± std over seeds)")
     return _save(fig, path)
+
+
+def plot_train_val(path: Path, rows: Sequence[Row]) -> Path | None:
+    """Training (dashed) and validation (solid) accuracy and loss per epoch, one colour per setting, mean and
+    ± std band over seeds: where a setting overfits, or has not converged."""
+    if not any(job.history for row in rows for job in row.jobs):
+        return None
+    fig, axes = _figure(len(TRAIN_VAL))
+    for ax, (name, title) in zip(axes, TRAIN_VAL, strict=True):
+        for row in rows:
+            color = _band(ax, row, f"val/{name}", f"{label(row.setting)} validation")
+            _band(ax, row, f"train/{name}", f"{label(row.setting)} training", color, "--")
+        _epoch_axes(ax, title, f"{title}: training dashed, validation solid\n(mean ± std over seeds)")
+    return _save(fig, path)
+
+
+def _band(ax: Any, row: Row, key: str, name: str, color: str | None = None, style: str = "-") -> str | None:
+    """ROW's mean curve of history column KEY with a ± std band; returns its colour (None: no such column)."""
+    epochs, means, stds = row.curve(key)
+    if not epochs:
+        return color
+    line = ax.plot(epochs, means, marker=".", linestyle=style, color=color, label=name)[0]
+    ax.fill_between(epochs, [m - s for m, s in zip(means, stds, strict=True)],
+                    [m + s for m, s in zip(means, stds, strict=True)], color=line.get_color(), alpha=0.15)
+    return line.get_color()
+
+
+def _epoch_axes(ax: Any, ylabel: str, title: str) -> None:
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
 
 
 def _figure(panels: int) -> tuple[Figure, list]:
@@ -117,7 +128,8 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def write_plots(out_dir: Path, rows: Sequence[Row], keys: Sequence[str]) -> list[Path]:
-    """metric_vs_<param>.png for each swept parameter, and learning_curves.png."""
+    """metric_vs_<param>.png for each swept parameter, learning_curves.png and curves_train_val.png."""
     out = [plot_param(out_dir / f"metric_vs_{safe_name(k)}.png", rows, k) for k in keys]
-    curves = plot_curves(out_dir / "learning_curves.png", rows)
-    return out + ([curves] if curves else [])
+    curves = [plot_curves(out_dir / "learning_curves.png", rows),
+              plot_train_val(out_dir / "curves_train_val.png", rows)]
+    return out + [c for c in curves if c]

@@ -1,6 +1,7 @@
 """Is a setting's difference to the baseline real? The difference of the means over seeds, its 95 %
 confidence interval and Welch's t-test p-value (scipy.stats.ttest_ind, equal_var=False: the settings'
-seed-to-seed spreads need not be equal)."""
+seed-to-seed spreads need not be equal); the same paired by seed (scipy.stats.ttest_rel); and how many
+seeds per setting a two-sided test at alpha 0.05 needs for 80 % power (the noncentral t distribution)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 CONFIDENCE = 0.95
 MIN_SEEDS = 2  # a t-test needs a spread on both sides: two completed seeds each, at the least
 FEW_SEEDS = 3  # below this per side the interval is so wide that "no difference" says little
+ALPHA, POWER = 0.05, 0.80  # seeds_needed: a two-sided test at level ALPHA finds the difference with this power
+MAX_SEEDS = 1000  # seeds_needed says "more than this" rather than search further
 
 
 @dataclass(frozen=True)
@@ -51,3 +54,91 @@ def welch(values: Sequence[float], baseline: Sequence[float]) -> Difference:
         return Difference(diff, note="the t-test is undefined for these values")
     note = f"few seeds (n={len(values)} vs {len(baseline)})" if min(len(values), len(baseline)) < FEW_SEEDS else ""
     return Difference(diff, low, high, p, note)
+
+
+def paired(values: dict[str, float], baseline: dict[str, float]) -> Difference:
+    """VALUES against BASELINE's, matched by seed ({seed: value}): the paired t-test over the seeds both have
+    (scipy.stats.ttest_rel) and the 95 % CI of the mean difference; no CI or p below 2 shared seeds."""
+    seeds = [s for s in values if s in baseline]
+    if not seeds:
+        return Difference(None, note="no seed shared with the baseline")
+    x, y = [values[s] for s in seeds], [baseline[s] for s in seeds]
+    diff = statistics.fmean(a - b for a, b in zip(x, y, strict=True))
+    if len(seeds) < MIN_SEEDS:
+        return Difference(diff, note=f"too few shared seeds to pair (n={len(seeds)}; need {MIN_SEEDS})")
+    if statistics.pvariance([a - b for a, b in zip(x, y, strict=True)]) == 0:
+        return Difference(diff, note="no spread in the paired differences")
+    from scipy import stats
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = stats.ttest_rel(x, y)
+        interval = result.confidence_interval(CONFIDENCE)
+    p, low, high = float(result.pvalue), float(interval.low), float(interval.high)
+    if not all(map(math.isfinite, (p, low, high))):
+        return Difference(diff, note="the paired t-test is undefined for these values")
+    return Difference(diff, low, high, p, f"few shared seeds (n={len(seeds)})" if len(seeds) < FEW_SEEDS else "")
+
+
+def power(effect: float, n: int, paired_sd: float | None = None, sds: tuple[float, float] | None = None,
+          alpha: float = ALPHA) -> float:
+    """The power of a two-sided t-test at level ALPHA to find a true difference EFFECT with N seeds per setting:
+    paired (PAIRED_SD: the sd of the per-seed differences; df n-1) or Welch's (SDS: each setting's sd over seeds;
+    Welch-Satterthwaite df). From the noncentral t distribution (scipy.stats.nct)."""
+    from scipy import stats
+
+    if paired_sd is not None:
+        se, df = paired_sd / math.sqrt(n), n - 1.0
+    else:
+        assert sds is not None, "give paired_sd or sds"
+        v1, v2 = sds[0] ** 2 / n, sds[1] ** 2 / n
+        se, df = math.sqrt(v1 + v2), (v1 + v2) ** 2 / (v1**2 / (n - 1) + v2**2 / (n - 1))
+    ncp, crit = abs(effect) / se, float(stats.t.ppf(1 - alpha / 2, df))
+    return float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
+
+
+def seeds_needed(effect: float, paired_sd: float | None = None, sds: tuple[float, float] | None = None,
+                 target: float = POWER, limit: int = MAX_SEEDS) -> int | None:
+    """The fewest seeds per setting (>= 2) for which `power` reaches TARGET; None above LIMIT, or when there is
+    no effect to find or no spread to estimate it with."""
+    spread = paired_sd if paired_sd is not None else max(sds or (0.0, 0.0))
+    if not effect or not spread or not math.isfinite(effect) or not math.isfinite(spread):
+        return None
+    for n in range(MIN_SEEDS, limit + 1):
+        if power(effect, n, paired_sd, sds) >= target:
+            return n
+    return None
+
+
+def seeds_for(values: dict[str, float], baseline: dict[str, float], use_paired: bool,
+              min_effect: float | None = None) -> tuple[int | None, str]:
+    """(seeds per setting for 80 % power, why there is no number): at MIN_EFFECT, else at the observed
+    difference, with the observed spread of the per-seed differences (USE_PAIRED) or of each setting (Welch)."""
+    if use_paired:
+        diffs = [values[s] - baseline[s] for s in values if s in baseline]
+        if len(diffs) < MIN_SEEDS:
+            return None, "too few shared seeds to estimate the spread"
+        effect = min_effect or statistics.fmean(diffs)
+        n = seeds_needed(effect, paired_sd=statistics.stdev(diffs))
+        spread = statistics.stdev(diffs)
+    else:
+        x, y = list(values.values()), list(baseline.values())
+        if min(len(x), len(y)) < MIN_SEEDS:
+            return None, "too few seeds to estimate the spread"
+        effect = min_effect or statistics.fmean(x) - statistics.fmean(y)
+        n = seeds_needed(effect, sds=(statistics.stdev(x), statistics.stdev(y)))
+        spread = max(statistics.stdev(x), statistics.stdev(y))
+    if n is not None:
+        return n, ""
+    if not effect:
+        return None, "no difference to find (give --min-effect)"
+    return None, "no seed-to-seed spread" if not spread else f"more than {MAX_SEEDS}"
+
+
+def still_improving(curve: Sequence[float], fraction: float = 0.2, least: int = 2) -> bool | None:
+    """Did CURVE (a validation accuracy per epoch, higher is better) reach a new best in its last epochs (the last
+    FRACTION of them, at least LEAST, and at least one epoch before them)? None with fewer than 2 epochs."""
+    if len(curve) < 2:
+        return None
+    last = min(max(least, math.ceil(fraction * len(curve))), len(curve) - 1)
+    return max(curve[-last:]) > max(curve[:-last])

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import csv
 import statistics
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nin_lightning.errors import UserError
-from nin_lightning.report.jobs import FAILED, METRICS, SIZE, Job
-from nin_lightning.report.stats import CONFIDENCE, Difference, welch
+from nin_lightning.report.jobs import DATA_SIZES, FAILED, METRICS, REJECTED, SIZE, Job
+from nin_lightning.report.stats import ALPHA, CONFIDENCE, POWER, Difference, paired, seeds_for, still_improving, welch
 
 SEED = "seed"
 DIGITS = {"val/acc_best": 4, "test/acc": 4, "epochs": 1, "wall_time_s": 1}
 COMPARED = "test/acc"  # the metric whose difference to the baseline the report tests
+CONVERGENCE = "val/acc"  # the history column whose last epochs say whether a setting is still improving
+# The data a job saw and the model's shape: jobs of one setting that differ in one of these are never pooled
+# (params and the images per split from metrics.json, the rest from the job's config).
+SHAPE_KEYS = ("dataset.name", "dataset.split", "dataset.val_size", "dataset.split_seed", "dataset.image_size",
+              "dataset.in_channels", "dataset.num_classes", "model.preset", "model.width", "model.batch_norm",
+              "model.final_relu", "params", *DATA_SIZES)
+# ... and what else makes two jobs of the same seed start from other weights or see the data in another order:
+# a setting that differs from the baseline in one of these is not paired with it by seed.
+ORDER_KEYS = ("model.init", "model.init_std", "dataset.batch_size", "trainer.devices", "trainer.num_nodes")
 
 
 @dataclass
@@ -26,10 +36,29 @@ class Row:
     mean: dict[str, float | None] = field(default_factory=dict)
     std: dict[str, float | None] = field(default_factory=dict)
     diff: Difference | None = None  # to the baseline row (None: this is the baseline, or none was compared)
-
+    paired: Difference | None = None  # the same, paired by seed (diff None: not paired, the note says why)
+    seeds_needed: int | None = None  # seeds per setting for 80 % power (stats.seeds_for)
+    needed_note: str = ""  # why there is no seeds_needed
+    improving: bool | None = None  # the mean validation accuracy reached a new best in the last epochs
     def values(self, metric: str) -> list[float]:
         """METRIC of each completed job (one per seed)."""
         return [v for j in self.jobs if j.ok and (v := j.metrics.get(metric)) is not None]
+
+    def by_seed(self, metric: str) -> dict[str, float]:
+        """{seed: METRIC} of the completed jobs."""
+        return {j.overrides.get(SEED, ""): v for j in self.jobs if j.ok and (v := j.metrics.get(metric)) is not None}
+
+    def curve(self, key: str) -> tuple[list[float], list[float], list[float]]:
+        """Epochs, mean and std over the completed jobs of one history.csv column."""
+        by_epoch: dict[float, list[float]] = {}
+        for job in self.jobs:
+            for rec in job.history if job.ok else ():
+                if key in rec:
+                    by_epoch.setdefault(rec["epoch"], []).append(rec[key])
+        epochs = sorted(by_epoch)
+        means = [statistics.fmean(by_epoch[e]) for e in epochs]
+        stds = [statistics.stdev(by_epoch[e]) if len(by_epoch[e]) > 1 else 0.0 for e in epochs]
+        return epochs, means, stds
 
     @property
     def n_ok(self) -> int:
@@ -40,8 +69,12 @@ class Row:
         return sum(j.status == FAILED for j in self.jobs)
 
     @property
+    def n_rejected(self) -> int:
+        return sum(j.status == REJECTED for j in self.jobs)
+
+    @property
     def n_incomplete(self) -> int:
-        return len(self.jobs) - self.n_ok - self.n_failed
+        return len(self.jobs) - self.n_ok - self.n_failed - self.n_rejected
 
     @property
     def n_changed(self) -> int:
@@ -52,10 +85,13 @@ class Row:
         return [j.overrides.get(SEED, "") for j in self.jobs if j.ok]
 
     def jobs_note(self) -> str:
-        """'2 ok' or '1 ok, 1 FAILED, 1 incomplete, 1 changed' (failed, incomplete and changed jobs marked)."""
+        """'2 ok' or '1 ok, 1 FAILED, 1 NOT USED, 1 incomplete, 1 changed' (failed, rejected, incomplete and
+        changed jobs marked)."""
         parts = [f"{self.n_ok} ok"]
         if self.n_failed:
             parts.append(f"{self.n_failed} FAILED")
+        if self.n_rejected:
+            parts.append(f"{self.n_rejected} NOT USED")
         if self.n_incomplete:
             parts.append(f"{self.n_incomplete} incomplete")
         if self.n_changed:
@@ -83,11 +119,43 @@ def _summary(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
+def shape_of(job: Job, key: str) -> str | None:
+    """KEY of SHAPE_KEYS or ORDER_KEYS for JOB: from its metrics.json (params, images per split) or its config."""
+    value = job.metrics.get(key) if key in (*SIZE, *DATA_SIZES) else job.config.get(key)
+    return None if value is None else str(value)
+
+
+def _reference(values: list[str], sweep_wide: Counter[str]) -> str:
+    """The most common value; a tie goes to the one most common in the whole sweep, then to the first."""
+    counts = Counter(values)
+    return max(counts, key=lambda v: (counts[v], sweep_wide[v], -values.index(v)))
+
+
+def set_apart(groups: dict[tuple[str, ...], list[Job]]) -> None:
+    """Never pool other data or another model: a completed job whose dataset or model shape (SHAPE_KEYS)
+    differs from the rest of its setting's completed jobs is marked REJECTED (named, and left out of the means)."""
+    done = [j for group in groups.values() for j in group if j.ok]
+    for key in SHAPE_KEYS:
+        sweep_wide = Counter(v for j in done if (v := shape_of(j, key)) is not None)
+        for group in groups.values():
+            known = [(j, v) for j in group if j.ok and (v := shape_of(j, key)) is not None]
+            if len({v for _, v in known}) < 2:
+                continue
+            ref = _reference([v for _, v in known], sweep_wide)
+            for job, value in known:
+                if value != ref:
+                    job.status = REJECTED
+                    job.error = (f"not used: {key}={value}, but {ref} in the other jobs of its setting "
+                                 "(another dataset or model shape is never pooled)")
+
+
 def aggregate(jobs: Sequence[Job], keys: Sequence[str]) -> list[Row]:
-    """One Row per distinct setting of `keys`, mean ± std over the completed jobs (seeds)."""
+    """One Row per distinct setting of `keys`, mean ± std over the completed jobs (seeds); a job with another
+    dataset or model shape than the rest of its setting is left out (`set_apart`)."""
     groups: dict[tuple[str, ...], list[Job]] = {}
     for job in jobs:
         groups.setdefault(tuple(job.overrides.get(k, "") for k in keys), []).append(job)
+    set_apart(groups)
     rows = []
     for values in sorted(groups, key=lambda vs: [sort_key(v) for v in vs]):
         row = Row(setting=dict(zip(keys, values, strict=True)), jobs=groups[values])
@@ -96,6 +164,7 @@ def aggregate(jobs: Sequence[Job], keys: Sequence[str]) -> list[Row]:
         for size in SIZE:  # the same in every job of a setting (a job that failed early still knows its model)
             known = [v for j in row.jobs if (v := j.metrics.get(size)) is not None]
             row.mean[size] = known[0] if known else None
+        row.improving = still_improving(row.curve(CONVERGENCE)[1])
         rows.append(row)
     return rows
 
@@ -127,10 +196,32 @@ def pick_baseline(rows: Sequence[Row], wanted: dict[str, str] | None, metric: st
     return matches[0]
 
 
-def compare_to(rows: Sequence[Row], baseline: Row | None, metric: str = COMPARED) -> None:
-    """Each row's difference to BASELINE in METRIC over seeds (stats.welch)."""
+def pairing_problem(row: Row, baseline: Row) -> str | None:
+    """Why ROW's jobs cannot be paired by seed with BASELINE's: the keys (SHAPE_KEYS, ORDER_KEYS) in which they
+    differ, so that the same seed does not give the same initial weights and data order; None when they can."""
+    def values(r: Row, key: str) -> set[str | None]:
+        return {shape_of(j, key) for j in r.jobs if j.ok}
+
+    differ = [f"{k} {'/'.join(sorted(map(str, values(row, k))))} vs {'/'.join(sorted(map(str, values(baseline, k))))}"
+              for k in (*SHAPE_KEYS, *ORDER_KEYS) if values(row, k) != values(baseline, k)]
+    return ", ".join(differ[:3]) + (", ..." if len(differ) > 3 else "") if differ else None
+
+
+def compare_to(rows: Sequence[Row], baseline: Row | None, metric: str = COMPARED,
+               min_effect: float | None = None) -> None:
+    """Each row's difference to BASELINE in METRIC over seeds: Welch's (stats.welch) and, when the row can be
+    paired with the baseline by seed, the paired one (stats.paired); the seeds needed for 80 % power at
+    MIN_EFFECT (or at the observed difference)."""
     for row in rows:
-        row.diff = None if baseline is None or row is baseline else welch(row.values(metric), baseline.values(metric))
+        row.diff = row.paired = row.seeds_needed = None
+        if baseline is None or row is baseline:
+            continue
+        row.diff = welch(row.values(metric), baseline.values(metric))
+        problem = pairing_problem(row, baseline) if row.n_ok and baseline.n_ok else None
+        row.paired = Difference(None, note=f"not paired: differs in {problem}") if problem else \
+            paired(row.by_seed(metric), baseline.by_seed(metric))
+        row.seeds_needed, row.needed_note = seeds_for(
+            row.by_seed(metric), baseline.by_seed(metric), row.paired.tested, min_effect)
 
 
 def fmt(mean: float | None, std: float | None, digits: int) -> str:
@@ -150,13 +241,13 @@ def fmt_count(value: float | None) -> str:
     return f"{value:.0f}"
 
 
-def diff_cells(row: Row, baseline: Row | None) -> list[str]:
-    """Δ, 95 % CI and p: 'baseline' on the baseline's row, '-' where there are too few seeds to say."""
+def diff_cells(row: Row, baseline: Row | None, d: Difference | None) -> list[str]:
+    """Δ, 95 % CI and p of D (ROW's Welch or paired difference): 'baseline' on the baseline's row, '-' where
+    there are too few seeds to say (or, paired, where the row cannot be paired)."""
     if baseline is None:
         return ["-", "-", "-"]
     if row is baseline:
         return ["baseline", "", ""]
-    d = row.diff
     if d is None or d.diff is None:
         return ["-", "-", "-"]
     if not d.tested:
@@ -167,12 +258,15 @@ def diff_cells(row: Row, baseline: Row | None) -> list[str]:
 def markdown_table(rows: Sequence[Row], keys: Sequence[str], baseline: Row | None = None) -> str:
     """The report's table: one line per setting, with its difference to the baseline."""
     head = [*(keys or ["setting"]), "seeds", *METRICS[:2], f"Δ {COMPARED}", f"{CONFIDENCE:.0%} CI", "p (Welch)",
-            *SIZE, *METRICS[2:], "jobs"]
+            "Δ paired", f"{CONFIDENCE:.0%} CI paired", "p (paired)", "seeds needed", "still improving", *SIZE,
+            "epochs", "wall_time_s (this machine)", "jobs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [*(row.setting.values() if keys else ["all"]), str(row.n_ok)]
         cells += [fmt(row.mean[m], row.std[m], DIGITS[m]) for m in METRICS[:2]]
-        cells += diff_cells(row, baseline)
+        cells += diff_cells(row, baseline, row.diff) + diff_cells(row, baseline, row.paired)
+        cells.append("" if row is baseline else "-" if row.seeds_needed is None else str(row.seeds_needed))
+        cells.append({True: "**still improving: compare with care**", False: "no", None: "-"}[row.improving])
         cells += [fmt_count(row.mean[m]) for m in SIZE]
         cells += [fmt(row.mean[m], row.std[m], DIGITS[m]) for m in METRICS[2:]]
         cells.append(row.jobs_note())
@@ -194,30 +288,63 @@ def header_lines(jobs: Sequence[Job], keys: Sequence[str], fixed: dict[str, str]
                                                  ("code", "code"))
              if (value := _shared(jobs, key)) is not None]
     lines.append(f"- **Fixed**: {'; '.join(facts) or '-'}")
+    images = _shared(jobs, "images") or "not recorded (runs without data/*_size in metrics.json)"
+    lines.append(f"- **Images**: {images}")
     if fixed:
         lines.append("- **Common overrides**: " + " ".join(f"`{k}={v}`" for k, v in fixed.items()))
+    lines.append("- **Wall time** (`wall_time_s`): measured on this machine under its load at the time; a record, "
+                 "not compared between settings")
     if baseline is not None:
         how = "--baseline" if chosen else f"the best mean {COMPARED}; choose with --baseline KEY=VALUE"
         lines.append(f"- **Baseline**: {label(baseline.setting)} ({how})")
     return lines
 
 
-def note_lines(rows: Sequence[Row], baseline: Row | None) -> list[str]:
-    """How to read Δ, CI and p, and the settings with too few seeds to say."""
+def fixed_settings(jobs: Sequence[Job], keys: Sequence[str]) -> list[str]:
+    """Every config key that all jobs share, with its value (a collapsed block of report.md)."""
+    configs = [j.config for j in jobs if j.config]
+    if not configs:
+        return []
+    shared = {k: v for k, v in configs[0].items() if k not in keys and k != SEED
+              and all(k in c and c[k] == v for c in configs[1:])}
+    return [f"<details><summary>Every fixed setting ({len(shared)} config keys all jobs share)</summary>", "",
+            "```", *(f"{k}: {v}" for k, v in sorted(shared.items())), "```", "", "</details>"]
+
+
+def note_lines(rows: Sequence[Row], baseline: Row | None, min_effect: float | None = None) -> list[str]:
+    """How to read Δ, CI and p (Welch's and paired), seeds needed and still improving; each setting's notes."""
     if baseline is None:
         return []
+    min_effect_text = f"--min-effect {min_effect:g}" if min_effect else "the observed difference (or --min-effect)"
     lines = [f"Δ {COMPARED}: a setting's mean minus the baseline's; {CONFIDENCE:.0%} CI of that difference and "
              "the p-value of Welch's t-test over seeds (scipy.stats.ttest_ind, equal_var=False). A CI that "
-             "holds 0 (a large p) means the seeds cannot tell the setting from the baseline."]
-    notes = [f"- {label(r.setting)}: {r.diff.note}" for r in rows if r.diff is not None and r.diff.note]
+             "holds 0 (a large p) means the seeds cannot tell the setting from the baseline.",
+             "",
+             "Δ paired: the mean over the seeds that a setting shares with the baseline of (setting - baseline) of "
+             "each seed, its CI and the paired t-test (scipy.stats.ttest_rel); blank below 2 shared seeds. Pairing "
+             "is valid when a seed gives both the same initial weights and the same data order: same model shape "
+             "and data (dataset, split, val_size, width, ...), init and batch size; a setting that differs from "
+             "the baseline in one of these is not paired (the note below says in what).",
+             "",
+             f"seeds needed: completed seeds per setting for {POWER:.0%} power in a two-sided test at alpha "
+             f"{ALPHA:g} (paired where paired, else Welch's) at {min_effect_text}, with the observed seed-to-seed "
+             "spread.",
+             "",
+             f"still improving: the mean {CONVERGENCE} over seeds reached a new best in the last 20 % of the "
+             "epochs (at least 2): the setting had not converged, so its difference may be one of speed, not of "
+             "end result; compare with care."]
+    notes = [f"- {label(r.setting)}: {note}" for r in rows
+             for note in (r.diff.note if r.diff else "", r.paired.note if r.paired else "",
+                          f"seeds needed: {r.needed_note}" if r.needed_note and r.diff else "") if note]
     if notes:
         lines += ["", "Read with care (add seeds, e.g. `seed=1,2,3,4,5`):", "", *notes]
     return lines
 
 
-def problem_lines(jobs: Sequence[Job]) -> list[str]:
-    """A bullet per failed or incomplete job, with its error."""
-    return [f"- `{j.name}`: **{j.status}**" + (f": {j.error}" if j.error else "") for j in jobs if not j.ok]
+def problem_lines(jobs: Sequence[Job], rejected: bool = False) -> list[str]:
+    """A bullet per failed or incomplete job (REJECTED: per job not used), with its error."""
+    return [f"- `{j.name}`: **{j.status}**" + (f": {j.error}" if j.error else "") for j in jobs
+            if not j.ok and (j.status == REJECTED) == rejected]
 
 
 def changed_lines(jobs: Sequence[Job]) -> list[str]:
@@ -227,29 +354,40 @@ def changed_lines(jobs: Sequence[Job]) -> list[str]:
 
 def markdown(title: str, jobs: Sequence[Job], rows: Sequence[Row], keys: Sequence[str], plots: Sequence[Path],
              fixed: dict[str, str] | None = None, baseline: Row | None = None, chosen: bool = False,
-             duplicates: Sequence[str] = ()) -> str:
+             duplicates: Sequence[str] = (), min_effect: float | None = None) -> str:
     """The whole report.md."""
-    body = section(jobs, rows, keys, fixed or {}, baseline, chosen, duplicates)
+    body = section(jobs, rows, keys, fixed or {}, baseline, chosen, duplicates, min_effect)
     return "\n".join([f"# Ablation report: {title}", "", *body, *plot_lines(plots)]) + "\n"
 
 
 def section(jobs: Sequence[Job], rows: Sequence[Row], keys: Sequence[str], fixed: dict[str, str],
-            baseline: Row | None, chosen: bool, duplicates: Sequence[str] = ()) -> list[str]:
+            baseline: Row | None, chosen: bool, duplicates: Sequence[str] = (), min_effect: float | None = None
+            ) -> list[str]:
     """A sweep's header, table, notes, problems and changed jobs (report.md; one per sweep with --compare)."""
     n_failed = sum(j.status == FAILED for j in jobs)
     n_ok = sum(j.ok for j in jobs)
+    n_rejected = sum(j.status == REJECTED for j in jobs)
+    not_used = f", {n_rejected} not used (see below)" if n_rejected else ""
     lines = [
         *header_lines(jobs, keys, fixed, baseline, chosen),
         "",
-        f"{len(jobs)} jobs: {n_ok} completed, {n_failed} failed, {len(jobs) - n_ok - n_failed} incomplete. "
-        f"Swept: {', '.join(keys) or 'nothing but the seed'}; each cell is mean ± std (sample) over the seeds "
-        "of the completed jobs; `seeds` counts them.",
+        *fixed_settings(jobs, keys),
+        "",
+        f"{len(jobs)} jobs: {n_ok} completed, {n_failed} failed, {len(jobs) - n_ok - n_failed - n_rejected} "
+        f"incomplete{not_used}. Swept: {', '.join(keys) or 'nothing but the seed'}; each cell is mean ± std "
+        "(sample) over the seeds of the completed jobs; `seeds` counts them.",
         "",
         markdown_table(rows, keys, baseline),
     ]
-    notes = note_lines(rows, baseline)
+    notes = note_lines(rows, baseline, min_effect)
     if notes:
         lines += ["", *notes]
+    rejected = problem_lines(jobs, rejected=True)
+    if rejected:
+        lines += ["", "### Not used: values the report cannot trust", "",
+                  "Completed, but with a metric that is missing, not a finite number or out of its range, an "
+                  "unreadable metrics.json, or another dataset or model shape than the rest of the setting: left out "
+                  "of every mean, test and plot.", "", *rejected]
     problems = problem_lines(jobs)
     if problems:
         lines += ["", "### Failed or incomplete jobs", "", *problems]
@@ -271,25 +409,30 @@ def plot_lines(plots: Sequence[Path]) -> list[str]:
 
 def write_csv(path: Path, rows: Sequence[Row], keys: Sequence[str], baseline: Row | None = None,
               sweep: str | None = None) -> Path:
-    """report.csv: the table with separate mean and std columns, job counts (n_changed: resumed by hand),
-    params, MACs and the difference to the baseline (is_baseline, diff, ci_low, ci_high, p_welch, note).
-    With SWEEP (--compare), rows are appended under a leading `sweep` column."""
+    """report.csv: the table with separate mean and std columns, job counts (n_changed: resumed by hand;
+    n_rejected: not used), params, MACs and the difference to the baseline (is_baseline, diff, ci_low, ci_high,
+    p_welch, note; paired: diff_paired, ci_low_paired, ci_high_paired, p_paired, note_paired), seeds_needed and
+    still_improving. With SWEEP (--compare), rows are appended under a leading `sweep` column."""
     metric_cols = [f"{m}_{stat}" for m in METRICS for stat in ("mean", "std")]
-    diff_cols = ["is_baseline", f"{COMPARED}_diff", "ci_low", "ci_high", "p_welch", "note"]
+    diff_cols = ["is_baseline", f"{COMPARED}_diff", "ci_low", "ci_high", "p_welch", "note", "diff_paired",
+                 "ci_low_paired", "ci_high_paired", "p_paired", "note_paired", "seeds_needed", "still_improving"]
     new_file = sweep is None or not path.exists()
     with path.open("w" if sweep is None else "a", newline="") as fh:
         writer = csv.writer(fh)
         if new_file:
             writer.writerow([*(["sweep"] if sweep is not None else []), *keys, "n_seeds", "n_jobs", "n_failed",
-                             "n_incomplete", "n_changed", "seeds", *metric_cols, *SIZE, *diff_cols])
+                             "n_incomplete", "n_changed", "seeds", *metric_cols, *SIZE, *diff_cols, "n_rejected"])
         for row in rows:
             stats = [row.mean[m] if s == "mean" else row.std[m] for m in METRICS for s in ("mean", "std")]
-            d = row.diff or Difference(None)
+            d, pd = row.diff or Difference(None), row.paired or Difference(None)
             writer.writerow([*([sweep] if sweep is not None else []), *row.setting.values(), row.n_ok,
                              len(row.jobs), row.n_failed, row.n_incomplete, row.n_changed, " ".join(row.seeds),
                              *(_num(v) for v in stats), *(_int(row.mean[m]) for m in SIZE),
                              int(row is baseline),
-                             *(_num(v) for v in (d.diff, d.low, d.high, d.p)), d.note])
+                             *(_num(v) for v in (d.diff, d.low, d.high, d.p)), d.note,
+                             *(_num(v) for v in (pd.diff, pd.low, pd.high, pd.p)), pd.note,
+                             _int(row.seeds_needed), "" if row.improving is None else str(row.improving).lower(),
+                             row.n_rejected])
     return path
 
 
@@ -308,7 +451,7 @@ def group_keys(jobs: Sequence[Job]) -> list[str]:
 
 def write_markdown(path: Path, title: str, jobs: Sequence[Job], rows: Sequence[Row], keys: Sequence[str],
                    plots: Sequence[Path], fixed: dict[str, str] | None = None, baseline: Row | None = None,
-                   chosen: bool = False, duplicates: Sequence[str] = ()) -> Path:
+                   chosen: bool = False, duplicates: Sequence[str] = (), min_effect: float | None = None) -> Path:
     """report.md."""
-    path.write_text(markdown(title, jobs, rows, keys, plots, fixed, baseline, chosen, duplicates))
+    path.write_text(markdown(title, jobs, rows, keys, plots, fixed, baseline, chosen, duplicates, min_effect))
     return path

@@ -8,7 +8,9 @@ from typing import Any
 
 from nin_lightning.errors import UserError
 from nin_lightning.report.jobs import (
+    DATA_SIZES,
     IGNORED,
+    METRICS,
     OK,
     SIZE,
     Job,
@@ -16,8 +18,9 @@ from nin_lightning.report.jobs import (
     job_info,
     normalise_status,
     parse_override_dirname,
-    to_float,
+    vet_job,
 )
+from nin_lightning.report.values import to_float
 
 # W&B history key -> our history column (Lightning suffixes on_step/on_epoch metrics with _step/_epoch)
 HISTORY_MAP = {"val/acc": "val/acc", "val/loss": "val/loss", "val/acc_best": "val/acc_best", "train/acc": "train/acc",
@@ -41,7 +44,7 @@ def run_history(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, float]]:
         epoch = to_float(rec.get("epoch"))
         if epoch is None:
             continue
-        values = {ours: v for theirs, ours in HISTORY_MAP.items() if (v := to_float(rec.get(theirs))) is not None}
+        values = {ours: v for theirs, ours in HISTORY_MAP.items() if (v := to_float(rec.get(theirs), ours)) is not None}
         if values:
             merged.setdefault(epoch, {"epoch": epoch}).update(values)
     return [merged[e] for e in sorted(merged)]
@@ -57,19 +60,16 @@ def run_to_job(run: Any) -> Job:
     summary = run.summary
     history = run_history(run.scan_history())
     status = STATES.get(str(run.state)) or normalise_status(_get(summary, "status"))
-    epochs = to_float(_get(summary, "epochs"))
-    if epochs is None and history:
-        epochs = float(sum(1 for r in history if "val/acc" in r))
-    wall = to_float(_get(summary, "wall_time_s"))
-    metrics = {
-        "val/acc_best": to_float(_get(summary, "val/acc_best")),
-        "test/acc": to_float(_get(summary, "test/acc")),
-        "epochs": epochs,
-        "wall_time_s": wall if wall is not None else to_float(_get(summary, "_runtime")),
-    } | {key: to_float(_get(summary, key)) for key in SIZE}
+    raw = {key: _get(summary, key) for key in (*METRICS, *SIZE, *DATA_SIZES)}
+    if raw["epochs"] is None and history:
+        raw["epochs"] = sum(1 for r in history if "val/acc" in r)
+    if raw["wall_time_s"] is None:
+        raw["wall_time_s"] = _get(summary, "_runtime")
+    status, error, metrics = vet_job(status, _get(summary, "error"), raw, flat)
     return Job(name=run.name or run.id, overrides=overrides, status=status, metrics=metrics, history=history,
-               error=_get(summary, "error"),
-               info=job_info(flat, _get(summary, "code/commit"), _get(summary, "code/dirty")), config=flat)
+               error=error,
+               info=job_info(flat, _get(summary, "code/commit"), _get(summary, "code/dirty"), metrics),
+               config=flat)
 
 
 def connect(timeout_s: float = 60.0) -> Any:

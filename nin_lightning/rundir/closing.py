@@ -58,6 +58,7 @@ class RunClosing:
         self._fitting = False
         self.closing_error: OSError | None = None
         self.written: Path | None = None  # the run dir, once its final metrics.json is written
+        self.raising: BaseException | None = None  # what leaves the block (the closers may add a note to it)
 
     def judge(self, read: Callable[[BaseException], Ending | None]) -> None:
         """READ(exc) says what EXC means (None: not its kind); the first judge that knows wins, the latest first."""
@@ -86,10 +87,12 @@ class RunClosing:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> bool:
         raises = None
+        self.raising = exc
         if exc is not None:
             self.exit_code = self.exit_code or 1
             ending = next((e for e in (judge(exc) for judge in [*self._judges, interrupted]) if e), None)
             status, error, raises = ending or Ending("failed", one_line(exc))
+            self.raising = raises or exc
             self.metrics |= {"status": status, "error": error}
             if self._refused(exc):
                 self._remove()

@@ -16,6 +16,7 @@ PREVIOUS_METRICS_FILE = "metrics.previous.json"  # a finished run's result, whil
 HISTORY_FILE = "history.csv"  # one row per epoch
 WANDB_RUN_FILE = "wandb_run.json"  # the W&B run of this dir: id, group, name (kept across resumes)
 HYDRA_DIR = ".hydra"  # config.yaml, hydra.yaml, overrides.yaml of the run's latest start
+OVERRIDES_FILE = "overrides.yaml"  # in HYDRA_DIR: the command-line overrides of that start
 LOCK_FILE = ".lock"  # held by the one process that trains in this dir (rundir/lock.py)
 LOG_FILE = "train.log"  # Hydra's job log (conf/hydra/job_logging/nin.yaml)
 # What the commands on a trained run write (inference/): the only places in a run dir they write to

@@ -30,6 +30,7 @@ from nin_lightning.rundir.layout import (
     HYDRA_DIR,
     LAST_CKPT,
     METRICS_FILE,
+    OVERRIDES_FILE,
     WANDB_RUN_FILE,
     best_checkpoint,
     checkpoint_dir,
@@ -91,16 +92,25 @@ def changed_keys(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return [f"{k} ({old[k]!r} -> {new[k]!r})" for k in keys]
 
 
-def original_overrides(run_dir: Path) -> str:
-    """' (it was started with: a=1 b=2)' from RUN_DIR/.hydra/overrides.yaml, or ''."""
-    path = run_dir / HYDRA_DIR / "overrides.yaml"
+def saved_overrides(run_dir: Path) -> list[str] | None:
+    """The command-line overrides of the run's latest start (RUN_DIR/.hydra/overrides.yaml), or None when the
+    file is missing or unreadable (a run started without Hydra, or a damaged file)."""
     import yaml
 
     try:
-        overrides = yaml.safe_load(path.read_text()) or []
+        overrides = yaml.safe_load((run_dir / HYDRA_DIR / OVERRIDES_FILE).read_text()) or []
     except (OSError, ValueError, yaml.YAMLError):
-        overrides = None
+        return None
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        return None
+    return overrides
+
+
+def original_overrides(run_dir: Path) -> str:
+    """' (it was started with: a=1 b=2)' from RUN_DIR/.hydra/overrides.yaml, or ''."""
+    path = run_dir / HYDRA_DIR / OVERRIDES_FILE
+    overrides = saved_overrides(run_dir)
+    if overrides is None:
         return f" ({path} is unreadable, so its original overrides are unknown)" if path.exists() else ""
     shown = [o for o in overrides if not o.startswith("resume=")]
     return f" (it was started with: {' '.join(shown) or 'no overrides'})"
@@ -251,17 +261,24 @@ def _check_best(run_dir: Path, checkpoint: dict[str, Any]) -> None:
                         "--ckpt last)")
 
 
+def may_start_again(run_dir: Path, history: list[dict[str, str]]) -> bool:
+    """Whether resume=auto may start RUN_DIR, which has no last.ckpt, again from epoch 0 in the same run.
+
+    A run that saves last.ckpt after every epoch and has at most one epoch in its history died before
+    its first last.ckpt was written (between history.csv and the checkpoint): it starts again, losing
+    under an epoch. Any other run without last.ckpt would restart from epoch 1 silently: refused."""
+    completed = read_metrics(run_dir).get("status") == "completed"
+    first_epoch_only = len(history) <= 1 and _saves_last(run_dir)
+    has_results = best_checkpoint(run_dir).exists() or bool(history) or completed
+    return not has_results or (first_epoch_only and not completed)
+
+
 def _continue(run_dir: Path, now: dict[str, Any]) -> Start:
     """resume=auto (or a requeue) in RUN_DIR."""
     last = last_checkpoint(run_dir)
     history = read_history(run_dir / HISTORY_FILE)  # an unreadable history.csv: one line, before any write
     if not last.is_file():
-        completed = read_metrics(run_dir).get("status") == "completed"
-        # A run that saves last.ckpt after every epoch and has at most one epoch in its history died before
-        # its first last.ckpt was written (between history.csv and the checkpoint): it starts again, losing
-        # under an epoch. Any other run without last.ckpt would restart from epoch 1 silently: refused.
-        first_epoch_only = len(history) <= 1 and _saves_last(run_dir)
-        if (best_checkpoint(run_dir).exists() or history or completed) and not (first_epoch_only and not completed):
+        if not may_start_again(run_dir, history):
             best = best_checkpoint(run_dir)
             fix = f", or pass ckpt_path={best} with a new run dir" if best.is_file() else ""
             raise UserError(f"resume=auto: {run_dir} holds a run but no {CHECKPOINT_DIR}/{LAST_CKPT} to continue "

@@ -8,7 +8,8 @@ from nin_lightning import metric_names as names
 
 # The W&B summary's keys (a runs table's columns), all from the run's metrics.json.
 SUMMARY_KEYS = ("status", "wall_time_s", "epochs", names.BEST_EPOCH, "params", "macs", names.acc(names.TEST),
-                names.VAL_ACC_BEST, "code/commit", "code/dirty", "error")
+                names.VAL_ACC_BEST, "code/commit", "code/dirty", "error", "data/train_size", "data/val_size",
+                "data/test_size")
 
 
 def run_summary(metrics: dict[str, Any]) -> dict[str, Any]:
