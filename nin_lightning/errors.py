@@ -6,7 +6,12 @@ A leaf module: it imports nothing of the package, so every layer may raise `User
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
+from pathlib import Path
+
+# A write that ran out of room, by errno: its name in one-line errors (rundir/atomic.py names the file)
+SPACE_ERRNOS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file too large"}
 
 
 class UserError(Exception):
@@ -19,6 +24,14 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {match[0]}?)" if match else ""
 
 
+def space_fix(code: int | None, path: str | Path) -> str:
+    """What to do when writing PATH failed with CODE (one of SPACE_ERRNOS)."""
+    if code == errno.EFBIG:
+        return "raise the file-size limit (ulimit -f) or write elsewhere"
+    where = Path(path).parent
+    return f"free space in {where}" + (" (your disk quota)" if code == errno.EDQUOT else "")
+
+
 def user_error(exc: BaseException) -> UserError | None:
     """The UserError that EXC is, or was raised from or while handling; None for any other exception."""
     return next((link for link in (exc, exc.__cause__, exc.__context__) if isinstance(link, UserError)), None)
@@ -28,6 +41,12 @@ def one_line(exc: BaseException) -> str:
     """Any exception as a single line that names the culprit (the CLI adds Hydra's and OmegaConf's, cli/errors.py)."""
     if (mistake := user_error(exc)) is not None:
         return " ".join(str(mistake).split())
+    if isinstance(exc, OSError) and exc.filename and exc.errno in SPACE_ERRNOS:
+        return (f"{SPACE_ERRNOS[exc.errno]} while writing {exc.filename} ({exc.strerror}); "
+                f"{space_fix(exc.errno, exc.filename)}, then run the command again (resume=auto continues a run)")
+    if isinstance(exc, OSError) and exc.filename and exc.errno == errno.ENAMETOOLONG:
+        return (f"a name in {exc.filename} is too long for the filesystem ({exc.strerror}); shorten the path "
+                "(hydra.run.dir, hydra.sweep.dir, or fewer keys in a sweep job's dir name)")
     if isinstance(exc, OSError) and exc.filename:
         return (f"cannot write or read {exc.filename}: {exc.strerror}; check the path and its permissions "
                 "(hydra.run.dir, NIN_OUTPUT_DIR, dataset.root)")

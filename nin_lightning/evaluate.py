@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from nin_lightning.cli.args import check_out, log_to_wandb, on_off, open_run, run_parser
+from nin_lightning.cli.args import check_out, check_writable, log_to_wandb, on_off, open_run, run_parser
 from nin_lightning.cli.errors import one_line_errors
 from nin_lightning.status import say
 
@@ -27,13 +27,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = open_run(args, args.overrides, tta=on_off(args.tta))
     from nin_lightning.inference.evaluation import default_out_dir, evaluate_run, summary_lines, write_outputs
 
+    out = args.out or default_out_dir(run, args.ckpt, args.split)
+    check_writable(out, args.out is not None, "DIR")
     ev, result = evaluate_run(run, args.split)
     for line in summary_lines(result):
         print(line)
-    out_dir = args.out or default_out_dir(run, args.ckpt, args.split)
-    paths = write_outputs(run, ev, result, out_dir)
+    paths = write_outputs(run, ev, result, out)
     say(f"wrote {paths[0]}, {', '.join(p.name for p in paths[1:])}")
-    log_to_wandb("evaluate", args, out_dir, {"split": args.split, "tta": bool(run.model.tta)}, result)
+    log_to_wandb("evaluate", args, out, {"split": args.split, "tta": bool(run.model.tta)}, result)
     return 0
 
 

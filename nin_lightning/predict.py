@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from nin_lightning.cli.args import check_out, log_to_wandb, open_run, run_parser, split_overrides
+from nin_lightning.cli.args import check_out, check_writable, log_to_wandb, open_run, run_parser, split_overrides
 from nin_lightning.cli.errors import one_line_errors
 from nin_lightning.status import say
 
@@ -26,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = open_run(args, overrides, compile=False)
     from nin_lightning.inference.prediction import default_csv, line, predict_files, write_csv
 
+    out = args.out or default_csv(run)
+    check_writable(out, args.out is not None, "FILE.csv")
     predictions = predict_files(run, [Path(p) for p in images], args.top)
     for prediction in predictions:
         print(line(run, prediction))
@@ -34,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         size = run.dataset.image_size
         say(f"{converted} of {len(predictions)} images converted to the run's {run.model.hparams['in_channels']}x"
             f"{size}x{size} input (see the CSV's `converted` column)")
-    csv_path = write_csv(args.out or default_csv(run), run, predictions)
+    csv_path = write_csv(out, run, predictions)
     say(f"wrote {csv_path}")
     log_to_wandb("predict", args, csv_path.parent, {"top": args.top},
                  {"images": len(predictions), "converted": converted, "file": csv_path.name})

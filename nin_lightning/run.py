@@ -19,8 +19,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from nin_lightning import compat, metric_names, speed
-from nin_lightning.callbacks import PREEMPTED_EXIT, PreemptionCheckpoint, best_epoch, build_callbacks
+from nin_lightning.callbacks import PreemptionCheckpoint, best_epoch, build_callbacks
 from nin_lightning.cluster.checks import check_devices
+from nin_lightning.cluster.limits import check_memory, check_workers
 from nin_lightning.cluster.local_ranks import LocalRanks
 from nin_lightning.cluster.slurm import (
     cluster_plugins,
@@ -38,13 +39,14 @@ from nin_lightning.models import NiN
 from nin_lightning.module import NET_KEYS, NiNClassifier
 from nin_lightning.rundir import RunDir, Start, check_not_a_copy, last_checkpoint, snapshot
 from nin_lightning.rundir.checkpoint_io import AtomicCheckpointIO
+from nin_lightning.rundir.closing import Ending, RunClosing, remove_empty_parents
 from nin_lightning.rundir.disk import warn_if_low_disk
 from nin_lightning.rundir.history import read_history
 from nin_lightning.rundir.layout import BEST_CKPT, HISTORY_FILE
 from nin_lightning.rundir.metrics import read_metrics
 from nin_lightning.rundir.resume_command import resume_command
-from nin_lightning.status import say, to_log_files
-from nin_lightning.tracking import Tracker, code_version, model_cost
+from nin_lightning.status import say, shown_path, to_log_files
+from nin_lightning.tracking import Tracker, activations_per_image, code_version, model_cost
 from nin_lightning.tracking.summary import head_keys
 
 OBJECTIVE = metric_names.VAL_ACC_BEST  # what train() returns: the value a sweeper maximises
@@ -73,6 +75,13 @@ def model_size(conf: TrainConfig) -> dict[str, int]:
     with torch.device("meta"):
         net = _nin(conf)
     return model_cost(net, (conf.dataset.in_channels, conf.dataset.image_size, conf.dataset.image_size))
+
+
+def activations(conf: TrainConfig) -> int:
+    """Values a training step keeps per image (tracking/cost.py), counted on the meta device."""
+    with torch.device("meta"):
+        net = _nin(conf)
+    return activations_per_image(net, (conf.dataset.in_channels, conf.dataset.image_size, conf.dataset.image_size))
 
 
 def build_trainer(conf: TrainConfig, plan: speed.SpeedPlan, callbacks: list[Any], loggers: list[Any],
@@ -110,11 +119,16 @@ def warn_of_surprises(conf: TrainConfig) -> None:
         say(line)
 
 
-def preflight(conf: TrainConfig, job: JobContext) -> None:
-    """Everything that can fail before any work, as one line each: hardware, strategy, data files."""
+def preflight(conf: TrainConfig, job: JobContext, size: dict[str, int]) -> int:
+    """Everything that can fail before any work, as one line each: hardware, strategy, data files, processes
+    and memory (the model and a batch; the data are counted once loaded). Returns the activations per image."""
     check_devices(conf, job)
     speed.check_backend(conf)
+    check_workers(conf.dataset.num_workers)
+    per_image = activations(conf)
+    check_memory(conf, size["params"], per_image)
     check_data_files(conf.dataset)
+    return per_image
 
 
 def load_data_early(datamodule: NiNDataModule) -> NiNDataModule:
@@ -131,14 +145,6 @@ def load_data_early(datamodule: NiNDataModule) -> NiNDataModule:
         datamodule.wait_for_data()
     datamodule.setup("fit")
     return datamodule
-
-
-def shown_path(path: Path) -> str:
-    """PATH relative to the working dir when it is inside it (shorter on the console), else absolute."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 def announce(job: JobContext, run_dir: Path, datamodule: NiNDataModule, conf: TrainConfig,
@@ -197,6 +203,8 @@ def abandon_start(run: RunDir | None, job: JobContext, exc: BaseException, seed:
     run.abandon(job.hydra_files, failed)  # a sweep shows its job failed; a single run leaves no dir
     if failed is not None:
         to_log_files(f"error: {failed['error']}")
+    elif not run.path.exists():  # nor the parents the command made for it (outputs/runs/)
+        remove_empty_parents(run.path, job.made)
 
 
 def plan_speed(conf: TrainConfig, datamodule: NiNDataModule) -> speed.SpeedPlan:
@@ -221,82 +229,93 @@ def train(cfg: DictConfig, job: JobContext | None = None, callbacks: list[Any] |
         conf = validate(cfg)
         plain = to_plain_dict(cfg)
         warn_of_surprises(conf)
-        preflight(conf, job)
+        size = model_size(conf)
+        per_image = preflight(conf, job, size)
         run = RunDir.claim(job.run_dir or DEFAULT_RUN_DIR, owner=process_rank() == 0)
         start = plan_start(run, conf, plain)
         if start.finished is not None:  # a finished run is left as it is
             run.release()
             return float(start.finished.get(OBJECTIVE) or 0.0)
         datamodule = load_data_early(build_datamodule(conf.dataset))
+        check_memory(conf, size["params"], per_image, datamodule.nbytes())
+        plan = plan_speed(conf, datamodule)
     except BaseException as exc:
         abandon_start(run, job, exc, OmegaConf.select(cfg, "seed", default=None, throw_on_resolution_failure=False))
         raise
-    plan = plan_speed(conf, datamodule)
-    chosen = {f"speed/{k}": v for k, v in plan.record().items()}
     # in metrics.json from the start on: the seed, the speed choices, the code's version, the model's size,
     # the images per split
-    size = model_size(conf)
-    head = {"seed": conf.seed, **chosen, **head_keys(code_version(), size), **datamodule.sizes()}
-    run.begin(start, job.hydra_files, head)
-    announce(job, run.path, datamodule, conf, size)
-    speed.announce(plan)
-    warn_if_low_disk(run.path, conf.callbacks.min_free_disk_gb)
-    return _fit_and_test(conf, plain, job, run, start, plan, datamodule, callbacks or [], head)
+    head = {"seed": conf.seed, **{f"speed/{k}": v for k, v in plan.record().items()},
+            **head_keys(code_version(), size), **datamodule.sizes()}
+    with RunClosing(run, head, keep_refused=job.multirun, made=job.made) as closing:
+        run.begin(start, job.hydra_files, head)
+        announce(job, run.path, datamodule, conf, size)
+        speed.announce(plan)
+        warn_if_low_disk(run.path, conf.callbacks.min_free_disk_gb)
+        closing.completed(_fit_and_test(conf, plain, job, run, start, plan, datamodule, callbacks or [], closing))
+    return float(closing.metrics.get(OBJECTIVE, 0.0))
 
 
 def _fit_and_test(conf: TrainConfig, plain: dict[str, Any], job: JobContext, run: RunDir, start: Start,
-                  plan: speed.SpeedPlan, datamodule: NiNDataModule, extra: list[Any], head: dict[str, Any]) -> float:
-    """Fit from START, test best.ckpt, and close the run whatever happens (metrics.json, W&B, DDP ranks)."""
+                  plan: speed.SpeedPlan, datamodule: NiNDataModule, extra: list[Any], closing: RunClosing
+                  ) -> dict[str, Any]:
+    """Fit from START and test best.ckpt; return the run's result. CLOSING ends the run whatever happens:
+    each piece that must be closed (W&B, DDP ranks, submitit's requeue) registers with it once it exists."""
     L.seed_everything(conf.seed, workers=True, verbose=False)
-    model = build_model(conf, plan, snapshot(plain), datamodule.class_names)
+    closing.metrics["epochs"] = 0  # until the Trainer counts them
     preemption = PreemptionCheckpoint(last_checkpoint(run.path))
-    tags = list(dict.fromkeys([*conf.tags, *job.swept]))  # a sweep's jobs are tagged with its swept keys
-    tracker = Tracker(conf.logger, run.path, plain | {"speed": plan.record(), "code": code_version()}, job.group,
-                      job.name or run.path.name, tags, excuse=preemption.excuses, identity=start.wandb,
-                      choices=job.choices)
-    metrics: dict[str, Any] = {"status": "failed", **head}
-    exit_code = 1
-    compiled_before = compat.dynamo_counts() if plan.compile else (0, 0)
-    ranks = LocalRanks()
-    trainer: L.Trainer | None = None
-    try:
+    closing.on_close(lambda _: preemption.hand_over())  # closed last: submitit requeues the job now
+    closing.on_close(_say_next_step)  # before it: the command that continues the run
+    closing.judge(preemption.ending)  # SIGTERM: preempted, exit 143
+    with preemption.watching():  # SIGTERM outside the fit's epochs: preempted at once, with a line
+        model = build_model(conf, plan, snapshot(plain), datamodule.class_names)
+        tags = list(dict.fromkeys([*conf.tags, *job.swept]))  # a sweep's jobs are tagged with its swept keys
+        tracker = Tracker(conf.logger, run.path, plain | {"speed": plan.record(), "code": code_version()}, job.group,
+                          job.name or run.path.name, tags, excuse=preemption.excuses, identity=start.wandb,
+                          choices=job.choices)
+        closing.on_close(lambda c: _finish_tracker(tracker, c))
         ranks = LocalRanks.start(conf, job)  # DDP under -m: this job's ranks, in this job's dir
+        closing.on_close(lambda c: ranks.close(timeout_s=120.0 if c.exit_code == 0 else 30.0))
+        trainer: L.Trainer | None = None
+
+        def rank_died(exc: BaseException) -> Ending | None:
+            """How far the run got; a DDP rank of this job that died (cluster/local_ranks.py) failed the job."""
+            closing.metrics["epochs"] = trainer.current_epoch if trainer else 0
+            ranks.stop_watching()
+            if trainer is not None:  # a single DDP run's other ranks must not outlive a rank 0 that failed
+                ranks.adopt(compat.lightning_child_ranks(trainer))
+            failure = ranks.dead()
+            return Ending("failed", failure, RuntimeError(f"{failure}; its output is above")) if failure else None
+
+        closing.judge(rank_died)
         callbacks = build_callbacks(conf.callbacks, run, progress_mode(conf), bool(tracker.loggers), preemption)
         trainer = build_trainer(conf, plan, [*callbacks, *tracker.callbacks, *extra], tracker.loggers, run.path, start,
                                 strategy=ranks.strategy(conf))
+        compiled_before = compat.dynamo_counts() if plan.compile else (0, 0)
+        closing.fitting()
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(start.path) if start.path else None)
-        metrics.update(val_metrics(trainer, run.path))
-        metrics["epochs"] = trainer.current_epoch
-        metrics["global_step"] = trainer.global_step
-        metrics[metric_names.BEST_EPOCH] = best_epoch(trainer)
+        metrics = val_metrics(trainer, run.path) | {"epochs": trainer.current_epoch,
+                                                    "global_step": trainer.global_step,
+                                                    metric_names.BEST_EPOCH: best_epoch(trainer)}
         has_best = bool(trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path)
-        results = trainer.test(model, datamodule=datamodule, ckpt_path="best" if has_best else None,
-                               verbose=False)
-        metrics.update(results[0] if results else {})
-        if plan.compile:  # what really compiled in fit + test: one graph per mode (train, eval), no breaks
-            graphs, breaks = (now - before for now, before in zip(compat.dynamo_counts(), compiled_before, strict=True))
-            metrics |= {"speed/compiled_graphs": graphs, "speed/graph_breaks": breaks}
-        metrics["status"], exit_code = "completed", 0
-    except BaseException as exc:
-        metrics["error"] = one_line(exc)
-        metrics["epochs"] = trainer.current_epoch if trainer else 0
-        ranks.stop_watching()
-        if trainer is not None:  # a single DDP run's other ranks must not outlive a rank 0 that failed
-            ranks.adopt(compat.lightning_child_ranks(trainer))
-        if ranks.dead():  # a DDP rank of this job died (cluster/local_ranks.py): the job failed, not the sweep
-            metrics["error"] = ranks.failure
-            raise RuntimeError(f"{ranks.failure}; its output is above") from exc
-        if preemption.explains(exc):  # SIGTERM (Slurm requeue/preemption): last.ckpt is saved, exit non-zero
-            metrics["status"], metrics["error"] = "preempted", "stopped by SIGTERM (preemption, requeue or kill)"
-            raise SystemExit(PREEMPTED_EXIT) from exc
-        if isinstance(exc, KeyboardInterrupt | SystemExit):  # Ctrl-C: Lightning exits 1
-            metrics["status"], metrics["error"] = "interrupted", "stopped by the user (Ctrl-C) or a signal"
-        raise
-    finally:
-        closing_error = _close(run, metrics, exit_code, ranks, tracker, preemption)
-    if closing_error is not None:  # the run itself went well, but its metrics.json could not be written
-        raise closing_error
-    return float(metrics.get(OBJECTIVE, 0.0))
+        results = trainer.test(model, datamodule=datamodule, ckpt_path="best" if has_best else None, verbose=False)
+    metrics.update(results[0] if results else {})
+    if plan.compile:  # what really compiled in fit + test: one graph per mode (train, eval), no breaks
+        graphs, breaks = (now - before for now, before in zip(compat.dynamo_counts(), compiled_before, strict=True))
+        metrics |= {"speed/compiled_graphs": graphs, "speed/graph_breaks": breaks}
+    return metrics
+
+
+def _finish_tracker(tracker: Tracker, closing: RunClosing) -> None:
+    """Close the W&B run with the run's result as its summary. On SIGTERM, Slurm stops W&B's service too:
+    a W&B run that cannot close then resumes with the requeued job."""
+    try:
+        if closing.status == "preempted" and tracker.run is not None:
+            tracker.run.mark_preempting()
+        tracker.finish(closing.exit_code, read_metrics(run_path) if (run_path := closing.written) else closing.metrics)
+    except Exception as exc:
+        if closing.status != "preempted":
+            raise
+        say(f"W&B run not closed cleanly after the signal ({one_line(exc)}); it resumes with the job")
 
 
 def val_metrics(trainer: L.Trainer, run_dir: Path) -> dict[str, Any]:
@@ -313,42 +332,16 @@ def val_metrics(trainer: L.Trainer, run_dir: Path) -> dict[str, Any]:
     return last | {metric_names.VAL_ACC_BEST: best} | found
 
 
-def _close(run: RunDir, metrics: dict[str, Any], exit_code: int, ranks: LocalRanks, tracker: Tracker,
-           preemption: PreemptionCheckpoint) -> OSError | None:
-    """Write metrics.json, stop child ranks, close the W&B run, let submitit requeue: each step always runs.
-
-    Returns the error of writing metrics.json (a full disk, say) instead of raising it, so that it neither
-    skips the steps after it nor hides the error that ended the run."""
-    closing_error: OSError | None = None
-    path = run.path / "metrics.json"
-    try:
-        run.close(metrics)
-    except OSError as exc:
-        closing_error = exc
-        say(f"could not write {path}: {one_line(exc)}")
-    ranks.close(timeout_s=120.0 if exit_code == 0 else 30.0)  # a failed rank 0: the others stop soon, or never
-    try:
-        if metrics["status"] == "preempted" and tracker.run is not None:
-            tracker.run.mark_preempting()
-        tracker.finish(exit_code, read_metrics(run.path) if closing_error is None else metrics)
-    except Exception as exc:  # on SIGTERM, Slurm stops W&B's service process too
-        if metrics["status"] != "preempted":
-            raise
-        say(f"W&B run not closed cleanly after the signal ({one_line(exc)}); it resumes with the job")
-    acc = metrics.get("test/acc")
-    say(f"{metrics['status']}: test/acc={'-' if acc is None else f'{float(acc):.4f}'} -> {shown_path(path)}")
-    # the last console line: the command that continues a stopped run (after the CLI's error line if it failed;
-    # not after a UserError, whose line names its own fix: the same command would stop the same way)
-    hint = resume_command(run.path, metrics["status"], shown_path(run.path), requeued=slurm_tasks() is not None)
-    if hint is not None and metrics["status"] == "failed":
-        if (failure := sys.exception()) is not None and user_error(failure) is None:
+def _say_next_step(closing: RunClosing) -> None:
+    """The last console line: the command that continues a stopped run (after the CLI's error line if it failed;
+    not after a UserError, whose line names its own fix: the same command would stop the same way)."""
+    run_dir = closing.run.path
+    hint = resume_command(run_dir, closing.status, shown_path(run_dir), requeued=slurm_tasks() is not None)
+    if hint is not None and closing.status == "failed":
+        if (failure := closing.raising) is not None and user_error(failure) is None:
             add_next_step(failure, hint)
     elif hint is not None:
         say(hint)
-    if metrics.get("error") and process_rank() == 0:
-        to_log_files(f"error: {metrics['error']}")
-    preemption.hand_over()  # submitit's time-out/preemption signal: it requeues the job now
-    return closing_error
 
 
 __all__ = ["OBJECTIVE", "abandon_start", "build_model", "build_trainer", "load_data_early", "train"]

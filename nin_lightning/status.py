@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import weakref
+from pathlib import Path
 from typing import Any
 
 LOGGER = logging.getLogger("nin_lightning")
@@ -101,3 +102,11 @@ def open_run_logs() -> None:
     """The run has begun: its log files get the lines held so far, and every line from now on."""
     for handler in list(_RUN_LOGS):
         handler.start()
+
+
+def shown_path(path: Path) -> str:
+    """PATH relative to the working dir when it is inside it (shorter on the console), else absolute."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -110,3 +110,17 @@ def snapshot(root: Path) -> dict[str, str]:
     """Every file under ROOT and the hash of its bytes: what 'nothing was touched' compares."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A real filesystem of SIZE (tmpfs, needs root) mounted at MOUNT, so that a run can fill it up; for a
+    fixture to yield from. Without root it skips, and fails under CI (which must run these tests)."""
+    mount.mkdir()
+    mounted = os.geteuid() == 0 and not subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                                                        str(mount)]).returncode
+    if not mounted:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the full-disk test: it needs root to mount a small tmpfs")
+        pytest.skip("needs root to mount a small tmpfs")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)

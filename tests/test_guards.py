@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import errno
 import hashlib
-import os
 import re
 import subprocess
 from collections import namedtuple
@@ -20,7 +19,7 @@ from nin_lightning.errors import UserError
 from nin_lightning.rundir import checkpoint_io, disk
 from nin_lightning.rundir.checkpoint_io import AtomicCheckpointIO
 from nin_lightning.rundir.disk import warn_if_low_disk
-from tests.conftest import error_lines, read_metrics
+from tests.conftest import error_lines, read_metrics, tmpfs
 
 
 def _sha(path: Path) -> str:
@@ -211,14 +210,7 @@ def test_low_disk_space_warns_in_one_line(tmp_path, monkeypatch, caplog):
 @pytest.fixture
 def small_disk(tmp_path):
     """A real 64 MB filesystem (tmpfs, needs root), so that a run can fill it up."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)]).returncode:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the full-disk test: it needs root to mount a small tmpfs")
-        pytest.skip("needs root to mount a small tmpfs")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    yield from tmpfs(tmp_path / "disk", "64m")
 
 
 class FillDiskAt(Callback):

@@ -379,7 +379,7 @@ def test_an_unreadable_image_names_the_file(trained, tmp_path, capsys):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(good)
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # a PNG signature and nothing readable after it
-    line = one_line("predict", [str(trained), str(good), str(bad)], capsys)
+    line = one_line("predict", [str(trained), str(bad)], capsys)
     assert line.startswith(f"error: {bad}: not a readable PNG or JPEG image (") and "replace it or leave it" in line
     deep = tmp_path / "deep.png"
     Image.fromarray(np.zeros((8, 8), np.uint16) + 4000).save(deep)  # 16-bit grey
@@ -391,6 +391,78 @@ def test_an_unreadable_image_names_the_file(trained, tmp_path, capsys):
     assert line.startswith(f"error: {empty}: no PNG or JPEG files in it")
 
 
+def bomb_png(path: Path, side: int = 20000) -> Path:
+    """A real SIDE x SIDE one-bit PNG of one colour (Pillow's default limit refuses 20000 x 20000 = 4e8 pixels),
+    written row by row: ~50 MB of zero rows compress to a few tens of KB, nothing that size is ever held."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer, row = zlib.compressobj(9), b"\0" * (1 + (side + 7) // 8)  # filter byte + packed bits
+    data = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path
+
+
+def test_predict_skips_a_decompression_bomb_and_unreadable_images_naming_each(trained, tmp_path):
+    """Issue 22's trial: a 20000x20000 PNG stopped `predict` with Pillow's DecompressionBombError, naming neither
+    the file nor the fix. Now each bad file is one line naming it, the others are predicted, and the count of
+    skipped files is said; the CSV holds the good ones."""
+    from PIL import Image
+
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(good)
+    bomb = bomb_png(tmp_path / "bomb.png")
+    warned = bomb_png(tmp_path / "warned.png", side=10000)  # 1e8 pixels: Pillow only warns, and would decode it
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    out = tmp_path / "p.csv"
+    result = run_module("predict", str(trained), str(bomb), str(good), str(warned), str(bad), "--out", str(out),
+                        cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert any(ln.startswith(f"[nin] skipped {bomb}: too many pixels to decode safely") and "shrink it" in ln
+               for ln in lines), lines
+    assert any(ln.startswith(f"[nin] skipped {warned}: too many pixels to decode safely") for ln in lines), lines
+    assert any(ln.startswith(f"[nin] skipped {bad}: not a readable PNG or JPEG image") for ln in lines), lines
+    assert "[nin] skipped 3 of 4 images (each is named above); predicted the other 1" in lines
+    with out.open() as fh:
+        assert [row["file"] for row in csv.DictReader(fh)] == [str(good)]
+
+
+def test_evaluate_into_a_read_only_run_dir_fails_before_computing_and_names_out(trained, tmp_path):
+    """Issue 22: `evaluate` on a read-only run dir computed everything, then failed with a hint naming
+    hydra.run.dir. Now it stops before the evaluation, and the fix is --out."""
+    disk = tmp_path / "ro"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)]).returncode:
+        pytest.skip("needs root to mount a read-only tmpfs")
+    try:
+        shutil.copytree(trained, disk / "run", ignore=shutil.ignore_patterns(*OUTPUT_DIRS))
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        result = run_module("evaluate", str(disk / "run"), cwd=tmp_path)
+        image = tmp_path / "zero.png"
+        from PIL import Image
+
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
+        others = {"FILE.csv": run_module("predict", str(disk / "run"), str(image), cwd=tmp_path),
+                  "FILE.onnx": run_module("export", str(disk / "run"), cwd=tmp_path)}
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+    lines = [ln for ln in error_lines(result.stderr) if ln.startswith("error:")]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith(f"error: cannot write {disk / 'run' / 'eval' / 'best_test'}: {disk / 'run'} is "
+                               "read-only") and lines[0].endswith("pass --out DIR (somewhere you can write)"), lines
+    assert "top-1" not in result.stdout.lower() and "acc" not in result.stdout, result.stdout  # nothing computed
+    for example, other in others.items():  # predict and export: the same, before any work
+        lines = [ln for ln in error_lines(other.stderr) if ln.startswith("error:")]
+        assert other.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: cannot write "), other.stderr
+        assert lines[0].endswith(f"pass --out {example} (somewhere you can write)") and not other.stdout.strip(), lines
+
+
 @pytest.mark.parametrize(("argv", "expected"), [
     (["model.width=2"], "model.width=2: the model is the one its checkpoint holds, so model keys cannot change; "
                         "drop it"),
@@ -399,6 +471,7 @@ def test_an_unreadable_image_names_the_file(trained, tmp_path, capsys):
                                 "dataset.eval_batch_size=N"),
     (["dataset.eval_batch_size=abc"], "dataset.eval_batch_size=abc: give a whole number"),
     (["dataset.eval_batch_size=0"], "dataset.eval_batch_size=0 is out of range: expected an integer >= 1"),
+    (["dataset.num_workers=100000"], "dataset.num_workers=100000 is more than the "),
     (["--tta", "on"], "--tta on: digits holds digits, which a mirror image turns into other digits or none; use "
                       "--tta off"),
     (["--split", "train"], "argument --split: invalid choice: 'train'"),

@@ -29,16 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.nin_lightning_launcher._resources import Resources, job_resources
 from nin_lightning.errors import UserError
-
-
-def first_missing(path: Path) -> Path | None:
-    """The outermost dir of PATH that does not exist yet (what a `mkdir -p PATH` would create), or None."""
-    missing = None
-    for folder in [path, *path.parents]:
-        if folder.exists():
-            break
-        missing = folder
-    return missing
+from nin_lightning.rundir.closing import first_missing
 
 
 def describe(res: Resources) -> str:

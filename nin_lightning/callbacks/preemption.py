@@ -21,10 +21,11 @@ preemption (`excuses`): the epoch's metrics stay in history.csv, and the job res
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from lightning.pytorch.callbacks import Callback
 from nin_lightning import compat
 from nin_lightning.cluster.slurm import submitit_signal
 from nin_lightning.errors import UserError
+from nin_lightning.rundir.closing import Ending
 from nin_lightning.status import say
 
 # Exit status of a job stopped by SIGTERM (128 + 15): not a success, and Slurm requeues it anyway.
@@ -41,6 +43,7 @@ PREEMPTED_EXIT = 143
 # How long a failed W&B call waits for the SIGTERM that may explain it (Slurm signals every process of
 # the job at once, W&B's service may die a moment before this process runs its handler).
 SIGNAL_GRACE_S = 2.0
+STOPPED = "stopped by SIGTERM (preemption, requeue or kill)"  # metrics.json's error of a preempted run
 
 
 class Preempted(Exception):
@@ -55,10 +58,45 @@ class PreemptionCheckpoint(Callback):
         self._deferred: tuple[Callable[..., Any], int] | None = None
         self._installed: dict[int, Any] = {}  # signal -> the handler ours replaced
         self.signalled = False  # this rank got SIGTERM (or submitit's signal)
+        self.training = self.trained = False  # in the fit's epochs; after them
 
     def explains(self, exc: BaseException) -> bool:
         """Whether EXC is (a consequence of) the preemption signal."""
         return isinstance(exc, Preempted) or self.signalled
+
+    def ending(self, exc: BaseException) -> Ending | None:
+        """How the run ends when EXC is the signal's doing (rundir/closing.py): preempted, exit 143."""
+        return Ending("preempted", STOPPED, SystemExit(PREEMPTED_EXIT)) if self.explains(exc) else None
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        """SIGTERM from the run's set-up (W&B, callbacks, Trainer) to the test's end. Inside the fit's epochs it
+        only sets the flag (training stops at a batch's end, on_train_start's handler); anywhere else, where no
+        batch's end comes, it stops the run at once with one line. Nothing is lost: last.ckpt is as the fit (or
+        an earlier start) left it, and a resume goes on from there (running the test, after training)."""
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, self._stop_now) if main else None
+        try:
+            yield
+            if self.signalled:  # at the fit's very end, after its last check: the test did not see it
+                raise Preempted("stopped by a signal after training")
+        except BaseException:  # Preempted, or what the code it interrupted made of it (a checkpoint "corrupt")
+            if self.signalled:
+                when = "after training, before the test ended" if self.trained else "before training"
+                say(f"stopped by a signal {when}; resume=auto (automatic after a Slurm requeue) goes on from "
+                    f"{self.path if self.path.is_file() else 'the start'}")
+            raise
+        finally:
+            if main:  # Lightning's fit and test put back what they found: ours, which is undone here
+                signal.signal(signal.SIGTERM, previous)
+
+    def _stop_now(self, signum: int, frame: Any) -> None:
+        self.signalled = True
+        if not self.training:  # in the epochs, the batch's end stops the run (agreement.py)
+            raise Preempted("stopped by a signal outside the fit's epochs")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.training, self.trained = False, True
 
     def excuses(self, exc: BaseException) -> bool:
         """Whether a failed W&B call is explained by the signal, which may still be on its way."""
@@ -91,6 +129,7 @@ class PreemptionCheckpoint(Callback):
 
     # --- SIGTERM: a flag, then all ranks stop at the same batch ----------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.training = True
         self._install(signal.SIGTERM, self._on_sigterm)  # after Lightning registered its own handler
         if isinstance(trainer, L.Trainer):
             compat.drop_lightning_sigterm_broadcast(trainer)  # it would broadcast its replaced handler's flag

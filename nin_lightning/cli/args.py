@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -89,6 +90,17 @@ def check_out(out: Path | None, run_dir: Path, suffix: str | None = None) -> Non
                         f"elsewhere, or under {run_dir}/{{{','.join(COMMAND_DIRS)}}}/ (or leave --out out)")
     if suffix is not None and out.suffix.lower() != suffix:
         raise UserError(f"--out {out}: give a file name ending in {suffix}")
+
+
+def check_writable(out: Path, chosen: bool, example: str) -> None:
+    """Before any work: OUT (a file or dir to be made) can be written, or one line; its fix names --out unless
+    the user chose OUT with it already (CHOSEN)."""
+    existing = next((p for p in [out, *out.parents] if p.exists()), None)
+    if existing is None or os.access(existing, os.W_OK | os.X_OK):
+        return
+    fix = "pass another --out" if chosen else f"pass --out {example} (somewhere you can write)"
+    raise UserError(f"cannot write {out}: {existing} is read-only for this user or filesystem; nothing was "
+                    f"computed: {fix}")
 
 
 def open_run(args: argparse.Namespace, overrides: Sequence[str], **options: Any) -> LoadedRun:

@@ -15,6 +15,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nin_lightning.cli.errors import fail, wants_traceback
+from nin_lightning.cli.job_dirs import check_job_dirs
 from nin_lightning.cli.options import refuse_schema_choices
 from nin_lightning.config import validate
 from nin_lightning.errors import UserError
@@ -62,7 +63,7 @@ def _check_each_swept_value(config: DictConfig) -> None:
 
 
 class ValidateOnStart(Callback):
-    """Before a sweep's first job: its base config, and each swept value in turn."""
+    """Before a sweep's first job: its base config, each swept value in turn, and its jobs' dir names."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns exceptions in callbacks into warnings, so exit here.
@@ -70,10 +71,22 @@ class ValidateOnStart(Callback):
             refuse_schema_choices(config.hydra.runtime.choices)
             validate(task_config(config))
             _check_each_swept_value(config)
+            check_job_dirs(config)  # names the filesystem refuses, before the sweeper makes any dir
         except UserError as exc:
             if wants_traceback():
                 traceback.print_exc()
             fail(str(exc))
+
+
+class RunDirMade(Callback):
+    """Before Hydra makes a single run's dir: note the outermost dir it will make (cli/hydra_job.py), so that
+    a refused start leaves none of them (outputs/runs/ included)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from nin_lightning.cli import hydra_job
+        from nin_lightning.rundir.closing import first_missing
+
+        hydra_job.made_for_run = first_missing(Path(str(config.hydra.run.dir)).absolute())
 
 
 class SweepSummary(Callback):

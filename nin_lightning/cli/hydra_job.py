@@ -11,6 +11,10 @@ from pathlib import Path
 from nin_lightning.config import JobContext
 from nin_lightning.config.sweep import job_label, short_names, sweep_dir_keys
 
+# The outermost dir Hydra makes for a single run (its run dir, or a parent that did not exist yet), noted by
+# the RunDirMade callback just before Hydra makes it: a refused start removes it again.
+made_for_run: Path | None = None
+
 # Hydra overrides that belong to the sweep, not to the job: dropped when a job's DDP rank re-runs it.
 _SWEEP_ONLY = ("hydra.mode=", "hydra/launcher=", "hydra.launcher.", "hydra/sweeper=", "hydra.sweeper.",
                "hydra.sweep.", "hydra.run.dir=", "hydra.output_subdir=", "hydra.job.name=")
@@ -85,4 +89,5 @@ def job_context(task_yaml: str) -> JobContext:
         hydra_files=_hydra_files(task_yaml) if hc.output_subdir is None else {},
         rerun=_rerun_command() if multirun else (),
         cwd=Path(get_original_cwd()),
+        made=None if multirun else made_for_run,
     )

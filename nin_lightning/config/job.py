@@ -26,3 +26,4 @@ class JobContext:
     hydra_files: dict[str, str] = field(default_factory=dict)  # RUN_DIR/.hydra/NAME -> text, written at start
     rerun: tuple[str, ...] = ()  # argv that runs this job again as a single run (DDP ranks under -m)
     cwd: Path | None = None  # the directory to run `rerun` in
+    made: Path | None = None  # the outermost dir the command made for this job (a refused start removes it)

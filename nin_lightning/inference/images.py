@@ -2,12 +2,14 @@
 
 An image with another number of channels is converted (RGB -> grey by ITU-R 601-2 luma, grey -> RGB by
 copying, alpha dropped) and one of another size is resized, its shorter side to the dataset's size and
-then cropped at the centre; each file says what was converted. A file that is not an 8-bit PNG or JPEG
-is refused in one line that names it.
+then cropped at the centre; each file says what was converted. A file that is not an 8-bit PNG or JPEG,
+or one too large to decode safely (Pillow's decompression-bomb limit), is a `BadImage` whose one line names
+it: `predict` skips it and goes on with the others.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,10 @@ FORMATS = ("PNG", "JPEG")
 # Pillow modes of 8-bit pixels: they convert to grey ("L") or RGB without changing what a value means.
 EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
 FIX = "pass PNG or JPEG files, or folders of them"
+
+
+class BadImage(UserError):
+    """One image file that cannot be used (its line names it); the others can."""
 
 
 @dataclass(frozen=True)
@@ -58,17 +64,22 @@ def read_image(path: Path, channels: int, size: int) -> ImageFile:
     if channels not in (1, 3):
         raise UserError(f"the model takes {channels}-channel images, which PNG and JPEG files do not hold")
     try:
-        with Image.open(path) as opened:
-            opened.load()  # decode now: a truncated file fails here, not later
-            image, kind = opened.copy(), opened.format
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # decoding it could fill the memory
+            with Image.open(path) as opened:
+                opened.load()  # decode now: a truncated file fails here, not later
+                image, kind = opened.copy(), opened.format
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadImage(f"{path}: too many pixels to decode safely ({' '.join(str(exc).split())[:90]}); shrink it "
+                       "or leave it out") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:  # Pillow's errors for damaged files
         reason = " ".join(str(exc).split())[:120] or type(exc).__name__
-        raise UserError(f"{path}: not a readable PNG or JPEG image ({reason}); replace it or leave it out") from exc
+        raise BadImage(f"{path}: not a readable PNG or JPEG image ({reason}); replace it or leave it out") from exc
     if kind not in FORMATS:
-        raise UserError(f"{path}: a {kind} image; predict reads PNG and JPEG: save it as one, or leave it out")
+        raise BadImage(f"{path}: a {kind} image; predict reads PNG and JPEG: save it as one, or leave it out")
     if image.mode not in EIGHT_BIT_MODES:
-        raise UserError(f"{path}: its pixels are {image.mode} (16-bit or floating point), not 8-bit; save it as an "
-                        "8-bit PNG or JPEG, or leave it out")
+        raise BadImage(f"{path}: its pixels are {image.mode} (16-bit or floating point), not 8-bit; save it as an "
+                       "8-bit PNG or JPEG, or leave it out")
     notes = []
     target = "L" if channels == 1 else "RGB"
     if image.mode != target:

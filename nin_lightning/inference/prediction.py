@@ -19,11 +19,12 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from nin_lightning.errors import UserError
-from nin_lightning.inference.images import ImageFile, find_images, read_image
+from nin_lightning.inference.images import FIX, BadImage, ImageFile, find_images, read_image
 from nin_lightning.inference.loading import LoadedRun
 from nin_lightning.inference.run_files import DEFAULT_TOP
 from nin_lightning.rundir import atomic_write
 from nin_lightning.rundir.layout import PREDICTIONS_DIR
+from nin_lightning.status import say
 
 
 def ranked(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,13 +66,33 @@ def predict_files(run: LoadedRun, paths: Sequence[Path], top: int = DEFAULT_TOP)
         raise UserError(f"--top {top}: give a number of classes >= 1")
     hp = run.model.hparams
     top = min(top, int(hp["num_classes"]))
-    images: list[ImageFile] = [read_image(p, int(hp["in_channels"]), run.dataset.image_size)
-                               for p in find_images(paths)]
+    images = readable_images(find_images(paths), int(hp["in_channels"]), run.dataset.image_size)
     batch = torch.from_numpy(np.stack([image.pixels for image in images]))
     outputs = run.trainer().predict(run.model, datamodule=ImageBatches(run, batch))
     probs, classes = ranked(torch.cat([logits.float().cpu() for logits in outputs or []]), top)
     return [Prediction(image.path, classes[i].tolist(), probs[i].tolist(), image.converted)
             for i, image in enumerate(images)]
+
+
+def readable_images(files: Sequence[Path], channels: int, size: int) -> list[ImageFile]:
+    """FILES read as the run's images; one that cannot be (damaged, not 8-bit, a decompression bomb) is skipped
+    with a line naming it, and the count of skipped files is said at the end. None readable: a UserError."""
+    images: list[ImageFile] = []
+    bad: list[BadImage] = []
+    for path in files:
+        try:
+            images.append(read_image(path, channels, size))
+        except BadImage as exc:
+            bad.append(exc)
+    if len(bad) == 1 and not images:
+        raise bad[0]  # its own line is the error
+    for exc in bad:
+        say(f"skipped {exc}")
+    if bad and not images:
+        raise UserError(f"none of the {len(files)} images could be read (each is named above); {FIX}")
+    if bad:
+        say(f"skipped {len(bad)} of {len(files)} images (each is named above); predicted the other {len(images)}")
+    return images
 
 
 def csv_text(run: LoadedRun, predictions: Sequence[Prediction]) -> str:

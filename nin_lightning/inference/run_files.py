@@ -69,6 +69,10 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
             raise UserError(f"{item}: dataset.{name} decides which images the run's splits hold or how they look, "
                             f"so it stays the run's; drop it, or pass {OVERRIDE_HINT}")
         values[name] = _convert(item, text, kind)
+    if "num_workers" in values:  # as a training start: no more DataLoader processes than CPUs
+        from nin_lightning.cluster.limits import check_workers
+
+        check_workers(values["num_workers"])
     return values
 
 

@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
+
+from nin_lightning.errors import SPACE_ERRNOS
+
+# torch.save's own words for a write that was cut short (it raises RuntimeError, the OSError only as context)
+_SHORT_WRITE = ("unexpected pos", "PytorchStreamWriter failed")
+
+
+def out_of_space(exc: BaseException, path: Path) -> OSError | None:
+    """EXC as an OSError naming PATH, when it says that writing PATH ran out of room (a full disk, a quota, the
+    file-size limit), whatever the writer raised; None otherwise."""
+    link: BaseException | None = exc
+    seen: set[int] = set()
+    while link is not None and id(link) not in seen:
+        if isinstance(link, OSError) and link.errno in SPACE_ERRNOS:
+            return OSError(link.errno, link.strerror or os.strerror(link.errno), str(path))
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    if any(words in str(exc) for words in _SHORT_WRITE):
+        return OSError(errno.ENOSPC, "the write was cut short: no space left, a disk quota or a file-size limit",
+                       str(path))
+    return None
 
 
 def fsync_dir(path: Path) -> None:
@@ -29,7 +51,8 @@ def atomic_write(path: Path, content: bytes | str | Callable[[IO[bytes]], None],
     """Write CONTENT (bytes, text, or a function that writes to a binary file) to PATH atomically.
 
     A temp file in PATH's dir, flushed and fsynced, renamed over PATH, the dir fsynced: readers see the
-    old file or the new one, never a part. The temp file is removed on any failure (a full disk, Ctrl-C).
+    old file or the new one, never a part. The temp file is removed on any failure (a full disk, Ctrl-C); a
+    write that ran out of room raises OSError naming PATH and the cause (`out_of_space`), whatever the writer raised.
     Files are MODE (0644: colleagues on a shared cluster read runs too; mkstemp would make them 0600).
     `durable=False` skips both fsyncs (a file this process rereads from the page cache, made durable later
     with `make_durable`): readers still see whole files; a crash of the machine may lose the latest one.
@@ -48,8 +71,11 @@ def atomic_write(path: Path, content: bytes | str | Callable[[IO[bytes]], None],
                 os.fsync(fh.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        full = out_of_space(exc, path) if isinstance(exc, Exception) else None
+        if full is not None:
+            raise full from exc
         raise
     if durable:
         fsync_dir(path.parent)

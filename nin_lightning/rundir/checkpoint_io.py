@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import IO, Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from nin_lightning.errors import UserError
+from nin_lightning.errors import SPACE_ERRNOS, UserError, space_fix
 from nin_lightning.rundir.atomic import atomic_write
 
 
@@ -37,10 +36,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             atomic_write(target, write, durable=self.durable(target))
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
+            if exc.errno in SPACE_ERRNOS:
+                kept = "the previous checkpoint is intact" if target.exists() else "no checkpoint was damaged"
                 raise UserError(
-                    f"disk full while writing {target}; the previous checkpoint is intact. Free space in "
-                    f"{target.parent} and rerun with resume=auto"
+                    f"{SPACE_ERRNOS[exc.errno]} while writing {target}; {kept} ({exc.strerror}). "
+                    f"{space_fix(exc.errno, target).capitalize()} and rerun with resume=auto"
                 ) from exc
             raise
 

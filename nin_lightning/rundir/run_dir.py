@@ -20,14 +20,26 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nin_lightning.errors import UserError
 from nin_lightning.rundir.atomic import atomic_write
-from nin_lightning.rundir.layout import HYDRA_DIR, LOCK_FILE, LOG_FILE, checkpoint_dir
+from nin_lightning.rundir.layout import (
+    CHECKPOINT_DIR,
+    HISTORY_FILE,
+    HYDRA_DIR,
+    LOCK_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    WANDB_RUN_FILE,
+    checkpoint_dir,
+)
 from nin_lightning.rundir.lock import RunLock
 from nin_lightning.rundir.metrics import keep_previous_metrics, read_metrics, write_metrics
 from nin_lightning.rundir.start import Start, plan_start
 from nin_lightning.status import open_run_logs
 
 RUNNING = "running"
+# What any run dir holds from its start on (a sweep job refused at start: .hydra/ and metrics.json)
+RUN_MARKS = (METRICS_FILE, HYDRA_DIR, CHECKPOINT_DIR, HISTORY_FILE, WANDB_RUN_FILE)
 
 
 class RunDir:
@@ -39,13 +51,20 @@ class RunDir:
         self.earlier_wall_s = 0.0  # wall_time_s of the run's earlier starts: a resumed run adds them up
         self.head: dict[str, Any] = {}  # what metrics.json says from the start on (seed, speed/*, pid, ...)
         self.begun = False
+        self.found: set[str] | None = None  # the dir's entries when it was claimed (None: it did not exist)
 
     @classmethod
     def claim(cls, path: Path, owner: bool = True) -> RunDir:
         """Take RUN_DIR's lock (the owner), or not (another DDP rank of the owner's job)."""
         path = Path(path)
         existed = path.is_dir() and any(p.name not in (LOG_FILE, LOCK_FILE) for p in path.iterdir())
-        return cls(path, owner, RunLock(path) if owner else None, existed)
+        if owner and existed and not any((path / name).exists() for name in RUN_MARKS):
+            raise UserError(f"{path} already holds files and is not a run dir (no {METRICS_FILE}, {HYDRA_DIR}/ or "
+                            f"{CHECKPOINT_DIR}/): nothing is written there; pass hydra.run.dir=<a new or empty dir>")
+        found = {p.name for p in path.iterdir()} if path.is_dir() else None
+        run = cls(path, owner, RunLock(path) if owner else None, existed)
+        run.found = found
+        return run
 
     def plan(self, resume: str, ckpt_path: str | None, now: dict[str, Any], restarts: int = 0) -> Start:
         """Where this start begins (rundir/start.py)."""
@@ -95,6 +114,18 @@ class RunDir:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+
+    def discard(self) -> None:
+        """A start refused after `begin` in a dir that held no run (`existed` is False): remove what it wrote,
+        every entry that was not there when it was claimed, then the dir if it held nothing at all."""
+        if not self.owner or self.existed:
+            return
+        self.release()
+        for entry in self.path.iterdir() if self.path.is_dir() else []:
+            if entry.name not in (self.found or set()) or entry.name == LOCK_FILE:
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink(missing_ok=True)
+        if not self.found and self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
 
     def abandon(self, hydra_files: dict[str, str] | None = None, metrics: dict[str, Any] | None = None) -> None:
         """Stopped before `begin`: release the lock; a dir that held nothing before is removed again.

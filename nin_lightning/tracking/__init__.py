@@ -13,10 +13,10 @@
 """
 
 from nin_lightning.tracking.code_version import code_version
-from nin_lightning.tracking.cost import model_cost
+from nin_lightning.tracking.cost import activations_per_image, model_cost
 from nin_lightning.tracking.summary import SUMMARY_KEYS, run_summary
 from nin_lightning.tracking.wandb_env import wandb_mode
 from nin_lightning.tracking.wandb_run import TolerantWandbLogger, Tracker, agent_run
 
-__all__ = ["SUMMARY_KEYS", "TolerantWandbLogger", "Tracker", "agent_run", "code_version", "model_cost",
-           "run_summary", "wandb_mode"]
+__all__ = ["SUMMARY_KEYS", "TolerantWandbLogger", "Tracker", "activations_per_image", "agent_run", "code_version",
+           "model_cost", "run_summary", "wandb_mode"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -23,3 +25,26 @@ def model_cost(net: nn.Module, image_shape: tuple[int, int, int]) -> dict[str, i
     finally:
         net.train(was_training)
     return {"params": sum(p.numel() for p in net.parameters()), "macs": counter.get_total_flops() // 2}
+
+
+def activations_per_image(net: nn.Module, image_shape: tuple[int, int, int]) -> int:
+    """Values the layers of NET output for one image of IMAGE_SHAPE in training mode (in-place ones reuse their
+    input's memory and are not counted): about what a training step keeps for the backward pass, per image.
+    Build NET on the meta device to count without allocating."""
+    device = next(net.parameters()).device
+    leaves = [m for m in net.modules() if not list(m.children()) and not getattr(m, "inplace", False)]  # no new memory
+    count = [0]
+
+    def add(module: nn.Module, inputs: Any, output: Any) -> None:
+        count[0] += output.numel() if isinstance(output, torch.Tensor) else 0
+
+    hooks = [m.register_forward_hook(add) for m in leaves]
+    was_training = net.training
+    net.train()
+    try:
+        net(torch.empty(1, *image_shape, device=device))
+    finally:
+        net.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return count[0]

@@ -29,10 +29,10 @@ from nin_lightning.tracking.summary import run_summary
 from nin_lightning.tracking.wandb_env import run_place, wandb_mode
 
 
-def sync_command(run_dir: Path) -> str:
-    """The shell command that uploads every offline segment of RUN_DIR's W&B run (quoted: dirs may hold spaces,
-    or the `=` and `,` of a sweep job's name)."""
-    return f"wandb sync {shlex.quote(str(run_dir / 'wandb'))}/offline-run-*"
+def sync_command(run_dir: Path, run_id: str) -> str:
+    """The shell command that uploads every offline segment of RUN_DIR's W&B run RUN_ID, and no other's (a copied
+    run dir holds its original's segments too; quoted: dirs may hold spaces, or a sweep job name's `=` and `,`)."""
+    return f"wandb sync {shlex.quote(str(run_dir / 'wandb'))}/offline-run-*-{shlex.quote(run_id)}"
 
 
 def agent_run() -> dict[str, str]:
@@ -155,7 +155,7 @@ class Tracker:
         self.callbacks.append(self.artifacts)
         if mode == "offline":
             say(f"W&B offline run in {self.run.dir.rsplit('/files', 1)[0]}; upload it later with "
-                f"`{sync_command(self.run_dir)}`")
+                f"`{sync_command(self.run_dir, run_id)}`")
         elif mode == "online":
             say(f"W&B run: {self.run.url}")
 

@@ -1,0 +1,166 @@
+"""The end of one start of a run, whatever ends it: the one place a begun run is closed.
+
+    with RunClosing(run, head, keep_refused=job.multirun) as closing:
+        closing.judge(...)           # how an exception reads (preempted, a dead DDP rank, ...)
+        closing.on_close(...)        # what must run at the end whatever happened, the latest first
+        ... tracker, callbacks, Trainer ...
+        closing.fitting()            # from here on a refusal is a failure of the run
+        ... fit, test ...
+        closing.completed(metrics)
+
+Leaving the block by any path writes metrics.json as completed, failed, interrupted or preempted with the
+error line (never `running`), then runs every closer, each whatever the ones before it did. A refusal (a
+`UserError`) before `fitting()` in a dir this start made leaves no run dir, like a refusal before the run
+began (a sweep's job keeps its dir: the sweep shows it failed; a dir that already held a run is closed as
+failed). What an exception means is the judges' call: SIGTERM anywhere (callbacks/preemption.py `watching`)
+ends the run preempted, Ctrl-C interrupted, anything else failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NamedTuple
+
+from nin_lightning.errors import UserError, one_line
+from nin_lightning.rundir.layout import METRICS_FILE
+from nin_lightning.rundir.run_dir import RunDir
+from nin_lightning.status import say, shown_path, to_log_files
+
+INTERRUPTED = "stopped by the user (Ctrl-C) or a signal"
+
+
+class Ending(NamedTuple):
+    """What an exception that ended the run means: its status, its error line, and what to raise instead
+    (None: the exception itself)."""
+
+    status: str
+    error: str
+    raises: BaseException | None = None
+
+
+def interrupted(exc: BaseException) -> Ending | None:
+    """Ctrl-C, or a signal turned into SystemExit: the run was interrupted, not broken."""
+    return Ending("interrupted", INTERRUPTED) if isinstance(exc, KeyboardInterrupt | SystemExit) else None
+
+
+class RunClosing:
+    """Owns the end of a begun run (rank 0 writes; the other ranks only run the closers)."""
+
+    def __init__(self, run: RunDir, head: dict[str, Any], keep_refused: bool = False,
+                 made: Path | None = None) -> None:
+        self.run, self.keep_refused, self.made = run, keep_refused, made
+        self.metrics: dict[str, Any] = {"status": "failed", **head}
+        self.exit_code = 1
+        self._judges: list[Callable[[BaseException], Ending | None]] = []
+        self._closers: list[Callable[[RunClosing], None]] = []
+        self._fitting = False
+        self.closing_error: OSError | None = None
+        self.written: Path | None = None  # the run dir, once its final metrics.json is written
+        self.raising: BaseException | None = None  # what leaves the block (the closers may add a note to it)
+
+    def judge(self, read: Callable[[BaseException], Ending | None]) -> None:
+        """READ(exc) says what EXC means (None: not its kind); the first judge that knows wins, the latest first."""
+        self._judges.insert(0, read)
+
+    def on_close(self, closer: Callable[[RunClosing], None]) -> None:
+        """CLOSER(self) runs after metrics.json is written, whatever happened; the last registered runs first
+        (like contextlib.ExitStack: what was set up last is closed first)."""
+        self._closers.insert(0, closer)
+
+    def fitting(self) -> None:
+        """Training starts: from now on a refusal is recorded as the run's failure."""
+        self._fitting = True
+
+    def completed(self, metrics: dict[str, Any]) -> None:
+        self.metrics |= metrics
+        self.metrics["status"], self.exit_code = "completed", 0
+
+    @property
+    def status(self) -> str:
+        return str(self.metrics["status"])
+
+    def __enter__(self) -> RunClosing:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        raises = None
+        self.raising = exc
+        if exc is not None:
+            self.exit_code = self.exit_code or 1
+            ending = next((e for e in (judge(exc) for judge in [*self._judges, interrupted]) if e), None)
+            status, error, raises = ending or Ending("failed", one_line(exc))
+            self.raising = raises or exc
+            self.metrics |= {"status": status, "error": error}
+            if self._refused(exc):
+                self._remove()
+                return False
+        self._close()
+        if raises is not None:
+            raise raises from exc
+        if exc is None and self.closing_error is not None:  # the run went well; its metrics.json did not
+            raise self.closing_error
+        return False
+
+    def _refused(self, exc: BaseException) -> bool:
+        """A refusal before training in a dir this start made (a single run's): the dir goes again."""
+        return (isinstance(exc, UserError) and self.status == "failed" and not self._fitting and not self.run.existed
+                and not self.keep_refused and self.run.owner)
+
+    def _remove(self) -> None:
+        """The closers run (W&B, ranks), then the dir this start made goes, and its parents the command made."""
+        for closer in self._closers:
+            self._run(closer)
+        self.run.discard()
+        remove_empty_parents(self.run.path, self.made)
+
+    def _close(self) -> None:
+        """metrics.json (an error writing it is kept, not raised: every closer still runs), the outcome's line,
+        then the closers."""
+        path = self.run.path / METRICS_FILE
+        try:
+            self.run.close(self.metrics)
+            self.written = self.run.path if self.run.owner else None
+        except OSError as exc:
+            self.closing_error = exc
+            say(f"could not write {path}: {one_line(exc)}")
+        acc = self.metrics.get("test/acc")
+        say(f"{self.status}: test/acc={'-' if acc is None else f'{float(acc):.4f}'} -> {shown_path(path)}")
+        if self.metrics.get("error") and self.run.owner:
+            to_log_files(f"error: {self.metrics['error']}")
+        for closer in self._closers:
+            self._run(closer)
+
+    def _run(self, closer: Callable[[RunClosing], None]) -> None:
+        try:
+            closer(self)
+        except Exception as exc:  # one closer's failure must not skip the others; it is told
+            if self.exit_code == 0:
+                raise
+            say(f"while closing the run: {one_line(exc)}")
+
+
+def first_missing(path: Path) -> Path | None:
+    """The outermost dir of PATH that does not exist yet (what a `mkdir -p PATH` would create), or None."""
+    missing = None
+    for folder in [path, *path.parents]:
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def remove_empty_parents(path: Path, made: Path | None) -> None:
+    """Remove PATH's parents up to MADE (the outermost dir the command made) while they are empty; without
+    MADE, none (a dir the user made is never removed)."""
+    if made is None or (path != made and made not in path.parents):
+        return
+    for folder in [path, *path.parents]:
+        if folder.is_dir() and any(folder.iterdir()):
+            break
+        if folder.is_dir():
+            folder.rmdir()
+        if folder == made:
+            break
