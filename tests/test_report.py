@@ -576,3 +576,21 @@ def test_min_effect_must_be_a_difference_in_accuracy(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main([str(tmp_path), "--min-effect", "0"])
     assert "--min-effect 0: give a difference in test/acc between 0 and 1" in capsys.readouterr().err
+
+
+def test_seeds_needed_never_grows_as_the_effect_grows():
+    """Fresh-eyes try: at an observed paired difference of 0.3074 (sd 0.05) seeds_needed said 6, at 0.2 it said 4,
+    at 0.31 3: scipy's noncentral t gave NaN far in its lower tail and those n were skipped."""
+    from nin_lightning.report.stats import power, seeds_needed
+
+    needed = [seeds_needed(effect, paired_sd=0.05) for effect in (0.05, 0.1, 0.2, 0.3074, 0.31, 0.5)]
+    assert needed == sorted(needed, reverse=True) and needed[3] <= 3, needed
+    assert all(0.0 <= power(0.3074, n, paired_sd=0.05) <= 1.0 for n in range(2, 10))
+
+
+def test_one_shared_seed_leaves_every_paired_column_blank():
+    """Fresh-eyes try: with one seed per setting diff_paired showed that seed's difference, its CI blank."""
+    from nin_lightning.report.stats import paired
+
+    one = paired({"1": 0.5}, {"1": 0.4})
+    assert (one.diff, one.low, one.high, one.p) == (None, None, None, None) and "too few shared seeds" in one.note

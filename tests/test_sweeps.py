@@ -451,3 +451,23 @@ def test_a_sweep_job_that_died_is_one_line_naming_it_and_the_fix():
     line = explain(exc)
     assert line == ("sweep job 6407 died before it returned a result (killed, or out of memory?); its log is in "
                     "/s/.submitit/6407; re-run the same sweep command with resume=auto to continue it")
+
+
+def test_an_unfinished_sweep_says_how_to_continue_it_in_its_dir(tmp_path, capsys):
+    """Fresh-eyes try: after Ctrl-C in a sweep, its own command plus resume=auto (what the docs said) made a new
+    sweep dir and trained every job again; the sweep's last line now gives the command with hydra.sweep.dir."""
+    import json
+    import shutil
+
+    from nin_lightning.cli.hydra_callbacks import summarise_sweep
+
+    sweep = tmp_path / "s"
+    shutil.copytree(ROOT / "tests" / "data" / "report_sweep", sweep)
+    again = "python train.py -m 'model.dropout=0.0,0.5' 'seed=1,2' resume=auto hydra.sweep.dir=s"
+    summarise_sweep(sweep, again)
+    assert "to continue" not in capsys.readouterr().out  # every job completed
+    job = sorted(d for d in sweep.iterdir() if d.is_dir())[-1]
+    metrics = json.loads((job / "metrics.json").read_text())
+    (job / "metrics.json").write_text(json.dumps(metrics | {"status": "interrupted"}))
+    summarise_sweep(sweep, again)
+    assert capsys.readouterr().out.splitlines()[-1] == f"[nin] to continue the sweep in its dir: {again}"

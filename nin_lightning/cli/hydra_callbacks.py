@@ -95,10 +95,18 @@ class SweepSummary(Callback):
     Registered at exit, because Hydra skips `on_multirun_end` when a job failed, when it matters most."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        atexit.register(summarise_sweep, Path(str(config.hydra.sweep.dir)))
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        # the command that continues the sweep in its own dir (without hydra.sweep.dir a relaunch is a new sweep)
+        kept = [str(o) for o in [*config.hydra.overrides.hydra, *config.hydra.overrides.task]
+                if not str(o).startswith(("resume=", "hydra.sweep.dir=", "hydra.mode="))]
+        again = shlex.join(["python", "train.py", "-m", *kept, "resume=auto", f"hydra.sweep.dir={sweep_dir}"])
+        atexit.register(summarise_sweep, sweep_dir, again)
 
 
-def summarise_sweep(sweep_dir: Path) -> None:
+UNFINISHED = {"failed", "incomplete", "interrupted", "preempted", "running"}  # job statuses resume=auto continues
+
+
+def summarise_sweep(sweep_dir: Path, again: str | None = None) -> None:
     from nin_lightning.report.jobs import read_sweep_dir
 
     try:
@@ -109,3 +117,5 @@ def summarise_sweep(sweep_dir: Path) -> None:
     # print, not the log: the last job's log file may still be attached to the root logger
     print(f"[nin] sweep: {len(jobs)} jobs ({outcomes}) in {sweep_dir}; table and plots: "
           f"python -m nin_lightning.report {shlex.quote(str(sweep_dir))}", flush=True)
+    if again and UNFINISHED & {j.status for j in jobs}:
+        print(f"[nin] to continue the sweep in its dir: {again}", flush=True)

@@ -58,14 +58,14 @@ def welch(values: Sequence[float], baseline: Sequence[float]) -> Difference:
 
 def paired(values: dict[str, float], baseline: dict[str, float]) -> Difference:
     """VALUES against BASELINE's, matched by seed ({seed: value}): the paired t-test over the seeds both have
-    (scipy.stats.ttest_rel) and the 95 % CI of the mean difference; no CI or p below 2 shared seeds."""
+    (scipy.stats.ttest_rel) and the 95 % CI of the mean difference; all blank below 2 shared seeds."""
     seeds = [s for s in values if s in baseline]
     if not seeds:
         return Difference(None, note="no seed shared with the baseline")
     x, y = [values[s] for s in seeds], [baseline[s] for s in seeds]
     diff = statistics.fmean(a - b for a, b in zip(x, y, strict=True))
-    if len(seeds) < MIN_SEEDS:
-        return Difference(diff, note=f"too few shared seeds to pair (n={len(seeds)}; need {MIN_SEEDS})")
+    if len(seeds) < MIN_SEEDS:  # one seed's difference is no paired estimate: the issue's columns stay blank
+        return Difference(None, note=f"too few shared seeds to pair (n={len(seeds)}; need {MIN_SEEDS})")
     if statistics.pvariance([a - b for a, b in zip(x, y, strict=True)]) == 0:
         return Difference(diff, note="no spread in the paired differences")
     from scipy import stats
@@ -94,7 +94,11 @@ def power(effect: float, n: int, paired_sd: float | None = None, sds: tuple[floa
         v1, v2 = sds[0] ** 2 / n, sds[1] ** 2 / n
         se, df = math.sqrt(v1 + v2), (v1 + v2) ** 2 / (v1**2 / (n - 1) + v2**2 / (n - 1))
     ncp, crit = abs(effect) / se, float(stats.t.ppf(1 - alpha / 2, df))
-    return float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
+    # scipy's nct returns NaN far in a tail (e.g. cdf(-2.78, 4, 13.7)): there the tail's mass is ~0, or ~1 for
+    # the upper tail when the noncentrality is far above the critical value
+    upper, lower = float(stats.nct.sf(crit, df, ncp)), float(stats.nct.cdf(-crit, df, ncp))
+    upper = upper if math.isfinite(upper) else float(ncp > crit)
+    return upper + (lower if math.isfinite(lower) else 0.0)
 
 
 def seeds_needed(effect: float, paired_sd: float | None = None, sds: tuple[float, float] | None = None,
