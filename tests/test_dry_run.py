@@ -98,3 +98,17 @@ def test_a_local_sweeps_dry_run_speaks_of_local_jobs(tmp_path):
     assert all(line.endswith("|  2 processes (DDP), no GPU") for line in job_lines(ddp.stdout)), ddp.stdout
     assert "2 job(s) at a time (n_jobs=2), each in a process of its own with 1 CPU thread(s)" in ddp.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+
+
+def test_a_dry_run_cut_short_by_a_closed_pipe_leaves_no_dir(tmp_path):
+    """Fresh-eyes try: `... hydra/launcher=dry_local | head -2` left outputs/sweeps/<name>/multirun.yaml, and the
+    README's report command on the newest sweep dir then failed with 'no jobs in it'."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "-m", "sweep=lr_schedule",
+                             "hydra/launcher=dry_local"], cwd=tmp_path, env=cli_env(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # as `head -1` does
+    proc.wait(timeout=120)
+    assert first.startswith(b"as hydra/launcher=local would run them")
+    assert not (tmp_path / "outputs").exists()

@@ -119,27 +119,29 @@ class DryLauncher(Launcher):
         common = [o for o in jobs[0] if all(o in job for job in jobs)] if len(jobs) > 1 else []
         lines = [self.job_line(initial_job_idx + i, overrides, [o for o in jobs[i] if o not in common])
                  for i, overrides in enumerate(job_overrides)]
-        print(self.local_line() if self.local is not None else
-              f"as hydra/launcher=slurm would submit them: {self.slurm_line()}", flush=True)
-        if common:
-            print(f"every job: {' '.join(common)}", flush=True)
-        for line in lines:  # print, not the log: these lines are the dry run's whole output
-            print(line, flush=True)
-        self.listed += len(lines)
-        failing = sum("|  would fail:" in line for line in lines)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        note = f", {failing} of which would fail" if failing else ""
-        sweeper = self.config.hydra.runtime.choices.get("hydra/sweeper") or "basic"
-        if sweeper != "basic":  # a search (Optuna) proposes each batch from the results of the ones before
-            trials = OmegaConf.select(self.config, "hydra.sweeper.n_trials", default="?")
-            note += (f"; the {sweeper} sweeper picks each batch from the results before it, so only its first "
-                     f"batch can be listed ({trials} trials in all)")
-        option = self.config.hydra.runtime.choices.get("hydra/launcher") or "dry"
-        run_them = ("drop it to run them one after another, or pick hydra/launcher=local" if self.local is not None
-                    else "pick hydra/launcher=slurm to submit them, or drop it to run them here")
-        print(f"dry run: {self.listed} job(s){note}; a real run writes them to {sweep_dir}/. Nothing was run and no "
-              f"dir was made (hydra/launcher={option}: {run_them})", flush=True)
-        self._remove_made_dirs(sweep_dir)
+        try:  # a listing cut short (`| head`, a closed pipe) still removes the dirs the sweeper made
+            print(self.local_line() if self.local is not None else
+                  f"as hydra/launcher=slurm would submit them: {self.slurm_line()}", flush=True)
+            if common:
+                print(f"every job: {' '.join(common)}", flush=True)
+            for line in lines:  # print, not the log: these lines are the dry run's whole output
+                print(line, flush=True)
+            self.listed += len(lines)
+            failing = sum("|  would fail:" in line for line in lines)
+            note = f", {failing} of which would fail" if failing else ""
+            sweeper = self.config.hydra.runtime.choices.get("hydra/sweeper") or "basic"
+            if sweeper != "basic":  # a search (Optuna) proposes each batch from the results of the ones before
+                trials = OmegaConf.select(self.config, "hydra.sweeper.n_trials", default="?")
+                note += (f"; the {sweeper} sweeper picks each batch from the results before it, so only its first "
+                         f"batch can be listed ({trials} trials in all)")
+            option = self.config.hydra.runtime.choices.get("hydra/launcher") or "dry"
+            run_them = ("drop it to run them one after another, or pick hydra/launcher=local" if self.local is not None
+                        else "pick hydra/launcher=slurm to submit them, or drop it to run them here")
+            print(f"dry run: {self.listed} job(s){note}; a real run writes them to {sweep_dir}/. Nothing was run "
+                  f"and no dir was made (hydra/launcher={option}: {run_them})", flush=True)
+        finally:
+            self._remove_made_dirs(sweep_dir)
         if sweeper != "basic":
             raise SystemExit(0)  # a search needs real results to go on; there are none
         return [self._not_run(overrides) for overrides in job_overrides]
