@@ -11,7 +11,8 @@ TORCH_INDEX ?=
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet torch torchvision --index-url https://download.pytorch.org/whl/$(TORCH_INDEX))
+	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet torch torchvision --index-url https://download.pytorch.org/whl/$(TORCH_INDEX) \
+	  || { echo "make: PyTorch's $(TORCH_INDEX) index could not be used (see pip above); without TORCH_INDEX make installs PyPI's torch" >&2; exit 1; })
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 	@echo "Installed into $(VENV)/. In each new shell: source $(VENV)/bin/activate (then python train.py ...)"
