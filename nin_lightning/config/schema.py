@@ -309,6 +309,13 @@ WANDB_NAME_MAX, WANDB_TAG_MAX = 128, 64
 WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")  # WANDB_MODE (wandb_settings: mode)
 
 
+def wandb_env_tags() -> list[str]:
+    """WANDB_TAGS, comma-separated, as the SDK reads it (its items stripped; check_wandb_names refuses empty ones)."""
+    import os
+
+    return [tag.strip() for tag in os.environ.get("WANDB_TAGS", "").split(",") if tag.strip()]
+
+
 def check_wandb_names(project: str | None, entity: str | None, tags: list[str] | None = None) -> None:
     """A one-line UserError for a project, entity or tag W&B would refuse once the run had begun (the config's
     value, else the WANDB_* variable that would be used)."""
@@ -329,8 +336,7 @@ def check_wandb_names(project: str | None, entity: str | None, tags: list[str] |
     raw = os.environ.get("WANDB_TAGS")
     if raw is not None and raw.strip() and not all(t.strip() for t in raw.split(",")):
         raise UserError(f"WANDB_TAGS={raw!r} has an empty tag (W&B refuses it); drop the extra comma")
-    env_tags = [t.strip() for t in (raw or "").split(",") if t.strip()]
-    for source, tag in [*(("tags", t) for t in tags or []), *(("WANDB_TAGS", t) for t in env_tags)]:
+    for source, tag in [*(("tags", t) for t in tags or []), *(("WANDB_TAGS", t) for t in wandb_env_tags())]:
         if not 1 <= len(str(tag)) <= WANDB_TAG_MAX:
             shown = repr(str(tag)) if len(str(tag)) <= 40 else repr(str(tag)[:40]) + "..."
             raise UserError(f"{source}: the tag {shown} has {len(str(tag))} characters; W&B takes 1 to "

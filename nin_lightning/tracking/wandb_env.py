@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from nin_lightning.config import LoggerConfig
+from nin_lightning.config.schema import wandb_env_tags
 from nin_lightning.status import say
 
 DEFAULT_PROJECT = "nin-lightning"
@@ -64,11 +65,6 @@ def wandb_mode(cfg: LoggerConfig) -> str:
     return mode
 
 
-def env_tags() -> list[str]:
-    """WANDB_TAGS, comma-separated, as the SDK reads it."""
-    return [tag.strip() for tag in os.environ.get("WANDB_TAGS", "").split(",") if tag.strip()]
-
-
 @dataclass(frozen=True)
 class RunPlace:
     """Where a run lands in W&B and what it is called."""
@@ -93,5 +89,5 @@ def run_place(cfg: LoggerConfig, tags: list[str], name: str | None, agent: dict[
         entity=agent.get("entity") or cfg.entity or env("WANDB_ENTITY") or None,
         job_type=job_type or cfg.job_type or env("WANDB_JOB_TYPE") or DEFAULT_JOB_TYPE,
         name=env("WANDB_NAME") or name,
-        tags=tuple(dict.fromkeys([*tags, *env_tags()])),
+        tags=tuple(dict.fromkeys([*tags, *wandb_env_tags()])),
     )
