@@ -16,7 +16,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from nin_lightning import compat, metric_names, speed
 from nin_lightning.callbacks import PreemptionCheckpoint, best_epoch, build_callbacks
@@ -39,18 +39,17 @@ from nin_lightning.models import NiN
 from nin_lightning.module import NET_KEYS, NiNClassifier
 from nin_lightning.rundir import RunDir, Start, check_not_a_copy, last_checkpoint, snapshot
 from nin_lightning.rundir.checkpoint_io import AtomicCheckpointIO
-from nin_lightning.rundir.closing import Ending, RunClosing, remove_empty_parents
+from nin_lightning.rundir.closing import Ending, RunClosing, abandon_start, seed_of
 from nin_lightning.rundir.disk import warn_if_low_disk
 from nin_lightning.rundir.history import read_history
-from nin_lightning.rundir.layout import BEST_CKPT, HISTORY_FILE
+from nin_lightning.rundir.layout import BEST_CKPT, DEFAULT_RUN_DIR, HISTORY_FILE
 from nin_lightning.rundir.metrics import read_metrics
 from nin_lightning.rundir.resume_command import resume_command
-from nin_lightning.status import say, shown_path, to_log_files
+from nin_lightning.status import say, shown_path
 from nin_lightning.tracking import Tracker, activations_per_image, code_version, model_cost
 from nin_lightning.tracking.summary import head_keys
 
 OBJECTIVE = metric_names.VAL_ACC_BEST  # what train() returns: the value a sweeper maximises
-DEFAULT_RUN_DIR = Path("outputs/run")
 
 
 def build_model(conf: TrainConfig, plan: speed.SpeedPlan, run_config: dict[str, Any] | None = None,
@@ -185,28 +184,6 @@ def plan_start(run: RunDir, conf: TrainConfig, plain: dict[str, Any]) -> Start:
     return start
 
 
-def abandon_start(run: RunDir | None, job: JobContext, exc: BaseException, seed: Any = None) -> None:
-    """A start stopped before it began: a single run leaves no run dir behind, a sweep's job shows as failed.
-
-    Hydra makes the job's dir before the job starts, so a start refused before it claimed the dir (a value
-    out of range, data missing) claims it now, if it is still empty, to leave it as a refusal after the
-    claim does. A dir with files in it (an earlier run's) is not touched."""
-    if run is None:
-        path = job.run_dir or DEFAULT_RUN_DIR
-        if process_rank() != 0 or not path.is_dir() or any(path.iterdir()):
-            return
-        try:
-            run = RunDir.claim(path)
-        except Exception:  # in use by a live run: not ours to touch
-            return
-    failed = {"status": "failed", "error": one_line(exc), "seed": seed} if job.multirun else None
-    run.abandon(job.hydra_files, failed)  # a sweep shows its job failed; a single run leaves no dir
-    if failed is not None:
-        to_log_files(f"error: {failed['error']}")
-    elif not run.path.exists():  # nor the parents the command made for it (outputs/runs/)
-        remove_empty_parents(run.path, job.made)
-
-
 def plan_speed(conf: TrainConfig, datamodule: NiNDataModule) -> speed.SpeedPlan:
     """Every `auto` speed switch for this device (precision, channels_last, compile, cudnn, optimizer, TTA,
     device-resident data); a compile is tried once here (its kernels cached in compile_cache_dir) and falls
@@ -219,14 +196,16 @@ def plan_speed(conf: TrainConfig, datamodule: NiNDataModule) -> speed.SpeedPlan:
     return plan
 
 
-def train(cfg: DictConfig, job: JobContext | None = None, callbacks: list[Any] | None = None) -> float:
+def train(cfg: DictConfig, job: JobContext | None = None, callbacks: list[Any] | None = None,
+          conf: TrainConfig | None = None) -> float:
     """Train, test with the best checkpoint, write metrics.json; return val/acc_best (a sweeper's objective).
 
-    `callbacks`: extra Lightning callbacks (benchmarks and tests use it to observe a run)."""
+    `callbacks`: extra Lightning callbacks (benchmarks and tests use it to observe a run). `conf`: `cfg`
+    validated already (the command line does it before torch loads)."""
     job = job or JobContext()
     run: RunDir | None = None
     try:
-        conf = validate(cfg)
+        conf = conf or validate(cfg)
         plain = to_plain_dict(cfg)
         warn_of_surprises(conf)
         size = model_size(conf)
@@ -240,7 +219,7 @@ def train(cfg: DictConfig, job: JobContext | None = None, callbacks: list[Any] |
         check_memory(conf, size["params"], per_image, datamodule.nbytes())
         plan = plan_speed(conf, datamodule)
     except BaseException as exc:
-        abandon_start(run, job, exc, OmegaConf.select(cfg, "seed", default=None, throw_on_resolution_failure=False))
+        abandon_start(run, job, exc, process_rank() == 0, seed_of(cfg))
         raise
     # in metrics.json from the start on: the seed, the speed choices, the code's version, the model's size,
     # the images per split
@@ -344,4 +323,4 @@ def _say_next_step(closing: RunClosing) -> None:
         say(hint)
 
 
-__all__ = ["OBJECTIVE", "abandon_start", "build_model", "build_trainer", "load_data_early", "train"]
+__all__ = ["OBJECTIVE", "build_model", "build_trainer", "load_data_early", "train"]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli_env, error_lines, read_metrics
+from tests.conftest import ROOT, cli_env, error_lines, read_metrics
 
 BAD_INPUT = [
     ("model.dropuot=0.3", "model.dropuot", "model.dropout"),
@@ -27,7 +29,21 @@ def test_bad_input_one_line_nonzero_exit(run_cli, tmp_path, override, culprit, h
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and culprit in lines[0] and hint in lines[0]
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("metrics.json"))
+    assert not (tmp_path / "outputs").exists()  # no dir left, outputs/ included
+
+
+def test_a_value_out_of_range_is_refused_before_torch_loads(tmp_path):
+    """The schema's checks (ranges, types) run before torch and Lightning are imported: a value out of range
+    is refused as fast as a typo (benchmarks/refusal_time.py measures both)."""
+    code = ("import runpy, sys; sys.argv = ['train.py', 'model.dropout=1.5']\n"
+            "try:\n    runpy.run_path({!r}, run_name='__main__')\n"
+            "except SystemExit as exc:\n    print('exit', exc.code)\n"
+            "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))").format(str(ROOT / "train.py"))
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=cli_env(tmp_path), capture_output=True,
+                            text=True, timeout=120)
+    assert "model.dropout=1.5" in result.stderr and "exit 2" in result.stdout, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("[]"), result.stdout  # neither was imported
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_traceback_only_with_hydra_full_error(run_cli, tmp_path):

@@ -68,6 +68,13 @@ def cluster_plugins(conf: TrainConfig) -> list[Any]:
     )
 
 
+def env_rank() -> int:
+    """This process's global rank as its environment gives it, read as Lightning reads it (`_get_rank` in
+    lightning/fabric/utilities/rank_zero.py), without importing Lightning: 0 when none is set."""
+    return next((int(os.environ[key]) for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+                 if key in os.environ), 0)
+
+
 def process_rank() -> int:
     """This process's global rank before any process group exists (0 when it is the only one)."""
     from lightning.pytorch.utilities.rank_zero import rank_zero_only

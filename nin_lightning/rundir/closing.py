@@ -23,8 +23,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
+from omegaconf import DictConfig, OmegaConf
+
+from nin_lightning.config import JobContext
 from nin_lightning.errors import UserError, one_line
-from nin_lightning.rundir.layout import METRICS_FILE
+from nin_lightning.rundir.layout import DEFAULT_RUN_DIR, METRICS_FILE
 from nin_lightning.rundir.run_dir import RunDir
 from nin_lightning.status import say, shown_path, to_log_files
 
@@ -164,3 +167,31 @@ def remove_empty_parents(path: Path, made: Path | None) -> None:
             folder.rmdir()
         if folder == made:
             break
+
+
+def seed_of(cfg: DictConfig) -> Any:
+    """The config's seed, or None when it cannot be read (a start refused for its config)."""
+    return OmegaConf.select(cfg, "seed", default=None, throw_on_resolution_failure=False)
+
+
+def abandon_start(run: RunDir | None, job: JobContext, exc: BaseException, rank0: bool, seed: Any = None) -> None:
+    """A start stopped before it began: a single run leaves no run dir behind, a sweep's job shows as failed.
+
+    Hydra makes the job's dir before the job starts, so a start refused before it claimed the dir (a value
+    out of range, data missing) claims it now, if it is still empty, to leave it as a refusal after the
+    claim does. A dir with files in it (an earlier run's) is not touched. Needs no torch: the command line
+    refuses a config with it before torch loads."""
+    if run is None:
+        path = job.run_dir or DEFAULT_RUN_DIR
+        if not rank0 or not path.is_dir() or any(path.iterdir()):
+            return
+        try:
+            run = RunDir.claim(path)
+        except Exception:  # in use by a live run: not ours to touch
+            return
+    failed = {"status": "failed", "error": one_line(exc), "seed": seed} if job.multirun else None
+    run.abandon(job.hydra_files, failed)  # a sweep shows its job failed; a single run leaves no dir
+    if failed is not None:
+        to_log_files(f"error: {failed['error']}")
+    elif not run.path.exists():  # nor the parents the command made for it (outputs/runs/)
+        remove_empty_parents(run.path, job.made)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+DEFAULT_RUN_DIR = Path("outputs/run")  # where `run.train` writes when a job names no dir
 CHECKPOINT_DIR = "checkpoints"
 LAST_CKPT = "last.ckpt"  # after every epoch (and on preemption): what resume=auto continues from
 BEST_CKPT = "best.ckpt"  # the best epoch by callbacks.monitor: what the test phase scores
