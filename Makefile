@@ -25,8 +25,8 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash .ci/lint-docker.sh
 
-test: lint  ## ruff, import layers, hadolint, then the whole pytest suite (slow tests included)
-	$(PY) -m pytest --durations=25 $(ARGS)
+test: lint  ## ruff, import layers, hadolint, then the whole pytest suite (slow tests included), one worker per core
+	$(PY) -m pytest -n auto --dist loadgroup --durations=25 $(ARGS)
 
 gpu-check: $(VENV)/.installed  ## every GPU-only check (docs/gpu-fast-path.md) in one table; one line without a GPU
 	$(PY) benchmarks/gpu_check.py $(ARGS)

@@ -27,6 +27,52 @@ def _registered() -> None:
     register_configs()
 
 
+# ------------------------------------------------------------------ the suite's cost: Python processes
+_python_processes = 0
+_popen_init = subprocess.Popen.__init__
+
+
+def _counting_popen_init(self: subprocess.Popen, args: object, *rest: object, **kwargs: object) -> None:
+    """subprocess.Popen, counting the Python processes the tests start themselves (not their children's)."""
+    global _python_processes
+    argv0 = args[0] if isinstance(args, list | tuple) and args else args
+    _python_processes += "python" in Path(str(argv0)).name
+    _popen_init(self, args, *rest, **kwargs)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Count the Python processes the suite starts; under pytest-xdist (`make test` runs one worker per core)
+    each worker's torch, and every process it starts, uses one thread: two workers on two cores, not four."""
+    subprocess.Popen.__init__ = _counting_popen_init  # type: ignore[method-assign]
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The Slurm tests share one single-node cluster: under pytest-xdist (--dist loadgroup) one worker runs
+    them one after another, as a plain pytest run does."""
+    for item in items:
+        if item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if hasattr(session.config, "workeroutput"):  # an xdist worker: its count goes to the controller
+        session.config.workeroutput["python_processes"] = _python_processes
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """The controller adds up its workers' counts (pytest-xdist's hook)."""
+    global _python_processes
+    _python_processes += getattr(node, "workeroutput", {}).get("python_processes", 0)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.write_line(f"Python processes started by the tests: {_python_processes} "
+                                "(each pays ~6 s of imports when it trains; their own children not counted)")
+
+
 @pytest.fixture
 def compose_cfg() -> Callable[..., DictConfig]:
     """compose_cfg('dataset=cifar100', ...) -> the composed task config (no `hydra` node)."""
