@@ -433,9 +433,13 @@ def test_optuna_trials_in_one_process_are_distinct_runs(tmp_path):
     runs = [r for d in jobs for r in offline_runs(d)]
     assert len(runs) == 2 and runs[0].run_id != runs[1].run_id
     assert {r.group for r in runs} == {"optuna"} and all(r.exit_code == 0 for r in runs)
-    for job_dir, run in zip(jobs, runs, strict=True):
-        dropout = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text())["model"]["dropout"]
-        assert run.config["model"]["dropout"] == dropout and run.name in job_dir.name
+    for number, (job_dir, run) in enumerate(zip(jobs, runs, strict=True)):
+        config = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text())
+        dropout, decay = config["model"]["dropout"], config["optimizer"]["weight_decay"]
+        assert run.config["model"]["dropout"] == dropout
+        # named by the searched keys only (before: every override, dataset=... and trainer.max_epochs=2 too)
+        assert run.name == f"model.dropout={dropout},optimizer.weight_decay={decay}"
+        assert job_dir.name == f"{number:03d}_{run.name}"
 
 
 def test_a_sweep_job_that_died_is_one_line_naming_it_and_the_fix():

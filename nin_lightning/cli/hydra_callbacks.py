@@ -18,6 +18,7 @@ from nin_lightning.cli.errors import fail, wants_traceback
 from nin_lightning.cli.job_dirs import check_job_dirs
 from nin_lightning.cli.options import refuse_schema_choices
 from nin_lightning.config import validate
+from nin_lightning.config.sweep import MULTIRUN_FILE
 from nin_lightning.errors import UserError
 
 
@@ -87,6 +88,19 @@ class RunDirMade(Callback):
         from nin_lightning.rundir.closing import first_missing
 
         hydra_job.made_for_run = first_missing(Path(str(config.hydra.run.dir)).absolute())
+
+
+class SweepConfigSaved(Callback):
+    """Hydra's basic sweeper saves the sweep's config as SWEEP_DIR/multirun.yaml before its first job; the
+    Optuna sweeper saves none. It is saved here for them, as the basic sweeper does, so that a search's jobs
+    are named by its swept keys (config/sweep.py) and the report finds them."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+            return  # it saves its own (and a dry run makes no dir)
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(config, sweep_dir / MULTIRUN_FILE)
 
 
 class SweepSummary(Callback):
