@@ -61,7 +61,7 @@ def dynamo_counts() -> tuple[int, int]:
 
 def dynamo_explain(fn: Any, *args: Any) -> Any:
     """`torch._dynamo.explain(fn)(*args)`: graphs and graph breaks of one call, with their reasons (the
-    graph-break check of tests/test_compile.py). Documented, but only under the private torch._dynamo."""
+    graph-break check of tests/test_gpu_fast_path.py). Documented, but only under the private torch._dynamo."""
     import torch._dynamo
 
     return torch._dynamo.explain(fn)(*args)
