@@ -68,7 +68,7 @@ class NiNClassifier(L.LightningModule):
         splits); `class_names`: the classes' names in label order, where the dataset has them; `run_config`:
         what a checkpoint records for resume's checks (rundir/start.py, `nin_config`), not a hyperparameter."""
         super().__init__()
-        # logger=False: the loggers get the whole resolved config already (tracking/run_config.py), nested as in the YAML
+        # logger=False: the loggers get the whole resolved config already (tracking/run_config.py), as in the YAML
         self.save_hyperparameters(ignore=["run_config"], logger=False)
         self.net = speed.prepare_model(NiN(num_classes, in_channels, preset, **net), channels_last=channels_last,
                                        compile=compile, backend=compile_backend)

@@ -39,7 +39,7 @@ from nin_lightning.models import NiN
 from nin_lightning.module import NET_KEYS, NiNClassifier
 from nin_lightning.rundir import RunDir, Start, check_not_a_copy, last_checkpoint, snapshot
 from nin_lightning.rundir.checkpoint_io import AtomicCheckpointIO
-from nin_lightning.rundir.closing import Ending, RunClosing, abandon_start, seed_of
+from nin_lightning.rundir.closing import Ending, RunClosing, abandoned_if_refused, seed_of
 from nin_lightning.rundir.disk import warn_if_low_disk
 from nin_lightning.rundir.history import read_history
 from nin_lightning.rundir.layout import BEST_CKPT, DEFAULT_RUN_DIR, HISTORY_FILE
@@ -203,14 +203,13 @@ def train(cfg: DictConfig, job: JobContext | None = None, callbacks: list[Any] |
     `callbacks`: extra Lightning callbacks (benchmarks and tests use it to observe a run). `conf`: `cfg`
     validated already (the command line does it before torch loads)."""
     job = job or JobContext()
-    run: RunDir | None = None
-    try:
+    with abandoned_if_refused(job, process_rank() == 0, seed_of(cfg)) as claimed:  # nothing written yet
         conf = conf or validate(cfg)
         plain = to_plain_dict(cfg)
         warn_of_surprises(conf)
         size = model_size(conf)
         per_image = preflight(conf, job, size)
-        run = RunDir.claim(job.run_dir or DEFAULT_RUN_DIR, owner=process_rank() == 0)
+        run = claimed.run = RunDir.claim(job.run_dir or DEFAULT_RUN_DIR, owner=process_rank() == 0)
         start = plan_start(run, conf, plain)
         if start.finished is not None:  # a finished run is left as it is
             run.release()
@@ -218,70 +217,84 @@ def train(cfg: DictConfig, job: JobContext | None = None, callbacks: list[Any] |
         datamodule = load_data_early(build_datamodule(conf.dataset))
         check_memory(conf, size["params"], per_image, datamodule.nbytes())
         plan = plan_speed(conf, datamodule)
-    except BaseException as exc:
-        abandon_start(run, job, exc, process_rank() == 0, seed_of(cfg))
-        raise
     # in metrics.json from the start on: the seed, the speed choices, the code's version, the model's size,
     # the images per split
     head = {"seed": conf.seed, **{f"speed/{k}": v for k, v in plan.record().items()},
             **head_keys(code_version(), size), **datamodule.sizes()}
-    with RunClosing(run, head, keep_refused=job.multirun, made=job.made) as closing:
+    with RunClosing(run, head, keep_refused=job.multirun, made=job.made) as closing:  # ends it, whatever happens
         run.begin(start, job.hydra_files, head)
         announce(job, run.path, datamodule, conf, size)
         speed.announce(plan)
         warn_if_low_disk(run.path, conf.callbacks.min_free_disk_gb)
-        closing.completed(_fit_and_test(conf, plain, job, run, start, plan, datamodule, callbacks or [], closing))
+        L.seed_everything(conf.seed, workers=True, verbose=False)
+        preemption = watch_preemption(run, closing)
+        with preemption.watching():  # SIGTERM outside the fit's epochs: preempted at once, with a line
+            model = build_model(conf, plan, snapshot(plain), datamodule.class_names)
+            tracker = open_tracker(conf, job, run, start, plan, plain, preemption, closing)
+            ranks = start_ranks(conf, job, closing)
+            trainer: L.Trainer | None = None
+            closing.judge(lambda exc: rank_died(trainer, ranks, closing))
+            trainer = build_trainer(conf, plan, [*build_callbacks(conf.callbacks, run, progress_mode(conf),
+                                                                  bool(tracker.loggers), preemption),
+                                                 *tracker.callbacks, *(callbacks or [])],
+                                    tracker.loggers, run.path, start, strategy=ranks.strategy(conf))
+            compiled_before = compat.dynamo_counts() if plan.compile else (0, 0)
+            closing.fitting()
+            trainer.fit(model, datamodule=datamodule, ckpt_path=str(start.path) if start.path else None)
+            metrics = val_metrics(trainer, run.path) | {"epochs": trainer.current_epoch,
+                                                        "global_step": trainer.global_step,
+                                                        metric_names.BEST_EPOCH: best_epoch(trainer)}
+            has_best = bool(trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path)
+            results = trainer.test(model, datamodule=datamodule, ckpt_path="best" if has_best else None, verbose=False)
+        closing.completed(metrics | (results[0] if results else {}) | compiled(plan, compiled_before))
     return float(closing.metrics.get(OBJECTIVE, 0.0))
 
 
-def _fit_and_test(conf: TrainConfig, plain: dict[str, Any], job: JobContext, run: RunDir, start: Start,
-                  plan: speed.SpeedPlan, datamodule: NiNDataModule, extra: list[Any], closing: RunClosing
-                  ) -> dict[str, Any]:
-    """Fit from START and test best.ckpt; return the run's result. CLOSING ends the run whatever happens:
-    each piece that must be closed (W&B, DDP ranks, submitit's requeue) registers with it once it exists."""
-    L.seed_everything(conf.seed, workers=True, verbose=False)
+def watch_preemption(run: RunDir, closing: RunClosing) -> PreemptionCheckpoint:
+    """SIGTERM ends the run preempted (exit 143); at the close, the command that continues a stopped run, then
+    submitit's requeue (closed last)."""
     closing.metrics["epochs"] = 0  # until the Trainer counts them
     preemption = PreemptionCheckpoint(last_checkpoint(run.path))
     closing.on_close(lambda _: preemption.hand_over())  # closed last: submitit requeues the job now
     closing.on_close(_say_next_step)  # before it: the command that continues the run
-    closing.judge(preemption.ending)  # SIGTERM: preempted, exit 143
-    with preemption.watching():  # SIGTERM outside the fit's epochs: preempted at once, with a line
-        model = build_model(conf, plan, snapshot(plain), datamodule.class_names)
-        tags = list(dict.fromkeys([*conf.tags, *job.swept]))  # a sweep's jobs are tagged with its swept keys
-        tracker = Tracker(conf.logger, run.path, plain | {"speed": plan.record(), "code": code_version()}, job.group,
-                          job.name or run.path.name, tags, excuse=preemption.excuses, identity=start.wandb,
-                          choices=job.choices)
-        closing.on_close(lambda c: _finish_tracker(tracker, c))
-        ranks = LocalRanks.start(conf, job)  # DDP under -m: this job's ranks, in this job's dir
-        closing.on_close(lambda c: ranks.close(timeout_s=120.0 if c.exit_code == 0 else 30.0))
-        trainer: L.Trainer | None = None
+    closing.judge(preemption.ending)
+    return preemption
 
-        def rank_died(exc: BaseException) -> Ending | None:
-            """How far the run got; a DDP rank of this job that died (cluster/local_ranks.py) failed the job."""
-            closing.metrics["epochs"] = trainer.current_epoch if trainer else 0
-            ranks.stop_watching()
-            if trainer is not None:  # a single DDP run's other ranks must not outlive a rank 0 that failed
-                ranks.adopt(compat.lightning_child_ranks(trainer))
-            failure = ranks.dead()
-            return Ending("failed", failure, RuntimeError(f"{failure}; its output is above")) if failure else None
 
-        closing.judge(rank_died)
-        callbacks = build_callbacks(conf.callbacks, run, progress_mode(conf), bool(tracker.loggers), preemption)
-        trainer = build_trainer(conf, plan, [*callbacks, *tracker.callbacks, *extra], tracker.loggers, run.path, start,
-                                strategy=ranks.strategy(conf))
-        compiled_before = compat.dynamo_counts() if plan.compile else (0, 0)
-        closing.fitting()
-        trainer.fit(model, datamodule=datamodule, ckpt_path=str(start.path) if start.path else None)
-        metrics = val_metrics(trainer, run.path) | {"epochs": trainer.current_epoch,
-                                                    "global_step": trainer.global_step,
-                                                    metric_names.BEST_EPOCH: best_epoch(trainer)}
-        has_best = bool(trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path)
-        results = trainer.test(model, datamodule=datamodule, ckpt_path="best" if has_best else None, verbose=False)
-    metrics.update(results[0] if results else {})
-    if plan.compile:  # what really compiled in fit + test: one graph per mode (train, eval), no breaks
-        graphs, breaks = (now - before for now, before in zip(compat.dynamo_counts(), compiled_before, strict=True))
-        metrics |= {"speed/compiled_graphs": graphs, "speed/graph_breaks": breaks}
-    return metrics
+def open_tracker(conf: TrainConfig, job: JobContext, run: RunDir, start: Start, plan: speed.SpeedPlan,
+                 plain: dict[str, Any], preemption: PreemptionCheckpoint, closing: RunClosing) -> Tracker:
+    """The W&B run (or none), tagged with a sweep's swept keys, finished with the run's result at the close."""
+    tags = list(dict.fromkeys([*conf.tags, *job.swept]))
+    tracker = Tracker(conf.logger, run.path, plain | {"speed": plan.record(), "code": code_version()}, job.group,
+                      job.name or run.path.name, tags, excuse=preemption.excuses, identity=start.wandb,
+                      choices=job.choices)
+    closing.on_close(lambda c: _finish_tracker(tracker, c))
+    return tracker
+
+
+def start_ranks(conf: TrainConfig, job: JobContext, closing: RunClosing) -> LocalRanks:
+    """DDP under -m: this job's ranks, in this job's dir; stopped at the close."""
+    ranks = LocalRanks.start(conf, job)
+    closing.on_close(lambda c: ranks.close(timeout_s=120.0 if c.exit_code == 0 else 30.0))
+    return ranks
+
+
+def rank_died(trainer: L.Trainer | None, ranks: LocalRanks, closing: RunClosing) -> Ending | None:
+    """How far the run got; a DDP rank of this job that died (cluster/local_ranks.py) failed the job."""
+    closing.metrics["epochs"] = trainer.current_epoch if trainer else 0
+    ranks.stop_watching()
+    if trainer is not None:  # a single DDP run's other ranks must not outlive a rank 0 that failed
+        ranks.adopt(compat.lightning_child_ranks(trainer))
+    failure = ranks.dead()
+    return Ending("failed", failure, RuntimeError(f"{failure}; its output is above")) if failure else None
+
+
+def compiled(plan: speed.SpeedPlan, before: tuple[int, int]) -> dict[str, int]:
+    """What really compiled in fit + test: one graph per mode (train, eval), no breaks."""
+    if not plan.compile:
+        return {}
+    graphs, breaks = (now - then for now, then in zip(compat.dynamo_counts(), before, strict=True))
+    return {"speed/compiled_graphs": graphs, "speed/graph_breaks": breaks}
 
 
 def _finish_tracker(tracker: Tracker, closing: RunClosing) -> None:

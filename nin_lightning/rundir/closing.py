@@ -18,9 +18,10 @@ ends the run preempted, Ctrl-C interrupted, anything else failed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
+from types import SimpleNamespace, TracebackType
 from typing import Any, NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
@@ -195,3 +196,15 @@ def abandon_start(run: RunDir | None, job: JobContext, exc: BaseException, rank0
         to_log_files(f"error: {failed['error']}")
     elif not run.path.exists():  # nor the parents the command made for it (outputs/runs/)
         remove_empty_parents(run.path, job.made)
+
+
+@contextmanager
+def abandoned_if_refused(job: JobContext, rank0: bool, seed: Any = None) -> Iterator[SimpleNamespace]:
+    """The start before the run begins: an exception in the block abandons it (`abandon_start`), with the
+    run dir set as `.run` once claimed."""
+    claimed = SimpleNamespace(run=None)
+    try:
+        yield claimed
+    except BaseException as exc:
+        abandon_start(claimed.run, job, exc, rank0, seed)
+        raise
