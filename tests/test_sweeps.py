@@ -463,7 +463,7 @@ def test_an_unfinished_sweep_says_how_to_continue_it_in_its_dir(tmp_path, capsys
     import json
     import shutil
 
-    from nin_lightning.cli.hydra_callbacks import summarise_sweep
+    from nin_lightning.report.sweep_summary import summarise_sweep
 
     sweep = tmp_path / "s"
     shutil.copytree(ROOT / "tests" / "data" / "report_sweep", sweep)

@@ -1,0 +1,46 @@
+"""At a sweep's end, one line with its jobs' outcomes and the command for its table and plots (and, when
+jobs are unfinished, the one that continues it): a Hydra callback, conf/train.yaml `hydra.callbacks.summary`."""
+
+from __future__ import annotations
+
+import atexit
+import shlex
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from nin_lightning.errors import UserError
+from nin_lightning.report.jobs import read_sweep_dir
+
+
+class SweepSummary(Callback):
+    """At the end of a sweep: one line with its jobs' outcomes and the command for its table and plots.
+
+    Registered at exit, because Hydra skips `on_multirun_end` when a job failed, when it matters most."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        # the command that continues the sweep in its own dir (without hydra.sweep.dir a relaunch is a new sweep)
+        kept = [str(o) for o in [*config.hydra.overrides.hydra, *config.hydra.overrides.task]
+                if not str(o).startswith(("resume=", "hydra.sweep.dir=", "hydra.mode="))]
+        again = shlex.join(["python", "train.py", "-m", *kept, "resume=auto", f"hydra.sweep.dir={sweep_dir}"])
+        atexit.register(summarise_sweep, sweep_dir, again)
+
+
+UNFINISHED = {"failed", "incomplete", "interrupted", "preempted", "running"}  # job statuses resume=auto continues
+
+
+def summarise_sweep(sweep_dir: Path, again: str | None = None) -> None:
+    try:
+        jobs = read_sweep_dir(sweep_dir)
+    except UserError:  # no job dirs (every job refused before it started)
+        return
+    outcomes = ", ".join(f"{n} {status}" for status, n in sorted(Counter(j.status for j in jobs).items()))
+    # print, not the log: the last job's log file may still be attached to the root logger
+    print(f"[nin] sweep: {len(jobs)} jobs ({outcomes}) in {sweep_dir}; table and plots: "
+          f"python -m nin_lightning.report {shlex.quote(str(sweep_dir))}", flush=True)
+    if again and UNFINISHED & {j.status for j in jobs}:
+        print(f"[nin] to continue the sweep in its dir: {again}", flush=True)
