@@ -350,12 +350,18 @@ def test_catalogue_has_at_least_20_cases():
     assert set(REAL_CLI) <= {c.id for c in CASES}
 
 
+def _argv(case: Case, extra: list[str]) -> list[str]:
+    """The case's arguments; without W&B unless the case is about it."""
+    quiet = [] if any(a.startswith("logger") for a in case.args) else ["logger=none"]
+    return [*case.args, *extra, *quiet]
+
+
 Runner = Callable[[list[str], Path, dict[str, str]], Ran]  # (args, cwd, env) -> what the run showed
 
 
-def _check_bad_input(case: Case, earlier_run: Path, tmp_path: Path, run: Runner) -> None:
+def _check_bad_input(case: Case, earlier_run: Path, tmp_path: Path, run: Runner) -> tuple[int, str]:
     """Run CASE with RUN (in this process, or a real one) and check that it failed fast, in one line, harming
-    nothing."""
+    nothing. Returns its exit status and error line (TMP_PATH in it as <tmp>)."""
     if case.id == "gpu-without-gpu":
         import torch
 
@@ -366,8 +372,7 @@ def _check_bad_input(case: Case, earlier_run: Path, tmp_path: Path, run: Runner)
     extra = case.prepare(tmp_path, earlier_run) if case.prepare else []
     env = cli_env(tmp_path) | {"NIN_OUTPUT_DIR": str(outputs)} | case.env
     started = time.perf_counter()
-    quiet = [] if any(a.startswith("logger") for a in case.args) else ["logger=none"]
-    result = run([*case.args, *extra, *quiet], tmp_path, env)
+    result = run(_argv(case, extra), tmp_path, env)
     elapsed = time.perf_counter() - started
     print(f"{case.id}: exit {result.returncode} in {elapsed:.1f}s: {result.stderr.strip()[-300:]}")
     assert result.returncode != 0 and elapsed < WITHIN_S
@@ -379,6 +384,7 @@ def _check_bad_input(case: Case, earlier_run: Path, tmp_path: Path, run: Runner)
     for needle in case.expect:
         assert needle in lines[0], (needle, lines[0])
     assert snapshot(earlier_run) == before
+    return result.returncode, lines[0].replace(str(tmp_path), "<tmp>")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -391,9 +397,50 @@ def test_bad_input(case: Case, earlier_run: Path, tmp_path: Path, capfd: pytest.
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.id in REAL_CLI], ids=[c.id for c in CASES if c.id in REAL_CLI])
-def test_bad_input_real_cli(case: Case, earlier_run: Path, tmp_path: Path):
-    """The process's own exit status and stderr: one line, no traceback (HYDRA_FULL_ERROR unset)."""
-    _check_bad_input(case, earlier_run, tmp_path, run_train_process)
+def test_bad_input_real_cli(case: Case, earlier_run: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                            monkeypatch: pytest.MonkeyPatch):
+    """The process's own exit status and stderr: one line, no traceback (HYDRA_FULL_ERROR unset); the same
+    status and line as the case run in this process."""
+    (tmp_path / "process").mkdir()
+    (tmp_path / "in_process").mkdir()
+    real = _check_bad_input(case, earlier_run, tmp_path / "process", run_train_process)
+
+    def in_process(args: list[str], cwd: Path, env: dict[str, str]) -> Ran:
+        return run_train_in_process(args, cwd, env, capfd, monkeypatch)
+
+    assert _check_bad_input(case, earlier_run, tmp_path / "in_process", in_process) == real
+
+
+def _process_fingerprint() -> dict[str, Any]:
+    """What a run of train.py changes in its process, and later tests (in this process) would see."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from nin_lightning.cli import hydra_job
+
+    names = ("", "hydra", "lightning", "lightning.pytorch", "nin_lightning", "torch")
+    return {"environ": dict(os.environ), "cwd": os.getcwd(), "argv": list(sys.argv), "main": sys.modules["__main__"],
+            "streams": (sys.stdout, sys.stderr), "signals": {sig: signal.getsignal(sig) for sig in _SIGNALS},
+            "loggers": {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).level,
+                            logging.getLogger(n).propagate) for n in names},
+            "warnings": (list(warnings.filters), warnings.showwarning),
+            "hydra": (GlobalHydra.instance().is_initialized(), HydraConfig.initialized(), hydra_job.made_for_run)}
+
+
+@pytest.mark.parametrize("case_id", ["misspelt-key", "bad-value-late-in-a-sweep", "truncated-mnist",
+                                     "wandb-project-from-env"])
+def test_in_process_run_leaves_the_process_as_it_was(case_id: str, earlier_run: Path, tmp_path: Path,
+                                                     capfd: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch):
+    """The cases above share this process with each other and with other test files: after a run, the
+    environment, working dir, logging, warnings, signal handlers and Hydra's globals are as before."""
+    case = next(c for c in CASES if c.id == case_id)
+    extra = case.prepare(tmp_path, earlier_run) if case.prepare else []
+    env = cli_env(tmp_path) | {"NIN_OUTPUT_DIR": str(tmp_path / "outputs")} | case.env
+    before = _process_fingerprint()
+    result = run_train_in_process(_argv(case, extra), tmp_path, env, capfd, monkeypatch)
+    assert result.returncode != 0 and "error:" in result.stderr
+    assert _process_fingerprint() == before
 
 
 def test_full_traceback_only_with_hydra_full_error(earlier_run: Path, tmp_path: Path):
@@ -416,11 +463,10 @@ def test_wandb_online_without_network_falls_back_to_offline(tmp_path: Path):
     assert "unreachable" in result.stdout and list((run_dir / "wandb").glob("offline-run-*"))
 
 
-def test_earlier_run_dir_is_left_alone_without_resume(earlier_run: Path, tmp_path: Path):
+def test_earlier_run_dir_is_left_alone_without_resume(earlier_run: Path, tmp_path: Path, capfd, monkeypatch):
     before = snapshot(earlier_run)
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={earlier_run}", "logger=none"],
-                            cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True,
-                            timeout=HANG_LIMIT_S)
+    result = run_train_in_process([f"hydra.run.dir={earlier_run}", "logger=none"], tmp_path, cli_env(tmp_path), capfd,
+                                  monkeypatch)
     assert result.returncode != 0 and "resume=auto" in result.stderr
     assert snapshot(earlier_run) == before
     shutil.rmtree(tmp_path / "outputs", ignore_errors=True)
