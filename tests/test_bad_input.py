@@ -1,18 +1,33 @@
-"""The bad-input catalogue: every case runs the real CLI and must fail fast, in one line, harming nothing.
+"""The bad-input catalogue: every case runs the CLI's entry point and must fail fast, in one line, harming nothing.
 
 Each case checks: a non-zero exit; exactly one `error:` line on stderr that names the culprit (and the fix
 or the valid choices where one exists); no traceback; and no file of an earlier run changed.
+
+Every case runs train.py in this process (`run_train_in_process`: `python train.py ARGS` as runpy runs it,
+with its argv, working dir and environment, the process state it changes restored afterwards); a few
+(REAL_CLI) run it again as a real process, for what only a process shows: its exit status and its real
+stderr, with no traceback, on each kind of failure path.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import logging
+import os
+import runpy
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import traceback
+import urllib.request
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,6 +193,144 @@ CASES = [
 ]
 
 
+# Run again as a real process (`python train.py ...`): one case per kind of failure path. Hydra's own
+# override errors, the schema's checks, a sweep's values checked by a Hydra callback (which exits from inside
+# Hydra), a data file that torch reads, and W&B's names from the environment.
+REAL_CLI = ("misspelt-key", "range-dropout", "bad-value-late-in-a-sweep", "truncated-cifar10",
+            "wandb-project-from-env")
+
+TRAIN = ROOT / "train.py"
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
+@dataclass
+class Ran:
+    """What a run of train.py showed: its exit status and its output."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _logging_state() -> dict[logging.Logger, tuple[Any, ...]]:
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    return {lg: (list(lg.handlers), lg.level, lg.propagate, lg.disabled, list(lg.filters),
+                 {h: list(h.filters) for h in lg.handlers}) for lg in loggers}
+
+
+def _restore_logging(saved: dict[logging.Logger, tuple[Any, ...]]) -> None:
+    """Hydra's job logging (dictConfig) replaced the root logger's handlers, with ones writing to this case's
+    stdout and run dir: close those, and give every logger back its handlers, level and filters."""
+    kept = {h for handlers, *_ in saved.values() for h in handlers}
+    for lg in _logging_state():
+        for handler in lg.handlers:
+            if handler not in kept:
+                handler.close()
+        if lg not in saved:  # made by the case: left empty
+            lg.handlers.clear()
+            continue
+        handlers, level, propagate, disabled, filters, handler_filters = saved[lg]
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate, lg.disabled, lg.filters[:] = propagate, disabled, filters
+        for handler, old in handler_filters.items():
+            handler.filters[:] = old
+
+
+@contextlib.contextmanager
+def _process_state_restored() -> Iterator[list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]]]:
+    """Whatever train.py changes in its process, put back afterwards: the environment (HYDRA_FULL_ERROR, the
+    seed, compile cache dirs), working dir, argv, stdout/stderr, logging, warnings' filters and showwarning,
+    signal handlers, Hydra's singletons (GlobalHydra, HydraConfig: `job_context` reads them), our module
+    globals and caches, urllib's opener (built once per process, it reads the proxies of that moment). Yields
+    the list of the project's functions the run registered with atexit: a process would call them at its exit."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.singleton import Singleton
+
+    from nin_lightning.cli import hydra_job, options
+
+    GlobalHydra.instance().clear()
+    urllib.request.install_opener(None)
+    environ, cwd, argv, streams = dict(os.environ), os.getcwd(), list(sys.argv), (sys.stdout, sys.stderr)
+    singletons = {cls: (instance, dict(vars(instance))) for cls, instance in Singleton._instances.items()}
+    handlers = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    logs, made = _logging_state(), hydra_job.made_for_run
+    at_exit: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
+    register = atexit.register
+
+    def collect(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[..., Any]:
+        """The project's exit functions are the run's (the sweep summary); a library's, registered once when
+        it is first imported (weakref.finalize's, which torch's op registrations depend on), stay the process's."""
+        if not str(getattr(func, "__module__", "")).startswith(("nin_lightning", "hydra_plugins")):
+            return register(func, *args, **kwargs)
+        at_exit.append((func, args, kwargs))
+        return func
+
+    atexit.register = collect
+    try:
+        with warnings.catch_warnings():
+            yield at_exit
+    finally:
+        atexit.register = register
+        GlobalHydra.instance().clear()
+        Singleton._instances.clear()
+        for cls, (instance, attrs) in singletons.items():
+            vars(instance).clear()
+            vars(instance).update(attrs)
+            Singleton._instances[cls] = instance
+        _restore_logging(logs)
+        for sig, handler in handlers.items():
+            if signal.getsignal(sig) is not handler and handler is not None:
+                signal.signal(sig, handler)
+        hydra_job.made_for_run = made
+        options.groups_text.cache_clear()  # "" when a run is not --help, cached for the process
+        urllib.request.install_opener(None)
+        sys.stdout, sys.stderr = streams
+        sys.argv[:] = argv
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(environ)
+
+
+def run_train_in_process(args: list[str], cwd: Path, env: dict[str, str], capfd: pytest.CaptureFixture[str],
+                         monkeypatch: pytest.MonkeyPatch) -> Ran:
+    """`python train.py ARGS` in CWD with exactly the environment ENV, run in this process: train.py executed
+    as __main__ (its `one_line_errors(main)`), its exit status from SystemExit, its output from the fds."""
+    capfd.readouterr()  # what came before is not the run's
+    with _process_state_restored() as at_exit:
+        monkeypatch.chdir(cwd)
+        for key in set(os.environ) - set(env):
+            monkeypatch.delenv(key)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setattr(sys, "argv", [str(TRAIN), *args])
+        code: int | str | None = 0
+        try:
+            runpy.run_path(str(TRAIN), run_name="__main__")
+        except SystemExit as exc:
+            code = exc.code
+        for func, fargs, fkwargs in reversed(at_exit):  # as the interpreter does at exit
+            try:
+                func(*fargs, **fkwargs)
+            except Exception:
+                sys.stderr.write("Exception ignored in atexit callback:\n")
+                traceback.print_exc()
+        if isinstance(code, str):  # sys.exit("message"): the interpreter prints it and exits 1
+            sys.stderr.write(f"{code}\n")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        out = capfd.readouterr()
+    return Ran(code if isinstance(code, int) else 0 if code is None else 1, out.out, out.err)
+
+
+def run_train_process(args: list[str], cwd: Path, env: dict[str, str]) -> Ran:
+    """`python train.py ARGS`, a real process."""
+    result = subprocess.run([sys.executable, str(TRAIN), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=HANG_LIMIT_S)
+    return Ran(result.returncode, result.stdout, result.stderr)
+
+
 @pytest.fixture(scope="module")
 def earlier_run(tmp_path_factory) -> Path:
     """A real, finished 1-epoch digits run whose files no bad input may touch."""
@@ -194,10 +347,21 @@ def earlier_run(tmp_path_factory) -> Path:
 
 def test_catalogue_has_at_least_20_cases():
     assert len(CASES) >= 20 and len({c.id for c in CASES}) == len(CASES)
+    assert set(REAL_CLI) <= {c.id for c in CASES}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case: Case, earlier_run: Path, tmp_path: Path):
+def _argv(case: Case, extra: list[str]) -> list[str]:
+    """The case's arguments; without W&B unless the case is about it."""
+    quiet = [] if any(a.startswith("logger") for a in case.args) else ["logger=none"]
+    return [*case.args, *extra, *quiet]
+
+
+Runner = Callable[[list[str], Path, dict[str, str]], Ran]  # (args, cwd, env) -> what the run showed
+
+
+def _check_bad_input(case: Case, earlier_run: Path, tmp_path: Path, run: Runner) -> tuple[int, str]:
+    """Run CASE with RUN (in this process, or a real one) and check that it failed fast, in one line, harming
+    nothing. Returns its exit status and error line (TMP_PATH in it as <tmp>)."""
     if case.id == "gpu-without-gpu":
         import torch
 
@@ -208,9 +372,7 @@ def test_bad_input(case: Case, earlier_run: Path, tmp_path: Path):
     extra = case.prepare(tmp_path, earlier_run) if case.prepare else []
     env = cli_env(tmp_path) | {"NIN_OUTPUT_DIR": str(outputs)} | case.env
     started = time.perf_counter()
-    quiet = [] if any(a.startswith("logger") for a in case.args) else ["logger=none"]
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *case.args, *extra, *quiet],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG_LIMIT_S)
+    result = run(_argv(case, extra), tmp_path, env)
     elapsed = time.perf_counter() - started
     print(f"{case.id}: exit {result.returncode} in {elapsed:.1f}s: {result.stderr.strip()[-300:]}")
     assert result.returncode != 0 and elapsed < WITHIN_S
@@ -222,6 +384,63 @@ def test_bad_input(case: Case, earlier_run: Path, tmp_path: Path):
     for needle in case.expect:
         assert needle in lines[0], (needle, lines[0])
     assert snapshot(earlier_run) == before
+    return result.returncode, lines[0].replace(str(tmp_path), "<tmp>")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, earlier_run: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                   monkeypatch: pytest.MonkeyPatch):
+    def in_process(args: list[str], cwd: Path, env: dict[str, str]) -> Ran:
+        return run_train_in_process(args, cwd, env, capfd, monkeypatch)
+
+    _check_bad_input(case, earlier_run, tmp_path, in_process)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.id in REAL_CLI], ids=[c.id for c in CASES if c.id in REAL_CLI])
+def test_bad_input_real_cli(case: Case, earlier_run: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                            monkeypatch: pytest.MonkeyPatch):
+    """The process's own exit status and stderr: one line, no traceback (HYDRA_FULL_ERROR unset); the same
+    status and line as the case run in this process."""
+    (tmp_path / "process").mkdir()
+    (tmp_path / "in_process").mkdir()
+    real = _check_bad_input(case, earlier_run, tmp_path / "process", run_train_process)
+
+    def in_process(args: list[str], cwd: Path, env: dict[str, str]) -> Ran:
+        return run_train_in_process(args, cwd, env, capfd, monkeypatch)
+
+    assert _check_bad_input(case, earlier_run, tmp_path / "in_process", in_process) == real
+
+
+def _process_fingerprint() -> dict[str, Any]:
+    """What a run of train.py changes in its process, and later tests (in this process) would see."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from nin_lightning.cli import hydra_job
+
+    names = ("", "hydra", "lightning", "lightning.pytorch", "nin_lightning", "torch")
+    return {"environ": dict(os.environ), "cwd": os.getcwd(), "argv": list(sys.argv), "main": sys.modules["__main__"],
+            "streams": (sys.stdout, sys.stderr), "signals": {sig: signal.getsignal(sig) for sig in _SIGNALS},
+            "loggers": {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).level,
+                            logging.getLogger(n).propagate) for n in names},
+            "warnings": (list(warnings.filters), warnings.showwarning),
+            "hydra": (GlobalHydra.instance().is_initialized(), HydraConfig.initialized(), hydra_job.made_for_run)}
+
+
+@pytest.mark.parametrize("case_id", ["misspelt-key", "bad-value-late-in-a-sweep", "truncated-mnist",
+                                     "wandb-project-from-env"])
+def test_in_process_run_leaves_the_process_as_it_was(case_id: str, earlier_run: Path, tmp_path: Path,
+                                                     capfd: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch):
+    """The cases above share this process with each other and with other test files: after a run, the
+    environment, working dir, logging, warnings, signal handlers and Hydra's globals are as before."""
+    case = next(c for c in CASES if c.id == case_id)
+    extra = case.prepare(tmp_path, earlier_run) if case.prepare else []
+    env = cli_env(tmp_path) | {"NIN_OUTPUT_DIR": str(tmp_path / "outputs")} | case.env
+    before = _process_fingerprint()
+    result = run_train_in_process(_argv(case, extra), tmp_path, env, capfd, monkeypatch)
+    assert result.returncode != 0 and "error:" in result.stderr
+    assert _process_fingerprint() == before
 
 
 def test_full_traceback_only_with_hydra_full_error(earlier_run: Path, tmp_path: Path):
@@ -244,11 +463,10 @@ def test_wandb_online_without_network_falls_back_to_offline(tmp_path: Path):
     assert "unreachable" in result.stdout and list((run_dir / "wandb").glob("offline-run-*"))
 
 
-def test_earlier_run_dir_is_left_alone_without_resume(earlier_run: Path, tmp_path: Path):
+def test_earlier_run_dir_is_left_alone_without_resume(earlier_run: Path, tmp_path: Path, capfd, monkeypatch):
     before = snapshot(earlier_run)
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={earlier_run}", "logger=none"],
-                            cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True,
-                            timeout=HANG_LIMIT_S)
+    result = run_train_in_process([f"hydra.run.dir={earlier_run}", "logger=none"], tmp_path, cli_env(tmp_path), capfd,
+                                  monkeypatch)
     assert result.returncode != 0 and "resume=auto" in result.stderr
     assert snapshot(earlier_run) == before
     shutil.rmtree(tmp_path / "outputs", ignore_errors=True)
