@@ -68,11 +68,20 @@ def job_dirs(config: DictConfig) -> Iterator[tuple[int, list[str], Path]]:
 
 
 def _limit(path: Path, name: str, default: int) -> int:
-    existing = next((p for p in [path, *path.parents] if p.exists()), Path("/"))
+    """The filesystem's limit NAME where PATH would be made (at its deepest dir that exists)."""
+    existing = next((p for p in [path, *path.parents] if _exists(p)), Path("/"))
     try:
         return int(os.pathconf(existing, name))
     except (OSError, ValueError, AttributeError):
         return default
+
+
+def _exists(path: Path) -> bool:
+    """Path.exists, False for a path longer than the filesystem takes (Python 3.11's raises ENAMETOOLONG)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 def check_job_dirs(config: DictConfig) -> None:

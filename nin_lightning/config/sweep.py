@@ -47,8 +47,10 @@ def read_multirun(sweep_dir: Path) -> tuple[list[str], dict[str, Any]] | None:
     """(the command line's overrides, hydra.sweeper.params) from SWEEP_DIR/multirun.yaml; None without one."""
     import yaml
 
-    path = sweep_dir / MULTIRUN_FILE
-    spec = yaml.safe_load(path.read_text()) if path.is_file() else None
+    try:
+        spec = yaml.safe_load((sweep_dir / MULTIRUN_FILE).read_text())
+    except OSError:  # none yet, or a path the filesystem refuses (too long: named by cli/job_dirs.py)
+        return None
     hydra = spec.get("hydra") if isinstance(spec, dict) else None
     if not isinstance(hydra, dict):
         return None
@@ -94,7 +96,15 @@ def job_dir_resolver(sweep_dir: Any, number: Any, task: Any, override_dirname: A
     keys = sweep_dir_keys(sweep)
     label = job_label([str(t) for t in task], keys, [str(k) for k in exclude or ()]) if keys else str(override_dirname)
     older = f"{padded}_{override_dirname}"
-    return older if label != str(override_dirname) and (sweep / older).is_dir() else f"{padded}_{label}"
+    return older if label != str(override_dirname) and _is_dir(sweep / older) else f"{padded}_{label}"
+
+
+def _is_dir(path: Path) -> bool:
+    """Path.is_dir, False for a path the filesystem refuses (too long: cli/job_dirs.py names it in one line)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def register_resolvers() -> None:

@@ -36,7 +36,7 @@ UNFINISHED = {"failed", "incomplete", "interrupted", "preempted", "running"}  # 
 def summarise_sweep(sweep_dir: Path, again: str | None = None) -> None:
     try:
         jobs = read_sweep_dir(sweep_dir)
-    except UserError:  # no job dirs (every job refused before it started)
+    except (UserError, OSError):  # no job dirs (every job refused before it started), or no such dir
         return
     outcomes = ", ".join(f"{n} {status}" for status, n in sorted(Counter(j.status for j in jobs).items()))
     # print, not the log: the last job's log file may still be attached to the root logger
