@@ -94,7 +94,9 @@ class SweepConfigSaved(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
-            return  # it saves its own (and a dry run makes no dir)
+            return  # it saves its own
+        if str(config.hydra.launcher.get("_target_", "")).endswith(".DryLauncher"):
+            return  # a dry run makes no dir (hydra/launcher=dry, dry_local)
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(config, sweep_dir / MULTIRUN_FILE)

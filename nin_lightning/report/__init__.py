@@ -10,12 +10,6 @@ Modules: `jobs` (one record per job, read from a sweep dir), `wandb_source` (the
 public API), `table` (group by the swept settings other than the seed; mean ± std; header, baseline),
 `stats` (difference to the baseline: 95 % CI, Welch's and the paired t-test, seeds for 80 % power, still
 improving), `values` (which recorded values the report may compute with), `plots`, `wandb_report` (the W&B
-report's spec, and the wandb-workspaces report built from it), `cli`. docs/tracking.md.
+report's spec, and the wandb-workspaces report built from it), `cli`, `sweep_summary` (a sweep's last
+line, a Hydra callback: it imports no plotting). docs/tracking.md.
 """
-
-from nin_lightning.report.cli import make_report
-from nin_lightning.report.jobs import Job, read_sweep_dir
-from nin_lightning.report.table import Row, aggregate, group_keys, swept_keys
-from nin_lightning.report.wandb_source import read_wandb_group
-
-__all__ = ["Job", "Row", "aggregate", "group_keys", "make_report", "read_sweep_dir", "read_wandb_group", "swept_keys"]
