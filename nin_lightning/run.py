@@ -47,7 +47,7 @@ from nin_lightning.rundir.metrics import read_metrics
 from nin_lightning.rundir.resume_command import resume_command
 from nin_lightning.status import say, shown_path
 from nin_lightning.tracking import Tracker, activations_per_image, code_version, model_cost
-from nin_lightning.tracking.summary import head_keys
+from nin_lightning.tracking.summary import code_and_size_keys
 
 OBJECTIVE = metric_names.VAL_ACC_BEST  # what train() returns: the value a sweeper maximises
 
@@ -211,18 +211,18 @@ def train(cfg: DictConfig, job: JobContext | None = None, callbacks: list[Any] |
         per_image = preflight(conf, job, size)
         run = claimed.run = RunDir.claim(job.run_dir or DEFAULT_RUN_DIR, owner=process_rank() == 0)
         start = plan_start(run, conf, plain)
-        if start.finished is not None:  # a finished run is left as it is
+        if start.finished_metrics is not None:  # a finished run is left as it is
             run.release()
-            return float(start.finished.get(OBJECTIVE) or 0.0)
+            return float(start.finished_metrics.get(OBJECTIVE) or 0.0)
         datamodule = load_data_early(build_datamodule(conf.dataset))
         check_memory(conf, size["params"], per_image, datamodule.nbytes())
         plan = plan_speed(conf, datamodule)
     # in metrics.json from the start on: the seed, the speed choices, the code's version, the model's size,
     # the images per split
-    head = {"seed": conf.seed, **{f"speed/{k}": v for k, v in plan.record().items()},
-            **head_keys(code_version(), size), **datamodule.sizes()}
-    with RunClosing(run, head, keep_refused=job.multirun, made=job.made) as closing:  # ends it, whatever happens
-        run.begin(start, job.hydra_files, head)
+    at_start = {"seed": conf.seed, **{f"speed/{k}": v for k, v in plan.record().items()},
+            **code_and_size_keys(code_version(), size), **datamodule.sizes()}
+    with RunClosing(run, at_start, keep_refused=job.multirun, made=job.made) as closing:  # ends it, whatever happens
+        run.begin(start, job.hydra_files, at_start)
         announce(job, run.path, datamodule, conf, size)
         speed.announce(plan)
         warn_if_low_disk(run.path, conf.callbacks.min_free_disk_gb)
@@ -301,8 +301,8 @@ def _finish_tracker(tracker: Tracker, closing: RunClosing) -> None:
     """Close the W&B run with the run's result as its summary. On SIGTERM, Slurm stops W&B's service too:
     a W&B run that cannot close then resumes with the requeued job."""
     try:
-        if closing.status == "preempted" and tracker.run is not None:
-            tracker.run.mark_preempting()
+        if closing.status == "preempted" and tracker.wandb_run is not None:
+            tracker.wandb_run.mark_preempting()
         tracker.finish(closing.exit_code, read_metrics(run_path) if (run_path := closing.written) else closing.metrics)
     except Exception as exc:
         if closing.status != "preempted":

@@ -49,8 +49,9 @@ def _rank() -> int:
     return int(getattr(rank_zero_only, "rank", 0))
 
 
-def show(line: str) -> None:
-    """LINE as it is (e.g. an epoch's line): on the console and in the run's log file."""
+def log_line(line: str) -> None:
+    """LINE as it is (e.g. an epoch's line), from any rank: on the console and in the run's log file (`say` is
+    rank 0's, with the [nin] prefix)."""
     _route()
     LOGGER.info(line)
 
@@ -58,7 +59,7 @@ def show(line: str) -> None:
 def say(message: str) -> None:
     """`[nin] MESSAGE`, from rank 0 only: what happens and what to do about it."""
     if _rank() == 0:
-        show(f"[nin] {message}")
+        log_line(f"[nin] {message}")
 
 
 def to_log_files(line: str, level: int = logging.ERROR) -> None:

@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import Callback
 from nin_lightning import metric_names as names
 from nin_lightning.rundir import RunDir
 from nin_lightning.rundir.history import read_history
-from nin_lightning.status import say, show
+from nin_lightning.status import log_line, say
 
 # The epoch's record: history.csv's columns, and the callback metrics they come from.
 HISTORY_COLUMNS = {"train/loss": names.TRAIN_LOSS, "train/acc": names.acc(names.TRAIN),
@@ -158,7 +158,7 @@ class EpochLine(Callback):
             return
         metrics = trainer.callback_metrics
         shown = ", ".join(f"{k.replace('_epoch', '')} {float(metrics[k]):.4f}" for k in self.KEYS if k in metrics)
-        show(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {shown} "
+        log_line(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {shown} "
              f"({time.perf_counter() - self._epoch_start:.1f} s)")
 
 

@@ -1,6 +1,6 @@
 """The end of one start of a run, whatever ends it: the one place a begun run is closed.
 
-    with RunClosing(run, head, keep_refused=job.multirun) as closing:
+    with RunClosing(run, at_start, keep_refused=job.multirun) as closing:
         closing.judge(...)           # how an exception reads (preempted, a dead DDP rank, ...)
         closing.on_close(...)        # what must run at the end whatever happened, the latest first
         ... tracker, callbacks, Trainer ...
@@ -52,10 +52,10 @@ def interrupted(exc: BaseException) -> Ending | None:
 class RunClosing:
     """Owns the end of a begun run (rank 0 writes; the other ranks only run the closers)."""
 
-    def __init__(self, run: RunDir, head: dict[str, Any], keep_refused: bool = False,
+    def __init__(self, run: RunDir, at_start: dict[str, Any], keep_refused: bool = False,
                  made: Path | None = None) -> None:
         self.run, self.keep_refused, self.made = run, keep_refused, made
-        self.metrics: dict[str, Any] = {"status": "failed", **head}
+        self.metrics: dict[str, Any] = {"status": "failed", **at_start}
         self.exit_code = 1
         self._judges: list[Callable[[BaseException], Ending | None]] = []
         self._closers: list[Callable[[RunClosing], None]] = []

@@ -2,7 +2,7 @@
 
     run = RunDir.claim(path)               # the lock (rank 0), before anything is read
     start = run.plan(resume, ckpt_path, ...)   # rundir/start.py: fresh, resume, or nothing to do
-    run.begin(start, hydra_files, head)    # .hydra/, metrics.json {"status": "running", ...}
+    run.begin(start, hydra_files, at_start)    # .hydra/, metrics.json {"status": "running", ...}
     run.progress(epochs)                   # after every epoch: how far it got (what a kill -9 leaves)
     run.close(metrics)                     # metrics.json with the result; the lock is released
 
@@ -49,7 +49,7 @@ class RunDir:
         self.path, self.owner, self.lock, self.existed = path, owner, lock, existed
         self.started = time.perf_counter()
         self.earlier_wall_s = 0.0  # wall_time_s of the run's earlier starts: a resumed run adds them up
-        self.head: dict[str, Any] = {}  # what metrics.json says from the start on (seed, speed/*, pid, ...)
+        self.at_start: dict[str, Any] = {}  # what metrics.json says from the start on (seed, speed/*, pid, ...)
         self.begun = False
         self.found: set[str] | None = None  # the dir's entries when it was claimed (None: it did not exist)
 
@@ -70,8 +70,8 @@ class RunDir:
         """Where this start begins (rundir/start.py)."""
         return plan_start(self.path, resume, ckpt_path, now, restarts, owner=self.owner)
 
-    def begin(self, start: Start, hydra_files: dict[str, str], head: dict[str, Any]) -> None:
-        """The run starts: its config files, and metrics.json {status: running, epochs, **head}.
+    def begin(self, start: Start, hydra_files: dict[str, str], at_start: dict[str, Any]) -> None:
+        """The run starts: its config files, and metrics.json {status: running, epochs, **at_start}.
 
         A finished run that is extended keeps its result as metrics.previous.json; from now on
         metrics.json says `running`, so a dead extension is never taken for the finished run."""
@@ -88,7 +88,7 @@ class RunDir:
             stale.unlink(missing_ok=True)
         for name, text in hydra_files.items():
             atomic_write(self.path / HYDRA_DIR / name, text)
-        self.head = {**head, "pid": os.getpid(), "host": socket.gethostname()}
+        self.at_start = {**at_start, "pid": os.getpid(), "host": socket.gethostname()}
         self.progress(int(start.checkpoint.get("epoch", -1)) + 1 if start.checkpoint else 0)
 
     def wall_time_s(self) -> float:
@@ -98,7 +98,7 @@ class RunDir:
     def progress(self, epochs: int) -> None:
         """metrics.json while the run runs: how many epochs are done and the wall time so far."""
         if self.owner and self.begun:
-            write_metrics(self.path, self.head | {"status": RUNNING, "epochs": epochs,
+            write_metrics(self.path, self.at_start | {"status": RUNNING, "epochs": epochs,
                                                   "wall_time_s": self.wall_time_s()})
 
     def close(self, metrics: dict[str, Any]) -> Path:

@@ -53,7 +53,7 @@ class Start:
     path: Path | None = None  # the checkpoint to start from; None: from scratch
     checkpoint: dict[str, Any] | None = field(default=None, repr=False)  # its content, read once
     continues: bool = False  # continues this run dir's own run (resume=auto, a requeue): same W&B run
-    finished: dict[str, Any] | None = None  # a finished run's metrics.json: nothing to do
+    finished_metrics: dict[str, Any] | None = None  # a finished run's metrics.json: nothing to do
     note: str | None = None  # one line for the user about this start
     wandb: dict[str, Any] = field(default_factory=dict)  # the W&B run this run continues: id, group, name
 
@@ -296,7 +296,7 @@ def _continue(run_dir: Path, now: dict[str, Any]) -> Start:
                 "train it further") if isinstance(acc, float) else (
                 f"{run_dir} already finished ({finished.get('epochs')} epochs, status completed): nothing to do. "
                 f"Raise trainer.max_epochs above {target} to train it further")
-        return Start(finished=finished, continues=True, note=note)
+        return Start(finished_metrics=finished, continues=True, note=note)
     _check_continuable(run_dir, checkpoint, now)
     _check_best(run_dir, checkpoint)
     resuming = (f"resuming from {LAST_CKPT} (epoch {int(checkpoint.get('epoch', -1)) + 1}, "

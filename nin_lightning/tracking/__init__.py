@@ -6,7 +6,7 @@
     run_config.py     the W&B run's config: Hydra's choices, only keys that change the result
     artifacts.py      checkpoints as W&B model artifacts (logger.log_model)
     axes.py           define_metric: epoch metrics against `epoch`, step metrics against `trainer/global_step`
-    summary.py        what the run's summary and metrics.json's head say about the run (SUMMARY_KEYS)
+    summary.py        what the run's summary and metrics.json (from the start on) say about the run (SUMMARY_KEYS)
     code_version.py   the git commit and dirty flag of the code that ran
     cost.py           the model's parameters and multiply-accumulates per image
     osh.py            wandb-osh: ask a login node to `wandb sync` an offline run after each epoch

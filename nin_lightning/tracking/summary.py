@@ -17,7 +17,7 @@ def run_summary(metrics: dict[str, Any]) -> dict[str, Any]:
     return {key: metrics[key] for key in SUMMARY_KEYS if metrics.get(key) is not None}
 
 
-def head_keys(code: dict[str, Any], cost: dict[str, int]) -> dict[str, Any]:
+def code_and_size_keys(code: dict[str, Any], cost: dict[str, int]) -> dict[str, Any]:
     """metrics.json's keys about the code and the model, from the start on: code/commit, code/dirty,
     code/version, params, macs."""
     return {**{f"code/{k}": v for k, v in code.items()}, **cost}

@@ -93,7 +93,7 @@ class Tracker:
                  identity: dict[str, Any] | None = None, choices: dict[str, str] | None = None) -> None:
         self.cfg, self.run_dir, self.excuse = cfg, run_dir, excuse
         self.identity = identity or {}  # the W&B run a continued run logs into (rundir: wandb_run.json)
-        self.run: Any = None
+        self.wandb_run: Any = None
         self.loggers: list[Logger] = []
         self.callbacks: list[Any] = []  # Lightning callbacks the tracker needs (wandb-osh's sync trigger)
         self.osh: Any = None
@@ -128,7 +128,7 @@ class Tracker:
                                         name=saved.get("name") or place.name,
                                         tags=tuple(saved.get("tags") or place.tags))
         try:
-            self.run = self._init(place, group, config, agent, run_id, mode)
+            self.wandb_run = self._init(place, group, config, agent, run_id, mode)
         except Exception as exc:  # a server that takes the connection but does not answer (init_timeout_s)
             if mode != "online":
                 raise
@@ -138,26 +138,26 @@ class Tracker:
                 "offline instead (sync later with `wandb sync`)")
             wandb.teardown()  # the service still holds the run that never started; offline starts it afresh
             mode = "offline"
-            self.run = self._init(place, group, config, agent, run_id, mode)
-        define_axes(self.run)
+            self.wandb_run = self._init(place, group, config, agent, run_id, mode)
+        define_axes(self.wandb_run)
         identity = {"id": run_id, "group": group, "name": place.name, "dir": str(self.run_dir.resolve()),
                     "project": place.project, "entity": place.entity, "tags": list(place.tags)}
         identity |= {"sweep": agent["sweep"]} if agent else {}  # "dir": a copy of the run dir is told apart
         if mode != "disabled":  # a disabled run has no W&B identity to continue (its entity reads "dummy")
             atomic_write(run_file, json.dumps(identity) + "\n")
-        self.artifacts = ModelArtifacts(self.run, self.cfg.log_model)
-        self.loggers = [TolerantWandbLogger(excuse=self.excuse, artifacts=self.artifacts, experiment=self.run)]
+        self.artifacts = ModelArtifacts(self.wandb_run, self.cfg.log_model)
+        self.loggers = [TolerantWandbLogger(excuse=self.excuse, artifacts=self.artifacts, experiment=self.wandb_run)]
         if self.cfg.osh and mode == "offline":
             from nin_lightning.tracking.osh import OshSync
 
-            self.osh = OshSync(self.run, Path(self.cfg.osh_dir) if self.cfg.osh_dir else None)
+            self.osh = OshSync(self.wandb_run, Path(self.cfg.osh_dir) if self.cfg.osh_dir else None)
             self.callbacks.append(self.osh)
         self.callbacks.append(self.artifacts)
         if mode == "offline":
-            say(f"W&B offline run in {self.run.dir.rsplit('/files', 1)[0]}; upload it later with "
+            say(f"W&B offline run in {self.wandb_run.dir.rsplit('/files', 1)[0]}; upload it later with "
                 f"`{sync_command(self.run_dir, run_id)}`")
         elif mode == "online":
-            say(f"W&B run: {self.run.url}")
+            say(f"W&B run: {self.wandb_run.url}")
 
     def _init(self, place: Any, group: str | None, config: dict[str, Any], agent: dict[str, str], run_id: str,
               mode: str) -> Any:
@@ -179,16 +179,16 @@ class Tracker:
 
         METRICS (the run's metrics.json) become the run's summary: status, wall time, params, MACs, best
         epoch, test/acc, val/acc_best (summary.SUMMARY_KEYS)."""
-        if self.run is not None:
+        if self.wandb_run is not None:
             if metrics:
-                self.run.summary.update(run_summary(metrics))
+                self.wandb_run.summary.update(run_summary(metrics))
             if self.artifacts is not None and (metrics or {}).get("status") == "completed":
                 try:
                     self.artifacts.final(checkpoint_dir(self.run_dir) / BEST_CKPT, metrics.get("best_epoch"))
                 except Exception as exc:  # the run's result stands; the artifact is missing, and said so
                     say(f"could not log best.ckpt as a W&B model artifact: {one_line(exc)}")
-            self.run.finish(exit_code=exit_code)
-            self.run = None
+            self.wandb_run.finish(exit_code=exit_code)
+            self.wandb_run = None
             # finish() only asks W&B's service to close the run's files; teardown waits until it has, so
             # the .wandb file is whole when this returns (for a sync, a reader, the next job in this process)
             import wandb
