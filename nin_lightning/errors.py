@@ -10,7 +10,7 @@ import errno
 from collections.abc import Iterable
 from pathlib import Path
 
-# A write that ran out of room, by errno: its name in one-line errors (rundir/atomic.py names the file)
+# A write that ran out of room, by errno: its name in one-line errors (atomic_files.py names the file)
 SPACE_ERRNOS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file too large"}
 
 

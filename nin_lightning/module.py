@@ -30,7 +30,7 @@ from nin_lightning.optim import (
     planned_state,
 )
 from nin_lightning.rundir.checkpoint_io import load_checkpoint_file
-from nin_lightning.rundir.start import CONFIG_KEY
+from nin_lightning.rundir.layout import CONFIG_KEY
 
 # models.NiN's arguments, named as in the `model` config (ModelConfig): what run.build_model hands on.
 NET_KEYS = ("num_classes", "in_channels", "preset", "width", "dropout", "batch_norm", "init", "init_std",

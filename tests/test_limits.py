@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from nin_lightning.atomic_files import atomic_write
 from nin_lightning.config import validate
 from nin_lightning.errors import UserError, one_line
-from nin_lightning.rundir.atomic import atomic_write
 from nin_lightning.rundir.checkpoint_io import AtomicCheckpointIO
 from tests.conftest import error_lines, read_metrics, tmpfs
 
@@ -67,7 +67,7 @@ def tiny_disk(tmp_path):
 def test_a_full_disk_inside_torch_save_is_named_and_the_earlier_checkpoint_kept(tiny_disk, tmp_path):
     """Issue 22's trial: on an 8 MB tmpfs torch.save raised `RuntimeError: ... unexpected pos ...`, which the
     "disk full" line did not recognise. The file-size limit (EFBIG) the same way; the file before stays whole."""
-    from nin_lightning.rundir.atomic import out_of_space
+    from nin_lightning.atomic_files import out_of_space
 
     path = tiny_disk / "last.ckpt"
     io = AtomicCheckpointIO()

@@ -11,7 +11,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from nin_lightning import metric_names as names
-from nin_lightning.rundir.atomic import make_durable
+from nin_lightning.atomic_files import make_durable
 from nin_lightning.rundir.layout import BEST_CKPT, LAST_CKPT, checkpoint_dir
 
 _PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nin_lightning.atomic_files import atomic_write
 from nin_lightning.config import DatasetConfig
 from nin_lightning.data.base import Split
 from nin_lightning.errors import UserError
-from nin_lightning.rundir.atomic import atomic_write
 from nin_lightning.status import say
 
 DOCS = "docs/data.md"  # each dataset's files, where they go, and their MD5s

@@ -13,10 +13,10 @@ import struct
 import zlib
 from pathlib import Path
 
+from nin_lightning.atomic_files import atomic_write
 from nin_lightning.data import files
 from nin_lightning.data.base import NiNDataModule, Split
 from nin_lightning.errors import UserError
-from nin_lightning.rundir.atomic import atomic_write
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
+from nin_lightning.atomic_files import atomic_write
 from nin_lightning.config import DatasetConfig
-from nin_lightning.rundir.atomic import atomic_write
 
 VERSION = 1
 ZCA_FILTER_BIAS = 0.1  # added to every eigenvalue of the covariance (pylearn2 / Goodfellow: 0.1)

@@ -27,11 +27,11 @@ from torchmetrics.functional.classification import (
 )
 
 from nin_lightning import metric_names as names
+from nin_lightning.atomic_files import atomic_write
 from nin_lightning.errors import UserError
 from nin_lightning.inference.loading import LoadedRun
 from nin_lightning.inference.prediction import ranked
 from nin_lightning.inference.run_files import SPLITS
-from nin_lightning.rundir import atomic_write
 from nin_lightning.rundir.layout import EVAL_DIR
 
 ECE_BINS = 15  # equal-width confidence bins: Guo et al. (2017)'s choice, and torchmetrics' default

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from nin_lightning.atomic_files import atomic_write
 from nin_lightning.errors import UserError
 from nin_lightning.inference.evaluation import check_images
 from nin_lightning.inference.loading import LoadedRun
-from nin_lightning.rundir import atomic_write
 from nin_lightning.rundir.layout import EXPORT_DIR
 
 # Largest |ONNX - PyTorch| accepted on the fp32 logits. Both run fp32 on the CPU; only the order of the float

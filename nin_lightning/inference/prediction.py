@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from nin_lightning.atomic_files import atomic_write
 from nin_lightning.errors import UserError
 from nin_lightning.inference.images import FIX, BadImage, ImageFile, find_images, read_image
 from nin_lightning.inference.loading import LoadedRun
 from nin_lightning.inference.run_files import DEFAULT_TOP
-from nin_lightning.rundir import atomic_write
 from nin_lightning.rundir.layout import PREDICTIONS_DIR
 from nin_lightning.status import say
 

@@ -10,8 +10,8 @@ from typing import IO, Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from nin_lightning.atomic_files import atomic_write
 from nin_lightning.errors import SPACE_ERRNOS, UserError, space_fix
-from nin_lightning.rundir.atomic import atomic_write
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -11,6 +11,7 @@ from pathlib import Path
 DEFAULT_RUN_DIR = Path("outputs/run")  # where `run.train` writes when a job names no dir
 CHECKPOINT_DIR = "checkpoints"
 LAST_CKPT = "last.ckpt"  # after every epoch (and on preemption): what resume=auto continues from
+CONFIG_KEY = "nin_config"  # in each checkpoint: the run's config, what resume compares (rundir/start.py)
 BEST_CKPT = "best.ckpt"  # the best epoch by callbacks.monitor: what the test phase scores
 METRICS_FILE = "metrics.json"  # flat: status, test/acc, val/acc_best, epochs, wall_time_s, seed, ...
 PREVIOUS_METRICS_FILE = "metrics.previous.json"  # a finished run's result, while it is being extended

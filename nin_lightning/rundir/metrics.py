@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from nin_lightning.rundir.atomic import atomic_write
+from nin_lightning.atomic_files import atomic_write
 from nin_lightning.rundir.layout import METRICS_FILE, PREVIOUS_METRICS_FILE
 
 

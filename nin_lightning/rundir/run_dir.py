@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nin_lightning.atomic_files import atomic_write
 from nin_lightning.errors import UserError
-from nin_lightning.rundir.atomic import atomic_write
 from nin_lightning.rundir.layout import (
     CHECKPOINT_DIR,
     HISTORY_FILE,

@@ -26,6 +26,7 @@ from nin_lightning.rundir.history import read_history
 from nin_lightning.rundir.layout import (
     BEST_CKPT,
     CHECKPOINT_DIR,
+    CONFIG_KEY,
     HISTORY_FILE,
     HYDRA_DIR,
     LAST_CKPT,
@@ -38,7 +39,6 @@ from nin_lightning.rundir.layout import (
 )
 from nin_lightning.rundir.metrics import read_metrics
 
-CONFIG_KEY = "nin_config"
 # These may differ between the original run and its resume: where the data lives, how it is loaded,
 # evaluation-only and speed-only knobs. Everything else in `model` and `dataset` must match.
 MAY_CHANGE = frozenset({"dataset.root", "dataset.download", "dataset.num_workers", "dataset.eval_batch_size",

@@ -16,10 +16,10 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from nin_lightning import compat
+from nin_lightning.atomic_files import atomic_write
 from nin_lightning.config import LoggerConfig
 from nin_lightning.config.sweep import short_names
 from nin_lightning.errors import one_line
-from nin_lightning.rundir.atomic import atomic_write
 from nin_lightning.rundir.layout import BEST_CKPT, WANDB_RUN_FILE, checkpoint_dir
 from nin_lightning.status import say
 from nin_lightning.tracking.artifacts import ModelArtifacts
