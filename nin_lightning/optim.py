@@ -69,7 +69,7 @@ def build_scheduler(
     if isinstance(cfg, schema.CosineConfig):
         steps_per_epoch = max(1, total_steps // max(1, max_epochs))
         warmup = round(cfg.warmup_epochs * steps_per_epoch)
-        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(warmup, total_steps, cfg.min_lr_ratio))
+        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _WarmupCosine(warmup, total_steps, cfg.min_lr_ratio))
         return {"scheduler": sched, "interval": "step"}
     if isinstance(cfg, schema.OneCycleConfig):
         sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -89,8 +89,6 @@ def build_scheduler(
         )
         return {"scheduler": sched, "interval": "epoch", "monitor": cfg.monitor, "strict": True}
     raise ValueError(f"unknown scheduler config {type(cfg).__name__}")
-
-
 
 
 def _closed_form(scheduler: Any) -> bool:
@@ -201,7 +199,3 @@ class _WarmupCosine:
             return (step + 1) / (self.warmup + 1)
         progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
         return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def _warmup_cosine(warmup: int, total: int, floor: float) -> _WarmupCosine:
-    return _WarmupCosine(warmup, total, floor)
