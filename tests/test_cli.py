@@ -81,6 +81,11 @@ def test_digits_run_learns_and_writes_artefacts(run_cli, tmp_path):
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     assert "wandb sync" in result.stdout
+    # no library noise on a fresh HOME's console: Lightning's own INFO handler (it adds one at its import, after
+    # the config's checks now), matplotlib's first-run font cache line (torchmetrics imports it)
+    console = f"{result.stdout}\n{result.stderr}".splitlines()
+    noise = [ln for ln in console if ln.startswith("INFO: ") or "fontManager" in ln]
+    assert not noise, noise
     assert (run_dir / "checkpoints" / "best.ckpt").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     with (run_dir / "history.csv").open() as fh:

@@ -30,6 +30,12 @@ class _DropAdverts(logging.Filter):
         return not str(record.msg).startswith(_LOG_PREFIXES)
 
 
+def quiet_before_import() -> None:
+    """Before torch and Lightning load: matplotlib (torchmetrics imports it) logs "generated new fontManager"
+    at INFO on its first import in a new HOME."""
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+
+
 def quiet_libraries() -> None:
     """Filter the warnings above; under Hydra's job logging, Lightning's lines are printed once, by it."""
     for pattern in _WARNINGS:
@@ -50,7 +56,7 @@ def quiet_libraries() -> None:
 
 class _QuietConsole(logging.Filter):
     """On the console only: Lightning's INFO lines (devices, AMP, "fit stopped"...) are dropped, and in a
-    sweep also the per-epoch lines (status.show without `[nin]`). train.log keeps them all."""
+    sweep also the per-epoch lines (status.log_line without `[nin]`). train.log keeps them all."""
 
     def __init__(self, sweep: bool) -> None:
         super().__init__()
