@@ -1,20 +1,26 @@
-"""Shared fixtures: compose the real config, and run the real CLI in a subprocess."""
+"""Shared fixtures: compose the real config, run the real CLI in a subprocess, and one trained run per session."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import json
+import logging
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from nin_lightning.config import register_configs
 
@@ -170,3 +176,118 @@ def tmpfs(mount: Path, size: str) -> Iterator[Path]:
         pytest.skip("needs root to mount a small tmpfs")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+# ------------------------------------------------------------------------------------ the session's run
+# One finished digits run per pytest process (per xdist worker), trained in-process once: what the tests
+# that need "a finished run", "a checkpoint" or "a run dir" start from, instead of each training its own.
+# As `python train.py SHARED_RUN hydra.run.dir=...` would leave it: .hydra/ (config, hydra, overrides),
+# train.log, checkpoints/{best,last}.ckpt, history.csv, metrics.json, and W&B offline (wandb_run.json and
+# one offline run's .wandb file, no login). 3 epochs: test/acc 0.867 (tests/test_inference.py wants >= 0.85).
+SHARED_RUN = ("experiment=quickstart", "model.width=0.5", "trainer.enable_progress_bar=false", "trainer.max_epochs=3")
+
+
+@contextmanager
+def _process_state_restored() -> Iterator[None]:
+    """Whatever an in-process run may change in this process is put back after it: the environment (W&B's,
+    Lightning's PL_GLOBAL_SEED, MASTER_PORT), the working dir, signal handlers, the root logger's handlers
+    and level, warning filters, torch's threads, deterministic mode and matmul precision, the global RNGs."""
+    import random
+
+    import numpy as np
+    import torch
+
+    env, cwd = dict(os.environ), os.getcwd()
+    handlers = {s: signal.getsignal(s) for s in signal.valid_signals()
+                if s not in (signal.SIGKILL, signal.SIGSTOP) and signal.getsignal(s) is not None}
+    root = logging.getLogger()
+    root_handlers, root_level = list(root.handlers), root.level
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    matmul = torch.get_float32_matmul_precision()
+    rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    hook = sys.excepthook
+    try:
+        with warnings.catch_warnings():
+            yield
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+        os.chdir(cwd)
+        for sig, handler in handlers.items():
+            if signal.getsignal(sig) is not handler:
+                signal.signal(sig, handler)
+        root.handlers[:] = root_handlers
+        root.setLevel(root_level)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_float32_matmul_precision(matmul)
+        random.setstate(rng[0])
+        np.random.set_state(rng[1])
+        torch.set_rng_state(rng[2])
+        sys.excepthook = hook
+
+
+def train_in_process(run_dir: Path, *overrides: str) -> Path:
+    """`python train.py OVERRIDES hydra.run.dir=RUN_DIR` in this process: the config composed as Hydra's
+    CLI composes it, the JobContext read from it as the CLI reads it (cli/hydra_job.py), in the environment
+    cli_env gives the CLI (no W&B login: offline), with RUN_DIR/train.log as Hydra's job logging writes it.
+    Nothing else the CLI does (--help, quiet library loggers, exit codes): for those, run the CLI."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from nin_lightning.cli.hydra_job import job_context
+    from nin_lightning.run import train
+    from nin_lightning.status import RunLogHandler
+
+    tmp = run_dir.parent
+    with _process_state_restored():
+        os.environ.clear()
+        os.environ.update(cli_env(tmp))
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=[*overrides, f"hydra.run.dir={run_dir}"],
+                          return_hydra_config=True)
+        with read_write(cfg.hydra), open_dict(cfg.hydra):  # what Hydra's run_job adds to the composed config
+            cfg.hydra.mode = RunMode.RUN
+            cfg.hydra.runtime.output_dir = str(run_dir.resolve())
+            cfg.hydra.runtime.cwd = str(tmp)
+        task = copy.deepcopy(cfg)  # the task config, as Hydra's run_job makes it
+        with read_write(task), open_dict(task):
+            del task["hydra"]
+        HydraConfig.instance().set_config(cfg)
+        try:
+            job = job_context(OmegaConf.to_yaml(task))
+        finally:
+            HydraConfig.instance().cfg = None
+        log = RunLogHandler(str(run_dir / "train.log"))
+        log.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(log)
+        root.setLevel(logging.INFO)
+        try:
+            train(task, job)
+        finally:
+            root.removeHandler(log)
+            log.close()
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's finished run (SHARED_RUN): read it, never change it; copy it (run_copy) to change it."""
+    return train_in_process(tmp_path_factory.mktemp("trained_run") / "run", *SHARED_RUN)
+
+
+def copy_run(run_dir: Path, where: Path) -> Path:
+    """A copy of RUN_DIR at WHERE (a new dir); its wandb_run.json names WHERE as the dir that logs, so the
+    copy is a run of its own, not a copy of the original (check_not_a_copy)."""
+    shutil.copytree(run_dir, where)
+    identity = where / "wandb_run.json"
+    if identity.is_file():
+        identity.write_text(json.dumps(json.loads(identity.read_text()) | {"dir": str(where.resolve())}))
+    return where
+
+
+@pytest.fixture
+def run_copy(trained_run: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the session's finished run, tmp_path/run, to change at will."""
+    return copy_run(trained_run, tmp_path / "run")

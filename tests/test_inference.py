@@ -1,8 +1,8 @@
 """Using what was trained: load a checkpoint without Hydra, evaluate, predict and export a run.
 
-One digits run, trained through the real CLI, is shared by the whole module; the commands run as users
-run them (`python -m nin_lightning.evaluate ...` in a subprocess), and each of the issue's error cases
-is checked for its one line naming the file and the fix.
+The session's digits run (tests/conftest.py `trained_run`), copied once, is shared by the whole module; the
+commands run as users run them (`python -m nin_lightning.evaluate ...` in a subprocess), and each of the
+issue's error cases is checked for its one line naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT, cli_env, error_lines, read_metrics
+from tests.conftest import ROOT, cli_env, copy_run, error_lines, read_metrics
 
 pytestmark = pytest.mark.slow
 LEGACY_RUN = ROOT / "tests" / "data" / "legacy_run"  # written by the code before checkpoints held hyperparameters
@@ -55,15 +55,10 @@ def digits_test_images() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A digits run trained through the real CLI (a quickstart at half width, 4 epochs: ~30 s on 2 cores)."""
-    tmp = tmp_path_factory.mktemp("trained")
-    run_dir = tmp / "run"
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "experiment=quickstart", "trainer.max_epochs=4",
-                             "model.width=0.5", "logger=none", f"hydra.run.dir={run_dir}"],
-                            cwd=tmp, env=cli_env(tmp), capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
+def trained(trained_run, tmp_path_factory) -> Path:
+    """The session's digits run (tests/conftest.py: a quickstart at half width, 3 epochs), copied for this
+    module: `evaluated` and the commands write their outputs into it."""
+    return copy_run(trained_run, tmp_path_factory.mktemp("trained") / "run")
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """Results you can trust after a crash (issue 12): one owner per run dir, nothing stale, moved dirs resume.
 
 Each test is a trial an adversarial user made (kill -9, SIGINT, a second process, a moved dir, corrupt
-files) and runs the real CLI. They share one finished 3-epoch digits run (W&B offline), copied per test.
+files) and runs the real CLI. They share the session's finished 3-epoch digits run (W&B offline, trained
+in-process once: tests/conftest.py `trained_run`), copied per test.
 """
 
 from __future__ import annotations
@@ -19,7 +20,17 @@ import pytest
 import torch
 
 from nin_lightning.rundir import is_locked
-from tests.conftest import cli_env, error_lines, history_epochs, read_metrics, snapshot, train_cmd, wait_for
+from tests.conftest import (
+    SHARED_RUN,
+    cli_env,
+    copy_run,
+    error_lines,
+    history_epochs,
+    read_metrics,
+    snapshot,
+    train_cmd,
+    wait_for,
+)
 from tests.wandb_records import offline_runs
 
 FAST = ["experiment=quickstart", "model.width=0.5", "trainer.enable_progress_bar=false"]
@@ -27,22 +38,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    """A finished 3-epoch quickstart run with its W&B offline run."""
-    tmp = tmp_path_factory.mktemp("finished")
-    run_dir = tmp / "run"
-    result = subprocess.run(train_cmd(*FAST, "trainer.max_epochs=3", f"hydra.run.dir={run_dir}"), cwd=tmp,
-                            env=cli_env(tmp), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
+def finished_run(trained_run) -> Path:
+    """A finished 3-epoch quickstart run with its W&B offline run: the session's (tests/conftest.py), which
+    these tests only copy (copy_of)."""
+    assert (*FAST, "trainer.max_epochs=3") == SHARED_RUN  # what these tests resume it with
+    return trained_run
 
 
-def copy_of(run_dir: Path, where: Path) -> Path:
-    """A run of its own in WHERE, like RUN_DIR's (its wandb_run.json names WHERE as the dir that logs)."""
-    shutil.copytree(run_dir, where)
-    identity = json.loads((where / "wandb_run.json").read_text())
-    (where / "wandb_run.json").write_text(json.dumps(identity | {"dir": str(where.resolve())}))
-    return where
+copy_of = copy_run  # a run of its own in WHERE, like RUN_DIR's (its wandb_run.json names WHERE as the dir that logs)
 
 
 def run(tmp: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
