@@ -5,6 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # TORCH_INDEX=cpu: torch and torchvision from PyTorch's CPU wheels (no CUDA: about 1.6 GB instead of 6.2 GB)
 TORCH_INDEX ?=
+# pytest-xdist workers for make test: twice the cores, because the suite waits much of its time (on the processes
+# it starts, Slurm, W&B's timeouts); override with make test WORKERS=1
+WORKERS ?= $(shell echo $$(( 2 * $$(nproc) )))
 
 .PHONY: train test lint gpu-check clean
 
@@ -25,8 +28,8 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash .ci/lint-docker.sh
 
-test: lint  ## ruff, import layers, hadolint, then the whole pytest suite (slow tests included), one worker per core
-	$(PY) -m pytest -n auto --dist loadgroup --durations=25 $(ARGS)
+test: lint  ## ruff, import layers, hadolint, then the whole pytest suite (slow tests included), WORKERS at once
+	$(PY) -m pytest -n $(WORKERS) --dist loadgroup --durations=25 $(ARGS)
 
 gpu-check: $(VENV)/.installed  ## every GPU-only check (docs/gpu-fast-path.md) in one table; one line without a GPU
 	$(PY) benchmarks/gpu_check.py $(ARGS)
