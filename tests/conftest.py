@@ -54,12 +54,22 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+# Module-scoped fixtures that train, sweep or evaluate: under pytest-xdist each worker that runs a test using
+# one builds its own, so the tests sharing one are kept on one worker (built once, as in a plain pytest run).
+SHARED_MODULE_RUNS = {"ddp_straight_and_resumed", "earlier_run", "evaluated", "local_sweep", "logged_in_run",
+                      "quiet_run", "straight_and_first_epoch", "sweep"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The Slurm tests share one single-node cluster: under pytest-xdist (--dist loadgroup) one worker runs
-    them one after another, as a plain pytest run does."""
+    """Under pytest-xdist (--dist loadgroup): the Slurm tests share one single-node cluster, so one worker runs
+    them one after another; the tests of a module that share a trained run (SHARED_MODULE_RUNS) run on one
+    worker."""
     for item in items:
+        shared = sorted(SHARED_MODULE_RUNS.intersection(getattr(item, "fixturenames", ())))
         if item.get_closest_marker("slurm"):
             item.add_marker(pytest.mark.xdist_group("slurm"))
+        elif shared:
+            item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}.{shared[0]}"))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
