@@ -48,7 +48,7 @@ def _counting_popen_init(self: subprocess.Popen, args: object, *rest: object, **
 
 def pytest_configure(config: pytest.Config) -> None:
     """Count the Python processes the suite starts; under pytest-xdist (`make test` runs WORKERS of them)
-    each worker's torch, and every process it starts, uses one thread: two workers on two cores, not four."""
+    each worker's torch, and every process it starts, uses one thread (the workers share the cores)."""
     subprocess.Popen.__init__ = _counting_popen_init  # type: ignore[method-assign]
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ.setdefault("OMP_NUM_THREADS", "1")
