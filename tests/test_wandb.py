@@ -219,6 +219,7 @@ def test_run_place_takes_the_config_then_the_environment_then_the_defaults(monke
     ("logger.entity='team?1'", {}, "logger.entity='team?1': W&B refuses it"),
     ("logger.project=" + "p" * 129, {}, "at most 128 characters"),
     ("tags=[" + "t" * 65 + "]", {}, "tags: the tag"),
+    ("tags=['']", {}, "tags: the tag '' has 0 characters; W&B takes 1 to 64; drop the empty tag"),  # was: shorten it
     (None, {"WANDB_PROJECT": "x:y"}, "WANDB_PROJECT='x:y': W&B refuses it"),
     (None, {"WANDB_TAGS": "ok," + "t" * 70}, "WANDB_TAGS: the tag"),
     (None, {"WANDB_TAGS": "a,,b"}, "WANDB_TAGS='a,,b' has an empty tag"),  # before: the SDK's ValidationError

@@ -339,8 +339,9 @@ def check_wandb_names(project: str | None, entity: str | None, tags: list[str] |
     for source, tag in [*(("tags", t) for t in tags or []), *(("WANDB_TAGS", t) for t in wandb_env_tags())]:
         if not 1 <= len(str(tag)) <= WANDB_TAG_MAX:
             shown = repr(str(tag)) if len(str(tag)) <= 40 else repr(str(tag)[:40]) + "..."
+            fix = "drop the empty tag" if not str(tag) else "shorten it"
             raise UserError(f"{source}: the tag {shown} has {len(str(tag))} characters; W&B takes 1 to "
-                            f"{WANDB_TAG_MAX}; shorten it")
+                            f"{WANDB_TAG_MAX}; {fix}")
 
 
 @dataclass
