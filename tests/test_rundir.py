@@ -238,6 +238,13 @@ def test_a_sweep_relaunched_with_resume_auto_continues_each_job_in_its_own_dir(t
         assert {d.name: snapshot(d) for d in dirs[:2]} == done  # finished: left as they were
         assert all(history_epochs(d) == [1, 2, 3] and read_metrics(d)["status"] == "completed" for d in dirs)
         assert result.stdout.count("already finished") == (2 if attempt == 0 else 4)
+    # relaunched with the values in another order: each job finds its dir under its old number (before: four new
+    # dirs, 000_model.dropout=0.5,seed=2 ..., trained again next to the finished ones)
+    reordered = [{"model.dropout=0.0,0.5": "model.dropout=0.5,0.0", "seed=1,2": "seed=2,1"}.get(a, a)
+                 for a in sweep(tmp_path, sweep_dir, "resume=auto")]
+    result = subprocess.run(reordered, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0 and result.stdout.count("already finished") == 4, result.stdout[-2000:]
+    assert [d.name for d in job_dirs(sweep_dir)] == [d.name for d in dirs]
     report = subprocess.run([*train_cmd()[:1], "-m", "nin_lightning.report", str(sweep_dir)], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr[-2000:]

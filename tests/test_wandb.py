@@ -268,6 +268,12 @@ def test_a_sweep_job_dir_is_its_number_and_swept_keys_and_an_older_sweeps_dir_is
     assert job_dir_resolver(tmp_path, 3, task, dirname, []) == "003_model.dropout=0.5,seed=2"
     (tmp_path / f"003_{dirname}").mkdir()  # the same job of this sweep, launched before job dirs were renamed
     assert job_dir_resolver(tmp_path, 3, task, dirname, []) == f"003_{dirname}"  # resume=auto continues it
+    # relaunched with the values in another order (seed=2,1): the job is number 1 now, and continues in its dir
+    (tmp_path / f"003_{dirname}").rmdir()
+    (tmp_path / "003_model.dropout=0.5,seed=2").mkdir()
+    assert job_dir_resolver(tmp_path, 1, task, dirname, []) == "003_model.dropout=0.5,seed=2"  # before: 001_...
+    other = ["experiment=quickstart", "model.dropout=0.0", "seed=1", "trainer.max_epochs=3"]
+    assert job_dir_resolver(tmp_path, 2, other, dirname, []) == "002_model.dropout=0.0,seed=1"  # a new one
 
 
 def test_an_ad_hoc_optuna_search_maximises_val_acc_best(tmp_path):
