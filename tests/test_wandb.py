@@ -271,9 +271,12 @@ def test_a_sweep_job_dir_is_its_number_and_swept_keys_and_an_older_sweeps_dir_is
     # relaunched with the values in another order (seed=2,1): the job is number 1 now, and continues in its dir
     (tmp_path / f"003_{dirname}").rmdir()
     (tmp_path / "003_model.dropout=0.5,seed=2").mkdir()
-    assert job_dir_resolver(tmp_path, 1, task, dirname, []) == "003_model.dropout=0.5,seed=2"  # before: 001_...
-    other = ["experiment=quickstart", "model.dropout=0.0", "seed=1", "trainer.max_epochs=3"]
+    relaunch = [*task, "resume=auto"]
+    assert job_dir_resolver(tmp_path, 1, relaunch, dirname, []) == "003_model.dropout=0.5,seed=2"  # before: 001_
+    other = ["experiment=quickstart", "model.dropout=0.0", "seed=1", "trainer.max_epochs=3", "resume=auto"]
     assert job_dir_resolver(tmp_path, 2, other, dirname, []) == "002_model.dropout=0.0,seed=1"  # a new one
+    # a first launch that repeats a value (seed=2,2) keeps both jobs, each in its own dir
+    assert job_dir_resolver(tmp_path, 1, task, dirname, []) == "001_model.dropout=0.5,seed=2"
 
 
 def test_an_ad_hoc_optuna_search_maximises_val_acc_best(tmp_path):

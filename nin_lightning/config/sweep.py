@@ -90,16 +90,17 @@ def job_dir_resolver(sweep_dir: Any, number: Any, task: Any, override_dirname: A
     number, zero-padded (dirs sort in job order), and its swept keys (job_label, read from the sweep's
     multirun.yaml; a sweep that wrote none, the Optuna sweeper's, names the job by all its overrides).
 
-    A job dir of an older sweep, named by all its overrides, is kept, and so is one of a relaunch that lists
-    the values in another order (`seed=2,1`: the same label under another number): relaunched with
-    `resume=auto`, its job continues there instead of starting again in a new dir."""
+    A job dir of an older sweep, named by all its overrides, is kept, and so is, for a relaunch with
+    `resume=auto` that lists the values in another order (`seed=2,1`), the dir with the same label under
+    another number: the job continues there instead of starting again in a new dir."""
     sweep, padded = Path(str(sweep_dir)), str(number).zfill(JOB_NUMBER_WIDTH)
     keys = sweep_dir_keys(sweep)
     label = job_label([str(t) for t in task], keys, [str(k) for k in exclude or ()]) if keys else str(override_dirname)
     older = f"{padded}_{override_dirname}"
     if label != str(override_dirname) and _is_dir(sweep / older):
         return older
-    if label and not _is_dir(sweep / f"{padded}_{label}"):  # relaunched with the values in another order
+    relaunched = "resume=auto" in [str(t) for t in task]  # (a first launch that repeats a value keeps both jobs)
+    if relaunched and label and not _is_dir(sweep / f"{padded}_{label}"):  # its values in another order
         same = [d.name for d in _job_dirs(sweep) if d.name.split("_", 1)[-1] == label]
         if len(same) == 1:
             return same[0]
