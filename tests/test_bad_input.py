@@ -253,7 +253,7 @@ def _process_state_restored() -> Iterator[list[tuple[Callable[..., Any], tuple[A
     GlobalHydra.instance().clear()
     urllib.request.install_opener(None)
     environ, cwd, argv, streams = dict(os.environ), os.getcwd(), list(sys.argv), (sys.stdout, sys.stderr)
-    singletons = {cls: (instance, dict(vars(instance))) for cls, instance in Singleton._instances.items()}
+    singletons = Singleton.get_state()  # Hydra's own way to carry its singletons (and OmegaConf's resolvers)
     handlers = {sig: signal.getsignal(sig) for sig in _SIGNALS}
     logs, made = _logging_state(), hydra_job.made_for_run
     at_exit: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
@@ -274,11 +274,7 @@ def _process_state_restored() -> Iterator[list[tuple[Callable[..., Any], tuple[A
     finally:
         atexit.register = register
         GlobalHydra.instance().clear()
-        Singleton._instances.clear()
-        for cls, (instance, attrs) in singletons.items():
-            vars(instance).clear()
-            vars(instance).update(attrs)
-            Singleton._instances[cls] = instance
+        Singleton.set_state(singletons)
         _restore_logging(logs)
         for sig, handler in handlers.items():
             if signal.getsignal(sig) is not handler and handler is not None:
