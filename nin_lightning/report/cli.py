@@ -1,11 +1,4 @@
-"""`python -m nin_lightning.report ...`: the local report of a sweep dir (or of a W&B group), several
-sweeps side by side, and the W&B report of a sweep's group.
-
-    python -m nin_lightning.report SWEEP_DIR [--baseline KEY=VALUE] [--min-effect X] [--wandb ENTITY/PROJECT
-                                   [--publish]]
-    python -m nin_lightning.report --wandb ENTITY/PROJECT --group NAME [--publish] [OUT_DIR]
-    python -m nin_lightning.report --compare SWEEP_DIR SWEEP_DIR ... [--out DIR]
-"""
+"""`python -m nin_lightning.report`: the report of a sweep dir or a W&B group, or of several sweeps side by side."""
 
 from __future__ import annotations
 
@@ -46,7 +39,7 @@ def rows_of(jobs: Sequence[Job], wanted: dict[str, str] | None, min_effect: floa
 def make_report(out_dir: Path, title: str, jobs: Sequence[Job], fixed: dict[str, str] | None = None,
                 wanted: dict[str, str] | None = None, min_effect: float | None = None) -> list[Path]:
     """Write report.md, report.csv and the PNG plots into out_dir; returns their paths. Jobs that repeat a
-    (setting, seed) count once (`distinct`), and report.md says so; each job not used is named on the console."""
+    (setting, seed) count once (`distinct`); each job not used is named on the console."""
     jobs, duplicates = distinct(list(jobs))
     keys, rows, baseline = rows_of(jobs, wanted, min_effect)
     say_not_used(jobs)
@@ -132,9 +125,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Build the report and print where its files are. Bad input (no such sweep dir, no jobs, W&B unreadable,
-    a --baseline that names no setting) raises UserError; `python -m nin_lightning.report` prints it as one
-    line on stderr and exits with 2."""
+    """Build the report and print where its files are; bad input raises UserError (one line, exit code 2)."""
     args = parse_args(argv)
     wanted = parse_overrides(args.baseline) if args.baseline else None
     if args.publish:
