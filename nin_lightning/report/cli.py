@@ -17,7 +17,6 @@ from nin_lightning.report.table import (
     group_keys,
     label,
     pick_baseline,
-    plot_lines,
     section,
     write_csv,
     write_markdown,
@@ -26,13 +25,17 @@ from nin_lightning.report.wandb_report import SPEC_FILE, build_spec, check_login
 from nin_lightning.report.wandb_source import read_wandb_group
 
 
-def rows_of(jobs: Sequence[Job], wanted: dict[str, str] | None, min_effect: float | None = None
+def rows_of(jobs: Sequence[Job], wanted: dict[str, str] | None, min_effect: float | None = None, where: str = ""
             ) -> tuple[list[str], list[Row], Row | None]:
-    """The swept keys (less the seed), one row per setting, and the baseline each row is compared with."""
+    """The swept keys (less the seed), one row per setting, and the baseline each row is compared with; a console
+    line per job left out of the means (a value the report cannot trust, another shape)."""
     keys = group_keys(jobs)
     rows = aggregate(jobs, keys)
     baseline = pick_baseline(rows, wanted)
     compare_to(rows, baseline, min_effect=min_effect)
+    for job in jobs:
+        if job.status == REJECTED:
+            print(f"[nin] {where}{job.name}: {job.error}")
     return keys, rows, baseline
 
 
@@ -42,19 +45,11 @@ def make_report(out_dir: Path, title: str, jobs: Sequence[Job], fixed: dict[str,
     (setting, seed) count once (`distinct`); each job not used is named on the console."""
     jobs, duplicates = distinct(list(jobs))
     keys, rows, baseline = rows_of(jobs, wanted, min_effect)
-    say_not_used(jobs)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = write_plots(out_dir, rows, keys)
     md = write_markdown(out_dir / "report.md", title, jobs, rows, keys, plots, fixed, baseline, bool(wanted),
                         duplicates, min_effect)
     return [md, write_csv(out_dir / "report.csv", rows, keys, baseline), *plots]
-
-
-def say_not_used(jobs: Sequence[Job], where: str = "") -> None:
-    """A console line per job left out of the means (a value the report cannot trust, another shape)."""
-    for job in jobs:
-        if job.status == REJECTED:
-            print(f"[nin] {where}{job.name}: {job.error}")
 
 
 def compare_report(out_dir: Path, sweep_dirs: Sequence[Path], wanted: dict[str, str] | None) -> list[Path]:
@@ -66,8 +61,8 @@ def compare_report(out_dir: Path, sweep_dirs: Sequence[Path], wanted: dict[str, 
     sections: list[str] = []
     for sweep_dir in sweep_dirs:
         jobs, duplicates = distinct(read_sweep_dir(sweep_dir))
-        keys, rows, baseline = rows_of(jobs, wanted if wanted and set(wanted) <= set(group_keys(jobs)) else None)
-        say_not_used(jobs, f"{sweep_dir.name}/")
+        keys, rows, baseline = rows_of(jobs, wanted if wanted and set(wanted) <= set(group_keys(jobs)) else None,
+                                       where=f"{sweep_dir.name}/")
         best = pick_baseline(rows, None)
         cells = [fmt(best.mean[m], best.std[m], 4) for m in (COMPARED, "val/acc_best")] if best else ["-", "-"]
         summary.append(f"| {sweep_dir.name} | {', '.join(keys) or 'seed'} | {len(jobs)} | "
@@ -76,8 +71,8 @@ def compare_report(out_dir: Path, sweep_dirs: Sequence[Path], wanted: dict[str, 
                      *section(jobs, rows, keys, common_overrides(sweep_dir), baseline, bool(wanted), duplicates)]
         write_csv(csv_path, rows, keys, baseline, sweep=sweep_dir.name)
     md = out_dir / "report.md"
-    md.write_text("\n".join([f"# Ablation report: {len(sweep_dirs)} sweeps side by side", "", *summary, *sections,
-                             *plot_lines([])]) + "\n")
+    md.write_text("\n".join([f"# Ablation report: {len(sweep_dirs)} sweeps side by side", "", *summary, *sections])
+                  + "\n")
     return [md, csv_path]
 
 

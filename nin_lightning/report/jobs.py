@@ -26,7 +26,7 @@ DATA_SIZES = ("data/train_size", "data/val_size", "data/test_size")  # images pe
 HISTORY_KEYS = ("epoch", "step", "epoch_time_s", "lr", "train/loss", "train/acc", "val/loss", "val/acc",
                 "val/acc_best")
 ACCURACIES = frozenset({"val/acc_best", "test/acc", "val/acc", "train/acc"})
-COUNTS = frozenset({"epochs", "params", "macs", "data/train_size", "data/val_size", "data/test_size"})  # whole numbers
+COUNTS = frozenset({"epochs", *SIZE, *DATA_SIZES})  # whole numbers
 NEEDED = ("test/acc", "epochs", "wall_time_s")  # what every completed job records (and val/acc_best, with a val split)
 OK, FAILED, INCOMPLETE = "completed", "failed", "incomplete"
 REJECTED = "rejected"  # completed, but a value the report needs cannot be trusted: left out of the means
@@ -115,10 +115,8 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def parse_overrides(lines: list[str]) -> dict[str, str]:
-    """Hydra override lines ('model.dropout=0.5', '+x=1', 'scheduler=cosine') -> {key: value}, less IGNORED.
-
-    Values are in Hydra's normal form, the one a sweep writes into each job's overrides.yaml
-    (`false` -> `False`, `1e-4` -> `0.0001`), so that a command line and a job compare equal."""
+    """Hydra override lines ('model.dropout=0.5', '+x=1') -> {key: value}, less IGNORED, in the normal form a sweep
+    writes into overrides.yaml (`false` -> `False`, `1e-4` -> `0.0001`): a command line and a job compare equal."""
     from hydra.errors import HydraException
 
     out: dict[str, str] = {}
@@ -137,8 +135,7 @@ def parse_overrides(lines: list[str]) -> dict[str, str]:
 
 
 def parse_override_dirname(name: str) -> dict[str, str]:
-    """Hydra's override_dirname ('model.dropout=0.5,tags=[a,b],seed=2', also our W&B run names) -> {key: value};
-    {} for any other name."""
+    """Hydra's override_dirname ('model.dropout=0.5,tags=[a,b],seed=2', our W&B run names) -> {key: value}, or {}."""
     pairs = [part.partition("=") for part in _DIRNAME_SPLIT.split(name or "")]
     if not all(sep for _, sep, _ in pairs):
         return {}
@@ -211,9 +208,8 @@ def _read_metrics(path: Path) -> dict[str, Any]:
 
 def vet_job(status: str, error: str | None, raw: Mapping[str, Any], flat_config: dict[str, Any]
             ) -> tuple[str, str | None, dict[str, float | None]]:
-    """(status, error, metrics): the metrics the report may use (`why_not`). A completed job with a value it
-    cannot use, or without one it needs (NEEDED; val/acc_best with a validation split), is REJECTED, and its
-    error says which and why."""
+    """(status, error, metrics): the metrics the report may use. A completed job with a value it cannot use, or
+    without one it needs (NEEDED; val/acc_best with a validation split), is REJECTED; its error says why."""
     needed = (*NEEDED, *(() if str(flat_config.get("dataset.val_size")) in ("0", "0.0") else ("val/acc_best",)))
     metrics: dict[str, float | None] = {}
     problems = []

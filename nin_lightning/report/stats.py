@@ -77,9 +77,8 @@ def paired(values: dict[str, float], baseline: dict[str, float]) -> Difference:
 
 def power(effect: float, n: int, paired_sd: float | None = None, sds: tuple[float, float] | None = None,
           alpha: float = ALPHA) -> float:
-    """The power of a two-sided t-test at level ALPHA to find a true difference EFFECT with N seeds per setting:
-    paired (PAIRED_SD: the sd of the per-seed differences; df n-1) or Welch's (SDS: each setting's sd over seeds;
-    Welch-Satterthwaite df). From the noncentral t distribution (scipy.stats.nct)."""
+    """The power of a two-sided t-test at level ALPHA to find EFFECT with N seeds per setting (scipy.stats.nct):
+    paired (PAIRED_SD: the sd of the per-seed differences) or Welch's (SDS: each setting's sd over seeds)."""
     from scipy import stats
 
     if paired_sd is not None:

@@ -102,9 +102,8 @@ def shape_of(job: Job, key: str) -> str | None:
 
 
 def set_apart(groups: dict[tuple[str, ...], list[Job]]) -> None:
-    """Never pool other data or another model: a completed job whose dataset or model shape (SHAPE_KEYS)
-    differs from the rest of its setting's completed jobs is marked REJECTED (named, and left out of the means).
-    The value kept is the most common in the setting; a tie goes to the most common in the sweep, then the first."""
+    """Mark REJECTED each completed job whose dataset or model shape (SHAPE_KEYS) is not the one most common in its
+    setting (a tie: the most common in the sweep, then the first): other data or another model is never pooled."""
     done = [j for group in groups.values() for j in group if j.ok]
     for key in SHAPE_KEYS:
         sweep_wide = Counter(v for j in done if (v := shape_of(j, key)) is not None)
@@ -149,9 +148,8 @@ def label(setting: dict[str, str], skip: str | None = None) -> str:
 
 
 def pick_baseline(rows: Sequence[Row], wanted: dict[str, str] | None, metric: str = COMPARED) -> Row | None:
-    """The row that WANTED ({key: value}, from --baseline) names; by default the best mean METRIC.
-
-    Raises UserError when WANTED names a key that is not swept, or matches no row or several."""
+    """The row that WANTED ({key: value}, from --baseline) names (UserError unless exactly one); by default the
+    best mean METRIC."""
     if not wanted:
         scored = [r for r in rows if r.mean.get(metric) is not None]
         return max(scored, key=lambda r: r.mean[metric]) if scored else None
@@ -215,8 +213,7 @@ def fmt_count(value: float | None) -> str:
 
 
 def diff_cells(row: Row, baseline: Row | None, d: Difference | None) -> list[str]:
-    """Δ, 95 % CI and p of D (ROW's Welch or paired difference): 'baseline' on the baseline's row, '-' where
-    there are too few seeds to say (or, paired, where the row cannot be paired)."""
+    """Δ, 95 % CI and p of D (ROW's Welch or paired difference); '-' where there are too few seeds to say."""
     if row is baseline:
         return ["baseline", "", ""]
     if baseline is None or d is None or d.diff is None:
@@ -350,23 +347,19 @@ def section(jobs: Sequence[Job], rows: Sequence[Row], keys: Sequence[str], fixed
     return lines
 
 
-def plot_lines(plots: Sequence[Path]) -> list[str]:
-    return ["", "## Plots", "", *(f"![{p.stem}]({p.name})" for p in plots)] if plots else []
-
-
 def write_markdown(path: Path, title: str, jobs: Sequence[Job], rows: Sequence[Row], keys: Sequence[str],
                    plots: Sequence[Path], fixed: dict[str, str] | None = None, baseline: Row | None = None,
                    chosen: bool = False, duplicates: Sequence[str] = (), min_effect: float | None = None) -> Path:
     """report.md."""
     body = section(jobs, rows, keys, fixed or {}, baseline, chosen, duplicates, min_effect)
-    path.write_text("\n".join([f"# Ablation report: {title}", "", *body, *plot_lines(plots)]) + "\n")
+    images = ["", "## Plots", "", *(f"![{p.stem}]({p.name})" for p in plots)] if plots else []
+    path.write_text("\n".join([f"# Ablation report: {title}", "", *body, *images]) + "\n")
     return path
 
 
 def write_csv(path: Path, rows: Sequence[Row], keys: Sequence[str], baseline: Row | None = None,
               sweep: str | None = None) -> Path:
-    """report.csv: the table with separate mean and std columns, job counts, params, MACs, the difference to the
-    baseline (Welch's and paired), seeds_needed and still_improving; with SWEEP (--compare), rows are appended
+    """report.csv: the table, mean and std in columns of their own; with SWEEP (--compare), rows are appended
     under a leading `sweep` column."""
     diff_cols = ["is_baseline", f"{COMPARED}_diff", "ci_low", "ci_high", "p_welch", "note", "diff_paired",
                  "ci_low_paired", "ci_high_paired", "p_paired", "note_paired", "seeds_needed", "still_improving"]

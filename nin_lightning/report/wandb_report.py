@@ -20,9 +20,8 @@ AGGREGATE, SPREAD = "mean", "stddev"  # the bands and bars: mean ± std over the
 
 
 def config_column(key: str, config_keys: Iterable[str]) -> str | None:
-    """The runs' config column of a swept KEY: `model.dropout` itself; for a config group choice
-    (`experiment=quickstart`, `dataset=mnist`) Hydra's choice (`choices.experiment`) or the group's `.name`;
-    None when the config does not hold it."""
+    """The runs' config column of a swept KEY: the key itself, Hydra's choice of a config group
+    (`choices.experiment`) or the group's `.name`; None when the config does not hold it."""
     keys = set(config_keys)
     for candidate in (key, f"choices.{key}", f"{key}.name"):
         if candidate in keys:
