@@ -1,11 +1,4 @@
-"""`python -m nin_lightning.report ...`: the local report of a sweep dir (or of a W&B group), several
-sweeps side by side, and the W&B report of a sweep's group.
-
-    python -m nin_lightning.report SWEEP_DIR [--baseline KEY=VALUE] [--min-effect X] [--wandb ENTITY/PROJECT
-                                   [--publish]]
-    python -m nin_lightning.report --wandb ENTITY/PROJECT --group NAME [--publish] [OUT_DIR]
-    python -m nin_lightning.report --compare SWEEP_DIR SWEEP_DIR ... [--out DIR]
-"""
+"""`python -m nin_lightning.report`: the report of a sweep dir or a W&B group, or of several sweeps side by side."""
 
 from __future__ import annotations
 
@@ -24,7 +17,6 @@ from nin_lightning.report.table import (
     group_keys,
     label,
     pick_baseline,
-    plot_lines,
     section,
     write_csv,
     write_markdown,
@@ -33,35 +25,31 @@ from nin_lightning.report.wandb_report import SPEC_FILE, build_spec, check_login
 from nin_lightning.report.wandb_source import read_wandb_group
 
 
-def rows_of(jobs: Sequence[Job], wanted: dict[str, str] | None, min_effect: float | None = None
+def rows_of(jobs: Sequence[Job], wanted: dict[str, str] | None, min_effect: float | None = None, where: str = ""
             ) -> tuple[list[str], list[Row], Row | None]:
-    """The swept keys (less the seed), one row per setting, and the baseline each row is compared with."""
+    """The swept keys (less the seed), one row per setting, and the baseline each row is compared with; a console
+    line per job left out of the means (a value the report cannot trust, another shape)."""
     keys = group_keys(jobs)
     rows = aggregate(jobs, keys)
     baseline = pick_baseline(rows, wanted)
     compare_to(rows, baseline, min_effect=min_effect)
+    for job in jobs:
+        if job.status == REJECTED:
+            print(f"[nin] {where}{job.name}: {job.error}")
     return keys, rows, baseline
 
 
 def make_report(out_dir: Path, title: str, jobs: Sequence[Job], fixed: dict[str, str] | None = None,
                 wanted: dict[str, str] | None = None, min_effect: float | None = None) -> list[Path]:
     """Write report.md, report.csv and the PNG plots into out_dir; returns their paths. Jobs that repeat a
-    (setting, seed) count once (`distinct`), and report.md says so; each job not used is named on the console."""
+    (setting, seed) count once (`distinct`); each job not used is named on the console."""
     jobs, duplicates = distinct(list(jobs))
     keys, rows, baseline = rows_of(jobs, wanted, min_effect)
-    say_not_used(jobs)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = write_plots(out_dir, rows, keys)
     md = write_markdown(out_dir / "report.md", title, jobs, rows, keys, plots, fixed, baseline, bool(wanted),
                         duplicates, min_effect)
     return [md, write_csv(out_dir / "report.csv", rows, keys, baseline), *plots]
-
-
-def say_not_used(jobs: Sequence[Job], where: str = "") -> None:
-    """A console line per job left out of the means (a value the report cannot trust, another shape)."""
-    for job in jobs:
-        if job.status == REJECTED:
-            print(f"[nin] {where}{job.name}: {job.error}")
 
 
 def compare_report(out_dir: Path, sweep_dirs: Sequence[Path], wanted: dict[str, str] | None) -> list[Path]:
@@ -73,8 +61,8 @@ def compare_report(out_dir: Path, sweep_dirs: Sequence[Path], wanted: dict[str, 
     sections: list[str] = []
     for sweep_dir in sweep_dirs:
         jobs, duplicates = distinct(read_sweep_dir(sweep_dir))
-        keys, rows, baseline = rows_of(jobs, wanted if wanted and set(wanted) <= set(group_keys(jobs)) else None)
-        say_not_used(jobs, f"{sweep_dir.name}/")
+        keys, rows, baseline = rows_of(jobs, wanted if wanted and set(wanted) <= set(group_keys(jobs)) else None,
+                                       where=f"{sweep_dir.name}/")
         best = pick_baseline(rows, None)
         cells = [fmt(best.mean[m], best.std[m], 4) for m in (COMPARED, "val/acc_best")] if best else ["-", "-"]
         summary.append(f"| {sweep_dir.name} | {', '.join(keys) or 'seed'} | {len(jobs)} | "
@@ -83,8 +71,8 @@ def compare_report(out_dir: Path, sweep_dirs: Sequence[Path], wanted: dict[str, 
                      *section(jobs, rows, keys, common_overrides(sweep_dir), baseline, bool(wanted), duplicates)]
         write_csv(csv_path, rows, keys, baseline, sweep=sweep_dir.name)
     md = out_dir / "report.md"
-    md.write_text("\n".join([f"# Ablation report: {len(sweep_dirs)} sweeps side by side", "", *summary, *sections,
-                             *plot_lines([])]) + "\n")
+    md.write_text("\n".join([f"# Ablation report: {len(sweep_dirs)} sweeps side by side", "", *summary, *sections])
+                  + "\n")
     return [md, csv_path]
 
 
@@ -132,9 +120,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Build the report and print where its files are. Bad input (no such sweep dir, no jobs, W&B unreadable,
-    a --baseline that names no setting) raises UserError; `python -m nin_lightning.report` prints it as one
-    line on stderr and exits with 2."""
+    """Build the report and print where its files are; bad input raises UserError (one line, exit code 2)."""
     args = parse_args(argv)
     wanted = parse_overrides(args.baseline) if args.baseline else None
     if args.publish:

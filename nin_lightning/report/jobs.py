@@ -1,15 +1,12 @@
-"""One record per job of a sweep, read from its job dir (metrics.json, .hydra/, history.csv) and multirun.yaml.
-
-A job resumed by hand (`python train.py resume=auto hydra.run.dir=JOB_DIR ...`, maybe with a larger
-trainer.max_epochs) rewrites its .hydra/overrides.yaml. So a job's setting is what the sweep launched it
-with: its dir name (`<num>_<override_dirname>`, conf/train.yaml) restricted to the keys that the sweep's
-multirun.yaml sweeps; the overrides that differ now are kept apart in `Job.changed`.
-"""
+"""One record per job of a sweep, read from its job dir (metrics.json, .hydra/, history.csv) and multirun.yaml,
+and which of its recorded values the report may compute with (docs/tracking.md)."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +15,6 @@ import yaml
 
 from nin_lightning.config.sweep import override_parser, read_multirun, swept_keys
 from nin_lightning.errors import UserError
-from nin_lightning.report.values import NEEDED, cell, vet
 from nin_lightning.rundir.history import read_history as read_history_rows
 from nin_lightning.rundir.layout import HISTORY_FILE, HYDRA_DIR, LOG_FILE, METRICS_FILE
 from nin_lightning.rundir.lock import is_locked
@@ -29,6 +25,9 @@ SIZE = ("params", "macs")  # the model's parameters and multiply-accumulates per
 DATA_SIZES = ("data/train_size", "data/val_size", "data/test_size")  # images per split (metrics.json)
 HISTORY_KEYS = ("epoch", "step", "epoch_time_s", "lr", "train/loss", "train/acc", "val/loss", "val/acc",
                 "val/acc_best")
+ACCURACIES = frozenset({"val/acc_best", "test/acc", "val/acc", "train/acc"})
+COUNTS = frozenset({"epochs", *SIZE, *DATA_SIZES})  # whole numbers
+NEEDED = ("test/acc", "epochs", "wall_time_s")  # what every completed job records (and val/acc_best, with a val split)
 OK, FAILED, INCOMPLETE = "completed", "failed", "incomplete"
 REJECTED = "rejected"  # completed, but a value the report needs cannot be trusted: left out of the means
 IGNORED = frozenset({"resume", "ckpt_path"})  # how a job was (re)started, never part of its setting
@@ -56,21 +55,38 @@ class Job:
         return self.status == OK
 
 
+def why_not(key: str, value: Any) -> str | None:
+    """Why VALUE cannot stand for KEY ('is true (a bool, not a number)', 'is 1.5, outside [0, 1]'), or None."""
+    if value is None:
+        return "is missing"
+    if isinstance(value, bool):
+        return f"is {str(value).lower()} (a bool, not a number)"
+    if isinstance(value, str):
+        return f"is {value!r} (text, not a number)"
+    if not isinstance(value, int | float):
+        return f"is {value!r} ({type(value).__name__}, not a number)"
+    if not math.isfinite(value):
+        return f"is {value} (not a finite number)"
+    if key in ACCURACIES and not 0.0 <= value <= 1.0:
+        return f"is {value:g}, outside [0, 1]"
+    if key not in ACCURACIES and value < 0:
+        return f"is {value:g}, below 0"
+    if key in COUNTS and value != int(value):
+        return f"is {value:g}, not a whole number"
+    return None
+
+
+def to_float(value: Any, key: str = "") -> float | None:
+    """A finite number (in KEY's range) as a float; None for blanks, bools, text, NaN, inf and anything else."""
+    return None if why_not(key, value) is not None else float(value)
+
+
 def normalise_status(status: Any) -> str:
     """completed / failed stay; anything else (interrupted, preempted, running, none) is incomplete."""
     text = str(status or "").lower()
     if text in (OK, "finished"):
         return OK
-    if text in (FAILED, "crashed"):
-        return FAILED
-    return INCOMPLETE
-
-
-def code_label(commit: Any, dirty: Any) -> str | None:
-    """'86d9b64' or '86d9b64+dirty' (the code a job ran, metrics.json's code/commit and code/dirty)."""
-    if not commit:
-        return None
-    return f"{str(commit)[:7]}{'+dirty' if str(dirty).lower() == 'true' else ''}"
+    return FAILED if text in (FAILED, "crashed") else INCOMPLETE
 
 
 def job_info(flat_config: dict[str, Any], commit: Any, dirty: Any,
@@ -79,8 +95,9 @@ def job_info(flat_config: dict[str, Any], commit: Any, dirty: Any,
     sizes = [(metrics or {}).get(k) for k in DATA_SIZES]
     images = " / ".join(f"{n:,.0f} {split}" for n, split in zip(sizes, ("train", "validation", "test"), strict=True)
                         ) if all(n is not None for n in sizes) else None
+    code = f"{str(commit)[:7]}{'+dirty' if str(dirty).lower() == 'true' else ''}" if commit else None
     info = {"dataset": flat_config.get("dataset.name"), "images": images,
-            "max_epochs": flat_config.get("trainer.max_epochs"), "code": code_label(commit, dirty)}
+            "max_epochs": flat_config.get("trainer.max_epochs"), "code": code}
     return {k: str(v) for k, v in info.items() if v is not None}
 
 
@@ -98,32 +115,27 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def parse_overrides(lines: list[str]) -> dict[str, str]:
-    """Hydra override lines ('model.dropout=0.5', '+x=1', 'scheduler=cosine') -> {key: value}, less IGNORED.
+    """Hydra override lines ('model.dropout=0.5', '+x=1') -> {key: value}, less IGNORED, in the normal form a sweep
+    writes into overrides.yaml (`false` -> `False`, `1e-4` -> `0.0001`): a command line and a job compare equal."""
+    from hydra.errors import HydraException
 
-    Values are in Hydra's normal form, the one a sweep writes into each job's overrides.yaml
-    (`false` -> `False`, `1e-4` -> `0.0001`), so that a command line and a job compare equal."""
     out: dict[str, str] = {}
-    for line in lines:
-        key, sep, value = str(line).partition("=")
-        if sep and key.lstrip("+~") not in IGNORED:
-            out[key.lstrip("+~")] = _normal_value(str(line), value)
+    for line in map(str, lines):
+        key, sep, value = line.partition("=")
+        if not sep or key.lstrip("+~") in IGNORED:
+            continue
+        try:
+            override = override_parser().parse_override(line)
+        except HydraException:  # unparsable text stays as it is
+            override = None
+        if override is not None and not override.is_sweep_override():
+            value = override.get_value_element_as_str()
+        out[key.lstrip("+~")] = value
     return out
 
 
-def _normal_value(line: str, value: str) -> str:
-    """VALUE as Hydra writes it in a job's overrides.yaml; VALUE itself for sweeps and unparsable text."""
-    from hydra.errors import HydraException
-
-    try:
-        override = override_parser().parse_override(line)
-    except HydraException:
-        return value
-    return value if override.is_sweep_override() else override.get_value_element_as_str()
-
-
 def parse_override_dirname(name: str) -> dict[str, str]:
-    """Hydra's override_dirname ('model.dropout=0.5,tags=[a,b],seed=2', also our W&B run names) -> {key: value};
-    {} for any other name."""
+    """Hydra's override_dirname ('model.dropout=0.5,tags=[a,b],seed=2', our W&B run names) -> {key: value}, or {}."""
     pairs = [part.partition("=") for part in _DIRNAME_SPLIT.split(name or "")]
     if not all(sep for _, sep, _ in pairs):
         return {}
@@ -148,7 +160,10 @@ def read_spec(sweep_dir: Path) -> SweepSpec | None:
 
 
 def setting_of(job_dir: Path, now: dict[str, str], spec: SweepSpec | None) -> tuple[dict[str, str], dict[str, str]]:
-    """(the setting the sweep launched the job with, the overrides changed since: {key: "old -> new"})."""
+    """(the setting the sweep launched the job with, the overrides changed since: {key: "old -> new"}).
+
+    A job resumed by hand rewrites its .hydra/overrides.yaml, so its setting is its dir name
+    (`<num>_<override_dirname>`) restricted to the keys that the sweep's multirun.yaml sweeps."""
     head, _, rest = job_dir.name.partition("_")
     launched = parse_override_dirname(rest) if head.isdigit() else {}
     if spec is None:  # no multirun.yaml: every override is part of the setting; only the dir name to compare with
@@ -164,10 +179,15 @@ def setting_of(job_dir: Path, now: dict[str, str], spec: SweepSpec | None) -> tu
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
-    """history.csv -> one dict per epoch with the numeric columns (blank cells dropped)."""
+    """history.csv -> one dict per epoch with the numeric columns in their range (blank cells dropped)."""
     out = []
     for row in read_history_rows(path):
-        clean = {k: cell(k, row.get(k)) for k in HISTORY_KEYS}
+        clean = {}
+        for key in HISTORY_KEYS:
+            try:
+                clean[key] = to_float(float(row[key]), key) if row.get(key) not in (None, "") else None
+            except (TypeError, ValueError):
+                clean[key] = None
         out.append({k: v for k, v in clean.items() if v is not None})
     return [r for r in out if "epoch" in r]
 
@@ -186,32 +206,24 @@ def _read_metrics(path: Path) -> dict[str, Any]:
     return data
 
 
-def needed_keys(flat_config: dict[str, Any]) -> tuple[str, ...]:
-    """What a completed job must record: NEEDED, and val/acc_best unless it ran without a validation split."""
-    return (*NEEDED, *(() if str(flat_config.get("dataset.val_size")) in ("0", "0.0") else ("val/acc_best",)))
-
-
-def vet_job(status: str, error: str | None, raw: dict[str, Any], flat_config: dict[str, Any]
+def vet_job(status: str, error: str | None, raw: Mapping[str, Any], flat_config: dict[str, Any]
             ) -> tuple[str, str | None, dict[str, float | None]]:
-    """(status, error, metrics): the metrics the report may use (values.vet). A completed job with a value it
-    cannot use, or without one it needs, is REJECTED, and its error says which and why."""
-    keys = (*METRICS, *SIZE, *DATA_SIZES)
-    metrics, problems = vet(raw, keys, needed_keys(flat_config) if status == OK else ())
+    """(status, error, metrics): the metrics the report may use. A completed job with a value it cannot use, or
+    without one it needs (NEEDED; val/acc_best with a validation split), is REJECTED; its error says why."""
+    needed = (*NEEDED, *(() if str(flat_config.get("dataset.val_size")) in ("0", "0.0") else ("val/acc_best",)))
+    metrics: dict[str, float | None] = {}
+    problems = []
+    for key in (*METRICS, *SIZE, *DATA_SIZES):
+        problem = why_not(key, raw.get(key))
+        metrics[key] = float(raw[key]) if problem is None else None
+        if problem is not None and (raw.get(key) is not None or (status == OK and key in needed)):
+            problems.append(f"{key} {problem}")
     if not problems:
         return status, error, metrics
     why = "; ".join(problems)
     if status == OK:
         return REJECTED, f"not used: {why}", metrics
     return status, f"{error}; {why}" if error else why, metrics
-
-
-def _last_error(log: Path) -> str | None:
-    """The last `error:` line of a job's train.log (a job that failed before it wrote metrics.json)."""
-    try:
-        lines = [ln for ln in log.read_text(errors="replace").splitlines() if "error: " in ln]
-    except OSError:
-        return None
-    return lines[-1].split("error: ", 1)[1].strip() if lines else None
 
 
 def _status(job_dir: Path, raw: dict[str, Any]) -> tuple[str, str | None]:
@@ -221,8 +233,12 @@ def _status(job_dir: Path, raw: dict[str, Any]) -> tuple[str, str | None]:
         where = f"process {raw.get('pid')} on host {raw.get('host')}"
         alive = is_locked(job_dir)
         error = f"running ({where})" if alive else f"stopped while running ({where}); resume it with resume=auto"
-    elif not raw:
-        error = _last_error(job_dir / LOG_FILE)
+    elif not raw:  # no metrics.json: the last `error:` line of train.log, if the job failed before writing it
+        try:
+            lines = [ln for ln in (job_dir / LOG_FILE).read_text(errors="replace").splitlines() if "error: " in ln]
+        except OSError:
+            lines = []
+        error = lines[-1].split("error: ", 1)[1].strip() if lines else None
         status = FAILED if error else status
     return status, error
 
@@ -243,7 +259,7 @@ def read_job(job_dir: Path, spec: SweepSpec | None = None) -> Job:
             problems.append(f"{job_dir / name} is unreadable ({type(exc).__name__}: {why})")
             got[what] = None
     lines = got["overrides"] if isinstance(got["overrides"], list) else []
-    overrides, changed = setting_of(job_dir, parse_overrides([str(o) for o in lines]), spec)
+    overrides, changed = setting_of(job_dir, parse_overrides(lines), spec)
     config, raw = got["config"] if isinstance(got["config"], dict) else {}, got["metrics"] or {}
     seed = raw.get("seed", config.get("seed"))
     if "seed" not in overrides and seed is not None:
@@ -281,12 +297,6 @@ def _job_order(path: Path) -> tuple[int, str]:
     return (int(head) if head.isdigit() else 1 << 30, path.name)
 
 
-def job_dirs(sweep_dir: Path) -> list[Path]:
-    """The sweep's job dirs (those Hydra wrote a .hydra/ into), in job order."""
-    dirs = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / HYDRA_DIR).is_dir()]
-    return sorted(dirs, key=_job_order)
-
-
 def common_overrides(sweep_dir: Path) -> dict[str, str]:
     """The command line's overrides that every job of the sweep shares ({} without a multirun.yaml)."""
     spec = read_spec(sweep_dir)
@@ -298,7 +308,7 @@ def read_sweep_dir(sweep_dir: Path) -> list[Job]:
     hint = "give a sweep dir (hydra.sweep.dir of `python train.py -m ...`, e.g. outputs/sweeps/dropout_<timestamp>)"
     if not sweep_dir.is_dir():
         raise UserError(f"{sweep_dir}: no such directory; {hint}")
-    dirs = job_dirs(sweep_dir)
+    dirs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and (p / HYDRA_DIR).is_dir()), key=_job_order)
     if not dirs and (sweep_dir / HYDRA_DIR).is_dir():
         raise UserError(f"{sweep_dir}: one job's dir, not a sweep dir; give its parent, {sweep_dir.parent}")
     if not dirs:

@@ -11,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from nin_lightning.report.table import Row, sort_key
+from nin_lightning.report.table import Row, label, sort_key
 
 PLOT_METRICS = ("val/acc_best", "test/acc")
 CURVES = (("val/acc", "validation accuracy"), ("train/loss", "training loss"))
@@ -23,11 +23,6 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_") or "setting"
 
 
-def label(setting: dict[str, str], skip: str | None = None) -> str:
-    """'model.dropout=0.5 optimizer.lr=0.1' (the setting, less one key)."""
-    return " ".join(f"{k}={v}" for k, v in setting.items() if k != skip) or "all"
-
-
 def _positions(values: Sequence[str]) -> tuple[dict[str, float], bool]:
     """x positions: the numbers themselves when all values are numeric, else 0, 1, 2, ... (categorical)."""
     ordered = sorted(set(values), key=sort_key)
@@ -37,8 +32,7 @@ def _positions(values: Sequence[str]) -> tuple[dict[str, float], bool]:
 
 
 def _lines(rows: Sequence[Row], param: str) -> dict[str, list[Row]]:
-    """One line per setting of the other swept keys; a single series when every line would be one point
-    (e.g. an Optuna search, where no two trials share a setting)."""
+    """One line per setting of the other swept keys; a single series when every line would be one point."""
     lines: dict[str, list[Row]] = {}
     for row in rows:
         lines.setdefault(label(row.setting, skip=param), []).append(row)
@@ -69,10 +63,8 @@ def plot_param(path: Path, rows: Sequence[Row], param: str) -> Path:
     return _save(fig, path)
 
 
-def plot_curves(path: Path, rows: Sequence[Row]) -> Path | None:
+def plot_curves(path: Path, rows: Sequence[Row]) -> Path:
     """Validation accuracy and training loss per epoch, one line (mean, ± std band) per setting."""
-    if not any(job.history for row in rows for job in row.jobs):
-        return None
     fig, axes = _figure(len(CURVES))
     for ax, (key, title) in zip(axes, CURVES, strict=True):
         for row in rows:
@@ -81,11 +73,8 @@ def plot_curves(path: Path, rows: Sequence[Row]) -> Path | None:
     return _save(fig, path)
 
 
-def plot_train_val(path: Path, rows: Sequence[Row]) -> Path | None:
-    """Training (dashed) and validation (solid) accuracy and loss per epoch, one colour per setting, mean and
-    ± std band over seeds: where a setting overfits, or has not converged."""
-    if not any(job.history for row in rows for job in row.jobs):
-        return None
+def plot_train_val(path: Path, rows: Sequence[Row]) -> Path:
+    """Training (dashed) and validation (solid) accuracy and loss per epoch, one colour per setting."""
     fig, axes = _figure(len(TRAIN_VAL))
     for ax, (name, title) in zip(axes, TRAIN_VAL, strict=True):
         for row in rows:
@@ -130,6 +119,7 @@ def _save(fig: Figure, path: Path) -> Path:
 def write_plots(out_dir: Path, rows: Sequence[Row], keys: Sequence[str]) -> list[Path]:
     """metric_vs_<param>.png for each swept parameter, learning_curves.png and curves_train_val.png."""
     out = [plot_param(out_dir / f"metric_vs_{safe_name(k)}.png", rows, k) for k in keys]
-    curves = [plot_curves(out_dir / "learning_curves.png", rows),
-              plot_train_val(out_dir / "curves_train_val.png", rows)]
-    return out + [c for c in curves if c]
+    if any(job.history for row in rows for job in row.jobs):
+        out += [plot_curves(out_dir / "learning_curves.png", rows),
+                plot_train_val(out_dir / "curves_train_val.png", rows)]
+    return out

@@ -1,7 +1,4 @@
-"""Is a setting's difference to the baseline real? The difference of the means over seeds, its 95 %
-confidence interval and Welch's t-test p-value (scipy.stats.ttest_ind, equal_var=False: the settings'
-seed-to-seed spreads need not be equal); the same paired by seed (scipy.stats.ttest_rel); and how many
-seeds per setting a two-sided test at alpha 0.05 needs for 80 % power (the noncentral t distribution)."""
+"""Is a setting's difference to the baseline real? Welch's and the paired t-test, seeds for 80 % power."""
 
 from __future__ import annotations
 
@@ -43,16 +40,22 @@ def welch(values: Sequence[float], baseline: Sequence[float]) -> Difference:
                                      f"need {MIN_SEEDS} each)")
     if statistics.pvariance(values) == 0 and statistics.pvariance(baseline) == 0:
         return Difference(diff, note="no seed-to-seed spread on either side")
+    note = f"few seeds (n={len(values)} vs {len(baseline)})" if min(len(values), len(baseline)) < FEW_SEEDS else ""
+    return _tested(diff, "ttest_ind", (values, baseline), {"equal_var": False}, "the t-test", note)
+
+
+def _tested(diff: float, test: str, samples: tuple[Sequence[float], Sequence[float]], options: dict[str, bool],
+            name: str, note: str) -> Difference:
+    """DIFF with the CI and p-value of scipy.stats.TEST (ttest_ind or ttest_rel) on SAMPLES."""
     from scipy import stats
 
     with warnings.catch_warnings():  # nearly identical values: scipy warns, the result is still defined
         warnings.simplefilter("ignore", RuntimeWarning)
-        result = stats.ttest_ind(values, baseline, equal_var=False)
+        result = getattr(stats, test)(*samples, **options)
         interval = result.confidence_interval(CONFIDENCE)
     p, low, high = float(result.pvalue), float(interval.low), float(interval.high)
     if not all(map(math.isfinite, (p, low, high))):
-        return Difference(diff, note="the t-test is undefined for these values")
-    note = f"few seeds (n={len(values)} vs {len(baseline)})" if min(len(values), len(baseline)) < FEW_SEEDS else ""
+        return Difference(diff, note=f"{name} is undefined for these values")
     return Difference(diff, low, high, p, note)
 
 
@@ -68,23 +71,14 @@ def paired(values: dict[str, float], baseline: dict[str, float]) -> Difference:
         return Difference(None, note=f"too few shared seeds to pair (n={len(seeds)}; need {MIN_SEEDS})")
     if statistics.pvariance([a - b for a, b in zip(x, y, strict=True)]) == 0:
         return Difference(diff, note="no spread in the paired differences")
-    from scipy import stats
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        result = stats.ttest_rel(x, y)
-        interval = result.confidence_interval(CONFIDENCE)
-    p, low, high = float(result.pvalue), float(interval.low), float(interval.high)
-    if not all(map(math.isfinite, (p, low, high))):
-        return Difference(diff, note="the paired t-test is undefined for these values")
-    return Difference(diff, low, high, p, f"few shared seeds (n={len(seeds)})" if len(seeds) < FEW_SEEDS else "")
+    note = f"few shared seeds (n={len(seeds)})" if len(seeds) < FEW_SEEDS else ""
+    return _tested(diff, "ttest_rel", (x, y), {}, "the paired t-test", note)
 
 
 def power(effect: float, n: int, paired_sd: float | None = None, sds: tuple[float, float] | None = None,
           alpha: float = ALPHA) -> float:
-    """The power of a two-sided t-test at level ALPHA to find a true difference EFFECT with N seeds per setting:
-    paired (PAIRED_SD: the sd of the per-seed differences; df n-1) or Welch's (SDS: each setting's sd over seeds;
-    Welch-Satterthwaite df). From the noncentral t distribution (scipy.stats.nct)."""
+    """The power of a two-sided t-test at level ALPHA to find EFFECT with N seeds per setting (scipy.stats.nct):
+    paired (PAIRED_SD: the sd of the per-seed differences) or Welch's (SDS: each setting's sd over seeds)."""
     from scipy import stats
 
     if paired_sd is not None:
@@ -122,16 +116,15 @@ def seeds_for(values: dict[str, float], baseline: dict[str, float], use_paired: 
         diffs = [values[s] - baseline[s] for s in values if s in baseline]
         if len(diffs) < MIN_SEEDS:
             return None, "too few shared seeds to estimate the spread"
-        effect = min_effect or statistics.fmean(diffs)
-        n = seeds_needed(effect, paired_sd=statistics.stdev(diffs))
-        spread = statistics.stdev(diffs)
+        effect, spread = min_effect or statistics.fmean(diffs), statistics.stdev(diffs)
+        n = seeds_needed(effect, paired_sd=spread)
     else:
         x, y = list(values.values()), list(baseline.values())
         if min(len(x), len(y)) < MIN_SEEDS:
             return None, "too few seeds to estimate the spread"
         effect = min_effect or statistics.fmean(x) - statistics.fmean(y)
-        n = seeds_needed(effect, sds=(statistics.stdev(x), statistics.stdev(y)))
-        spread = max(statistics.stdev(x), statistics.stdev(y))
+        sds = (statistics.stdev(x), statistics.stdev(y))
+        n, spread = seeds_needed(effect, sds=sds), max(sds)
     if n is not None:
         return n, ""
     if not effect:

@@ -17,9 +17,7 @@ from nin_lightning.report.jobs import read_sweep_dir
 
 
 class SweepSummary(Callback):
-    """At the end of a sweep: one line with its jobs' outcomes and the command for its table and plots.
-
-    Registered at exit, because Hydra skips `on_multirun_end` when a job failed, when it matters most."""
+    """At a sweep's end, its summary: registered at exit, as Hydra skips `on_multirun_end` when a job failed."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))

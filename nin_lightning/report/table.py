@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nin_lightning.errors import UserError
-from nin_lightning.report.jobs import DATA_SIZES, FAILED, METRICS, REJECTED, SIZE, Job
+from nin_lightning.report.jobs import DATA_SIZES, FAILED, METRICS, OK, REJECTED, SIZE, Job
 from nin_lightning.report.stats import ALPHA, CONFIDENCE, POWER, Difference, paired, seeds_for, still_improving, welch
 
 SEED = "seed"
@@ -25,6 +25,15 @@ SHAPE_KEYS = ("dataset.name", "dataset.split", "dataset.val_size", "dataset.spli
 # ... and what else makes two jobs of the same seed start from other weights or see the data in another order:
 # a setting that differs from the baseline in one of these is not paired with it by seed.
 ORDER_KEYS = ("model.init", "model.init_std", "dataset.batch_size", "trainer.devices", "trainer.num_nodes")
+MARKS = {"failed": "FAILED", "rejected": "NOT USED", "incomplete": "incomplete", "changed": "changed"}
+
+
+def tally(jobs: Sequence[Job]) -> dict[str, int]:
+    """Jobs per outcome: ok, failed, rejected, incomplete (the rest) and changed (resumed by hand)."""
+    counts = Counter(j.status for j in jobs)
+    done = counts[OK] + counts[FAILED] + counts[REJECTED]
+    return {"ok": counts[OK], "failed": counts[FAILED], "rejected": counts[REJECTED],
+            "incomplete": len(jobs) - done, "changed": sum(bool(j.changed) for j in jobs)}
 
 
 @dataclass
@@ -40,6 +49,7 @@ class Row:
     seeds_needed: int | None = None  # seeds per setting for 80 % power (stats.seeds_for)
     needed_note: str = ""  # why there is no seeds_needed
     improving: bool | None = None  # the mean validation accuracy reached a new best in the last epochs
+
     def values(self, metric: str) -> list[float]:
         """METRIC of each completed job (one per seed)."""
         return [v for j in self.jobs if j.ok and (v := j.metrics.get(metric)) is not None]
@@ -61,42 +71,14 @@ class Row:
         return epochs, means, stds
 
     @property
-    def n_ok(self) -> int:
-        return sum(j.ok for j in self.jobs)
-
-    @property
-    def n_failed(self) -> int:
-        return sum(j.status == FAILED for j in self.jobs)
-
-    @property
-    def n_rejected(self) -> int:
-        return sum(j.status == REJECTED for j in self.jobs)
-
-    @property
-    def n_incomplete(self) -> int:
-        return len(self.jobs) - self.n_ok - self.n_failed - self.n_rejected
-
-    @property
-    def n_changed(self) -> int:
-        return sum(bool(j.changed) for j in self.jobs)
-
-    @property
-    def seeds(self) -> list[str]:
-        return [j.overrides.get(SEED, "") for j in self.jobs if j.ok]
+    def n(self) -> dict[str, int]:
+        """The jobs per outcome (`tally`)."""
+        return tally(self.jobs)
 
     def jobs_note(self) -> str:
-        """'2 ok' or '1 ok, 1 FAILED, 1 NOT USED, 1 incomplete, 1 changed' (failed, rejected, incomplete and
-        changed jobs marked)."""
-        parts = [f"{self.n_ok} ok"]
-        if self.n_failed:
-            parts.append(f"{self.n_failed} FAILED")
-        if self.n_rejected:
-            parts.append(f"{self.n_rejected} NOT USED")
-        if self.n_incomplete:
-            parts.append(f"{self.n_incomplete} incomplete")
-        if self.n_changed:
-            parts.append(f"{self.n_changed} changed")
-        return ", ".join(parts)
+        """'2 ok' or '1 ok, 1 FAILED, 1 NOT USED, 1 incomplete, 1 changed'."""
+        n = self.n
+        return ", ".join([f"{n['ok']} ok", *(f"{n[key]} {mark}" for key, mark in MARKS.items() if n[key])])
 
 
 def sort_key(value: str) -> tuple[int, float, str]:
@@ -107,16 +89,10 @@ def sort_key(value: str) -> tuple[int, float, str]:
         return (1, 0.0, value)
 
 
-def swept_keys(jobs: Sequence[Job]) -> list[str]:
-    """Override keys whose value differs between jobs (a key missing in a job counts as a value)."""
-    keys = sorted({k for j in jobs for k in j.overrides})
+def group_keys(jobs: Sequence[Job]) -> list[str]:
+    """The override keys whose value differs between jobs (a missing key counts as a value), less the seed."""
+    keys = sorted({k for j in jobs for k in j.overrides} - {SEED})
     return [k for k in keys if len({j.overrides.get(k, "") for j in jobs}) > 1]
-
-
-def _summary(values: list[float]) -> tuple[float | None, float | None]:
-    if not values:
-        return None, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 def shape_of(job: Job, key: str) -> str | None:
@@ -125,23 +101,19 @@ def shape_of(job: Job, key: str) -> str | None:
     return None if value is None else str(value)
 
 
-def _reference(values: list[str], sweep_wide: Counter[str]) -> str:
-    """The most common value; a tie goes to the one most common in the whole sweep, then to the first."""
-    counts = Counter(values)
-    return max(counts, key=lambda v: (counts[v], sweep_wide[v], -values.index(v)))
-
-
 def set_apart(groups: dict[tuple[str, ...], list[Job]]) -> None:
-    """Never pool other data or another model: a completed job whose dataset or model shape (SHAPE_KEYS)
-    differs from the rest of its setting's completed jobs is marked REJECTED (named, and left out of the means)."""
+    """Mark REJECTED each completed job whose dataset or model shape (SHAPE_KEYS) is not the one most common in its
+    setting (a tie: the most common in the sweep, then the first): other data or another model is never pooled."""
     done = [j for group in groups.values() for j in group if j.ok]
     for key in SHAPE_KEYS:
         sweep_wide = Counter(v for j in done if (v := shape_of(j, key)) is not None)
         for group in groups.values():
             known = [(j, v) for j in group if j.ok and (v := shape_of(j, key)) is not None]
-            if len({v for _, v in known}) < 2:
+            values = [v for _, v in known]
+            counts = Counter(values)
+            if len(counts) < 2:
                 continue
-            ref = _reference([v for _, v in known], sweep_wide)
+            ref = max(counts, key=lambda v: (counts[v], sweep_wide[v], -values.index(v)))
             for job, value in known:
                 if value != ref:
                     job.status = REJECTED
@@ -160,24 +132,24 @@ def aggregate(jobs: Sequence[Job], keys: Sequence[str]) -> list[Row]:
     for values in sorted(groups, key=lambda vs: [sort_key(v) for v in vs]):
         row = Row(setting=dict(zip(keys, values, strict=True)), jobs=groups[values])
         for metric in METRICS:
-            row.mean[metric], row.std[metric] = _summary(row.values(metric))
+            done = row.values(metric)
+            row.mean[metric] = statistics.fmean(done) if done else None
+            row.std[metric] = statistics.stdev(done) if len(done) > 1 else None
         for size in SIZE:  # the same in every job of a setting (a job that failed early still knows its model)
-            known = [v for j in row.jobs if (v := j.metrics.get(size)) is not None]
-            row.mean[size] = known[0] if known else None
+            row.mean[size] = next((v for j in row.jobs if (v := j.metrics.get(size)) is not None), None)
         row.improving = still_improving(row.curve(CONVERGENCE)[1])
         rows.append(row)
     return rows
 
 
-def label(setting: dict[str, str]) -> str:
-    """'model.dropout=0.5 optimizer.lr=0.1', or 'all' for a sweep of seeds only."""
-    return " ".join(f"{k}={v}" for k, v in setting.items()) or "all"
+def label(setting: dict[str, str], skip: str | None = None) -> str:
+    """'model.dropout=0.5 optimizer.lr=0.1' (less the key SKIP), or 'all' for a sweep of seeds only."""
+    return " ".join(f"{k}={v}" for k, v in setting.items() if k != skip) or "all"
 
 
 def pick_baseline(rows: Sequence[Row], wanted: dict[str, str] | None, metric: str = COMPARED) -> Row | None:
-    """The row that WANTED ({key: value}, from --baseline) names; by default the best mean METRIC.
-
-    Raises UserError when WANTED names a key that is not swept, or matches no row or several."""
+    """The row that WANTED ({key: value}, from --baseline) names (UserError unless exactly one); by default the
+    best mean METRIC."""
     if not wanted:
         scored = [r for r in rows if r.mean.get(metric) is not None]
         return max(scored, key=lambda r: r.mean[metric]) if scored else None
@@ -209,15 +181,14 @@ def pairing_problem(row: Row, baseline: Row) -> str | None:
 
 def compare_to(rows: Sequence[Row], baseline: Row | None, metric: str = COMPARED,
                min_effect: float | None = None) -> None:
-    """Each row's difference to BASELINE in METRIC over seeds: Welch's (stats.welch) and, when the row can be
-    paired with the baseline by seed, the paired one (stats.paired); the seeds needed for 80 % power at
-    MIN_EFFECT (or at the observed difference)."""
+    """Each row's difference to BASELINE in METRIC over seeds: Welch's and, when the row can be paired with the
+    baseline by seed, the paired one; the seeds needed for 80 % power at MIN_EFFECT (or the observed difference)."""
     for row in rows:
         row.diff = row.paired = row.seeds_needed = None
         if baseline is None or row is baseline:
             continue
         row.diff = welch(row.values(metric), baseline.values(metric))
-        problem = pairing_problem(row, baseline) if row.n_ok and baseline.n_ok else None
+        problem = pairing_problem(row, baseline) if row.n["ok"] and baseline.n["ok"] else None
         row.paired = Difference(None, note=f"not paired: differs in {problem}") if problem else \
             paired(row.by_seed(metric), baseline.by_seed(metric))
         row.seeds_needed, row.needed_note = seeds_for(
@@ -242,13 +213,10 @@ def fmt_count(value: float | None) -> str:
 
 
 def diff_cells(row: Row, baseline: Row | None, d: Difference | None) -> list[str]:
-    """Δ, 95 % CI and p of D (ROW's Welch or paired difference): 'baseline' on the baseline's row, '-' where
-    there are too few seeds to say (or, paired, where the row cannot be paired)."""
-    if baseline is None:
-        return ["-", "-", "-"]
+    """Δ, 95 % CI and p of D (ROW's Welch or paired difference); '-' where there are too few seeds to say."""
     if row is baseline:
         return ["baseline", "", ""]
-    if d is None or d.diff is None:
+    if baseline is None or d is None or d.diff is None:
         return ["-", "-", "-"]
     if not d.tested:
         return [f"{d.diff:+.4f}", "-", "-"]
@@ -262,7 +230,7 @@ def markdown_table(rows: Sequence[Row], keys: Sequence[str], baseline: Row | Non
             "epochs", "wall_time_s (this machine)", "jobs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        cells = [*(row.setting.values() if keys else ["all"]), str(row.n_ok)]
+        cells = [*(row.setting.values() if keys else ["all"]), str(row.n["ok"])]
         cells += [fmt(row.mean[m], row.std[m], DIGITS[m]) for m in METRICS[:2]]
         cells += diff_cells(row, baseline, row.diff) + diff_cells(row, baseline, row.paired)
         cells.append("" if row is baseline else "-" if row.seeds_needed is None else str(row.seeds_needed))
@@ -283,13 +251,11 @@ def header_lines(jobs: Sequence[Job], keys: Sequence[str], fixed: dict[str, str]
                  chosen: bool) -> list[str]:
     """What was compared, with what held fixed (dataset, epochs, common overrides, code), against what."""
     seeds = sorted({j.overrides.get(SEED, "") for j in jobs} - {""}, key=sort_key)
-    lines = [f"- **Compared**: {', '.join(keys) or 'nothing but the seed'}; over seeds {', '.join(seeds) or '-'}"]
-    facts = [f"{name} {value}" for name, key in (("dataset", "dataset"), ("max epochs", "max_epochs"),
-                                                 ("code", "code"))
+    facts = [f"{name} {value}" for name, key in (("dataset", "dataset"), ("max epochs", "max_epochs"), ("code", "code"))
              if (value := _shared(jobs, key)) is not None]
-    lines.append(f"- **Fixed**: {'; '.join(facts) or '-'}")
-    images = _shared(jobs, "images") or "not recorded (runs without data/*_size in metrics.json)"
-    lines.append(f"- **Images**: {images}")
+    lines = [f"- **Compared**: {', '.join(keys) or 'nothing but the seed'}; over seeds {', '.join(seeds) or '-'}",
+             f"- **Fixed**: {'; '.join(facts) or '-'}",
+             f"- **Images**: {_shared(jobs, 'images') or 'not recorded (runs without data/*_size in metrics.json)'}"]
     if fixed:
         lines.append("- **Common overrides**: " + " ".join(f"`{k}={v}`" for k, v in fixed.items()))
     lines.append("- **Wall time** (`wall_time_s`): measured on this machine under its load at the time; a record, "
@@ -341,98 +307,80 @@ def note_lines(rows: Sequence[Row], baseline: Row | None, min_effect: float | No
     return lines
 
 
-def problem_lines(jobs: Sequence[Job], rejected: bool = False) -> list[str]:
-    """A bullet per failed or incomplete job (REJECTED: per job not used), with its error."""
-    return [f"- `{j.name}`: **{j.status}**" + (f": {j.error}" if j.error else "") for j in jobs
-            if not j.ok and (j.status == REJECTED) == rejected]
-
-
-def changed_lines(jobs: Sequence[Job]) -> list[str]:
-    """A bullet per job whose overrides changed since the sweep launched it (resume, longer trainer.max_epochs)."""
-    return [f"- `{j.name}`: " + ", ".join(f"{k} {v}" for k, v in j.changed.items()) for j in jobs if j.changed]
-
-
-def markdown(title: str, jobs: Sequence[Job], rows: Sequence[Row], keys: Sequence[str], plots: Sequence[Path],
-             fixed: dict[str, str] | None = None, baseline: Row | None = None, chosen: bool = False,
-             duplicates: Sequence[str] = (), min_effect: float | None = None) -> str:
-    """The whole report.md."""
-    body = section(jobs, rows, keys, fixed or {}, baseline, chosen, duplicates, min_effect)
-    return "\n".join([f"# Ablation report: {title}", "", *body, *plot_lines(plots)]) + "\n"
-
-
 def section(jobs: Sequence[Job], rows: Sequence[Row], keys: Sequence[str], fixed: dict[str, str],
             baseline: Row | None, chosen: bool, duplicates: Sequence[str] = (), min_effect: float | None = None
             ) -> list[str]:
     """A sweep's header, table, notes, problems and changed jobs (report.md; one per sweep with --compare)."""
-    n_failed = sum(j.status == FAILED for j in jobs)
-    n_ok = sum(j.ok for j in jobs)
-    n_rejected = sum(j.status == REJECTED for j in jobs)
-    not_used = f", {n_rejected} not used (see below)" if n_rejected else ""
+    n = tally(jobs)
+    not_used = f", {n['rejected']} not used (see below)" if n["rejected"] else ""
     lines = [
         *header_lines(jobs, keys, fixed, baseline, chosen),
         "",
         *fixed_settings(jobs, keys),
         "",
-        f"{len(jobs)} jobs: {n_ok} completed, {n_failed} failed, {len(jobs) - n_ok - n_failed - n_rejected} "
-        f"incomplete{not_used}. Swept: {', '.join(keys) or 'nothing but the seed'}; each cell is mean ± std "
-        "(sample) over the seeds of the completed jobs; `seeds` counts them.",
+        f"{len(jobs)} jobs: {n['ok']} completed, {n['failed']} failed, {n['incomplete']} incomplete{not_used}. "
+        f"Swept: {', '.join(keys) or 'nothing but the seed'}; each cell is mean ± std (sample) over the seeds of "
+        "the completed jobs; `seeds` counts them.",
         "",
         markdown_table(rows, keys, baseline),
     ]
     notes = note_lines(rows, baseline, min_effect)
     if notes:
         lines += ["", *notes]
-    rejected = problem_lines(jobs, rejected=True)
-    if rejected:
-        lines += ["", "### Not used: values the report cannot trust", "",
-                  "Completed, but with a metric that is missing, not a finite number or out of its range, an "
-                  "unreadable metrics.json, or another dataset or model shape than the rest of the setting: left out "
-                  "of every mean, test and plot.", "", *rejected]
-    problems = problem_lines(jobs)
-    if problems:
-        lines += ["", "### Failed or incomplete jobs", "", *problems]
-    changed = changed_lines(jobs)
-    if changed:
-        lines += ["", "### Changed after the sweep", "",
-                  "Resumed or extended by hand (their .hydra/overrides.yaml differs from the sweep's); each stays "
-                  "in the row of the setting it was launched with, its metrics are those it ended with.",
-                  "", *changed]
-    if duplicates:
-        lines += ["", "### Duplicates", "", "Job dirs with the same setting and seed (e.g. a sweep launched twice "
-                  "into new dirs) are one run: the completed one counts, once.", "", *(f"- {d}" for d in duplicates)]
+    not_ok = [(j, f"- `{j.name}`: **{j.status}**" + (f": {j.error}" if j.error else "")) for j in jobs if not j.ok]
+    blocks = [
+        ("### Not used: values the report cannot trust",
+         "Completed, but with a metric that is missing, not a finite number or out of its range, an unreadable "
+         "metrics.json, or another dataset or model shape than the rest of the setting: left out of every mean, "
+         "test and plot.", [line for j, line in not_ok if j.status == REJECTED]),
+        ("### Failed or incomplete jobs", "", [line for j, line in not_ok if j.status != REJECTED]),
+        ("### Changed after the sweep",
+         "Resumed or extended by hand (their .hydra/overrides.yaml differs from the sweep's); each stays in the row "
+         "of the setting it was launched with, its metrics are those it ended with.",
+         [f"- `{j.name}`: " + ", ".join(f"{k} {v}" for k, v in j.changed.items()) for j in jobs if j.changed]),
+        ("### Duplicates", "Job dirs with the same setting and seed (e.g. a sweep launched twice into new dirs) are "
+         "one run: the completed one counts, once.", [f"- {d}" for d in duplicates]),
+    ]
+    for heading, intro, bullets in blocks:
+        if bullets:
+            lines += ["", heading, "", *([intro, ""] if intro else []), *bullets]
     return lines
 
 
-def plot_lines(plots: Sequence[Path]) -> list[str]:
-    return ["", "## Plots", "", *(f"![{p.stem}]({p.name})" for p in plots)] if plots else []
+def write_markdown(path: Path, title: str, jobs: Sequence[Job], rows: Sequence[Row], keys: Sequence[str],
+                   plots: Sequence[Path], fixed: dict[str, str] | None = None, baseline: Row | None = None,
+                   chosen: bool = False, duplicates: Sequence[str] = (), min_effect: float | None = None) -> Path:
+    """report.md."""
+    body = section(jobs, rows, keys, fixed or {}, baseline, chosen, duplicates, min_effect)
+    images = ["", "## Plots", "", *(f"![{p.stem}]({p.name})" for p in plots)] if plots else []
+    path.write_text("\n".join([f"# Ablation report: {title}", "", *body, *images]) + "\n")
+    return path
 
 
 def write_csv(path: Path, rows: Sequence[Row], keys: Sequence[str], baseline: Row | None = None,
               sweep: str | None = None) -> Path:
-    """report.csv: the table with separate mean and std columns, job counts (n_changed: resumed by hand;
-    n_rejected: not used), params, MACs and the difference to the baseline (is_baseline, diff, ci_low, ci_high,
-    p_welch, note; paired: diff_paired, ci_low_paired, ci_high_paired, p_paired, note_paired), seeds_needed and
-    still_improving. With SWEEP (--compare), rows are appended under a leading `sweep` column."""
-    metric_cols = [f"{m}_{stat}" for m in METRICS for stat in ("mean", "std")]
+    """report.csv: the table, mean and std in columns of their own; with SWEEP (--compare), rows are appended
+    under a leading `sweep` column."""
     diff_cols = ["is_baseline", f"{COMPARED}_diff", "ci_low", "ci_high", "p_welch", "note", "diff_paired",
                  "ci_low_paired", "ci_high_paired", "p_paired", "note_paired", "seeds_needed", "still_improving"]
+    lead = [] if sweep is None else [sweep]
     new_file = sweep is None or not path.exists()
     with path.open("w" if sweep is None else "a", newline="") as fh:
         writer = csv.writer(fh)
         if new_file:
-            writer.writerow([*(["sweep"] if sweep is not None else []), *keys, "n_seeds", "n_jobs", "n_failed",
-                             "n_incomplete", "n_changed", "seeds", *metric_cols, *SIZE, *diff_cols, "n_rejected"])
+            writer.writerow([*(["sweep"] if lead else []), *keys, "n_seeds", "n_jobs", "n_failed", "n_incomplete",
+                             "n_changed", "seeds", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")), *SIZE,
+                             *diff_cols, "n_rejected"])
         for row in rows:
-            stats = [row.mean[m] if s == "mean" else row.std[m] for m in METRICS for s in ("mean", "std")]
-            d, pd = row.diff or Difference(None), row.paired or Difference(None)
-            writer.writerow([*([sweep] if sweep is not None else []), *row.setting.values(), row.n_ok,
-                             len(row.jobs), row.n_failed, row.n_incomplete, row.n_changed, " ".join(row.seeds),
-                             *(_num(v) for v in stats), *(_int(row.mean[m]) for m in SIZE),
-                             int(row is baseline),
+            n, d, pd = row.n, row.diff or Difference(None), row.paired or Difference(None)
+            seeds = " ".join(j.overrides.get(SEED, "") for j in row.jobs if j.ok)
+            writer.writerow([*lead, *row.setting.values(), n["ok"], len(row.jobs), n["failed"], n["incomplete"],
+                             n["changed"], seeds, *(_num(v) for m in METRICS for v in (row.mean[m], row.std[m])),
+                             *(_int(row.mean[m]) for m in SIZE), int(row is baseline),
                              *(_num(v) for v in (d.diff, d.low, d.high, d.p)), d.note,
                              *(_num(v) for v in (pd.diff, pd.low, pd.high, pd.p)), pd.note,
                              _int(row.seeds_needed), "" if row.improving is None else str(row.improving).lower(),
-                             row.n_rejected])
+                             n["rejected"]])
     return path
 
 
@@ -442,16 +390,3 @@ def _num(value: float | None) -> str:
 
 def _int(value: float | None) -> str:
     return "" if value is None else str(int(value))
-
-
-def group_keys(jobs: Sequence[Job]) -> list[str]:
-    """The swept keys that define a setting: all but the seed (the report averages over seeds)."""
-    return [k for k in swept_keys(jobs) if k != SEED]
-
-
-def write_markdown(path: Path, title: str, jobs: Sequence[Job], rows: Sequence[Row], keys: Sequence[str],
-                   plots: Sequence[Path], fixed: dict[str, str] | None = None, baseline: Row | None = None,
-                   chosen: bool = False, duplicates: Sequence[str] = (), min_effect: float | None = None) -> Path:
-    """report.md."""
-    path.write_text(markdown(title, jobs, rows, keys, plots, fixed, baseline, chosen, duplicates, min_effect))
-    return path

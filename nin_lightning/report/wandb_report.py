@@ -1,16 +1,5 @@
-"""A W&B report for a sweep's group: its spec (plain JSON, written without a login) and the wandb-workspaces
-Report built from it (`--publish` saves that one to W&B).
-
-The spec holds what the report shows, in W&B's own column names (`config:model.dropout`, `summary:test/acc`):
-
-- a parallel-coordinates panel: every swept key (seed included) against test/acc;
-- per swept setting, against `epoch`, runs grouped by that setting's value, mean ± std band: val/loss, and
-  train/acc with val/acc (the gap a dropout or weight-decay ablation is about);
-- a bar chart of test/acc, mean ± std over seeds per setting (the runs grouped by every swept setting);
-- the table of runs: name, swept keys, status, test/acc, val/acc_best, best epoch, params, MACs, wall time.
-
-All of them read the runs of one group (a sweep dir's name is its jobs' W&B group).
-"""
+"""A W&B report for a sweep's group (docs/tracking.md): its spec, plain JSON in W&B's own column names
+(`config:model.dropout`, `summary:test/acc`), and the wandb-workspaces Report built from it."""
 
 from __future__ import annotations
 
@@ -31,9 +20,8 @@ AGGREGATE, SPREAD = "mean", "stddev"  # the bands and bars: mean ± std over the
 
 
 def config_column(key: str, config_keys: Iterable[str]) -> str | None:
-    """The runs' config column of a swept KEY: `model.dropout` itself; for a config group choice
-    (`experiment=quickstart`, `dataset=mnist`) Hydra's choice (`choices.experiment`) or the group's `.name`;
-    None when the config does not hold it."""
+    """The runs' config column of a swept KEY: the key itself, Hydra's choice of a config group
+    (`choices.experiment`) or the group's `.name`; None when the config does not hold it."""
     keys = set(config_keys)
     for candidate in (key, f"choices.{key}", f"{key}.name"):
         if candidate in keys:

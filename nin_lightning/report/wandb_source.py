@@ -18,9 +18,9 @@ from nin_lightning.report.jobs import (
     job_info,
     normalise_status,
     parse_override_dirname,
+    to_float,
     vet_job,
 )
-from nin_lightning.report.values import to_float
 
 # W&B history key -> our history column (Lightning suffixes on_step/on_epoch metrics with _step/_epoch)
 HISTORY_MAP = {"val/acc": "val/acc", "val/loss": "val/loss", "val/acc_best": "val/acc_best", "train/acc": "train/acc",
