@@ -1,11 +1,5 @@
-"""Export a run's network to ONNX, checked against PyTorch before anything is written.
-
-The ONNX model is the network alone, in fp32: normalised images (N, C, H, W) -> logits (N, classes), with
-a dynamic batch axis. Its preprocessing (pixel / 255, mean, std, input size, channels) and the class names
-are recorded next to it in <name>.preprocessing.json. onnxruntime runs the model on a real batch of the
-run's test images and on a single image, and the largest |ONNX - PyTorch| logit difference must stay
-within ONNX_TOLERANCE; only then are the files written (each whole or not at all).
-"""
+"""Export a run's network (fp32, dynamic batch axis) to ONNX with its preprocessing in <name>.preprocessing.json,
+written only once onnxruntime's logits match PyTorch's within ONNX_TOLERANCE (docs/using-models.md)."""
 
 from __future__ import annotations
 

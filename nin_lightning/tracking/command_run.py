@@ -1,11 +1,4 @@
-"""A W&B run for a command on a trained run (`evaluate`, `predict`, `export` with `--wandb MODE`): job type
-the command's name, in the training run's project and group, its results in the summary, and the model
-checkpoint it used as its input artifact (`model-<training run id>`, the artifact `logger.log_model` logs).
-
-Lineage (the artifact as the run's input) is recorded online, with `run.use_artifact`; the SDK refuses
-`use_artifact` in offline mode ("Cannot use artifact when in offline mode", wandb/sdk/wandb_run.py), so an
-offline run records the artifact's name in its config (`model_artifact`) and says how to draw the lineage.
-"""
+"""A W&B run for a command on a trained run (`evaluate`, `predict`, `export` with `--wandb MODE`; docs/tracking.md)."""
 
 from __future__ import annotations
 
@@ -15,16 +8,14 @@ from typing import Any
 from nin_lightning.config import LoggerConfig
 from nin_lightning.rundir.start import wandb_identity
 from nin_lightning.status import say
-from nin_lightning.tracking.artifacts import artifact_name, model_artifact
 from nin_lightning.tracking.wandb_env import run_place, wandb_mode
-
-MODES = ("off", "auto", "online", "offline")  # the commands' --wandb
+from nin_lightning.tracking.wandb_run import artifact_name, model_artifact
 
 
 def log_command_run(command: str, mode: str, run_dir: Path, ckpt: str, ckpt_path: Path, out_dir: Path,
                     config: dict[str, Any], summary: dict[str, Any]) -> Any:
-    """Log COMMAND's run (MODE: auto | online | offline) into OUT_DIR/wandb/; returns the finished run's
-    offline dir or URL. CKPT (best or last) of RUN_DIR, at CKPT_PATH, is the model it used."""
+    """Log COMMAND's run (MODE: auto | online | offline) into OUT_DIR/wandb/, in the training run's project and
+    group, with SUMMARY and the model CKPT_PATH (CKPT of RUN_DIR) as its input; returns its offline dir or URL."""
     import wandb
 
     trained = wandb_identity(run_dir)
@@ -39,6 +30,7 @@ def log_command_run(command: str, mode: str, run_dir: Path, ckpt: str, ckpt_path
                      config={**config, "model_artifact": artifact, "trained_run": train_id, "ckpt": ckpt},
                      dir=str(out_dir), mode=resolved,
                      settings=wandb.Settings(silent=True, console="off", reinit="finish_previous"))
+    # The SDK refuses use_artifact offline ("Cannot use artifact when in offline mode"): the config names it.
     if resolved == "online":  # the same file as the training run logged: the same artifact version
         run.use_artifact(model_artifact(train_id, ckpt_path, {"ckpt": ckpt}), aliases=[ckpt])
     run.summary.update(summary)

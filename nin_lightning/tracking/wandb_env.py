@@ -1,12 +1,5 @@
-"""W&B's own rules, as the installed SDK applies them: which server, whether this machine is logged in to it,
-and the project, entity, job type, name, notes and tags a run takes from the config, the environment and
-this project's defaults (docs/tracking.md, "Where a run lands").
-
-Order, for each of project, entity and job type: the config's value (`logger.project=...`), else W&B's
-variable (WANDB_PROJECT, WANDB_ENTITY, WANDB_JOB_TYPE), else this project's default. A W&B sweep agent's
-project and entity always win: its run exists on the server under them. WANDB_NAME and WANDB_NOTES are
-read by the SDK itself; WANDB_TAGS are merged with `tags` and a sweep's swept keys.
-"""
+"""W&B's own rules as the installed SDK applies them: its server, a login, and where a run lands (project,
+entity, job type, name, tags: the config, else W&B's variables, else this project's defaults; docs/tracking.md)."""
 
 from __future__ import annotations
 
@@ -78,10 +71,8 @@ class RunPlace:
 
 def run_place(cfg: LoggerConfig, tags: list[str], name: str | None, agent: dict[str, str] | None = None,
               job_type: str | None = None) -> RunPlace:
-    """The config's values, else W&B's variables, else this project's defaults (module docstring).
-
-    NAME is this project's name for the run (a sweep job's swept keys); WANDB_NAME wins over it, as a name
-    the user chose for this one process. JOB_TYPE: a command's own (evaluate, predict, export)."""
+    """The config's values, else W&B's variables, else this project's defaults; a W&B agent's project and entity
+    win. WANDB_NAME wins over NAME (a sweep job's swept keys). JOB_TYPE: a command's own (evaluate, ...)."""
     agent = agent or {}
     env = os.environ.get
     return RunPlace(
