@@ -56,8 +56,7 @@ def git_state(root: Path) -> dict[str, Any]:
 
 @functools.cache
 def code_version(root: Path = PACKAGE_ROOT) -> dict[str, Any]:
-    """{"version": "0.1.0", "commit": sha, "dirty": False}, read once per process; commit and dirty only from
-    a git checkout."""
+    """{"version": "0.1.0", "commit": sha, "dirty": False} (commit and dirty from a git checkout), read once."""
     try:
         version = metadata.version("nin-lightning")
     except metadata.PackageNotFoundError:  # run from a checkout that was never pip-installed
@@ -77,11 +76,8 @@ def _forward_one_image(net: nn.Module, image_shape: tuple[int, int, int], traini
 
 
 def model_cost(net: nn.Module, image_shape: tuple[int, int, int]) -> dict[str, int]:
-    """{"params": all parameters, "macs": multiply-accumulates of one eval-mode forward pass of one image}.
-
-    MACs are torch's FLOP count / 2: torch counts a multiply-accumulate of a convolution or a linear layer
-    as 2 FLOPs and leaves out element-wise ops (ReLU, batch norm, pooling), the usual convention for MACs.
-    Build NET on the meta device (`with torch.device("meta")`) to count without allocating its weights."""
+    """{"params": all parameters, "macs": multiply-accumulates of one eval-mode forward pass of one image}: torch's
+    FLOP count / 2 (convolutions and linear layers). Build NET on the meta device to count without allocating."""
     with FlopCounterMode(display=False) as counter:
         _forward_one_image(net, image_shape, training=False)
     return {"params": sum(p.numel() for p in net.parameters()), "macs": counter.get_total_flops() // 2}

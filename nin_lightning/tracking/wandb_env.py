@@ -18,16 +18,14 @@ DEFAULT_JOB_TYPE = "train"
 
 
 def wandb_host() -> str:
-    """The W&B server the SDK would talk to: WANDB_BASE_URL, else `wandb login --host`'s saved choice, else
-    the SDK's default (`wandb.setup().settings.base_url`, public in wandb >= 0.19)."""
+    """The W&B server the SDK would talk to (WANDB_BASE_URL, else `wandb login --host`'s, else its default)."""
     import wandb
 
     return str(wandb.setup(wandb.Settings(silent=True)).settings.base_url)
 
 
 def has_login() -> bool:
-    """Whether the SDK has credentials for its server: WANDB_API_KEY, its settings file, or the netrc entry
-    `wandb login` wrote for that host (`wandb.login(verify=False, prompt=False)`: no network, no prompt)."""
+    """Whether the SDK has credentials for its server (no network, no prompt; docs/tracking.md)."""
     import wandb
 
     wandb.setup(wandb.Settings(silent=True))  # silent: login would otherwise ask the server who we are

@@ -1,4 +1,5 @@
-"""The Tracker: one W&B run per job, continued across resumes, and what it records (docs/tracking.md)."""
+"""W&B runs: the Tracker's, one per job, continued across resumes, and a command's on a trained run (`evaluate`,
+`predict`, `export` with `--wandb MODE`); what they record (docs/tracking.md)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from nin_lightning.config import LoggerConfig
 from nin_lightning.config.sweep import short_names
 from nin_lightning.errors import one_line
 from nin_lightning.rundir.layout import BEST_CKPT, WANDB_RUN_FILE, checkpoint_dir
+from nin_lightning.rundir.start import wandb_identity
 from nin_lightning.status import say
 from nin_lightning.tracking.summary import run_summary
 from nin_lightning.tracking.wandb_env import run_place, wandb_mode
@@ -47,12 +49,6 @@ AXES: tuple[tuple[str, str | None, str | None], ...] = (
     (f"{names.VAL}/*", names.EPOCH, None),
     (f"{names.TEST}/*", names.EPOCH, None),  # the test's one row holds `epoch` too (the epochs trained)
 )
-
-
-def define_axes(run: Any) -> None:
-    """Send every AXES definition to the W&B run (a `metric` record each, in the run's file)."""
-    for name, step_metric, summary in AXES:
-        run.define_metric(name, step_metric=step_metric, summary=summary, hidden=True if step_metric is None else None)
 
 
 def _drop(config: dict[str, Any], dotted: str) -> Any:
@@ -196,8 +192,7 @@ class TolerantWandbLogger(WandbLogger):
 
 
 class Tracker:
-    """Owns the W&B run's lifecycle: init before fit, finish (with exit code) after the job.
-
+    """The job's loggers and the W&B run's lifecycle: init before fit, finish (with exit code) after the job;
     `excuse`: whether a failed W&B write is explained by the preemption signal (callbacks/preemption.py)."""
 
     def __init__(self, cfg: LoggerConfig, run_dir: Path, config: dict[str, Any], group: str | None,
@@ -220,6 +215,8 @@ class Tracker:
             self._start_wandb(config, group, name, tags)
 
     def _start_wandb(self, config: dict[str, Any], group: str | None, name: str | None, tags: list[str]) -> None:
+        import wandb
+
         mode = wandb_mode(self.cfg)
         # A resumed job continues its W&B run: same id, and the group and name it started with (the resume
         # command's overrides do not make it another job). Under a W&B agent, the agent's run and project.
@@ -237,19 +234,29 @@ class Tracker:
                                         entity=saved.get("entity") or place.entity,
                                         name=saved.get("name") or place.name,
                                         tags=tuple(saved.get("tags") or place.tags))
+
+        def init(mode: str) -> Any:
+            return wandb.init(
+                project=place.project, entity=place.entity, group=group, job_type=place.job_type, name=place.name,
+                tags=list(place.tags), config=run_config(config, self.choices, agent_params() if agent else ()),
+                dir=str(self.run_dir), id=run_id, resume="allow", mode=mode,
+                settings=wandb.Settings(init_timeout=self.cfg.init_timeout_s, silent=True, console="off",
+                                        reinit="finish_previous", **compat.wandb_flush_often(wandb.Settings)),
+            )
+
         try:
-            self.wandb_run = self._init(place, group, config, agent, run_id, mode)
+            self.wandb_run = init(mode)
         except Exception as exc:  # a server that takes the connection but does not answer (init_timeout_s)
             if mode != "online":
                 raise
-            import wandb
-
             say(f"W&B server did not answer ({type(exc).__name__}: {' '.join(str(exc).split())[:120]}): logging "
                 "offline instead (sync later with `wandb sync`)")
             wandb.teardown()  # the service still holds the run that never started; offline starts it afresh
             mode = "offline"
-            self.wandb_run = self._init(place, group, config, agent, run_id, mode)
-        define_axes(self.wandb_run)
+            self.wandb_run = init(mode)
+        for metric, step_metric, summary in AXES:  # a `metric` record each, in the run's file
+            hidden = True if step_metric is None else None
+            self.wandb_run.define_metric(metric, step_metric=step_metric, summary=summary, hidden=hidden)
         identity = {"id": run_id, "group": group, "name": place.name, "dir": str(self.run_dir.resolve()),
                     "project": place.project, "entity": place.entity, "tags": list(place.tags)}
         identity |= {"sweep": agent["sweep"]} if agent else {}  # "dir": a copy of the run dir is told apart
@@ -267,21 +274,6 @@ class Tracker:
         elif mode == "online":
             say(f"W&B run: {self.wandb_run.url}")
 
-    def _init(self, place: Any, group: str | None, config: dict[str, Any], agent: dict[str, str], run_id: str,
-              mode: str) -> Any:
-        """wandb.init of this job's run in MODE."""
-        import wandb
-
-        return wandb.init(
-            project=place.project, entity=place.entity, group=group, job_type=place.job_type, name=place.name,
-            tags=list(place.tags), config=run_config(config, self.choices, agent_params() if agent else ()),
-            dir=str(self.run_dir), id=run_id, resume="allow", mode=mode,
-            settings=wandb.Settings(
-                init_timeout=self.cfg.init_timeout_s, silent=True, console="off", reinit="finish_previous",
-                **compat.wandb_flush_often(wandb.Settings),
-            ),
-        )
-
     def finish(self, exit_code: int, metrics: dict[str, Any] | None = None) -> None:
         """Close the W&B run, marked failed when exit_code != 0, so the next job starts a new one; METRICS
         (the run's metrics.json) become its summary (summary.SUMMARY_KEYS)."""
@@ -294,12 +286,45 @@ class Tracker:
                 self.artifacts.final(checkpoint_dir(self.run_dir) / BEST_CKPT, metrics.get("best_epoch"))
             except Exception as exc:  # the run's result stands; the artifact is missing, and said so
                 say(f"could not log best.ckpt as a W&B model artifact: {one_line(exc)}")
+        import wandb
+
         self.wandb_run.finish(exit_code=exit_code)
         self.wandb_run = None
         # finish() only asks W&B's service to close the run's files; teardown waits until it has, so
         # the .wandb file is whole when this returns (for a sync, a reader, the next job in this process)
-        import wandb
-
         wandb.teardown()
         if self.osh is not None:  # the finished run's last rows and summary
             self.osh.trigger()
+
+
+def log_command_run(command: str, mode: str, run_dir: Path, ckpt: str, ckpt_path: Path, out_dir: Path,
+                    config: dict[str, Any], summary: dict[str, Any]) -> Any:
+    """Log COMMAND's run (MODE: auto | online | offline) into OUT_DIR/wandb/, in the training run's project and
+    group, with SUMMARY and the model CKPT_PATH (CKPT of RUN_DIR) as its input; returns its offline dir or URL."""
+    import wandb
+
+    trained = wandb_identity(run_dir)
+    train_id = trained.get("id") or run_dir.resolve().name
+    cfg = LoggerConfig(name="wandb", mode=mode)
+    resolved = wandb_mode(cfg)
+    place = run_place(cfg, [command], f"{trained.get('name') or run_dir.name} {command}", job_type=command)
+    artifact = f"{artifact_name(train_id)}:{ckpt}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(project=trained.get("project") or place.project, entity=trained.get("entity") or place.entity,
+                     group=trained.get("group"), job_type=place.job_type, name=place.name, tags=list(place.tags),
+                     config={**config, "model_artifact": artifact, "trained_run": train_id, "ckpt": ckpt},
+                     dir=str(out_dir), mode=resolved,
+                     settings=wandb.Settings(silent=True, console="off", reinit="finish_previous"))
+    # The SDK refuses use_artifact offline ("Cannot use artifact when in offline mode"): the config names it.
+    if resolved == "online":  # the same file as the training run logged: the same artifact version
+        run.use_artifact(model_artifact(train_id, ckpt_path, {"ckpt": ckpt}), aliases=[ckpt])
+    run.summary.update(summary)
+    where = run.url if resolved == "online" else str(Path(run.dir).parent)
+    run.finish()
+    wandb.teardown()  # the run's file is whole when this returns (as in Tracker.finish)
+    if resolved == "offline":
+        say(f"W&B offline {command} run in {where}; its input {artifact} is named in its config (W&B draws the "
+            f"lineage for online runs only); upload it with `wandb sync {where}`")
+    elif resolved == "online":
+        say(f"W&B {command} run: {where}")
+    return where
