@@ -29,10 +29,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     out = args.out or default_out_dir(run, args.ckpt, args.split)
     check_writable(out, args.out is not None, "DIR")
-    ev, result = evaluate_run(run, args.split)
+    logits, labels, result = evaluate_run(run, args.split)
     for line in summary_lines(result):
         print(line)
-    paths = write_outputs(run, ev, result, out)
+    paths = write_outputs(run, logits, labels, result, out)
     say(f"wrote {paths[0]}, {', '.join(p.name for p in paths[1:])}")
     log_to_wandb("evaluate", args, out, {"split": args.split, "tta": bool(run.model.tta)}, result)
     return 0

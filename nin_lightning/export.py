@@ -13,11 +13,9 @@ from nin_lightning.status import say
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Export, measure |ONNX - PyTorch| on a real batch, and print it."""
-    from nin_lightning.inference.run_files import FORMATS
-
     parser = run_parser("export", "Export a trained run's network (ONNX, dynamic batch axis), checked against "
                                   "PyTorch on the run's test images, with its preprocessing recorded beside it.")
-    parser.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (the only format so far)")
+    parser.add_argument("--format", choices=("onnx",), default="onnx", help="onnx (the only format so far)")
     parser.add_argument("--out", type=Path, help="the model file (default: RUN_DIR/export/<ckpt>.onnx)")
     parser.add_argument("overrides", nargs="*", metavar="dataset.KEY=VALUE",
                         help="dataset.root (the test images the export is checked on), dataset.download")

@@ -24,7 +24,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides, images = split_overrides(args.images)
     check_out(args.out, args.run_dir, ".csv")
     run = open_run(args, overrides, compile=False)
-    from nin_lightning.inference.prediction import default_csv, line, predict_files, write_csv
+    from nin_lightning.atomic_files import atomic_write
+    from nin_lightning.inference.prediction import csv_text, default_csv, line, predict_files
 
     out = args.out or default_csv(run)
     check_writable(out, args.out is not None, "FILE.csv")
@@ -36,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         size = run.dataset.image_size
         say(f"{converted} of {len(predictions)} images converted to the run's {run.model.hparams['in_channels']}x"
             f"{size}x{size} input (see the CSV's `converted` column)")
-    csv_path = write_csv(out, run, predictions)
+    csv_path = atomic_write(out, csv_text(run, predictions))
     say(f"wrote {csv_path}")
     log_to_wandb("predict", args, csv_path.parent, {"top": args.top},
                  {"images": len(predictions), "converted": converted, "file": csv_path.name})

@@ -196,7 +196,7 @@ def test_predict_on_pngs_of_the_test_images_gives_evaluations_classes(trained, e
 def test_predict_converts_colour_and_size_and_says_so(trained, tmp_path):
     from PIL import Image
 
-    from nin_lightning.inference.images import read_image
+    from nin_lightning.inference.prediction import read_image
 
     images, _ = digits_test_images()
     grey = images[0, 0].numpy()
@@ -477,7 +477,7 @@ def test_bad_options_are_one_line(trained, capsys, argv, expected):
 
 def test_a_file_named_twice_is_predicted_once(tmp_path):
     """By name and inside its folder (and by another spelling of its path): one prediction, in first place."""
-    from nin_lightning.inference.images import find_images
+    from nin_lightning.inference.prediction import find_images
 
     for name in ("a.png", "b.png"):
         (tmp_path / name).write_bytes(b"")

@@ -371,7 +371,7 @@ def test_a_run_started_by_the_wandb_agent_uses_its_ids_and_resumes(tmp_path):
 
 # ----------------------------------------------------------------------------------------- small parts
 def test_code_version_of_a_checkout_clean_and_dirty(tmp_path):
-    from nin_lightning.tracking.code_version import git_state
+    from nin_lightning.tracking.summary import git_state
 
     assert git_state(tmp_path) == {}  # not a checkout
     git = ["git", "-C", str(tmp_path), "-c", "user.email=t@t", "-c", "user.name=t"]

@@ -237,7 +237,7 @@ def test_names_wandb_would_refuse_are_refused_with_the_config(compose_cfg, monke
 
 
 def test_a_w_and_b_agents_keys_appear_once_and_noise_stays_out():
-    from nin_lightning.tracking.run_config import run_config
+    from nin_lightning.tracking.wandb_run import run_config
 
     plain = {"model": {"dropout": 0.5, "width": 1.0}, "seed": 2, "logger": {"project": "p"}, "verbose": True,
              "resume": "auto", "dataset": {"name": "digits", "root": "/data", "download": False}, "tags": ["a"]}

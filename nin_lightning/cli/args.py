@@ -44,12 +44,12 @@ def run_parser(command: str, description: str) -> Parser:
 
 def log_to_wandb(command: str, args: argparse.Namespace, out_dir: Path, config: dict[str, Any],
                  summary: dict[str, Any]) -> None:
-    """COMMAND's W&B run when --wandb is not off (tracking/command_run.py): ARGS' run dir and checkpoint are
+    """COMMAND's W&B run when --wandb is not off (tracking/wandb_run.py): ARGS' run dir and checkpoint are
     its input; its results (SUMMARY's plain values) its summary."""
     if args.wandb == "off":
         return
     from nin_lightning.inference.run_files import checkpoint_path
-    from nin_lightning.tracking.command_run import log_command_run
+    from nin_lightning.tracking.wandb_run import log_command_run
 
     plain = {k: v for k, v in summary.items() if isinstance(v, int | float | str | bool) or v is None}
     log_command_run(command, args.wandb, args.run_dir, args.ckpt, checkpoint_path(args.run_dir, args.ckpt),

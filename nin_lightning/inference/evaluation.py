@@ -1,18 +1,10 @@
-"""Evaluate a trained run again: its own test pass (`Trainer.test`, or `.validate` for the val split) with the
-module's own evaluation step, on the run's device, precision, TTA and batches, so that top-1 accuracy
-reproduces metrics.json's `test/acc` exactly. Every logit is collected on the way, for what training does
-not log: top-5, per-class accuracy, NLL, expected calibration error (torchmetrics) and a confusion matrix.
-
-Writes eval.json, confusion_matrix.png and predictions.csv into RUN_DIR/eval/<ckpt>_<split>[_tta]/ (or
-another dir): new files only, never one of the run's own.
-"""
+"""Evaluate a trained run again with its own test pass (so top-1 reproduces metrics.json's `test/acc`), every
+logit collected for top-5, per-class accuracy, NLL, calibration error and a confusion matrix (docs/using-models.md)."""
 
 from __future__ import annotations
 
-import csv
 import io
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +12,13 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassConfusionMatrix
-from torchmetrics.functional.classification import (
-    multiclass_accuracy,
-    multiclass_calibration_error,
-    multiclass_confusion_matrix,
-)
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_calibration_error
 
 from nin_lightning import metric_names as names
 from nin_lightning.atomic_files import atomic_write
 from nin_lightning.errors import UserError
 from nin_lightning.inference.loading import LoadedRun
-from nin_lightning.inference.prediction import ranked
+from nin_lightning.inference.prediction import csv_rows, ranked
 from nin_lightning.inference.run_files import SPLITS
 from nin_lightning.rundir.layout import EVAL_DIR
 
@@ -45,42 +33,27 @@ class CollectLogits(L.Callback):
         self.logits: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
 
-    def _keep(self, outputs: Any, batch: Any) -> None:
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
         self.logits.append(outputs.detach().float().cpu())  # bf16 -> fp32 is exact: the argmax is the module's
         self.labels.append(batch[1].detach().cpu())
 
-    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._keep(outputs, batch)
-
-    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                                batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._keep(outputs, batch)
-
-
-@dataclass
-class Evaluation:
-    """One evaluation pass: the logits (fp32) and labels of every image of SPLIT, and the module's logged loss."""
-
-    split: str
-    logits: torch.Tensor
-    labels: torch.Tensor
-    loss: float  # as the module logs it (label smoothing included), like metrics.json's test/loss
+    on_validation_batch_end = on_test_batch_end
 
 
 def check_images(run: LoadedRun, images: torch.Tensor, source: str) -> None:
     """The data's images must be what the model was trained on (a dataset.root holding other files)."""
-    hp = run.model.hparams
     size = run.dataset.image_size
-    expected = (hp["in_channels"], size, size)
+    expected = (run.model.hparams["in_channels"], size, size)
     if tuple(images.shape[1:]) != expected:
         raise UserError(f"{source} holds images of shape {tuple(images.shape[1:])}, but {run.checkpoint} was trained "
                         f"on {run.dataset.name} images of {expected}: dataset.root={run.dataset.root} holds another "
                         "dataset; pass the dataset.root the run trained on")
 
 
-def run_pass(run: LoadedRun, split: str = "test") -> Evaluation:
-    """The run's test (or validation) pass over SPLIT, collecting every logit."""
+def evaluate_run(run: LoadedRun, split: str = "test") -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """The run's test (or validation) pass over SPLIT: every image's logits (fp32) and label, and what eval.json
+    records (without its files: `write_outputs`)."""
     if split not in SPLITS:
         raise UserError(f"--split {split}: not a valid choice; choose test or val")
     datamodule = run.datamodule()
@@ -93,25 +66,31 @@ def run_pass(run: LoadedRun, split: str = "test") -> Evaluation:
     trainer = run.trainer([collector])
     step = trainer.test if split == "test" else trainer.validate
     step(run.model, datamodule=datamodule, verbose=False)
-    loss = float(trainer.callback_metrics[names.loss(split)])  # what the module logged (validation's: not to loggers)
-    return Evaluation(split, torch.cat(collector.logits), torch.cat(collector.labels), loss)
-
-
-def scores(run: LoadedRun, ev: Evaluation) -> dict[str, Any]:
-    """Top-1, top-5 (more than 10 classes, as training logs it), per-class accuracy, the module's loss,
-    NLL and expected calibration error of one pass, under the split's metric names (test/acc, ...)."""
-    classes = int(run.model.hparams["num_classes"])
-    logits, labels, s = ev.logits, ev.labels, ev.split
-    out: dict[str, Any] = {names.acc(s): float(multiclass_accuracy(logits, labels, classes, average="micro"))}
-    if names.has_top5(classes):
-        out[names.acc5(s)] = float(multiclass_accuracy(logits, labels, classes, average="micro", top_k=5))
-    out[names.loss(s)] = ev.loss
-    out[f"{s}/nll"] = float(F.cross_entropy(logits, labels))  # plain NLL of the softmax: no label smoothing
-    out[f"{s}/ece"] = float(multiclass_calibration_error(logits.softmax(1), labels, classes, n_bins=ECE_BINS))
+    logits, labels = torch.cat(collector.logits), torch.cat(collector.labels)
+    classes, acc = int(run.model.hparams["num_classes"]), names.acc(split)
+    result: dict[str, Any] = {
+        "run_dir": str(run.run_dir), "checkpoint": str(run.checkpoint.relative_to(run.run_dir)),
+        "trained_epochs": run.model.trained_epochs, "dataset": run.dataset.name, "split": split,
+        "images": len(labels), "tta": bool(run.model.tta), "precision": run.precision, "device": run.device,
+        "eval_batch_size": run.dataset.eval_batch_size,
+        acc: float(multiclass_accuracy(logits, labels, classes, average="micro")),
+    }
+    if names.has_top5(classes):  # as training logs it
+        result[names.acc5(split)] = float(multiclass_accuracy(logits, labels, classes, average="micro", top_k=5))
+    # the loss as the module logged it (label smoothing included, like metrics.json's; validation's: not to loggers)
+    result[names.loss(split)] = float(trainer.callback_metrics[names.loss(split)])
+    result[f"{split}/nll"] = float(F.cross_entropy(logits, labels))  # plain NLL of the softmax: no label smoothing
+    result[f"{split}/ece"] = float(multiclass_calibration_error(logits.softmax(1), labels, classes, n_bins=ECE_BINS))
     per_class = multiclass_accuracy(logits, labels, classes, average="none")
     support = torch.bincount(labels, minlength=classes)
-    out[f"{s}/acc_per_class"] = {run.label(i): (float(per_class[i]) if support[i] else None) for i in range(classes)}
-    return out
+    result[f"{split}/acc_per_class"] = {run.label(i): float(per_class[i]) if support[i] else None
+                                        for i in range(classes)}
+    result["ece_bins"] = ECE_BINS
+    # metrics.json's test/acc scores best.ckpt: only that pass has a number to reproduce
+    recorded = run.metrics.get(acc) if (split, run.checkpoint.name) == ("test", "best.ckpt") else None
+    result[f"metrics.json {acc}"] = recorded
+    result["same_as_metrics_json"] = None if recorded is None else recorded == result[acc]
+    return logits, labels, result
 
 
 def default_out_dir(run: LoadedRun, ckpt: str, split: str) -> Path:
@@ -138,50 +117,31 @@ def _confusion_png(path: Path, matrix: torch.Tensor, labels: list[str], title: s
     atomic_write(path, buffer.getvalue())
 
 
-def _predictions_csv(path: Path, run: LoadedRun, ev: Evaluation) -> None:
-    """One row per image of the split, in its order: label, predicted class and its probability."""
-    probs, classes = ranked(ev.logits, 1)
+def _predictions_csv(run: LoadedRun, logits: torch.Tensor, labels: torch.Tensor) -> str:
+    """One row per image of the split, in its order: label, predicted class and its probability (and names)."""
+    probs, classes = ranked(logits, 1)
     named = run.class_names is not None
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    names_header = ["label_name", "predicted_name"] if named else []
-    writer.writerow(["index", "label", "predicted", "probability", *names_header])
-    for i, (label, pred, prob) in enumerate(zip(ev.labels.tolist(), classes[:, 0].tolist(), probs[:, 0].tolist(),
+    rows: list[list[Any]] = [["index", "label", "predicted", "probability",
+                              *(["label_name", "predicted_name"] if named else [])]]
+    for i, (label, pred, prob) in enumerate(zip(labels.tolist(), classes[:, 0].tolist(), probs[:, 0].tolist(),
                                                 strict=True)):
-        writer.writerow([i, label, pred, f"{prob:.6f}", *([run.label(label), run.label(pred)] if named else [])])
-    atomic_write(path, text.getvalue())
+        rows.append([i, label, pred, f"{prob:.6f}", *([run.label(label), run.label(pred)] if named else [])])
+    return csv_rows(rows)
 
 
-def write_outputs(run: LoadedRun, ev: Evaluation, result: dict[str, Any], out_dir: Path) -> list[Path]:
+def write_outputs(run: LoadedRun, logits: torch.Tensor, labels: torch.Tensor, result: dict[str, Any],
+                  out_dir: Path) -> list[Path]:
     """eval.json, confusion_matrix.png and predictions.csv in OUT_DIR."""
-    classes = int(run.model.hparams["num_classes"])
-    matrix = multiclass_confusion_matrix(ev.logits, ev.labels, classes)
-    labels = [run.label(i) for i in range(classes)]
-    record = {**result, "confusion_matrix": matrix.tolist(), "class_names": labels}
+    classes, split = int(run.model.hparams["num_classes"]), result["split"]
+    matrix = MulticlassConfusionMatrix(classes)(logits, labels)
+    class_names = [run.label(i) for i in range(classes)]
     paths = [out_dir / "eval.json", out_dir / "confusion_matrix.png", out_dir / "predictions.csv"]
+    record = {**result, "confusion_matrix": matrix.tolist(), "class_names": class_names}
     atomic_write(paths[0], json.dumps(record, indent=2) + "\n")
-    _confusion_png(paths[1], matrix, labels, f"{run.dataset.name} {ev.split}: {names.acc(ev.split)} "
-                                               f"{result[names.acc(ev.split)]:.4f} ({run.checkpoint.name})")
-    _predictions_csv(paths[2], run, ev)
+    _confusion_png(paths[1], matrix, class_names, f"{run.dataset.name} {split}: {names.acc(split)} "
+                                                  f"{result[names.acc(split)]:.4f} ({run.checkpoint.name})")
+    atomic_write(paths[2], _predictions_csv(run, logits, labels))
     return paths
-
-
-def evaluate_run(run: LoadedRun, split: str = "test") -> tuple[Evaluation, dict[str, Any]]:
-    """One pass over SPLIT and what eval.json records of it (without its files: `write_outputs`)."""
-    ev = run_pass(run, split)
-    acc_key = names.acc(split)
-    result: dict[str, Any] = {
-        "run_dir": str(run.run_dir), "checkpoint": str(run.checkpoint.relative_to(run.run_dir)),
-        "trained_epochs": run.model.trained_epochs, "dataset": run.dataset.name, "split": split,
-        "images": len(ev.labels),
-        "tta": bool(run.model.tta), "precision": run.precision, "device": run.device,
-        "eval_batch_size": run.dataset.eval_batch_size, **scores(run, ev), "ece_bins": ECE_BINS,
-    }
-    # metrics.json's test/acc scores best.ckpt: only that pass has a number to reproduce
-    recorded = run.metrics.get(acc_key) if (split, run.checkpoint.name) == ("test", "best.ckpt") else None
-    result[f"metrics.json {acc_key}"] = recorded
-    result["same_as_metrics_json"] = None if recorded is None else recorded == result[acc_key]
-    return ev, result
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:

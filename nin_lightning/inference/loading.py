@@ -1,13 +1,5 @@
-"""Load what a run trained: its best or last checkpoint as a `NiNClassifier`, with the run's dataset config
-(its splits and normalisation) and the device, precision and speed switches its own test ran with, so
-that evaluating it again gives the same numbers.
-
-    run = load_run(Path("outputs/runs/2026-12-01_10-00-00-000000"))   # best.ckpt; ckpt="last" for last.ckpt
-    x = run.normalise(uint8_images)                                    # (N, C, H, W) -> the model's input
-    logits = run.model.evaluate(x)
-
-Nothing here writes into the run dir: loading reads the checkpoint, metrics.json and .hydra/ only.
-"""
+"""Load a run's best or last checkpoint with its dataset config (splits, normalisation) and the device, precision
+and speed switches its own test ran with, reading the run dir only (docs/using-models.md)."""
 
 from __future__ import annotations
 
@@ -128,10 +120,8 @@ def _device(recorded: str | None) -> tuple[str, str | None]:
 
 def load_run(run_dir: Path, ckpt: str = "best", overrides: dict[str, Any] | None = None, tta: bool | None = None,
              compile: bool | None = None) -> LoadedRun:
-    """RUN_DIR's best or last model with its dataset's normalisation, set up as the run's own test was.
-
-    `overrides`: dataset keys that may change (DATASET_OVERRIDES); `tta`: flip TTA on/off (None: the run's);
-    `compile`: torch.compile on/off (None: the run's, where this device can)."""
+    """RUN_DIR's best or last model with its dataset's normalisation, set up as the run's own test was; OVERRIDES:
+    DATASET_OVERRIDES' keys; TTA and COMPILE: on/off (None: the run's, compile where this device can)."""
     run_dir = Path(run_dir)
     path = checkpoint_path(run_dir, ckpt)
     unknown = set(overrides or {}) - set(DATASET_OVERRIDES)

@@ -1,11 +1,5 @@
-"""Export a run's network to ONNX, checked against PyTorch before anything is written.
-
-The ONNX model is the network alone, in fp32: normalised images (N, C, H, W) -> logits (N, classes), with
-a dynamic batch axis. Its preprocessing (pixel / 255, mean, std, input size, channels) and the class names
-are recorded next to it in <name>.preprocessing.json. onnxruntime runs the model on a real batch of the
-run's test images and on a single image, and the largest |ONNX - PyTorch| logit difference must stay
-within ONNX_TOLERANCE; only then are the files written (each whole or not at all).
-"""
+"""Export a run's network (fp32, dynamic batch axis) to ONNX with its preprocessing in <name>.preprocessing.json,
+written only once onnxruntime's logits match PyTorch's within ONNX_TOLERANCE (docs/using-models.md)."""
 
 from __future__ import annotations
 
@@ -48,10 +42,6 @@ def default_path(run: LoadedRun) -> Path:
     return run.run_dir / EXPORT_DIR / f"{run.checkpoint.stem}.onnx"
 
 
-def preprocessing_path(model_path: Path) -> Path:
-    return model_path.with_name(f"{model_path.stem}.preprocessing.json")
-
-
 def _max_diff(session: Any, x: torch.Tensor, reference: torch.Tensor) -> float:
     [out] = session.run([OUTPUT], {INPUT: x.numpy()})
     return float(np.abs(out - reference.numpy()).max())
@@ -89,25 +79,23 @@ def export_onnx(run: LoadedRun, out: Path | None = None) -> Exported:
     if not diff <= ONNX_TOLERANCE:
         raise UserError(f"{out} not written: onnxruntime's logits differ from PyTorch's by up to {diff:.3g} on "
                         f"{len(x)} test images (tolerance {ONNX_TOLERANCE:g}); check onnxruntime's version")
+    channels, classes = int(run.model.hparams["in_channels"]), int(run.model.hparams["num_classes"])
+    size = dataset.image_size
+    tta_note = "the run's test averaged each image's logits with its mirror's" if run.model.tta else "none"
     record = {
         "model": out.name, "format": "onnx", "opset": int(program.model_proto.opset_import[0].version),
         "run_dir": str(run.run_dir), "checkpoint": str(run.checkpoint.relative_to(run.run_dir)),
         "trained_epochs": run.model.trained_epochs, "dataset": dataset.name,
-        "input": {"name": INPUT, "shape": ["batch", int(run.model.hparams["in_channels"]), dataset.image_size,
-                                           dataset.image_size],
-                  "dtype": "float32", "layout": "NCHW", "channels": "grey" if run.model.hparams["in_channels"] == 1
-                  else "RGB"},
-        "preprocessing": {"image_size": dataset.image_size, "scale": 1 / 255, "mean": list(dataset.mean),
-                          "std": list(dataset.std), "formula": "(pixel / 255 - mean[c]) / std[c] per channel c"},
-        "output": {"name": OUTPUT, "shape": ["batch", int(run.model.hparams["num_classes"])],
-                   "meaning": "logits: apply softmax for probabilities"},
-        "class_names": [run.label(i) for i in range(int(run.model.hparams["num_classes"]))],
-        "test_time_augmentation": {"run": bool(run.model.tta), "in_model": False,
-                                   "note": "the run's test averaged each image's logits with its mirror's"
-                                   if run.model.tta else "none"},
+        "input": {"name": INPUT, "shape": ["batch", channels, size, size], "dtype": "float32", "layout": "NCHW",
+                  "channels": "grey" if channels == 1 else "RGB"},
+        "preprocessing": {"image_size": size, "scale": 1 / 255, "mean": list(dataset.mean), "std": list(dataset.std),
+                          "formula": "(pixel / 255 - mean[c]) / std[c] per channel c"},
+        "output": {"name": OUTPUT, "shape": ["batch", classes], "meaning": "logits: apply softmax for probabilities"},
+        "class_names": [run.label(i) for i in range(classes)],
+        "test_time_augmentation": {"run": bool(run.model.tta), "in_model": False, "note": tta_note},
         "check": {"images": len(x), "max_abs_diff": diff, "tolerance": ONNX_TOLERANCE, "batch_sizes": [len(x), 1],
                   "onnxruntime": onnxruntime.__version__, "torch": torch.__version__},
     }
     atomic_write(out, data)
-    meta = atomic_write(preprocessing_path(out), json.dumps(record, indent=2) + "\n")
+    meta = atomic_write(out.with_name(f"{out.stem}.preprocessing.json"), json.dumps(record, indent=2) + "\n")
     return Exported(out, meta, diff, len(x))

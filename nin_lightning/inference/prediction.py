@@ -1,12 +1,12 @@
-"""Classify image files with a trained run: each image normalised as the run's test images are, batched as
-its test was (dataset.eval_batch_size), through the module's evaluation (TTA as the run), on the run's
-device and precision (`Trainer.predict`). An image that is one of the test set's gets the class that
-`evaluate` gives it."""
+"""`predict`: PNG/JPEG files read as the dataset's uint8 images (converted where they differ; an unusable file is
+a `BadImage`, skipped), classified as the run's test images are, on its device, precision and TTA
+(`Trainer.predict`): an image that is one of the test set's gets the class `evaluate` gives it."""
 
 from __future__ import annotations
 
 import csv
 import io
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,13 +18,86 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from nin_lightning.atomic_files import atomic_write
 from nin_lightning.errors import UserError
-from nin_lightning.inference.images import FIX, BadImage, ImageFile, find_images, read_image
 from nin_lightning.inference.loading import LoadedRun
 from nin_lightning.inference.run_files import DEFAULT_TOP
 from nin_lightning.rundir.layout import PREDICTIONS_DIR
 from nin_lightning.status import say
+
+SUFFIXES = (".png", ".jpg", ".jpeg")  # what a folder is searched for (case-insensitive)
+FORMATS = ("PNG", "JPEG")
+# Pillow modes of 8-bit pixels: they convert to grey ("L") or RGB without changing what a value means.
+EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
+FIX = "pass PNG or JPEG files, or folders of them"
+
+
+class BadImage(UserError):
+    """One image file that cannot be used (its line names it); the others can."""
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """One image as the model's dataset holds its images."""
+
+    path: Path
+    pixels: np.ndarray  # uint8 (C, H, W)
+    converted: str  # what was changed to fit the dataset, e.g. "RGB->L 28x28->8x8"; "" when nothing
+
+
+def find_images(paths: Sequence[Path]) -> list[Path]:
+    """The files given, and the PNG/JPEG files of each folder given (sorted by name, not recursive), each once."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
+            if not found:
+                raise UserError(f"{path}: no PNG or JPEG files in it ({', '.join('*' + s for s in SUFFIXES)}); {FIX}")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UserError(f"{path}: no such file or directory; {FIX}")
+    if not files:
+        raise UserError(f"no images given; {FIX}")
+    unique = {path.resolve(): path for path in reversed(files)}  # a file named twice counts once, first place
+    return [path for path in files if unique.get(path.resolve()) is path]
+
+
+def read_image(path: Path, channels: int, size: int) -> ImageFile:
+    """PATH as uint8 (CHANNELS, SIZE, SIZE): converted where it differs, or a one-line UserError naming it."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if channels not in (1, 3):
+        raise UserError(f"the model takes {channels}-channel images, which PNG and JPEG files do not hold")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # decoding it could fill the memory
+            with Image.open(path) as opened:
+                opened.load()  # decode now: a truncated file fails here, not later
+                image, kind = opened.copy(), opened.format
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadImage(f"{path}: too many pixels to decode safely ({' '.join(str(exc).split())[:90]}); shrink it "
+                       "or leave it out") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:  # Pillow's errors for damaged files
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise BadImage(f"{path}: not a readable PNG or JPEG image ({reason}); replace it or leave it out") from exc
+    if kind not in FORMATS:
+        raise BadImage(f"{path}: a {kind} image; predict reads PNG and JPEG: save it as one, or leave it out")
+    if image.mode not in EIGHT_BIT_MODES:
+        raise BadImage(f"{path}: its pixels are {image.mode} (16-bit or floating point), not 8-bit; save it as an "
+                       "8-bit PNG or JPEG, or leave it out")
+    notes = []
+    target = "L" if channels == 1 else "RGB"
+    if image.mode != target:
+        notes.append(f"{image.mode}->{target}")
+        image = image.convert(target)
+    if image.size != (size, size):
+        width, height = image.size
+        notes.append(f"{width}x{height}->{size}x{size}" + (" (centre crop)" if width != height else ""))
+        image = ImageOps.fit(image, (size, size), method=Image.Resampling.BILINEAR)  # antialiased when shrinking
+    pixels = np.asarray(image, dtype=np.uint8)
+    pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+    return ImageFile(path, np.ascontiguousarray(pixels), " ".join(notes))
 
 
 def ranked(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,25 +176,25 @@ def csv_text(run: LoadedRun, predictions: Sequence[Prediction]) -> str:
     header = ["file"]
     for k in range(1, top + 1):
         header += [f"top{k}", *([f"top{k}_name"] if named else []), f"top{k}_prob"]
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow([*header, "converted"])
+    rows: list[list[Any]] = [[*header, "converted"]]
     for p in predictions:
         row: list[Any] = [str(p.path)]
         for cls, prob in zip(p.classes, p.probabilities, strict=True):
             row += [cls, *([run.label(cls)] if named else []), f"{prob:.6f}"]
-        writer.writerow([*row, p.converted])
+        rows.append([*row, p.converted])
+    return csv_rows(rows)
+
+
+def csv_rows(rows: Sequence[Sequence[Any]]) -> str:
+    """ROWS as CSV text, one line each."""
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)
     return text.getvalue()
 
 
 def default_csv(run: LoadedRun) -> Path:
     """RUN_DIR/predictions/<time>.csv: a new file each time (microseconds, like Hydra's run dirs)."""
     return run.run_dir / PREDICTIONS_DIR / f"{datetime.now():%Y-%m-%d_%H-%M-%S-%f}.csv"
-
-
-def write_csv(path: Path, run: LoadedRun, predictions: Sequence[Prediction]) -> Path:
-    """The predictions as CSV at PATH (written whole or not at all)."""
-    return atomic_write(path, csv_text(run, predictions))
 
 
 def line(run: LoadedRun, prediction: Prediction) -> str:

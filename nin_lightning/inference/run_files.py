@@ -15,7 +15,6 @@ from nin_lightning.rundir.layout import CHECKPOINT_DIR
 
 SPLITS = ("test", "val")  # evaluate --split
 DEFAULT_TOP = 5  # predict --top: classes per image in the CSV and on the console (fewer if the dataset has fewer)
-FORMATS = ("onnx",)  # export --format
 CHECKPOINTS: dict[str, Callable[[Path], Path]] = {"best": best_checkpoint, "last": last_checkpoint}
 # The dataset keys a loaded run may change, and their types: where its files are and how they are read.
 # Every other key decides which images a split holds or how they look, and stays the run's.

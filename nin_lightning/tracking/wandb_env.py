@@ -1,12 +1,5 @@
-"""W&B's own rules, as the installed SDK applies them: which server, whether this machine is logged in to it,
-and the project, entity, job type, name, notes and tags a run takes from the config, the environment and
-this project's defaults (docs/tracking.md, "Where a run lands").
-
-Order, for each of project, entity and job type: the config's value (`logger.project=...`), else W&B's
-variable (WANDB_PROJECT, WANDB_ENTITY, WANDB_JOB_TYPE), else this project's default. A W&B sweep agent's
-project and entity always win: its run exists on the server under them. WANDB_NAME and WANDB_NOTES are
-read by the SDK itself; WANDB_TAGS are merged with `tags` and a sweep's swept keys.
-"""
+"""W&B's own rules as the installed SDK applies them: its server, a login, and where a run lands (project,
+entity, job type, name, tags: the config, else W&B's variables, else this project's defaults; docs/tracking.md)."""
 
 from __future__ import annotations
 
@@ -25,16 +18,14 @@ DEFAULT_JOB_TYPE = "train"
 
 
 def wandb_host() -> str:
-    """The W&B server the SDK would talk to: WANDB_BASE_URL, else `wandb login --host`'s saved choice, else
-    the SDK's default (`wandb.setup().settings.base_url`, public in wandb >= 0.19)."""
+    """The W&B server the SDK would talk to (WANDB_BASE_URL, else `wandb login --host`'s, else its default)."""
     import wandb
 
     return str(wandb.setup(wandb.Settings(silent=True)).settings.base_url)
 
 
 def has_login() -> bool:
-    """Whether the SDK has credentials for its server: WANDB_API_KEY, its settings file, or the netrc entry
-    `wandb login` wrote for that host (`wandb.login(verify=False, prompt=False)`: no network, no prompt)."""
+    """Whether the SDK has credentials for its server (no network, no prompt; docs/tracking.md)."""
     import wandb
 
     wandb.setup(wandb.Settings(silent=True))  # silent: login would otherwise ask the server who we are
@@ -78,10 +69,8 @@ class RunPlace:
 
 def run_place(cfg: LoggerConfig, tags: list[str], name: str | None, agent: dict[str, str] | None = None,
               job_type: str | None = None) -> RunPlace:
-    """The config's values, else W&B's variables, else this project's defaults (module docstring).
-
-    NAME is this project's name for the run (a sweep job's swept keys); WANDB_NAME wins over it, as a name
-    the user chose for this one process. JOB_TYPE: a command's own (evaluate, predict, export)."""
+    """The config's values, else W&B's variables, else this project's defaults; a W&B agent's project and entity
+    win. WANDB_NAME wins over NAME (a sweep job's swept keys). JOB_TYPE: a command's own (evaluate, ...)."""
     agent = agent or {}
     env = os.environ.get
     return RunPlace(

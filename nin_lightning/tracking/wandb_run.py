@@ -1,32 +1,144 @@
-"""The Tracker: one W&B run per job (offline without a login), continued across resumes, and under a W&B
-agent the run the agent created (its WANDB_RUN_ID and WANDB_SWEEP_ID)."""
+"""W&B runs: the Tracker's, one per job, continued across resumes, and a command's on a trained run (`evaluate`,
+`predict`, `export` with `--wandb MODE`); what they record (docs/tracking.md)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
 import secrets
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from nin_lightning import compat
+from nin_lightning import metric_names as names
 from nin_lightning.atomic_files import atomic_write
 from nin_lightning.config import LoggerConfig
 from nin_lightning.config.sweep import short_names
 from nin_lightning.errors import one_line
 from nin_lightning.rundir.layout import BEST_CKPT, WANDB_RUN_FILE, checkpoint_dir
+from nin_lightning.rundir.start import wandb_identity
 from nin_lightning.status import say
-from nin_lightning.tracking.artifacts import ModelArtifacts
-from nin_lightning.tracking.axes import define_axes
-from nin_lightning.tracking.run_config import run_config
 from nin_lightning.tracking.summary import run_summary
 from nin_lightning.tracking.wandb_env import run_place, wandb_mode
+
+CHOICE_GROUPS = ("experiment", "dataset", "model", "optimizer", "scheduler", "trainer")
+# Keys (dotted) that do not change what a run computes: kept out of the W&B config.
+NOT_RESULT = ("logger", "verbose", "resume", "ckpt_path", "compile_cache_dir", "tags", "dataset.root",
+              "dataset.download", "dataset.num_workers")
+# define_metric's (name or glob, x-axis, summary); no x-axis: an axis itself, hidden. Explicit names come
+# before the globs that also match them: W&B applies an explicit definition over a glob.
+AXES: tuple[tuple[str, str | None, str | None], ...] = (
+    (names.EPOCH, None, None),
+    (names.GLOBAL_STEP, None, None),
+    (names.LOSS_STEP, names.GLOBAL_STEP, None),  # one step's loss: a step metric among the train/* epoch ones
+    (f"{names.LR_PREFIX}/*", names.GLOBAL_STEP, None),  # lr/pg0 ...: per-step schedules (warm-up, one-cycle)
+    (names.EPOCH_LR, names.EPOCH, None),  # the LR each epoch trained with, as in history.csv
+    # The best epoch is what a reader of an accuracy column wants; val/acc_best is a running max already.
+    (names.acc(names.VAL), names.EPOCH, "max"),
+    (names.acc5(names.VAL), names.EPOCH, "max"),
+    (names.loss(names.VAL), names.EPOCH, "min"),
+    (f"{names.TRAIN}/*", names.EPOCH, None),
+    (f"{names.VAL}/*", names.EPOCH, None),
+    (f"{names.TEST}/*", names.EPOCH, None),  # the test's one row holds `epoch` too (the epochs trained)
+)
+
+
+def _drop(config: dict[str, Any], dotted: str) -> Any:
+    """Remove DOTTED (`model.dropout`) from the nested CONFIG; its value, or None when absent."""
+    *parents, last = dotted.split(".")
+    node: Any = config
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node.pop(last, None) if isinstance(node, dict) else None
+
+
+def run_config(plain: Mapping[str, Any], choices: Mapping[str, str], agent_keys: Iterable[str] = ()) -> dict[str, Any]:
+    """The W&B config from the job's resolved config PLAIN without NOT_RESULT, Hydra's CHOICES, and each key
+    a W&B agent swept (AGENT_KEYS) once, flat as the agent set it."""
+    config = copy.deepcopy(dict(plain))
+    for key in NOT_RESULT:
+        _drop(config, key)
+    config["choices"] = {group: choices.get(group) for group in CHOICE_GROUPS}
+    for key in agent_keys:
+        value = _drop(config, key)
+        if value is not None:
+            config[key] = value
+    return config
+
+
+def artifact_name(run_id: str) -> str:
+    """The model artifact of W&B run RUN_ID (Lightning's WandbLogger uses the same name)."""
+    return f"model-{run_id}"
+
+
+def model_artifact(run_id: str, path: Path, metadata: dict[str, Any]) -> Any:
+    """A draft wandb.Artifact of type `model` holding the checkpoint PATH as `model.ckpt`."""
+    import wandb
+
+    artifact = wandb.Artifact(artifact_name(run_id), type="model", metadata=metadata)
+    artifact.add_file(str(path), name="model.ckpt")
+    return artifact
+
+
+class ModelArtifacts(L.Callback):
+    """Logs checkpoints to RUN (a wandb.Run) as `logger.log_model` says; a Callback to know the epoch a
+    checkpoint is written in (TolerantWandbLogger hands it each saved checkpoint)."""
+
+    def __init__(self, run: Any, mode: bool | str) -> None:
+        self.run, self.mode = run, mode
+        self.epoch = 0  # the epoch (from 1) being trained: a checkpoint written now holds it
+        self.logged: list[tuple[str, list[str]]] = []  # (file name, aliases), in order
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch = trainer.current_epoch + 1
+
+    def _log(self, path: Path, aliases: list[str], metadata: dict[str, Any]) -> None:
+        self.run.log_artifact(model_artifact(self.run.id, path, {"epoch": self.epoch} | metadata), aliases=aliases)
+        self.logged.append((path.name, aliases))
+
+    def saved(self, checkpoint_callback: Any) -> None:
+        """`all`: CHECKPOINT_CALLBACK (a ModelCheckpoint with one fixed file name) has just written its file."""
+        if self.mode != "all":
+            return
+        path = Path(checkpoint_callback.dirpath) / f"{checkpoint_callback.filename}{checkpoint_callback.FILE_EXTENSION}"
+        best = checkpoint_callback.monitor is not None
+        aliases = ["best", f"epoch-{self.epoch}"] if best else ["last"]
+        score = checkpoint_callback.best_model_score if best else None
+        self._log(path, aliases, {"monitor": checkpoint_callback.monitor,
+                                  "score": None if score is None else float(score)})
+
+    def final(self, best: Path, best_epoch: int | None) -> None:
+        """`true`: at the end of a completed run, best.ckpt once, aliases `best` and its epoch."""
+        if self.mode is True and best.is_file():
+            self.epoch = best_epoch or self.epoch
+            self._log(best, ["best", f"epoch-{self.epoch}"], {})
+
+
+class OshSync(L.Callback):
+    """wandb-osh (`logger.osh=true`): after each epoch, ask a login node to `wandb sync` RUN (offline) by a
+    command file in COMMAND_DIR (None: wandb-osh's default, ~/.wandb_osh_command_dir)."""
+
+    def __init__(self, run: Any, command_dir: Path | None) -> None:
+        from wandb_osh.hooks import TriggerWandbSyncHook
+
+        self.run_dir = Path(run.dir).parent  # run.dir is the run's files/ folder; wandb sync takes its parent
+        self.hook = TriggerWandbSyncHook(command_dir) if command_dir else TriggerWandbSyncHook()
+
+    def trigger(self) -> None:
+        """Ask the login node to sync the run now (a command file; the syncer deletes it when done)."""
+        self.hook(self.run_dir)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and not trainer.sanity_checking:  # after EpochHistory logged the epoch
+            self.trigger()
 
 
 def sync_command(run_dir: Path, run_id: str) -> str:
@@ -36,11 +148,8 @@ def sync_command(run_dir: Path, run_id: str) -> str:
 
 
 def agent_run() -> dict[str, str]:
-    """The run a W&B sweep agent started this process for ({} outside an agent).
-
-    `wandb agent` creates the run on the server, then starts the sweep's command with WANDB_SWEEP_ID,
-    WANDB_RUN_ID, WANDB_PROJECT and WANDB_ENTITY (wandb/wandb_agent.py): the job must log into that run, of
-    that project, or the sweep waits for a run that never reports."""
+    """The run a W&B sweep agent created on the server and started this process for ({} outside an agent): the
+    job must log into that run, of that project, or the sweep waits for a run that never reports."""
     if not os.environ.get("WANDB_SWEEP_ID") or not os.environ.get("WANDB_RUN_ID"):
         return {}
     keys = {"sweep": "WANDB_SWEEP_ID", "id": "WANDB_RUN_ID", "project": "WANDB_PROJECT", "entity": "WANDB_ENTITY"}
@@ -48,8 +157,7 @@ def agent_run() -> dict[str, str]:
 
 
 def agent_params() -> list[str]:
-    """The W&B sweep's parameter names (model.dropout, seed): the agent writes this run's values to the
-    file WANDB_SWEEP_PARAM_PATH names ({key: {value: ...}}) before it starts the command."""
+    """The W&B sweep's parameter names (model.dropout, seed), from the file WANDB_SWEEP_PARAM_PATH names."""
     import yaml
 
     path = os.environ.get("WANDB_SWEEP_PARAM_PATH")
@@ -84,8 +192,7 @@ class TolerantWandbLogger(WandbLogger):
 
 
 class Tracker:
-    """Owns the W&B run's lifecycle: init before fit, finish (with exit code) after the job.
-
+    """The job's loggers and the W&B run's lifecycle: init before fit, finish (with exit code) after the job;
     `excuse`: whether a failed W&B write is explained by the preemption signal (callbacks/preemption.py)."""
 
     def __init__(self, cfg: LoggerConfig, run_dir: Path, config: dict[str, Any], group: str | None,
@@ -95,8 +202,8 @@ class Tracker:
         self.identity = identity or {}  # the W&B run a continued run logs into (rundir: wandb_run.json)
         self.wandb_run: Any = None
         self.loggers: list[Logger] = []
-        self.callbacks: list[Any] = []  # Lightning callbacks the tracker needs (wandb-osh's sync trigger)
-        self.osh: Any = None
+        self.callbacks: list[Any] = []  # Lightning callbacks the tracker needs (artifacts, wandb-osh's trigger)
+        self.osh: OshSync | None = None
         self.artifacts: ModelArtifacts | None = None
         self.choices = choices or {}
         if cfg.name == "csv":
@@ -108,9 +215,9 @@ class Tracker:
             self._start_wandb(config, group, name, tags)
 
     def _start_wandb(self, config: dict[str, Any], group: str | None, name: str | None, tags: list[str]) -> None:
+        import wandb
 
         mode = wandb_mode(self.cfg)
-        run_file = self.run_dir / WANDB_RUN_FILE
         # A resumed job continues its W&B run: same id, and the group and name it started with (the resume
         # command's overrides do not make it another job). Under a W&B agent, the agent's run and project.
         saved, agent = self.identity, agent_run()
@@ -127,29 +234,37 @@ class Tracker:
                                         entity=saved.get("entity") or place.entity,
                                         name=saved.get("name") or place.name,
                                         tags=tuple(saved.get("tags") or place.tags))
+
+        def init(mode: str) -> Any:
+            return wandb.init(
+                project=place.project, entity=place.entity, group=group, job_type=place.job_type, name=place.name,
+                tags=list(place.tags), config=run_config(config, self.choices, agent_params() if agent else ()),
+                dir=str(self.run_dir), id=run_id, resume="allow", mode=mode,
+                settings=wandb.Settings(init_timeout=self.cfg.init_timeout_s, silent=True, console="off",
+                                        reinit="finish_previous", **compat.wandb_flush_often(wandb.Settings)),
+            )
+
         try:
-            self.wandb_run = self._init(place, group, config, agent, run_id, mode)
+            self.wandb_run = init(mode)
         except Exception as exc:  # a server that takes the connection but does not answer (init_timeout_s)
             if mode != "online":
                 raise
-            import wandb
-
             say(f"W&B server did not answer ({type(exc).__name__}: {' '.join(str(exc).split())[:120]}): logging "
                 "offline instead (sync later with `wandb sync`)")
             wandb.teardown()  # the service still holds the run that never started; offline starts it afresh
             mode = "offline"
-            self.wandb_run = self._init(place, group, config, agent, run_id, mode)
-        define_axes(self.wandb_run)
+            self.wandb_run = init(mode)
+        for metric, step_metric, summary in AXES:  # a `metric` record each, in the run's file
+            hidden = True if step_metric is None else None
+            self.wandb_run.define_metric(metric, step_metric=step_metric, summary=summary, hidden=hidden)
         identity = {"id": run_id, "group": group, "name": place.name, "dir": str(self.run_dir.resolve()),
                     "project": place.project, "entity": place.entity, "tags": list(place.tags)}
         identity |= {"sweep": agent["sweep"]} if agent else {}  # "dir": a copy of the run dir is told apart
         if mode != "disabled":  # a disabled run has no W&B identity to continue (its entity reads "dummy")
-            atomic_write(run_file, json.dumps(identity) + "\n")
+            atomic_write(self.run_dir / WANDB_RUN_FILE, json.dumps(identity) + "\n")
         self.artifacts = ModelArtifacts(self.wandb_run, self.cfg.log_model)
         self.loggers = [TolerantWandbLogger(excuse=self.excuse, artifacts=self.artifacts, experiment=self.wandb_run)]
         if self.cfg.osh and mode == "offline":
-            from nin_lightning.tracking.osh import OshSync
-
             self.osh = OshSync(self.wandb_run, Path(self.cfg.osh_dir) if self.cfg.osh_dir else None)
             self.callbacks.append(self.osh)
         self.callbacks.append(self.artifacts)
@@ -159,40 +274,57 @@ class Tracker:
         elif mode == "online":
             say(f"W&B run: {self.wandb_run.url}")
 
-    def _init(self, place: Any, group: str | None, config: dict[str, Any], agent: dict[str, str], run_id: str,
-              mode: str) -> Any:
-        """wandb.init of this job's run in MODE."""
+    def finish(self, exit_code: int, metrics: dict[str, Any] | None = None) -> None:
+        """Close the W&B run, marked failed when exit_code != 0, so the next job starts a new one; METRICS
+        (the run's metrics.json) become its summary (summary.SUMMARY_KEYS)."""
+        if self.wandb_run is None:
+            return
+        if metrics:
+            self.wandb_run.summary.update(run_summary(metrics))
+        if self.artifacts is not None and (metrics or {}).get("status") == "completed":
+            try:
+                self.artifacts.final(checkpoint_dir(self.run_dir) / BEST_CKPT, metrics.get("best_epoch"))
+            except Exception as exc:  # the run's result stands; the artifact is missing, and said so
+                say(f"could not log best.ckpt as a W&B model artifact: {one_line(exc)}")
         import wandb
 
-        return wandb.init(
-            project=place.project, entity=place.entity, group=group, job_type=place.job_type, name=place.name,
-            tags=list(place.tags), config=run_config(config, self.choices, agent_params() if agent else ()),
-            dir=str(self.run_dir), id=run_id, resume="allow", mode=mode,
-            settings=wandb.Settings(
-                init_timeout=self.cfg.init_timeout_s, silent=True, console="off", reinit="finish_previous",
-                **compat.wandb_flush_often(wandb.Settings),
-            ),
-        )
+        self.wandb_run.finish(exit_code=exit_code)
+        self.wandb_run = None
+        # finish() only asks W&B's service to close the run's files; teardown waits until it has, so
+        # the .wandb file is whole when this returns (for a sync, a reader, the next job in this process)
+        wandb.teardown()
+        if self.osh is not None:  # the finished run's last rows and summary
+            self.osh.trigger()
 
-    def finish(self, exit_code: int, metrics: dict[str, Any] | None = None) -> None:
-        """Close the W&B run, marked failed when exit_code != 0, so the next job starts a new one.
 
-        METRICS (the run's metrics.json) become the run's summary: status, wall time, params, MACs, best
-        epoch, test/acc, val/acc_best (summary.SUMMARY_KEYS)."""
-        if self.wandb_run is not None:
-            if metrics:
-                self.wandb_run.summary.update(run_summary(metrics))
-            if self.artifacts is not None and (metrics or {}).get("status") == "completed":
-                try:
-                    self.artifacts.final(checkpoint_dir(self.run_dir) / BEST_CKPT, metrics.get("best_epoch"))
-                except Exception as exc:  # the run's result stands; the artifact is missing, and said so
-                    say(f"could not log best.ckpt as a W&B model artifact: {one_line(exc)}")
-            self.wandb_run.finish(exit_code=exit_code)
-            self.wandb_run = None
-            # finish() only asks W&B's service to close the run's files; teardown waits until it has, so
-            # the .wandb file is whole when this returns (for a sync, a reader, the next job in this process)
-            import wandb
+def log_command_run(command: str, mode: str, run_dir: Path, ckpt: str, ckpt_path: Path, out_dir: Path,
+                    config: dict[str, Any], summary: dict[str, Any]) -> Any:
+    """Log COMMAND's run (MODE: auto | online | offline) into OUT_DIR/wandb/, in the training run's project and
+    group, with SUMMARY and the model CKPT_PATH (CKPT of RUN_DIR) as its input; returns its offline dir or URL."""
+    import wandb
 
-            wandb.teardown()
-            if self.osh is not None:  # the finished run's last rows and summary
-                self.osh.trigger()
+    trained = wandb_identity(run_dir)
+    train_id = trained.get("id") or run_dir.resolve().name
+    cfg = LoggerConfig(name="wandb", mode=mode)
+    resolved = wandb_mode(cfg)
+    place = run_place(cfg, [command], f"{trained.get('name') or run_dir.name} {command}", job_type=command)
+    artifact = f"{artifact_name(train_id)}:{ckpt}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(project=trained.get("project") or place.project, entity=trained.get("entity") or place.entity,
+                     group=trained.get("group"), job_type=place.job_type, name=place.name, tags=list(place.tags),
+                     config={**config, "model_artifact": artifact, "trained_run": train_id, "ckpt": ckpt},
+                     dir=str(out_dir), mode=resolved,
+                     settings=wandb.Settings(silent=True, console="off", reinit="finish_previous"))
+    # The SDK refuses use_artifact offline ("Cannot use artifact when in offline mode"): the config names it.
+    if resolved == "online":  # the same file as the training run logged: the same artifact version
+        run.use_artifact(model_artifact(train_id, ckpt_path, {"ckpt": ckpt}), aliases=[ckpt])
+    run.summary.update(summary)
+    where = run.url if resolved == "online" else str(Path(run.dir).parent)
+    run.finish()
+    wandb.teardown()  # the run's file is whole when this returns (as in Tracker.finish)
+    if resolved == "offline":
+        say(f"W&B offline {command} run in {where}; its input {artifact} is named in its config (W&B draws the "
+            f"lineage for online runs only); upload it with `wandb sync {where}`")
+    elif resolved == "online":
+        say(f"W&B {command} run: {where}")
+    return where
