@@ -1,10 +1,4 @@
-"""CIFAR-10 and CIFAR-100 in torchvision's layout: `<root>/cifar-10-batches-py/`, `<root>/cifar-100-python/`.
-
-torchvision checks every file's MD5 when it opens the dataset; when that fails, `load()` finds which
-file is missing or corrupted and says so in one line. The archive torchvision downloads
-(`cifar-10-python.tar.gz`, `cifar-100-python.tar.gz`), copied into `<root>` by hand, is MD5-checked and
-the files the folder lacks are extracted from it (`unpack`, on local rank 0).
-"""
+"""CIFAR-10 and CIFAR-100 in torchvision's layout (docs/data.md), read by torchvision, which checks every MD5."""
 
 from __future__ import annotations
 
@@ -38,8 +32,7 @@ class CIFAR10DataModule(NiNDataModule):
     def _expected(self) -> list[tuple[str, str]]:
         """(file name in the folder, its MD5): every file torchvision reads."""
         cls = self._tv()
-        meta = (cls.meta["filename"], cls.meta["md5"])
-        return [(name, md5) for name, md5 in (*cls.train_list, *cls.test_list, meta)]
+        return [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]
 
     def _archive(self) -> Path:
         return files.root_dir(self.cfg) / self._tv().filename
@@ -74,17 +67,13 @@ class CIFAR10DataModule(NiNDataModule):
                 return files.corrupted(folder / name, "MD5 mismatch")
         return None
 
-    def _diagnose(self, exc: Exception) -> UserError:
-        """Which file made torchvision refuse the dataset."""
-        return self.file_problem() or UserError(f"torchvision cannot read {self._folder()}: "
-                                                f"{files.one_line_text(exc)}")
-
     def _read(self, train: bool) -> Split:
         cls = self._tv()
         try:
             ds = cls(files.root_dir(self.cfg), train=train, download=False)
-        except RuntimeError as exc:
-            raise self._diagnose(exc) from exc
+        except RuntimeError as exc:  # name the file that made torchvision refuse the dataset
+            raise self.file_problem() or UserError(f"torchvision cannot read {self._folder()}: "
+                                                   f"{files.one_line_text(exc)}") from exc
         source = self._folder() / (cls.train_list if train else cls.test_list)[0][0]
         self.class_names = list(ds.classes)  # from the dataset's meta file: saved with the model (module.py)
         # torchvision keeps (N, 32, 32, 3) HWC; the base wants contiguous NCHW

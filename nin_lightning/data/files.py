@@ -1,5 +1,4 @@
-"""Shared by the torchvision-backed datasets: one-line errors about files, guarded downloads, and the
-archives a user placed in dataset.root by hand (MD5-checked, then extracted)."""
+"""The torchvision-backed datasets' one-line file errors, guarded downloads and extraction of placed archives."""
 
 from __future__ import annotations
 
@@ -35,25 +34,19 @@ def one_line_text(text: object) -> str:
 
 def missing(cfg: DatasetConfig, expected: str) -> UserError:
     """The dataset is not where dataset.root says. EXPECTED names the exact files and where they go."""
-    return UserError(
-        f"{cfg.name} not found: expected {expected}; pass dataset.download=true to download it into "
-        f"dataset.root={cfg.root}, or dataset.root=DIR for the directory that already holds it ({DOCS})"
-    )
+    return UserError(f"{cfg.name} not found: expected {expected}; pass dataset.download=true to download it into "
+                     f"dataset.root={cfg.root}, or dataset.root=DIR for the directory that already holds it ({DOCS})")
 
 
 def incomplete(cfg: DatasetConfig, path: Path) -> UserError:
     """Some files are there, this one is not."""
-    return UserError(
-        f"{path} is missing ({cfg.name} is incomplete); re-run with dataset.download=true, "
-        "or copy the file there"
-    )
+    return UserError(f"{path} is missing ({cfg.name} is incomplete); re-run with dataset.download=true, "
+                     "or copy the file there")
 
 
 def corrupted(path: Path, why: str) -> UserError:
-    return UserError(
-        f"{path} is corrupted or truncated ({why}); delete it and re-run with dataset.download=true, "
-        "or copy a good copy there"
-    )
+    return UserError(f"{path} is corrupted or truncated ({why}); delete it and re-run with dataset.download=true, "
+                     "or copy a good copy there")
 
 
 def md5_problem(path: Path, md5: str) -> UserError | None:
@@ -66,9 +59,7 @@ def md5_problem(path: Path, md5: str) -> UserError | None:
 
 
 def extract(archive: Path, members: dict[str, Path]) -> None:
-    """Copy MEMBERS (name inside the .tar.gz -> target path) out of ARCHIVE, each written atomically.
-
-    Only the named members are read, so no path inside the archive decides where a file lands."""
+    """Copy MEMBERS (name in the .tar.gz -> target path) out of ARCHIVE atomically; no archived path decides where."""
     say(f"extracting {', '.join(sorted(p.name for p in members.values()))} from {archive}")
     try:
         with tarfile.open(archive, "r:gz") as tar:
@@ -123,9 +114,7 @@ def download(cfg: DatasetConfig, what: str, url: str, dest: Path, fetch: Callabl
 
 def to_split(cfg: DatasetConfig, images: np.ndarray | torch.Tensor, labels: object, source: Path) -> Split:
     """uint8 NCHW images (copied contiguous) and int64 labels, with labels checked against num_classes."""
-    if isinstance(images, np.ndarray):
-        images = torch.as_tensor(np.ascontiguousarray(images))
-    x = images.contiguous()
+    x = torch.as_tensor(images).contiguous()
     y = torch.as_tensor(np.asarray(labels), dtype=torch.int64).reshape(-1)
     if len(y) and (int(y.min()) < 0 or int(y.max()) >= cfg.num_classes):
         span = f"{int(y.min())}..{int(y.max())}"

@@ -1,10 +1,5 @@
-"""MNIST from torchvision's layout: `<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`.
-
-torchvision reads the raw idx files and only checks that they exist, so `load()` first checks each
-file's idx header (magic number, dimensions) and size. A file present only as `.gz` (as distributed,
-in MNIST/raw/ or in `<root>` itself) is checked, MD5-checked and decompressed into MNIST/raw/, as
-torchvision's own download step does.
-"""
+"""MNIST in torchvision's layout (docs/data.md); torchvision only checks that the idx files exist, so each file's
+idx header (magic number, dimensions) and size are checked here first."""
 
 from __future__ import annotations
 
@@ -49,13 +44,9 @@ def _check_idx(path: Path, head: bytes, size: int, labels: bool) -> int:
     return n
 
 
-def gz_sources(raw_dir: Path, name: str) -> list[Path]:
-    """Where NAME.gz may be placed: torchvision's `<root>/MNIST/raw/`, or `<root>` itself."""
-    return [raw_dir / f"{name}.gz", raw_dir.parent.parent / f"{name}.gz"]
-
-
 def _placed_gz(raw_dir: Path, name: str) -> Path | None:
-    return next((gz for gz in gz_sources(raw_dir, name) if gz.is_file()), None)
+    """NAME.gz placed in torchvision's `<root>/MNIST/raw/`, or else in `<root>` itself."""
+    return next((gz for gz in (raw_dir / f"{name}.gz", raw_dir.parent.parent / f"{name}.gz") if gz.is_file()), None)
 
 
 def _decompress_checked(gz: Path, raw: Path, labels: bool, md5: str | None = None) -> None:
@@ -83,11 +74,8 @@ def gz_md5s() -> dict[str, str]:
 
 
 def check_raw_files(raw_dir: Path, decompress: bool = True, md5s: dict[str, str] | None = None) -> None:
-    """Raise a one-line UserError unless the four idx files are present and consistent.
-
-    `decompress`: a file present only as `.gz` (in raw_dir or the root) counts, and is checked (against
-    `md5s`, by .gz name, when given) and decompressed into raw_dir.
-    """
+    """Raise a one-line UserError unless the four idx files are present and consistent. `decompress`: a file
+    present only as `.gz` counts, and is checked (against `md5s` by .gz name) and decompressed into raw_dir."""
     for split, (image_file, label_file) in FILES.items():
         counts = []
         for name, labels in ((image_file, False), (label_file, True)):
@@ -106,8 +94,7 @@ def check_raw_files(raw_dir: Path, decompress: bool = True, md5s: dict[str, str]
 
 
 def _not_found(raw_dir: Path, path: Path) -> UserError:
-    anything = raw_dir.is_dir() and any(raw_dir.iterdir())
-    if anything:
+    if raw_dir.is_dir() and any(raw_dir.iterdir()):
         return UserError(f"{path} is missing (MNIST is incomplete); re-run with dataset.download=true, "
                          f"or copy the file (or {path.name}.gz) there")
     return UserError(f"mnist not found: expected {raw_dir}/{GZ_LISTED} (the four files as downloaded, MD5-checked "
@@ -148,10 +135,9 @@ class MNISTDataModule(NiNDataModule):
 
     def file_problem(self, check_md5: bool = True) -> UserError | None:
         """Read-only (no .gz decompressed: local rank 0's download does that): all four idx files complete."""
-        if self._legacy():
-            return None
         try:
-            check_raw_files(self._raw_dir(), decompress=False)
+            if not self._legacy():
+                check_raw_files(self._raw_dir(), decompress=False)
         except UserError as exc:
             return exc
         return None
