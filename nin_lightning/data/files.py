@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import socket
@@ -64,27 +65,12 @@ def extract(archive: Path, members: dict[str, Path]) -> None:
     try:
         with tarfile.open(archive, "r:gz") as tar:
             for name, target in members.items():
-                try:
-                    source = tar.extractfile(name)
-                except KeyError:
-                    source = None
+                source = tar.extractfile(name) if name in tar.getnames() else None
                 if source is None:
                     raise corrupted(archive, f"it holds no file {name}")
-
-                def copy(fh: object, source: object = source) -> None:
-                    shutil.copyfileobj(source, fh, 1 << 20)
-
-                atomic_write(target, copy)
+                atomic_write(target, functools.partial(shutil.copyfileobj, source, length=1 << 20))
     except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise corrupted(archive, f"not a complete .tar.gz: {one_line_text(exc)}") from exc
-
-
-def _is_network_error(exc: BaseException) -> bool:
-    if isinstance(exc, urllib.error.URLError | TimeoutError | ConnectionError | socket.gaierror):
-        return True
-    # torchvision's MNIST wraps each mirror's URLError in one RuntimeError("Error downloading ...")
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and ("Error downloading" in text or "urlopen error" in text)
 
 
 def download(cfg: DatasetConfig, what: str, url: str, dest: Path, fetch: Callable[[], object],
@@ -97,12 +83,12 @@ def download(cfg: DatasetConfig, what: str, url: str, dest: Path, fetch: Callabl
         text = one_line_text(exc)
         urlopen = re.search(r"<urlopen error [^>]*>", text)  # MNIST: the first mirror's error suffices
         reason = urlopen.group(0) if urlopen else (text[:300] or type(exc).__name__)
-        if _is_network_error(exc):
-            raise UserError(
-                f"dataset.download=true: cannot download {what} from {url}: no network ({reason}); "
-                f"download it on a machine with internet access, put {place or what} in {dest} and run with "
-                f"dataset.download=false ({DOCS})"
-            ) from exc
+        # torchvision's MNIST wraps each mirror's URLError in one RuntimeError("Error downloading ...")
+        wrapped = isinstance(exc, RuntimeError) and ("Error downloading" in text or "urlopen error" in text)
+        if wrapped or isinstance(exc, urllib.error.URLError | TimeoutError | ConnectionError | socket.gaierror):
+            raise UserError(f"dataset.download=true: cannot download {what} from {url}: no network ({reason}); "
+                            f"download it on a machine with internet access, put {place or what} in {dest} and run "
+                            f"with dataset.download=false ({DOCS})") from exc
         if isinstance(exc, OSError):
             raise UserError(f"dataset.download=true: cannot write {what} to {dest} ({reason}); "
                             "check the disk and permissions, or pass dataset.root=DIR") from exc
@@ -117,6 +103,5 @@ def to_split(cfg: DatasetConfig, images: np.ndarray | torch.Tensor, labels: obje
     x = torch.as_tensor(images).contiguous()
     y = torch.as_tensor(np.asarray(labels), dtype=torch.int64).reshape(-1)
     if len(y) and (int(y.min()) < 0 or int(y.max()) >= cfg.num_classes):
-        span = f"{int(y.min())}..{int(y.max())}"
-        raise corrupted(source, f"labels span {span}, expected 0..{cfg.num_classes - 1}")
+        raise corrupted(source, f"labels span {int(y.min())}..{int(y.max())}, expected 0..{cfg.num_classes - 1}")
     return Split(x, y)

@@ -22,10 +22,9 @@ def stratified_pick(labels: torch.Tensor, per_class: int, num_classes: int, gene
     for c in range(num_classes):
         idx = (labels == c).nonzero().view(-1)
         if len(idx) < per_class:
-            raise UserError(
-                f"dataset.val_size is too large: the validation split needs {per_class} images of digit {c} "
-                f"from {source}, which has {len(idx)}; pass a smaller dataset.val_size (a multiple of 30)"
-            )
+            raise UserError(f"dataset.val_size is too large: the validation split needs {per_class} images of "
+                            f"digit {c} from {source}, which has {len(idx)}; pass a smaller dataset.val_size "
+                            "(a multiple of 30)")
         picked.append(idx[torch.randperm(len(idx), generator=generator)[:per_class]])
     return torch.cat(picked).sort().values
 
@@ -61,8 +60,7 @@ class SVHNDataModule(NiNDataModule):
         _, filename, md5 = SVHN.split_list[part]
         path = root / filename
         if not path.is_file():
-            others = [n for _, n, _ in SVHN.split_list.values() if (root / n).is_file()]
-            if others:
+            if any((root / n).is_file() for _, n, _ in SVHN.split_list.values()):
                 return files.incomplete(self.cfg, path)
             names = [SVHN.split_list[p][1] for p in self._parts()]
             return files.missing(self.cfg, f"{root / names[0]} and {' and '.join(names[1:])} in the same dir "
@@ -116,11 +114,9 @@ class SVHNDataModule(NiNDataModule):
             count = max(1, round(count / unit)) * unit
         per_class, rest = divmod(count, unit)
         if rest or per_class == 0:
-            raise UserError(
-                f"dataset.val_size={cfg.val_size} cannot be split 2:1 between train and extra over "
-                f"{cfg.num_classes} classes (the paper: 6000 = 10 x (400 + 200)); pass dataset.val_size=6000 "
-                f"or another positive multiple of {unit}"
-            )
+            raise UserError(f"dataset.val_size={cfg.val_size} cannot be split 2:1 between train and extra over "
+                            f"{cfg.num_classes} classes (the paper: 6000 = 10 x (400 + 200)); pass "
+                            f"dataset.val_size=6000 or another positive multiple of {unit}")
         g = torch.Generator().manual_seed(cfg.split_seed)
         from_train = stratified_pick(train.labels[:n_train], TRAIN_SHARE * per_class, cfg.num_classes, g,
                                      "train_32x32.mat")
