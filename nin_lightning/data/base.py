@@ -206,13 +206,13 @@ class NiNDataModule(L.LightningDataModule):
                 ) -> DataLoader | DeviceBatches:
         if split is None:
             raise RuntimeError("call setup() before asking for a dataloader")
+        sampler = None if shuffle else self._eval_sampler(len(split), stage)  # also refuses too few images for DDP
         if self.device_resident:
             return self._device_batches(split, batch_size, shuffle, stage)
-        dataset = BatchTensorDataset(split)
-        sampler = None if shuffle else self._eval_sampler(len(dataset), stage)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, collate_fn=_as_batch,
-                          num_workers=self.cfg.num_workers, persistent_workers=self.cfg.num_workers > 0,
-                          drop_last=shuffle and self.static_shapes and len(dataset) >= batch_size)  # one shape
+        return DataLoader(BatchTensorDataset(split), batch_size=batch_size, shuffle=shuffle, sampler=sampler,
+                          collate_fn=_as_batch, num_workers=self.cfg.num_workers,
+                          persistent_workers=self.cfg.num_workers > 0,
+                          drop_last=shuffle and self.static_shapes and len(split) >= batch_size)  # one shape
 
     def _device_batches(self, split: Split, batch_size: int, shuffle: bool, stage: str) -> DeviceBatches:
         """The split on the trainer's device (copied there once), served by DeviceBatches (data/resident.py)."""
@@ -225,9 +225,7 @@ class NiNDataModule(L.LightningDataModule):
         kwargs = (trainer.distributed_sampler_kwargs if trainer is not None else None) or {}
         world, rank = kwargs.get("num_replicas", 1), kwargs.get("rank", 0)
         progress: dict[str, Callable[[], int]] = {}
-        if not shuffle:
-            self._eval_sampler(len(split), stage)  # the same refusal as the DataLoader path
-        elif trainer is not None:  # training: the epoch, and the batches of it already trained (a resume)
+        if shuffle and trainer is not None:  # training: the epoch, and the batches of it already trained (a resume)
             loop = trainer.fit_loop
             progress = {"epoch": lambda: loop.epoch_progress.current.processed,
                         "position": lambda: loop.epoch_loop.batch_progress.current.ready}

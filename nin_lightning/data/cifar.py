@@ -34,13 +34,17 @@ class CIFAR10DataModule(NiNDataModule):
         cls = self._tv()
         return [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]
 
+    def _lacking(self) -> list[str]:
+        """The files of `_expected()` that the folder lacks."""
+        folder = self._folder()
+        return [name for name, _ in self._expected() if not (folder / name).is_file()]
+
     def _archive(self) -> Path:
         return files.root_dir(self.cfg) / self._tv().filename
 
     def placed_archives(self) -> list[Path]:
-        folder, archive = self._folder(), self._archive()
-        lacking = any(not (folder / name).is_file() for name, _ in self._expected())
-        return [archive] if lacking and archive.is_file() else []
+        archive = self._archive()
+        return [archive] if self._lacking() and archive.is_file() else []
 
     def unpack(self) -> None:
         """The placed archive, MD5-checked, gives the folder the files it lacks (existing ones are kept)."""
@@ -48,20 +52,17 @@ class CIFAR10DataModule(NiNDataModule):
             if (problem := files.md5_problem(archive, self._tv().tgz_md5)) is not None:
                 raise problem
             folder = self._folder()
-            files.extract(archive, {f"{folder.name}/{name}": folder / name for name, _ in self._expected()
-                                    if not (folder / name).is_file()})
+            files.extract(archive, {f"{folder.name}/{name}": folder / name for name in self._lacking()})
 
     def file_problem(self, check_md5: bool = True) -> UserError | None:
         """The first file that is missing or fails its MD5 (checked only once all are there)."""
-        folder = self._folder()
-        expected = self._expected()
-        if not any((folder / name).is_file() for name, _ in expected):
+        folder, expected, lacking = self._folder(), self._expected(), self._lacking()
+        if len(lacking) == len(expected):
             archive = self._archive()
             return files.missing(self.cfg, f"{folder} (or torchvision's archive {archive.name} in {archive.parent}, "
                                            "which is MD5-checked and extracted)")
-        for name, _ in expected:
-            if not (folder / name).is_file():
-                return files.incomplete(self.cfg, folder / name)
+        if lacking:
+            return files.incomplete(self.cfg, folder / lacking[0])
         for name, md5 in expected if check_md5 else []:
             if not check_integrity(str(folder / name), md5):
                 return files.corrupted(folder / name, "MD5 mismatch")
