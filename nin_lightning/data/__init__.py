@@ -23,8 +23,6 @@ def check_data_files(cfg: DatasetConfig) -> None:
     if cfg.download:
         return
     datamodule = build_datamodule(cfg)
-    if datamodule.placed_archives():
-        return
-    problem = datamodule.file_problem(check_md5=False)
+    problem = None if datamodule.placed_archives() else datamodule.file_problem(check_md5=False)
     if problem is not None:
         raise problem

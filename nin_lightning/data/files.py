@@ -54,9 +54,8 @@ def md5_problem(path: Path, md5: str) -> UserError | None:
     """PATH's MD5 is not torchvision's MD5 for it (a partial or different download), or None."""
     from torchvision.datasets.utils import check_integrity
 
-    if check_integrity(str(path), md5):
-        return None
-    return corrupted(path, f"MD5 mismatch: torchvision's copy has MD5 {md5}")
+    ok = check_integrity(str(path), md5)
+    return None if ok else corrupted(path, f"MD5 mismatch: torchvision's copy has MD5 {md5}")
 
 
 def extract(archive: Path, members: dict[str, Path]) -> None:
