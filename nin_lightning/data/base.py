@@ -234,7 +234,8 @@ class NiNDataModule(L.LightningDataModule):
 
     def _eval_sampler(self, size: int, stage: str) -> UnrepeatedDistributedSampler | None:
         """Under DDP: this rank's unpadded shard of an evaluation set (Lightning's own sampler would pad it with
-        repeats); shards differ by one image at most, safe as evaluation logs epoch-level values only."""
+        repeats). Shards differ by one image at most: safe, as evaluation logs epoch-level values only (synced at
+        the epoch's end) and DDP syncs buffers on the first forward only, which every rank runs."""
         kwargs = self.trainer.distributed_sampler_kwargs if self.trainer is not None else None
         if not kwargs or kwargs["num_replicas"] <= 1 or size == 0:
             return None
