@@ -1,5 +1,4 @@
-"""Datasets: one LightningDataModule per dataset on a shared base (base.py): uint8 tensors in memory,
-whole batches, augmentation on the device (augment.py). The names come from config.DATASETS."""
+"""One LightningDataModule per dataset of config.DATASETS, on a shared base (base.py)."""
 
 from __future__ import annotations
 
@@ -19,14 +18,11 @@ def build_datamodule(cfg: DatasetConfig) -> NiNDataModule:
 
 
 def check_data_files(cfg: DatasetConfig) -> None:
-    """Without dataset.download, files missing (or MNIST's truncated): one line now, before any work.
-    Checksums are left to `load()`, which reads the files anyway, and to `unpack()` for archives placed
-    by hand (local rank 0 checks and extracts them while the data loads)."""
+    """Without dataset.download, files missing (or MNIST's truncated): one line now, before any work (no MD5s:
+    `load()` reads the files anyway, and local rank 0's `unpack()` checks archives placed by hand)."""
     if cfg.download:
         return
     datamodule = build_datamodule(cfg)
-    if datamodule.placed_archives():
-        return
-    problem = datamodule.file_problem(check_md5=False)
+    problem = None if datamodule.placed_archives() else datamodule.file_problem(check_md5=False)
     if problem is not None:
         raise problem

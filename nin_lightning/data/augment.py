@@ -1,8 +1,4 @@
-"""Batched, on-device normalization and augmentation of uint8 image batches.
-
-Every op takes a whole batch (N, C, H, W) and draws its randomness per sample,
-so one call replaces N per-image PIL transforms.
-"""
+"""Batched, on-device normalization and augmentation of uint8 (N, C, H, W) batches, random per sample."""
 
 from __future__ import annotations
 
@@ -12,27 +8,30 @@ import torch
 import torch.nn.functional as F
 
 
-class Normalizer:
-    """uint8 [0, 255] -> float, standardized per channel: (x / 255 - mean) / std in one fused pass.
+class PerDevice:
+    """Host tensors copied to each device once and kept there: a host tensor moved to a CUDA device for every
+    batch is a blocking host-to-device copy (a sync per step)."""
 
-    The two constants are built once per device and kept there: a host list turned into a device tensor
-    for every batch is a blocking host-to-device copy on CUDA (a sync per step).
-    """
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        self._host = tensors
+        self._on: dict[torch.device, tuple[torch.Tensor, ...]] = {}
+
+    def on(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        if device not in self._on:
+            self._on[device] = tuple(t.to(device) for t in self._host)
+        return self._on[device]
+
+
+class Normalizer(PerDevice):
+    """uint8 [0, 255] -> float, standardized per channel: (x / 255 - mean) / std in one fused pass."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         m = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
         s = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
-        self._host = (1.0 / (255.0 * s), -m / s)  # x * scale + shift
-        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scale, shift) on DEVICE: copied there on first use only."""
-        if device not in self._on:
-            self._on[device] = (self._host[0].to(device), self._host[1].to(device))
-        return self._on[device]
+        super().__init__(1.0 / (255.0 * s), -m / s)  # x * scale + shift
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.constants(x.device)
+        scale, shift = self.on(x.device)
         return torch.addcmul(shift, x.float(), scale)
 
 
@@ -44,18 +43,13 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
 def random_crop_flip(x: torch.Tensor, padding: int, mode: str = "zero", flip: bool = True,
                      generator: torch.Generator | None = None) -> torch.Tensor:
     """Pad by `padding` (zero or reflect), crop back at a random offset per sample and (if `flip`) mirror a
-    random half of the samples, fused into one gather.
-
-    The crop reads each output pixel from the padded batch through a flat (row * width + col)
-    index; mirroring a sample just reverses its column index, so both cost one pass over the batch.
-    """
+    random half of the samples, in one gather through a flat (row * width + col) index (a mirror reverses cols)."""
     if padding <= 0 and not flip:
         return x
     n, c, h, w = x.shape
     dev = x.device
     if padding > 0:
-        pad_mode = "constant" if mode == "zero" else "reflect"
-        src = F.pad(x, (padding,) * 4, mode=pad_mode)
+        src = F.pad(x, (padding,) * 4, mode="constant" if mode == "zero" else "reflect")
         offsets = torch.randint(0, 2 * padding + 1, (2, n), device=dev, generator=generator)
     else:
         src = x

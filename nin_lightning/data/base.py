@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from nin_lightning.config import DIGIT_DATASETS, DatasetConfig
 from nin_lightning.data import augment
-from nin_lightning.data.resident import DeviceBatches
+from nin_lightning.data.resident import DeviceBatches, derived_seed
 from nin_lightning.errors import UserError
 
 
@@ -64,30 +63,15 @@ def _as_batch(batch: Any) -> Any:
 
 
 def val_count(val_size: int | float, n: int) -> int:
-    """`dataset.val_size` as a number of images out of N training images: a count as it is, a fraction
-    (0 < x < 1) of N rounded, and at least one image."""
+    """`dataset.val_size` as a number of the N training images: a count as it is, a fraction of N rounded (>= 1)."""
     if isinstance(val_size, float):
         return max(1, round(val_size * n))
     return val_size
 
 
-def split_train_val(n: int, val_size: int | float, seed: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded permutation of range(n): (train indices, val indices); `val_size` a count or a fraction."""
-    count = val_count(val_size, n)
-    if count >= n:
-        raise UserError(
-            f"dataset.val_size={val_size} leaves no training data: {name} has {n} training images; "
-            f"pass dataset.val_size=<{n}, or a fraction such as dataset.val_size=0.1"
-        )
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return perm[count:].sort().values, perm[:count].sort().values
-
-
 def pad_batch(images: torch.Tensor, size: int) -> torch.Tensor:
-    """An evaluation batch padded to SIZE images (copies of its first), so that a compiled model sees one shape.
-
-    The labels stay unpadded: the model's outputs for the padding are cut off (`logits[:len(labels)]`) before
-    loss and metrics, with a length known on the host (no device sync)."""
+    """An evaluation batch padded to SIZE images (copies of its first): a compiled model sees one shape; the labels
+    stay unpadded and the padding's outputs are cut off before loss and metrics (module.py)."""
     missing = size - len(images)
     if missing <= 0:
         return images
@@ -102,8 +86,6 @@ def _run_seed() -> int:
 # How long the other ranks of a node wait for local rank 0's download, and how often they look.
 DOWNLOAD_WAIT_S = 3600.0
 DOWNLOAD_POLL_S = 2.0
-
-# Mirroring turns digits into other digits or none (2, 5, 7 ...): these datasets never flip.
 
 
 class NiNDataModule(L.LightningDataModule):
@@ -131,8 +113,7 @@ class NiNDataModule(L.LightningDataModule):
     reads_root = True  # its files are in cfg.root (digits: in scikit-learn's wheel)
 
     def sizes(self) -> dict[str, int]:
-        """Images per split (after setup): {"data/train_size": N, "data/val_size": N, "data/test_size": N},
-        recorded in metrics.json (the report's header states them)."""
+        """Images per split (after setup) as metrics.json records them: {"data/train_size": N, ...}."""
         splits = (("train", self.train_split), ("val", self.val_split), ("test", self.test_split))
         return {f"data/{name}_size": len(split) if split is not None else 0 for name, split in splits}
 
@@ -145,8 +126,7 @@ class NiNDataModule(L.LightningDataModule):
                 f"{cfg.num_classes} classes")
 
     def split_note(self) -> str | None:
-        """One line when the validation split holds at least as many images as the training split (after setup):
-        a count meant for a larger dataset (val_size=5000 on 8,000 images) would leave training the smaller part."""
+        """One line when the validation split holds at least as many images as the training split (after setup)."""
         n_train, n_val = (len(s) if s is not None else 0 for s in (self.train_split, self.val_split))
         if n_val == 0 or n_val < n_train:
             return None
@@ -163,37 +143,30 @@ class NiNDataModule(L.LightningDataModule):
         """Fetch the files into cfg.root (only called with dataset.download=true, on local rank 0)."""
 
     def placed_archives(self) -> list[Path]:
-        """Archives or compressed files placed in cfg.root by hand (torchvision's own file names) that `unpack`
-        would extract because the files they hold are missing; empty when there is nothing to extract."""
+        """Archives placed in cfg.root by hand (torchvision's names) whose missing files `unpack` would extract."""
         return []
 
     def unpack(self) -> None:
         """Check and extract `placed_archives()` into torchvision's layout; no existing file is overwritten."""
 
     def file_problem(self, check_md5: bool = True) -> UserError | None:
-        """What `load()` would refuse about the files in cfg.root (missing, incomplete, corrupted), or None.
-
-        `check_md5=False`: only what is cheap to see (files missing, truncated idx headers), no checksums."""
+        """What `load()` would refuse about the files in cfg.root (missing, incomplete, corrupted), or None;
+        `check_md5=False`: only what is cheap to see (files missing, truncated idx headers)."""
         return None
 
     def split_val(self, train: Split) -> tuple[Split, Split]:
         """(train, val) from the full training set: a seeded random subset of val_size."""
-        cfg = self.cfg
-        train_idx, val_idx = split_train_val(len(train), cfg.val_size, cfg.split_seed, cfg.name)
-        return train.subset(train_idx), train.subset(val_idx)
-
-    def build_preprocessor(self, train: Split) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        """dataset.preprocess: a transform fitted on the training split only (None: mean/std)."""
-        if self.cfg.preprocess == "gcn_zca":
-            from nin_lightning.data import preprocess
-
-            return preprocess.build(self.cfg, train.images)
-        return None
+        cfg, n = self.cfg, len(train)
+        count = val_count(cfg.val_size, n)
+        if count >= n:
+            raise UserError(f"dataset.val_size={cfg.val_size} leaves no training data: {cfg.name} has {n} training "
+                            f"images; pass dataset.val_size=<{n}, or a fraction such as dataset.val_size=0.1")
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.split_seed))
+        return train.subset(perm[count:].sort().values), train.subset(perm[:count].sort().values)
 
     # --- Lightning hooks -----------------------------------------------------------------------
     def prepare_data(self) -> None:
-        """Local rank 0: download (dataset.download), or else extract archives placed in cfg.root by hand.
-        (A download uses a placed archive whose MD5 matches, and replaces one that does not.)"""
+        """Local rank 0: download (dataset.download), or else extract archives placed in cfg.root by hand."""
         if self.cfg.download:
             self.download()
         else:
@@ -205,24 +178,23 @@ class NiNDataModule(L.LightningDataModule):
         while (problem := self.file_problem()) is not None:
             if time.monotonic() >= deadline:
                 reason = str(problem).split("; ")[0]
-                raise UserError(
-                    f"dataset.download=true: waited {DOWNLOAD_WAIT_S:g} s for local rank 0 to download "
-                    f"{self.cfg.name}, still {reason}; see local rank 0's error, or download once with one "
-                    "process and run with dataset.download=false"
-                )
+                raise UserError(f"dataset.download=true: waited {DOWNLOAD_WAIT_S:g} s for local rank 0 to download "
+                                f"{self.cfg.name}, still {reason}; see local rank 0's error, or download once with "
+                                "one process and run with dataset.download=false")
             time.sleep(DOWNLOAD_POLL_S)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_split is not None:
             return
-        full_train, test = self.load()
+        full_train, self.test_split = self.load()
         self.train_split, self.val_split = self.split_val(full_train)
-        self.test_split = test
-        self.preprocessor = self.build_preprocessor(self.train_split)
+        if self.cfg.preprocess == "gcn_zca":  # fitted on the training split only
+            from nin_lightning.data import preprocess
+
+            self.preprocessor = preprocess.build(self.cfg, self.train_split.images)
 
     def use_plan(self, device_resident: bool, static_shapes: bool) -> None:
-        """What the run's SpeedPlan decided for the data: the splits on the device (`dataset.device_resident`),
-        and one batch shape per mode for a compiled model (whole training batches, padded evaluation batches)."""
+        """The run's SpeedPlan: splits on the device; one batch shape per mode for a compiled model."""
         self.device_resident, self.static_shapes = device_resident, static_shapes
 
     def nbytes(self) -> int:
@@ -234,20 +206,13 @@ class NiNDataModule(L.LightningDataModule):
                 ) -> DataLoader | DeviceBatches:
         if split is None:
             raise RuntimeError("call setup() before asking for a dataloader")
+        sampler = None if shuffle else self._eval_sampler(len(split), stage)  # also refuses too few images for DDP
         if self.device_resident:
             return self._device_batches(split, batch_size, shuffle, stage)
-        dataset = BatchTensorDataset(split)
-        sampler = None if shuffle else self._eval_sampler(len(dataset), stage)
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            sampler=sampler,
-            collate_fn=_as_batch,
-            num_workers=self.cfg.num_workers,
-            persistent_workers=self.cfg.num_workers > 0,
-            drop_last=shuffle and self.static_shapes and len(dataset) >= batch_size,  # one training batch shape
-        )
+        return DataLoader(BatchTensorDataset(split), batch_size=batch_size, shuffle=shuffle, sampler=sampler,
+                          collate_fn=_as_batch, num_workers=self.cfg.num_workers,
+                          persistent_workers=self.cfg.num_workers > 0,
+                          drop_last=shuffle and self.static_shapes and len(split) >= batch_size)  # one shape
 
     def _device_batches(self, split: Split, batch_size: int, shuffle: bool, stage: str) -> DeviceBatches:
         """The split on the trainer's device (copied there once), served by DeviceBatches (data/resident.py)."""
@@ -259,24 +224,18 @@ class NiNDataModule(L.LightningDataModule):
         on_device = self._resident[key]
         kwargs = (trainer.distributed_sampler_kwargs if trainer is not None else None) or {}
         world, rank = kwargs.get("num_replicas", 1), kwargs.get("rank", 0)
-        if not shuffle:
-            self._eval_sampler(len(split), stage)  # the same refusal as the DataLoader path
-        if trainer is None or not shuffle:
-            return DeviceBatches(on_device.images, on_device.labels, batch_size, shuffle=shuffle, seed=_run_seed(),
-                                 rank=rank, world=world)
-        loop = trainer.fit_loop  # training: the epoch, and the batches of it already trained (a resume)
-        return DeviceBatches(on_device.images, on_device.labels, batch_size, shuffle=True, seed=_run_seed(),
-                             rank=rank, world=world, epoch=lambda: loop.epoch_progress.current.processed,
-                             position=lambda: loop.epoch_loop.batch_progress.current.ready)
+        progress: dict[str, Callable[[], int]] = {}
+        if shuffle and trainer is not None:  # training: the epoch, and the batches of it already trained (a resume)
+            loop = trainer.fit_loop
+            progress = {"epoch": lambda: loop.epoch_progress.current.processed,
+                        "position": lambda: loop.epoch_loop.batch_progress.current.ready}
+        return DeviceBatches(on_device.images, on_device.labels, batch_size, shuffle=shuffle, seed=_run_seed(),
+                             rank=rank, world=world, **progress)
 
     def _eval_sampler(self, size: int, stage: str) -> UnrepeatedDistributedSampler | None:
-        """Under DDP: this rank's shard of an evaluation set, unpadded (every image exactly once over the ranks).
-
-        Lightning keeps a DistributedSampler it is given; the one it would inject pads the set with repeats
-        up to a multiple of the world size. Shards then differ by one image at most; that is safe because
-        evaluation logs epoch-level values only (synced once at the epoch's end) and DDP syncs buffers on
-        the first forward only, which every rank runs.
-        """
+        """Under DDP: this rank's unpadded shard of an evaluation set (Lightning's own sampler would pad it with
+        repeats). Shards differ by one image at most: safe, as evaluation logs epoch-level values only (synced at
+        the epoch's end) and DDP syncs buffers on the first forward only, which every rank runs."""
         kwargs = self.trainer.distributed_sampler_kwargs if self.trainer is not None else None
         if not kwargs or kwargs["num_replicas"] <= 1 or size == 0:
             return None
@@ -296,41 +255,28 @@ class NiNDataModule(L.LightningDataModule):
         return self._loader(self.test_split, self.cfg.eval_batch_size, shuffle=False, stage="test")
 
     def augment_generator(self, device: torch.device) -> torch.Generator | None:
-        """The RNG of this training batch's augmentation: None (the global RNG) on global rank 0.
-
-        Every rank is seeded alike, so the other ranks would draw rank 0's crops and flips. Rank r > 0
-        draws from a generator keyed by (seed, r, batch index across the run): reproducible and, with
-        no state of its own, exact after a resume. Rank 0, and so a single process, is unchanged: the
-        global RNG that RNGState checkpoints.
-        """
+        """This training batch's augmentation RNG: None (the global one, which RNGState checkpoints) on global rank
+        0; on rank r > 0, keyed by (seed, r, batch index across the run), so not rank 0's draws, exact on resume."""
         trainer = self.trainer
         if trainer is None or trainer.global_rank == 0:
             return None
         batch = trainer.fit_loop.total_batch_idx + 1  # Lightning counts the batch after this hook
-        key = int(np.random.SeedSequence([_run_seed(), trainer.global_rank, batch]).generate_state(1, np.uint64)[0])
+        key = derived_seed(_run_seed(), trainer.global_rank, batch)
         if self._augment_generator is None or self._augment_generator.device != device:
             self._augment_generator = torch.Generator(device=device)
         return self._augment_generator.manual_seed(key)
 
     def transform_batch(self, images: torch.Tensor, training: bool, generator: torch.Generator | None = None
                         ) -> torch.Tensor:
-        """A uint8 batch on its device -> the model's float input; augmentation only while training.
-
-        Default: crop/flip on uint8 (zero padding is black), normalize, cutout.
-        With a preprocessor (GCN+ZCA): whiten first, then crop/flip/cutout the whitened images. The
-        whitening was fitted on whole, unshifted images, so it must see them that way; padding then
-        fills with 0, which is the whitened data's mean, like cutout after normalization.
-        `generator`: the augmentation's RNG (None: the global one).
-        """
+        """A uint8 batch on its device -> the model's float input: crop/flip, normalize, cutout while training
+        (GCN+ZCA whitens first: docs/data.md); `generator`: the augmentation's RNG (None: the global one)."""
         cfg = self.cfg
-        if self.preprocessor is None:
-            if training:
-                images = augment.random_crop_flip(images, cfg.crop_padding, cfg.padding_mode, cfg.flip, generator)
-            images = self.normalizer(images)
-        else:
+        if self.preprocessor is not None:
             images = self.preprocessor(images)
-            if training:
-                images = augment.random_crop_flip(images, cfg.crop_padding, cfg.padding_mode, cfg.flip, generator)
+        if training:
+            images = augment.random_crop_flip(images, cfg.crop_padding, cfg.padding_mode, cfg.flip, generator)
+        if self.preprocessor is None:
+            images = self.normalizer(images)
         if training and cfg.cutout:
             images = augment.cutout(images, cfg.cutout, generator)
         return images
@@ -338,14 +284,12 @@ class NiNDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Normalize (or preprocess) on the device; augment only while training, per rank."""
         images, labels = batch
-        training = self.trainer is not None and self.trainer.training
-        if not training:
-            return self.eval_batch(images), labels
-        return self.transform_batch(images, True, self.augment_generator(images.device)), labels
+        if self.trainer is not None and self.trainer.training:
+            return self.transform_batch(images, True, self.augment_generator(images.device)), labels
+        return self.eval_batch(images), labels
 
     def eval_batch(self, images: torch.Tensor) -> torch.Tensor:
-        """A uint8 evaluation batch -> the model's input (no augmentation), padded to `eval_batch_size` for a
-        compiled model (`pad_batch`: one shape for every evaluation, in validation, test and test_curve)."""
+        """A uint8 evaluation batch -> the model's input, padded to `eval_batch_size` for a compiled model."""
         if self.static_shapes:
             images = pad_batch(images, self.cfg.eval_batch_size)
         return self.transform_batch(images, training=False)

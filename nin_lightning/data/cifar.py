@@ -1,10 +1,4 @@
-"""CIFAR-10 and CIFAR-100 in torchvision's layout: `<root>/cifar-10-batches-py/`, `<root>/cifar-100-python/`.
-
-torchvision checks every file's MD5 when it opens the dataset; when that fails, `load()` finds which
-file is missing or corrupted and says so in one line. The archive torchvision downloads
-(`cifar-10-python.tar.gz`, `cifar-100-python.tar.gz`), copied into `<root>` by hand, is MD5-checked and
-the files the folder lacks are extracted from it (`unpack`, on local rank 0).
-"""
+"""CIFAR-10 and CIFAR-100 in torchvision's layout (docs/data.md), read by torchvision, which checks every MD5."""
 
 from __future__ import annotations
 
@@ -38,16 +32,19 @@ class CIFAR10DataModule(NiNDataModule):
     def _expected(self) -> list[tuple[str, str]]:
         """(file name in the folder, its MD5): every file torchvision reads."""
         cls = self._tv()
-        meta = (cls.meta["filename"], cls.meta["md5"])
-        return [(name, md5) for name, md5 in (*cls.train_list, *cls.test_list, meta)]
+        return [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]
+
+    def _lacking(self) -> list[str]:
+        """The files of `_expected()` that the folder lacks."""
+        folder = self._folder()
+        return [name for name, _ in self._expected() if not (folder / name).is_file()]
 
     def _archive(self) -> Path:
         return files.root_dir(self.cfg) / self._tv().filename
 
     def placed_archives(self) -> list[Path]:
-        folder, archive = self._folder(), self._archive()
-        lacking = any(not (folder / name).is_file() for name, _ in self._expected())
-        return [archive] if lacking and archive.is_file() else []
+        archive = self._archive()
+        return [archive] if self._lacking() and archive.is_file() else []
 
     def unpack(self) -> None:
         """The placed archive, MD5-checked, gives the folder the files it lacks (existing ones are kept)."""
@@ -55,36 +52,29 @@ class CIFAR10DataModule(NiNDataModule):
             if (problem := files.md5_problem(archive, self._tv().tgz_md5)) is not None:
                 raise problem
             folder = self._folder()
-            files.extract(archive, {f"{folder.name}/{name}": folder / name for name, _ in self._expected()
-                                    if not (folder / name).is_file()})
+            files.extract(archive, {f"{folder.name}/{name}": folder / name for name in self._lacking()})
 
     def file_problem(self, check_md5: bool = True) -> UserError | None:
         """The first file that is missing or fails its MD5 (checked only once all are there)."""
-        folder = self._folder()
-        expected = self._expected()
-        if not any((folder / name).is_file() for name, _ in expected):
+        folder, expected, lacking = self._folder(), self._expected(), self._lacking()
+        if len(lacking) == len(expected):
             archive = self._archive()
             return files.missing(self.cfg, f"{folder} (or torchvision's archive {archive.name} in {archive.parent}, "
                                            "which is MD5-checked and extracted)")
-        for name, _ in expected:
-            if not (folder / name).is_file():
-                return files.incomplete(self.cfg, folder / name)
+        if lacking:
+            return files.incomplete(self.cfg, folder / lacking[0])
         for name, md5 in expected if check_md5 else []:
             if not check_integrity(str(folder / name), md5):
                 return files.corrupted(folder / name, "MD5 mismatch")
         return None
 
-    def _diagnose(self, exc: Exception) -> UserError:
-        """Which file made torchvision refuse the dataset."""
-        return self.file_problem() or UserError(f"torchvision cannot read {self._folder()}: "
-                                                f"{files.one_line_text(exc)}")
-
     def _read(self, train: bool) -> Split:
         cls = self._tv()
         try:
             ds = cls(files.root_dir(self.cfg), train=train, download=False)
-        except RuntimeError as exc:
-            raise self._diagnose(exc) from exc
+        except RuntimeError as exc:  # name the file that made torchvision refuse the dataset
+            raise self.file_problem() or UserError(f"torchvision cannot read {self._folder()}: "
+                                                   f"{files.one_line_text(exc)}") from exc
         source = self._folder() / (cls.train_list if train else cls.test_list)[0][0]
         self.class_names = list(ds.classes)  # from the dataset's meta file: saved with the model (module.py)
         # torchvision keeps (N, 32, 32, 3) HWC; the base wants contiguous NCHW

@@ -1,8 +1,8 @@
-"""Shared by the torchvision-backed datasets: one-line errors about files, guarded downloads, and the
-archives a user placed in dataset.root by hand (MD5-checked, then extracted)."""
+"""The torchvision-backed datasets' one-line file errors, guarded downloads and extraction of placed archives."""
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import socket
@@ -35,65 +35,41 @@ def one_line_text(text: object) -> str:
 
 def missing(cfg: DatasetConfig, expected: str) -> UserError:
     """The dataset is not where dataset.root says. EXPECTED names the exact files and where they go."""
-    return UserError(
-        f"{cfg.name} not found: expected {expected}; pass dataset.download=true to download it into "
-        f"dataset.root={cfg.root}, or dataset.root=DIR for the directory that already holds it ({DOCS})"
-    )
+    return UserError(f"{cfg.name} not found: expected {expected}; pass dataset.download=true to download it into "
+                     f"dataset.root={cfg.root}, or dataset.root=DIR for the directory that already holds it ({DOCS})")
 
 
 def incomplete(cfg: DatasetConfig, path: Path) -> UserError:
     """Some files are there, this one is not."""
-    return UserError(
-        f"{path} is missing ({cfg.name} is incomplete); re-run with dataset.download=true, "
-        "or copy the file there"
-    )
+    return UserError(f"{path} is missing ({cfg.name} is incomplete); re-run with dataset.download=true, "
+                     "or copy the file there")
 
 
 def corrupted(path: Path, why: str) -> UserError:
-    return UserError(
-        f"{path} is corrupted or truncated ({why}); delete it and re-run with dataset.download=true, "
-        "or copy a good copy there"
-    )
+    return UserError(f"{path} is corrupted or truncated ({why}); delete it and re-run with dataset.download=true, "
+                     "or copy a good copy there")
 
 
 def md5_problem(path: Path, md5: str) -> UserError | None:
     """PATH's MD5 is not torchvision's MD5 for it (a partial or different download), or None."""
     from torchvision.datasets.utils import check_integrity
 
-    if check_integrity(str(path), md5):
-        return None
-    return corrupted(path, f"MD5 mismatch: torchvision's copy has MD5 {md5}")
+    ok = check_integrity(str(path), md5)
+    return None if ok else corrupted(path, f"MD5 mismatch: torchvision's copy has MD5 {md5}")
 
 
 def extract(archive: Path, members: dict[str, Path]) -> None:
-    """Copy MEMBERS (name inside the .tar.gz -> target path) out of ARCHIVE, each written atomically.
-
-    Only the named members are read, so no path inside the archive decides where a file lands."""
+    """Copy MEMBERS (name in the .tar.gz -> target path) out of ARCHIVE atomically; no archived path decides where."""
     say(f"extracting {', '.join(sorted(p.name for p in members.values()))} from {archive}")
     try:
         with tarfile.open(archive, "r:gz") as tar:
             for name, target in members.items():
-                try:
-                    source = tar.extractfile(name)
-                except KeyError:
-                    source = None
+                source = tar.extractfile(name) if name in tar.getnames() else None
                 if source is None:
                     raise corrupted(archive, f"it holds no file {name}")
-
-                def copy(fh: object, source: object = source) -> None:
-                    shutil.copyfileobj(source, fh, 1 << 20)
-
-                atomic_write(target, copy)
+                atomic_write(target, functools.partial(shutil.copyfileobj, source, length=1 << 20))
     except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise corrupted(archive, f"not a complete .tar.gz: {one_line_text(exc)}") from exc
-
-
-def _is_network_error(exc: BaseException) -> bool:
-    if isinstance(exc, urllib.error.URLError | TimeoutError | ConnectionError | socket.gaierror):
-        return True
-    # torchvision's MNIST wraps each mirror's URLError in one RuntimeError("Error downloading ...")
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and ("Error downloading" in text or "urlopen error" in text)
 
 
 def download(cfg: DatasetConfig, what: str, url: str, dest: Path, fetch: Callable[[], object],
@@ -106,12 +82,12 @@ def download(cfg: DatasetConfig, what: str, url: str, dest: Path, fetch: Callabl
         text = one_line_text(exc)
         urlopen = re.search(r"<urlopen error [^>]*>", text)  # MNIST: the first mirror's error suffices
         reason = urlopen.group(0) if urlopen else (text[:300] or type(exc).__name__)
-        if _is_network_error(exc):
-            raise UserError(
-                f"dataset.download=true: cannot download {what} from {url}: no network ({reason}); "
-                f"download it on a machine with internet access, put {place or what} in {dest} and run with "
-                f"dataset.download=false ({DOCS})"
-            ) from exc
+        # torchvision's MNIST wraps each mirror's URLError in one RuntimeError("Error downloading ...")
+        wrapped = isinstance(exc, RuntimeError) and ("Error downloading" in text or "urlopen error" in text)
+        if wrapped or isinstance(exc, urllib.error.URLError | TimeoutError | ConnectionError | socket.gaierror):
+            raise UserError(f"dataset.download=true: cannot download {what} from {url}: no network ({reason}); "
+                            f"download it on a machine with internet access, put {place or what} in {dest} and run "
+                            f"with dataset.download=false ({DOCS})") from exc
         if isinstance(exc, OSError):
             raise UserError(f"dataset.download=true: cannot write {what} to {dest} ({reason}); "
                             "check the disk and permissions, or pass dataset.root=DIR") from exc
@@ -123,11 +99,8 @@ def download(cfg: DatasetConfig, what: str, url: str, dest: Path, fetch: Callabl
 
 def to_split(cfg: DatasetConfig, images: np.ndarray | torch.Tensor, labels: object, source: Path) -> Split:
     """uint8 NCHW images (copied contiguous) and int64 labels, with labels checked against num_classes."""
-    if isinstance(images, np.ndarray):
-        images = torch.as_tensor(np.ascontiguousarray(images))
-    x = images.contiguous()
+    x = torch.as_tensor(images).contiguous()
     y = torch.as_tensor(np.asarray(labels), dtype=torch.int64).reshape(-1)
     if len(y) and (int(y.min()) < 0 or int(y.max()) >= cfg.num_classes):
-        span = f"{int(y.min())}..{int(y.max())}"
-        raise corrupted(source, f"labels span {span}, expected 0..{cfg.num_classes - 1}")
+        raise corrupted(source, f"labels span {int(y.min())}..{int(y.max())}, expected 0..{cfg.num_classes - 1}")
     return Split(x, y)

@@ -1,10 +1,5 @@
-"""MNIST from torchvision's layout: `<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`.
-
-torchvision reads the raw idx files and only checks that they exist, so `load()` first checks each
-file's idx header (magic number, dimensions) and size. A file present only as `.gz` (as distributed,
-in MNIST/raw/ or in `<root>` itself) is checked, MD5-checked and decompressed into MNIST/raw/, as
-torchvision's own download step does.
-"""
+"""MNIST in torchvision's layout (docs/data.md); torchvision only checks that the idx files exist, so each file's
+idx header (magic number, dimensions) and size are checked here first."""
 
 from __future__ import annotations
 
@@ -30,42 +25,38 @@ GZ_LISTED = ", ".join(f"{name}.gz" for pair in FILES.values() for name in pair) 
 
 def _check_idx(path: Path, head: bytes, size: int, labels: bool) -> int:
     """The item count of a valid idx file with this `head` (its first bytes) and total `size`."""
-    magic = LABELS_MAGIC if labels else IMAGES_MAGIC
-    header_len = 8 if labels else 16
+    magic, header_len = (LABELS_MAGIC, 8) if labels else (IMAGES_MAGIC, 16)
     if len(head) < header_len:
         raise files.corrupted(path, f"{size} bytes, shorter than the {header_len}-byte idx header")
     found, n = struct.unpack(">ii", head[:8])
     if found != magic:
         raise files.corrupted(path, f"idx magic number {found}, expected {magic}")
-    item = 1
     if not labels:
         rows, cols = struct.unpack(">ii", head[8:16])
         if (rows, cols) != (SIDE, SIDE):
             raise files.corrupted(path, f"images of {rows}x{cols}, expected {SIDE}x{SIDE}")
-        item = rows * cols
-    expected = header_len + n * item
+    expected = header_len + n * (1 if labels else SIDE * SIDE)
     if size != expected:
         raise files.corrupted(path, f"{size} bytes, expected {expected} for {n} items")
     return n
 
 
-def gz_sources(raw_dir: Path, name: str) -> list[Path]:
-    """Where NAME.gz may be placed: torchvision's `<root>/MNIST/raw/`, or `<root>` itself."""
-    return [raw_dir / f"{name}.gz", raw_dir.parent.parent / f"{name}.gz"]
-
-
 def _placed_gz(raw_dir: Path, name: str) -> Path | None:
-    return next((gz for gz in gz_sources(raw_dir, name) if gz.is_file()), None)
+    """NAME.gz placed in torchvision's `<root>/MNIST/raw/`, or else in `<root>` itself."""
+    return next((gz for gz in (raw_dir / f"{name}.gz", raw_dir.parent.parent / f"{name}.gz") if gz.is_file()), None)
 
 
-def _decompress_checked(gz: Path, raw: Path, labels: bool, md5: str | None = None) -> None:
-    """Check `gz` (gzip, idx header, then MD5 when given) and write it, decompressed, to `raw` atomically."""
+def _decompress_checked(gz: Path, raw: Path, labels: bool) -> None:
+    """Check `gz` (gzip, idx header, then torchvision's MD5) and write it, decompressed, to `raw` atomically."""
+    from torchvision.datasets import MNIST
+
     try:
         with gzip.open(gz, "rb") as f:
             data = f.read()
     except (OSError, EOFError, zlib.error) as exc:
         raise files.corrupted(gz, f"not a complete gzip file: {exc}") from exc
     _check_idx(gz, data[:16], len(data), labels)
+    md5 = dict(MNIST.resources).get(gz.name)
     if md5 is not None and (problem := files.md5_problem(gz, md5)) is not None:
         raise problem
     try:
@@ -75,26 +66,16 @@ def _decompress_checked(gz: Path, raw: Path, labels: bool, md5: str | None = Non
                         "or make the directory writable") from exc
 
 
-def gz_md5s() -> dict[str, str]:
-    """torchvision's MD5 of each distributed .gz file (the ones its download checks)."""
-    from torchvision.datasets import MNIST
-
-    return dict(MNIST.resources)
-
-
-def check_raw_files(raw_dir: Path, decompress: bool = True, md5s: dict[str, str] | None = None) -> None:
-    """Raise a one-line UserError unless the four idx files are present and consistent.
-
-    `decompress`: a file present only as `.gz` (in raw_dir or the root) counts, and is checked (against
-    `md5s`, by .gz name, when given) and decompressed into raw_dir.
-    """
+def check_raw_files(raw_dir: Path, decompress: bool = True) -> None:
+    """Raise a one-line UserError unless the four idx files are present and consistent. `decompress`: a file
+    present only as `.gz` counts, and is checked (MD5 too) and decompressed into raw_dir."""
     for split, (image_file, label_file) in FILES.items():
         counts = []
         for name, labels in ((image_file, False), (label_file, True)):
             raw = raw_dir / name
             gz = _placed_gz(raw_dir, name) if decompress and not raw.is_file() else None
             if gz is not None:
-                _decompress_checked(gz, raw, labels, (md5s or {}).get(f"{name}.gz"))
+                _decompress_checked(gz, raw, labels)
             if not raw.is_file():
                 raise _not_found(raw_dir, raw)
             with open(raw, "rb") as f:
@@ -106,8 +87,7 @@ def check_raw_files(raw_dir: Path, decompress: bool = True, md5s: dict[str, str]
 
 
 def _not_found(raw_dir: Path, path: Path) -> UserError:
-    anything = raw_dir.is_dir() and any(raw_dir.iterdir())
-    if anything:
+    if raw_dir.is_dir() and any(raw_dir.iterdir()):
         return UserError(f"{path} is missing (MNIST is incomplete); re-run with dataset.download=true, "
                          f"or copy the file (or {path.name}.gz) there")
     return UserError(f"mnist not found: expected {raw_dir}/{GZ_LISTED} (the four files as downloaded, MD5-checked "
@@ -144,14 +124,13 @@ class MNISTDataModule(NiNDataModule):
     def unpack(self) -> None:
         """Placed .gz files (in MNIST/raw/ or the root), checked and MD5-checked, decompressed into MNIST/raw/."""
         if self.placed_archives():
-            check_raw_files(self._raw_dir(), decompress=True, md5s=gz_md5s())
+            check_raw_files(self._raw_dir())
 
     def file_problem(self, check_md5: bool = True) -> UserError | None:
         """Read-only (no .gz decompressed: local rank 0's download does that): all four idx files complete."""
-        if self._legacy():
-            return None
         try:
-            check_raw_files(self._raw_dir(), decompress=False)
+            if not self._legacy():
+                check_raw_files(self._raw_dir(), decompress=False)
         except UserError as exc:
             return exc
         return None
@@ -165,5 +144,5 @@ class MNISTDataModule(NiNDataModule):
 
     def load(self) -> tuple[Split, Split]:
         if not self._legacy():
-            check_raw_files(self._raw_dir(), md5s=gz_md5s())
+            check_raw_files(self._raw_dir())
         return self._read(train=True), self._read(train=False)

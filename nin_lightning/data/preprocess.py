@@ -1,17 +1,4 @@
-"""The paper's optional preprocessing (`dataset.preprocess=gcn_zca`): global contrast normalization + ZCA.
-
-Lin et al. preprocess CIFAR "as in Goodfellow et al. (maxout)": pylearn2's GCN (each image minus its
-mean, scaled to a fixed L2 norm of 55) then ZCA whitening with filter_bias 0.1. Here:
-
-* GCN scales each image to a root-mean-square of 1 per pixel, i.e. an L2 norm of sqrt(C*H*W); that is
-  55.4 for 3x32x32 images (Goodfellow's 55) and keeps ZCA_FILTER_BIAS meaningful for 1x28x28 images too.
-* ZCA is fitted on the TRAINING split only (never validation or test), on at most FIT_MAX_IMAGES images
-  (a seeded subset beyond that), and cached on disk under `<dataset.root>/.nin_cache/`, keyed by a hash
-  of the training images' bytes and of these constants: a different split seed, val_size or file gives
-  a different key, and a re-run loads the matrix instead of refitting.
-* It runs batched on the device after the batch transfer: uint8 batch -> float GCN -> (x - mean) @ W.
-  It replaces the per-channel mean/std normalization (dataset.mean/std are ignored in this mode).
-"""
+"""`dataset.preprocess=gcn_zca`: the paper's global contrast normalization + ZCA whitening (docs/data.md)."""
 
 from __future__ import annotations
 
@@ -23,6 +10,7 @@ import torch
 
 from nin_lightning.atomic_files import atomic_write
 from nin_lightning.config import DatasetConfig
+from nin_lightning.data.augment import PerDevice
 
 VERSION = 1
 ZCA_FILTER_BIAS = 0.1  # added to every eigenvalue of the covariance (pylearn2 / Goodfellow: 0.1)
@@ -34,8 +22,7 @@ CACHE_DIR = ".nin_cache"
 
 
 def gcn(x: torch.Tensor) -> torch.Tensor:
-    """Global contrast normalization of a batch: (N, ...) any dtype -> float32 (N, D), per-image
-    zero mean and a root-mean-square of 1 per pixel."""
+    """(N, ...) any dtype -> float32 (N, D), per image zero mean and a root-mean-square of 1 per pixel."""
     flat = x.reshape(len(x), -1).float()
     flat = flat - flat.mean(dim=1, keepdim=True)
     norm = flat.norm(dim=1, keepdim=True).clamp_min(GCN_MIN_DIVISOR)
@@ -73,42 +60,16 @@ def cache_key(name: str, train_images: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-class GcnZca:
+class GcnZca(PerDevice):
     """uint8 (N, C, H, W) batch -> GCN + ZCA-whitened float32 (N, C, H, W), on the batch's device."""
 
     def __init__(self, mean: torch.Tensor, whiten: torch.Tensor) -> None:
-        self.mean = mean
-        self.whiten = whiten
-        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def _params(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if device not in self._on_device:
-            self._on_device[device] = (self.mean.to(device), self.whiten.to(device))
-        return self._on_device[device]
+        super().__init__(mean, whiten)
+        self.mean, self.whiten = mean, whiten
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        mean, whiten = self._params(x.device)
+        mean, whiten = self.on(x.device)
         return ((gcn(x) - mean) @ whiten).view(x.shape)
-
-
-def _load_cached(path: Path) -> GcnZca | None:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        return GcnZca(state["mean"], state["whiten"])
-    except FileNotFoundError:
-        return None
-    except Exception as exc:  # a bad cache is refitted, never fatal
-        warnings.warn(f"ignoring unreadable ZCA cache {path} ({type(exc).__name__}); refitting", stacklevel=3)
-        return None
-
-
-def _save_cached(path: Path, prep: GcnZca) -> None:
-    """Atomic write, so concurrent ranks never read a half-written file."""
-    try:
-        atomic_write(path, lambda fh: torch.save({"mean": prep.mean, "whiten": prep.whiten}, fh))
-    except OSError as exc:
-        warnings.warn(f"could not cache the ZCA fit in {path.parent} ({exc}); it will be refitted next run",
-                      stacklevel=3)
 
 
 def cache_path(cfg: DatasetConfig, train_images: torch.Tensor) -> Path:
@@ -119,8 +80,17 @@ def cache_path(cfg: DatasetConfig, train_images: torch.Tensor) -> Path:
 def build(cfg: DatasetConfig, train_images: torch.Tensor) -> GcnZca:
     """The GCN+ZCA transform fitted on `train_images` (the training split), from the cache if present."""
     path = cache_path(cfg, train_images)
-    prep = _load_cached(path)
-    if prep is None:
-        prep = GcnZca(*fit_zca(train_images))
-        _save_cached(path, prep)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return GcnZca(state["mean"], state["whiten"])
+    except FileNotFoundError:
+        pass
+    except Exception as exc:  # a bad cache is refitted, never fatal
+        warnings.warn(f"ignoring unreadable ZCA cache {path} ({type(exc).__name__}); refitting", stacklevel=2)
+    prep = GcnZca(*fit_zca(train_images))
+    try:  # atomic: concurrent ranks never read a half-written file
+        atomic_write(path, lambda fh: torch.save({"mean": prep.mean, "whiten": prep.whiten}, fh))
+    except OSError as exc:
+        warnings.warn(f"could not cache the ZCA fit in {path.parent} ({exc}); it will be refitted next run",
+                      stacklevel=2)
     return prep

@@ -1,16 +1,8 @@
-"""SVHN from torchvision's layout: `<root>/{train,test,extra}_32x32.mat`.
-
-The .mat files label the digit 0 as 10; torchvision maps it to 0, so labels are the digits 0..9.
-
-`dataset.split=train` trains on train_32x32.mat minus a seeded random validation subset of val_size.
-`dataset.split=train+extra` uses the paper's split (Goodfellow et al. 2013, kept by Lin et al.):
-validation takes 400 images per class from train and 200 per class from extra (val_size=6000; in
-general 2/3 of val_size from train and 1/3 from extra, evenly over the 10 classes), seeded by
-dataset.split_seed; everything else in train + extra is training data. A fraction (val_size=0.01) takes
-that share of train + extra, rounded to a multiple of 30.
-"""
+"""SVHN in torchvision's layout, with the paper's train+extra validation split (docs/data.md)."""
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from torchvision.datasets.utils import check_integrity
@@ -30,10 +22,9 @@ def stratified_pick(labels: torch.Tensor, per_class: int, num_classes: int, gene
     for c in range(num_classes):
         idx = (labels == c).nonzero().view(-1)
         if len(idx) < per_class:
-            raise UserError(
-                f"dataset.val_size is too large: the validation split needs {per_class} images of digit {c} "
-                f"from {source}, which has {len(idx)}; pass a smaller dataset.val_size (a multiple of 30)"
-            )
+            raise UserError(f"dataset.val_size is too large: the validation split needs {per_class} images of "
+                            f"digit {c} from {source}, which has {len(idx)}; pass a smaller dataset.val_size "
+                            "(a multiple of 30)")
         picked.append(idx[torch.randperm(len(idx), generator=generator)[:per_class]])
     return torch.cat(picked).sort().values
 
@@ -46,20 +37,19 @@ class SVHNDataModule(NiNDataModule):
         self.official_train_size: int | None = None  # len(train_32x32.mat) inside the train+extra split
 
     def _parts(self) -> tuple[str, ...]:
-        return ("train", "extra") if self.cfg.split == "train+extra" else ("train",)
+        """The .mat files the run reads, in download order."""
+        return ("train", "extra", "test") if self.cfg.split == "train+extra" else ("train", "test")
 
     def download(self) -> None:
         from torchvision.datasets import SVHN
         from torchvision.datasets.utils import download_url
 
         root = files.root_dir(self.cfg)
-        needed = " and ".join(SVHN.split_list[part][1] for part in (*self._parts(), "test"))
-        for part in (*self._parts(), "test"):
+        needed = " and ".join(SVHN.split_list[part][1] for part in self._parts())
+        for part in self._parts():
             url, filename, md5 = SVHN.split_list[part]
             # download_url keeps a file whose MD5 already matches, and fetches it otherwise
-            def fetch(url: str = url, filename: str = filename, md5: str = md5) -> None:
-                download_url(url, str(root), filename, md5)
-
+            fetch = functools.partial(download_url, url, str(root), filename, md5)
             files.download(self.cfg, filename, url, root, fetch, place=needed)
 
     def _part_problem(self, part: str, check_md5: bool = True) -> UserError | None:
@@ -70,10 +60,9 @@ class SVHNDataModule(NiNDataModule):
         _, filename, md5 = SVHN.split_list[part]
         path = root / filename
         if not path.is_file():
-            others = [n for _, n, _ in SVHN.split_list.values() if (root / n).is_file()]
-            if others:
+            if any((root / n).is_file() for _, n, _ in SVHN.split_list.values()):
                 return files.incomplete(self.cfg, path)
-            names = [SVHN.split_list[p][1] for p in (*self._parts(), "test")]
+            names = [SVHN.split_list[p][1] for p in self._parts()]
             return files.missing(self.cfg, f"{root / names[0]} and {' and '.join(names[1:])} in the same dir "
                                            "(torchvision's SVHN files, MD5-checked)")
         if check_md5 and not check_integrity(str(path), md5):
@@ -81,11 +70,9 @@ class SVHNDataModule(NiNDataModule):
         return None
 
     def file_problem(self, check_md5: bool = True) -> UserError | None:
-        """The first file missing, then (once all are there) one failing its MD5.
-
-        MD5s go in reverse download order: a file still arriving fails before the big ones are read.
-        """
-        parts = (*self._parts(), "test")  # the order of download()
+        """The first file missing, then (once all are there) one failing its MD5, in reverse download order:
+        a file still arriving fails before the big ones are read."""
+        parts = self._parts()
         checks = [(part, False) for part in parts] + [(part, True) for part in reversed(parts) if check_md5]
         for part, md5 in checks:
             if (problem := self._part_problem(part, md5)) is not None:
@@ -127,11 +114,9 @@ class SVHNDataModule(NiNDataModule):
             count = max(1, round(count / unit)) * unit
         per_class, rest = divmod(count, unit)
         if rest or per_class == 0:
-            raise UserError(
-                f"dataset.val_size={cfg.val_size} cannot be split 2:1 between train and extra over "
-                f"{cfg.num_classes} classes (the paper: 6000 = 10 x (400 + 200)); pass dataset.val_size=6000 "
-                f"or another positive multiple of {unit}"
-            )
+            raise UserError(f"dataset.val_size={cfg.val_size} cannot be split 2:1 between train and extra over "
+                            f"{cfg.num_classes} classes (the paper: 6000 = 10 x (400 + 200)); pass "
+                            f"dataset.val_size=6000 or another positive multiple of {unit}")
         g = torch.Generator().manual_seed(cfg.split_seed)
         from_train = stratified_pick(train.labels[:n_train], TRAIN_SHARE * per_class, cfg.num_classes, g,
                                      "train_32x32.mat")
