@@ -29,23 +29,12 @@ class NiNClassifier(L.LightningModule):
     """Image classification with cross-entropy (label smoothing), top-1 and (for > 10 classes) top-5."""
 
     def __init__(
-        self,
-        num_classes: int,
-        in_channels: int,
-        preset: str,
-        *,
+        self, num_classes: int, in_channels: int, preset: str, *,
         label_smoothing: float = ModelConfig.label_smoothing,
-        optimizer: dict[str, Any] | None = None,
-        scheduler: dict[str, Any] | None = None,
-        tta: bool = False,
-        channels_last: bool = False,
-        compile: bool = False,
-        compile_backend: str = "inductor",
-        optimizer_impl: str | None = None,
-        dataset: dict[str, Any] | None = None,
-        class_names: list[str] | None = None,
-        run_config: dict[str, Any] | None = None,
-        **net: Any,
+        optimizer: dict[str, Any] | None = None, scheduler: dict[str, Any] | None = None,
+        tta: bool = False, channels_last: bool = False, compile: bool = False, compile_backend: str = "inductor",
+        optimizer_impl: str | None = None, dataset: dict[str, Any] | None = None,
+        class_names: list[str] | None = None, run_config: dict[str, Any] | None = None, **net: Any,
     ) -> None:
         """NET: models.NiN's other arguments; `optimizer`, `scheduler`: config groups as plain dicts (None: SGD,
         a constant LR); `run_config`: what a checkpoint records for resume's checks, not a hyperparameter."""
@@ -96,14 +85,21 @@ class NiNClassifier(L.LightningModule):
         to_logger = stage == names.TEST
         self.log(names.loss(stage), loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
                  logger=to_logger, batch_size=len(labels))
-        acc = self.metrics[f"{stage}_acc"]
-        acc(logits, labels)
-        self.log(names.acc(stage), acc, on_step=False, on_epoch=True, prog_bar=True, logger=to_logger)
-        if self.top5:
-            acc5 = self.metrics[f"{stage}_acc5"]
-            acc5(logits, labels)
-            self.log(names.acc5(stage), acc5, on_step=False, on_epoch=True, logger=to_logger)
+        self._update_accuracies(stage, logits, labels)
+        self._log_accuracies(stage, logger=to_logger)
         return logits
+
+    def _update_accuracies(self, stage: str, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        for key, metric in self.metrics.items():
+            if key.startswith(f"{stage}_"):
+                metric.update(logits.detach(), labels)
+
+    def _log_accuracies(self, stage: str, logger: bool) -> None:
+        """Top-1 and (for > 10 classes) top-5 accuracy, which Lightning computes and resets at the epoch's end."""
+        self.log(names.acc(stage), self.metrics[f"{stage}_acc"], on_step=False, on_epoch=True, prog_bar=True,
+                 logger=logger)
+        if self.top5:
+            self.log(names.acc5(stage), self.metrics[f"{stage}_acc5"], on_step=False, on_epoch=True, logger=logger)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Loss; the epoch metrics are torchmetrics objects handed to Lightning once per epoch, and the step loss is
@@ -111,16 +107,10 @@ class NiNClassifier(L.LightningModule):
         images, labels = batch
         logits = self(images)
         loss = self.loss(logits, labels)
-        self.metrics["train_acc"].update(logits.detach(), labels)
-        if self.top5:
-            self.metrics["train_acc5"].update(logits.detach(), labels)
+        self._update_accuracies(names.TRAIN, logits, labels)
         self.train_loss.update(loss.detach())
         if not self._train_metrics_logged:  # logger=False: one row per epoch (callbacks.EpochHistory)
-            self.log(names.acc(names.TRAIN), self.metrics["train_acc"], on_step=False, on_epoch=True, prog_bar=True,
-                     logger=False)
-            if self.top5:
-                self.log(names.acc5(names.TRAIN), self.metrics["train_acc5"], on_step=False, on_epoch=True,
-                         logger=False)
+            self._log_accuracies(names.TRAIN, logger=False)
             self.log(names.TRAIN_LOSS, self.train_loss, on_step=False, on_epoch=True, logger=False)
             self._train_metrics_logged = True
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the logger's steps (as Lightning's own)
@@ -162,13 +152,8 @@ class NiNClassifier(L.LightningModule):
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
-        cls,
-        checkpoint_path: str | Path | IO[bytes],
-        map_location: Any = None,
-        hparams_file: str | Path | None = None,
-        strict: bool | None = None,
-        weights_only: bool | None = True,
-        **kwargs: Any,
+        cls, checkpoint_path: str | Path | IO[bytes], map_location: Any = None, hparams_file: str | Path | None = None,
+        strict: bool | None = None, weights_only: bool | None = True, **kwargs: Any,
     ) -> NiNClassifier:
         """Lightning's `load_from_checkpoint` (`weights_only=True`), also for checkpoints from before the
         hyperparameters were saved (`nin_config`); a file that is neither gives a one-line UserError."""

@@ -51,39 +51,33 @@ def build_scheduler(
     """A Lightning `lr_scheduler` dict (with interval/monitor), or None for a constant LR."""
     if isinstance(cfg, schema.ConstantConfig):
         return None
+    lr_scheduler = torch.optim.lr_scheduler
     if isinstance(cfg, schema.MultiStepConfig):
-        sched = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma)
-        return {"scheduler": sched, "interval": "epoch"}
+        return {"scheduler": lr_scheduler.MultiStepLR(optimizer, list(cfg.milestones), cfg.gamma), "interval": "epoch"}
     if isinstance(cfg, schema.PiecewiseConfig):
-        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _Piecewise(list(cfg.milestones), list(cfg.scales)))
-        return {"scheduler": sched, "interval": "epoch"}
+        piecewise = _Piecewise(list(cfg.milestones), list(cfg.scales))
+        return {"scheduler": lr_scheduler.LambdaLR(optimizer, piecewise), "interval": "epoch"}
     if isinstance(cfg, schema.CosineConfig):
         steps_per_epoch = max(1, total_steps // max(1, max_epochs))
         warmup = round(cfg.warmup_epochs * steps_per_epoch)
-        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _WarmupCosine(warmup, total_steps, cfg.min_lr_ratio))
-        return {"scheduler": sched, "interval": "step"}
+        cosine = _WarmupCosine(warmup, total_steps, cfg.min_lr_ratio)
+        return {"scheduler": lr_scheduler.LambdaLR(optimizer, cosine), "interval": "step"}
     if isinstance(cfg, schema.OneCycleConfig):
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=[g["lr"] for g in optimizer.param_groups],
-            total_steps=max(2, total_steps),
-            pct_start=cfg.pct_start,
-            div_factor=cfg.div_factor,
-            final_div_factor=cfg.final_div_factor,
-        )
-        return {"scheduler": sched, "interval": "step"}
+        one_cycle = lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
+                                            total_steps=max(2, total_steps), pct_start=cfg.pct_start,
+                                            div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor)
+        return {"scheduler": one_cycle, "interval": "step"}
     if isinstance(cfg, schema.PlateauConfig):
         mode = "min" if cfg.monitor.endswith("loss") else "max"
-        sched = LimitedPlateau(
-            optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience, threshold=cfg.threshold,
-            min_lr=cfg.min_lr, max_reductions=cfg.max_reductions, stop_below_ratio=cfg.stop_below_ratio,
-        )
-        return {"scheduler": sched, "interval": "epoch", "monitor": cfg.monitor, "strict": True}
+        plateau = LimitedPlateau(optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience,
+                                 threshold=cfg.threshold, min_lr=cfg.min_lr, max_reductions=cfg.max_reductions,
+                                 stop_below_ratio=cfg.stop_below_ratio)
+        return {"scheduler": plateau, "interval": "epoch", "monitor": cfg.monitor, "strict": True}
     raise ValueError(f"unknown scheduler config {type(cfg).__name__}")
 
 
 def _closed_form(scheduler: Any) -> bool:
-    """Whether the scheduler's LR is a function of its step alone (LambdaLR, OneCycleLR), unlike a plateau's."""
+    """Whether the scheduler's LR is a function of its step alone, unlike a plateau's."""
     return isinstance(scheduler, (torch.optim.lr_scheduler.LambdaLR, torch.optim.lr_scheduler.OneCycleLR))
 
 
