@@ -1,9 +1,4 @@
-"""The LightningModule: the network, loss, metrics, optimizer and scheduler. Mechanics live in the Trainer.
-
-Its constructor takes plain values only (numbers, strings, lists and dicts of them), which Lightning saves
-in every checkpoint (`save_hyperparameters`): `NiNClassifier.load_from_checkpoint(path)` rebuilds the model
-exactly, with no Hydra and no run dir, and the file still loads with `torch.load(weights_only=True)`.
-"""
+"""The LightningModule; it takes plain values only, saved in every checkpoint (docs/using-models.md)."""
 
 from __future__ import annotations
 
@@ -17,18 +12,10 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from nin_lightning import metric_names as names
-from nin_lightning import speed
+from nin_lightning import optim, speed
 from nin_lightning.config import ModelConfig, group_from_plain
 from nin_lightning.errors import UserError
 from nin_lightning.models import NiN
-from nin_lightning.optim import (
-    build_optimizer,
-    build_scheduler,
-    keep_plan,
-    keep_settings,
-    planned_groups,
-    planned_state,
-)
 from nin_lightning.rundir.checkpoint_io import load_checkpoint_file
 from nin_lightning.rundir.layout import CONFIG_KEY
 
@@ -42,31 +29,15 @@ class NiNClassifier(L.LightningModule):
     """Image classification with cross-entropy (label smoothing), top-1 and (for > 10 classes) top-5."""
 
     def __init__(
-        self,
-        num_classes: int,
-        in_channels: int,
-        preset: str,
-        *,
+        self, num_classes: int, in_channels: int, preset: str, *,
         label_smoothing: float = ModelConfig.label_smoothing,
-        optimizer: dict[str, Any] | None = None,
-        scheduler: dict[str, Any] | None = None,
-        tta: bool = False,
-        channels_last: bool = False,
-        compile: bool = False,
-        compile_backend: str = "inductor",
-        optimizer_impl: str | None = None,
-        dataset: dict[str, Any] | None = None,
-        class_names: list[str] | None = None,
-        run_config: dict[str, Any] | None = None,
-        **net: Any,
+        optimizer: dict[str, Any] | None = None, scheduler: dict[str, Any] | None = None,
+        tta: bool = False, channels_last: bool = False, compile: bool = False, compile_backend: str = "inductor",
+        optimizer_impl: str | None = None, dataset: dict[str, Any] | None = None,
+        class_names: list[str] | None = None, run_config: dict[str, Any] | None = None, **net: Any,
     ) -> None:
-        """`num_classes`, `in_channels`, `preset` and NET (width, dropout, batch_norm, init, init_std,
-        final_relu): the NiN (models.NiN, whose defaults are ModelConfig's); `optimizer`, `scheduler`:
-        their config groups as plain dicts with their `name` (None: SGD's defaults, a constant LR); `tta`,
-        `channels_last`, `compile`, `compile_backend`, `optimizer_impl`: the run's speed choices
-        (speed.SpeedPlan); `dataset`: the run's resolved dataset config (image size, channels, mean/std,
-        splits); `class_names`: the classes' names in label order, where the dataset has them; `run_config`:
-        what a checkpoint records for resume's checks (rundir/start.py, `nin_config`), not a hyperparameter."""
+        """NET: models.NiN's other arguments; `optimizer`, `scheduler`: config groups as plain dicts (None: SGD,
+        a constant LR); `run_config`: what a checkpoint records for resume's checks, not a hyperparameter."""
         super().__init__()
         # logger=False: the loggers get the whole resolved config already (tracking/run_config.py), as in the YAML
         self.save_hyperparameters(ignore=["run_config"], logger=False)
@@ -80,14 +51,11 @@ class NiNClassifier(L.LightningModule):
         self.scheduler_cfg = group_from_plain("scheduler", scheduler or {"name": "constant"})
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.top5 = names.has_top5(num_classes)
-        stages = (names.TRAIN, names.VAL, names.TEST)
+        top_k = {"acc": 1, "acc5": 5} if self.top5 else {"acc": 1}
         # validate_args=False: the inputs are our own logits and labels, and the checks sync the GPU
-        self.metrics = nn.ModuleDict({f"{stage}_acc": MulticlassAccuracy(num_classes, top_k=1, average="micro",
-                                                                         validate_args=False) for stage in stages})
-        if self.top5:
-            for stage in stages:
-                self.metrics[f"{stage}_acc5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro",
-                                                                   validate_args=False)
+        self.metrics = nn.ModuleDict({
+            f"{stage}_{name}": MulticlassAccuracy(num_classes, top_k=k, average="micro", validate_args=False)
+            for name, k in top_k.items() for stage in (names.TRAIN, names.VAL, names.TEST)})
         self.train_loss = MeanMetric(nan_strategy="disable")  # FiniteLossGuard stops on a NaN loss
         self._train_metrics_logged = False
         self.val_acc_best = MaxMetric()
@@ -107,55 +75,46 @@ class NiNClassifier(L.LightningModule):
         return 0.5 * (logits + self(x.flip(-1))) if self.tta else logits
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        """Evaluation (val or test): loss, top-1 and, for > 10 classes, top-5 accuracy. Returns the logits,
-        which Lightning hands to the callbacks' `on_*_batch_end` (the evaluate command collects them)."""
+        """Evaluation (val or test): loss and accuracies. The logits go to the callbacks' `on_*_batch_end`."""
         images, labels = batch
         # a compiled model gets evaluation batches padded to one size (data/base.py pad_batch): the labels are
         # the real images', so the padding's outputs are cut off here, by a length known on the host
         logits = self.evaluate(images)[: len(labels)]
         loss = self.loss(logits, labels)
-        # sync_dist: under DDP the logged loss is the mean over all ranks (accuracies sync in torchmetrics)
-        # Validation's epoch metrics reach the loggers in one row with training's (callbacks.EpochHistory);
-        # the test's are one row of their own, which Lightning logs (and trainer.test returns).
+        # validation's epoch metrics reach the loggers in one row with training's (callbacks.EpochHistory)
         to_logger = stage == names.TEST
         self.log(names.loss(stage), loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
                  logger=to_logger, batch_size=len(labels))
-        acc = self.metrics[f"{stage}_acc"]
-        acc(logits, labels)
-        self.log(names.acc(stage), acc, on_step=False, on_epoch=True, prog_bar=True, logger=to_logger)
-        if self.top5:
-            acc5 = self.metrics[f"{stage}_acc5"]
-            acc5(logits, labels)
-            self.log(names.acc5(stage), acc5, on_step=False, on_epoch=True, logger=to_logger)
+        self._update_accuracies(stage, logits, labels)
+        self._log_accuracies(stage, logger=to_logger)
         return logits
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        """Loss; train/acc and train/loss_epoch accumulate on the device, train/loss_step at logging steps.
+    def _update_accuracies(self, stage: str, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        for key, metric in self.metrics.items():
+            if key.startswith(f"{stage}_"):
+                metric.update(logits.detach(), labels)
 
-        Each `self.log` call costs Lightning 1-3 ms of Python (it moves and copies its result records),
-        which on a small model is several % of a step (benchmarks/overhead.py). So the epoch metrics are
-        torchmetrics objects handed to Lightning once per epoch (it computes, syncs and resets them at the
-        epoch's end), and the step loss is logged only when the logger records it (log_every_n_steps).
-        """
+    def _log_accuracies(self, stage: str, logger: bool) -> None:
+        """Top-1 and (for > 10 classes) top-5 accuracy, which Lightning computes and resets at the epoch's end."""
+        self.log(names.acc(stage), self.metrics[f"{stage}_acc"], on_step=False, on_epoch=True, prog_bar=True,
+                 logger=logger)
+        if self.top5:
+            self.log(names.acc5(stage), self.metrics[f"{stage}_acc5"], on_step=False, on_epoch=True, logger=logger)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Loss; the epoch metrics are torchmetrics objects handed to Lightning once per epoch, and the step loss is
+        logged at the logger's steps only: each `self.log` costs 1-3 ms of Python (benchmarks/overhead.py)."""
         images, labels = batch
         logits = self(images)
         loss = self.loss(logits, labels)
-        self.metrics["train_acc"].update(logits.detach(), labels)
-        if self.top5:
-            self.metrics["train_acc5"].update(logits.detach(), labels)
+        self._update_accuracies(names.TRAIN, logits, labels)
         self.train_loss.update(loss.detach())
         if not self._train_metrics_logged:  # logger=False: one row per epoch (callbacks.EpochHistory)
-            self.log(names.acc(names.TRAIN), self.metrics["train_acc"], on_step=False, on_epoch=True, prog_bar=True,
-                     logger=False)
-            if self.top5:
-                self.log(names.acc5(names.TRAIN), self.metrics["train_acc5"], on_step=False, on_epoch=True,
-                         logger=False)
+            self._log_accuracies(names.TRAIN, logger=False)
             self.log(names.TRAIN_LOSS, self.train_loss, on_step=False, on_epoch=True, logger=False)
             self._train_metrics_logged = True
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the logger's steps (as Lightning's own)
-            # sync_dist: under DDP the logged loss is the mean over all ranks. Not prog_bar: Lightning turns a
-            # progress-bar value into a float after EVERY later batch (a host sync per step); the bars read it
-            # at the logger's steps instead (callbacks/progress.py)
+            # not prog_bar: that would be a host sync per step; the bars read it at these steps (callbacks/progress.py)
             self.log(names.LOSS_STEP, loss, on_step=True, on_epoch=False, sync_dist=True)
         return loss
 
@@ -185,9 +144,7 @@ class NiNClassifier(L.LightningModule):
             checkpoint[CONFIG_KEY] = self.run_config
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A model loaded without a run (load_from_checkpoint) takes the checkpoint's record, so a checkpoint
-        it saves in turn has it too. A resumed run keeps its own: the record says what the run is now (its
-        trainer.max_epochs raised, say), not what it was when the checkpoint was saved."""
+        """A model loaded without a run takes the checkpoint's record; a resumed run keeps its own (what it is now)."""
         if self.run_config is None:
             self.run_config = checkpoint.get(CONFIG_KEY)
         epoch = checkpoint.get("epoch")  # 0-based, of the epoch that saved it; the console counts from 1
@@ -195,18 +152,11 @@ class NiNClassifier(L.LightningModule):
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
-        cls,
-        checkpoint_path: str | Path | IO[bytes],
-        map_location: Any = None,
-        hparams_file: str | Path | None = None,
-        strict: bool | None = None,
-        weights_only: bool | None = True,
-        **kwargs: Any,
+        cls, checkpoint_path: str | Path | IO[bytes], map_location: Any = None, hparams_file: str | Path | None = None,
+        strict: bool | None = None, weights_only: bool | None = True, **kwargs: Any,
     ) -> NiNClassifier:
-        """Lightning's `load_from_checkpoint` (tensors and plain types only: `weights_only=True`), for every
-        checkpoint this project writes, including those from before the hyperparameters were saved: their
-        model is rebuilt from the config they record (`nin_config`). Keyword arguments override saved
-        hyperparameters, e.g. `compile=False`. A file that is none of these gives a one-line UserError."""
+        """Lightning's `load_from_checkpoint` (`weights_only=True`), also for checkpoints from before the
+        hyperparameters were saved (`nin_config`); a file that is neither gives a one-line UserError."""
         legacy: dict[str, Any] = {}
         if isinstance(checkpoint_path, str | Path) and Path(checkpoint_path).is_file():
             path = Path(checkpoint_path)
@@ -230,34 +180,30 @@ class NiNClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         world = self.trainer.world_size if self.optimizer_cfg.scale_lr_with_world_size else 1
-        optimizer = build_optimizer(self.net, self.optimizer_cfg, lr=self.optimizer_cfg.lr * world,
-                                    implementation=self.optimizer_impl)
-        scheduler = build_scheduler(
-            optimizer, self.scheduler_cfg, self.trainer.max_epochs or 1, int(self.trainer.estimated_stepping_batches)
-        )
-        self._planned_groups = planned_groups(optimizer)
+        optimizer = optim.build_optimizer(self.net, self.optimizer_cfg, lr=self.optimizer_cfg.lr * world,
+                                          implementation=self.optimizer_impl)
+        scheduler = optim.build_scheduler(optimizer, self.scheduler_cfg, self.trainer.max_epochs or 1,
+                                          int(self.trainer.estimated_stepping_batches))
+        self._planned_groups = optim.planned_groups(optimizer)
         if scheduler is None:
             return optimizer
-        self._planned_schedule = planned_state(scheduler["scheduler"])
+        self._planned_schedule = optim.planned_state(scheduler["scheduler"])
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def on_train_start(self) -> None:
         """After Lightning restored a checkpoint: the optimizer's settings and the LR schedule follow the current
-        config (optim.keep_plan); only the position in the schedule, a plateau's cuts and the momentum buffers
-        come from the checkpoint. A start from scratch is left as configure_optimizers built it."""
+        config; only the schedule's position, a plateau's cuts and the momentum buffers are the checkpoint's."""
         if self._planned_groups is None or not self.trainer.optimizers:
             return
         scheduler = self.trainer.lr_scheduler_configs[0].scheduler if self.trainer.lr_scheduler_configs else None
-        keep_settings(self.trainer.optimizers[0], self._planned_groups, scheduler)
+        optim.keep_settings(self.trainer.optimizers[0], self._planned_groups, scheduler)
         if self._planned_schedule is not None and scheduler is not None:
-            keep_plan(scheduler, self._planned_schedule)
+            optim.keep_plan(scheduler, self._planned_schedule)
 
 
 def hparams_from_record(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
-    """The constructor's arguments for a checkpoint written before they were saved, from its `nin_config`:
-    the NiN and the dataset as recorded, the optimizer and scheduler by name with their defaults (what
-    training further would need: load it with `optimizer=`/`scheduler=` to change them), and speed
-    switches that the config left at `auto` as they would be chosen on this machine."""
+    """The constructor's arguments for a checkpoint written before they were saved, from its `nin_config`
+    (optimizer and scheduler by name with their defaults; `auto` speed switches as on this machine)."""
     record = checkpoint.get(CONFIG_KEY)
     model = record.get("model") if isinstance(record, dict) else None
     dataset = record.get("dataset") if isinstance(record, dict) else None

@@ -14,6 +14,8 @@ from nin_lightning import compat
 from nin_lightning.config import schema
 
 _NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
+# torch.optim keyword arguments of each implementation (`auto`: torch's own default)
+_IMPLEMENTATIONS = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for_loop": {"foreach": False}}
 
 
 def param_groups(model: nn.Module, weight_decay: float, exempt_bias_norm: bool) -> list[dict[str, Any]]:
@@ -30,23 +32,12 @@ def param_groups(model: nn.Module, weight_decay: float, exempt_bias_norm: bool) 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def optimizer_kwargs(implementation: str) -> dict[str, bool]:
-    """torch.optim keyword arguments for an implementation (`auto`: torch's own default)."""
-    if implementation == "fused":
-        return {"fused": True}
-    if implementation == "foreach":
-        return {"foreach": True}
-    if implementation == "for_loop":
-        return {"foreach": False}
-    return {}
-
-
 def build_optimizer(model: nn.Module, cfg: schema.OptimizerConfig, lr: float, implementation: str | None = None
                     ) -> torch.optim.Optimizer:
     """SGD (momentum, nesterov) or AdamW at learning rate `lr`; `implementation` (speed.SpeedPlan's choice,
     default `cfg.implementation`): fused, foreach or for_loop."""
     groups = param_groups(model, cfg.weight_decay, cfg.exempt_bias_norm)
-    impl = optimizer_kwargs(implementation or cfg.implementation)
+    impl = _IMPLEMENTATIONS.get(implementation or cfg.implementation, {})
     if isinstance(cfg, schema.SGDConfig):
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **impl)
     if isinstance(cfg, schema.AdamWConfig):
@@ -60,39 +51,33 @@ def build_scheduler(
     """A Lightning `lr_scheduler` dict (with interval/monitor), or None for a constant LR."""
     if isinstance(cfg, schema.ConstantConfig):
         return None
+    lr_scheduler = torch.optim.lr_scheduler
     if isinstance(cfg, schema.MultiStepConfig):
-        sched = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma)
-        return {"scheduler": sched, "interval": "epoch"}
+        return {"scheduler": lr_scheduler.MultiStepLR(optimizer, list(cfg.milestones), cfg.gamma), "interval": "epoch"}
     if isinstance(cfg, schema.PiecewiseConfig):
-        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _Piecewise(list(cfg.milestones), list(cfg.scales)))
-        return {"scheduler": sched, "interval": "epoch"}
+        piecewise = _Piecewise(list(cfg.milestones), list(cfg.scales))
+        return {"scheduler": lr_scheduler.LambdaLR(optimizer, piecewise), "interval": "epoch"}
     if isinstance(cfg, schema.CosineConfig):
         steps_per_epoch = max(1, total_steps // max(1, max_epochs))
         warmup = round(cfg.warmup_epochs * steps_per_epoch)
-        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _WarmupCosine(warmup, total_steps, cfg.min_lr_ratio))
-        return {"scheduler": sched, "interval": "step"}
+        cosine = _WarmupCosine(warmup, total_steps, cfg.min_lr_ratio)
+        return {"scheduler": lr_scheduler.LambdaLR(optimizer, cosine), "interval": "step"}
     if isinstance(cfg, schema.OneCycleConfig):
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=[g["lr"] for g in optimizer.param_groups],
-            total_steps=max(2, total_steps),
-            pct_start=cfg.pct_start,
-            div_factor=cfg.div_factor,
-            final_div_factor=cfg.final_div_factor,
-        )
-        return {"scheduler": sched, "interval": "step"}
+        one_cycle = lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
+                                            total_steps=max(2, total_steps), pct_start=cfg.pct_start,
+                                            div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor)
+        return {"scheduler": one_cycle, "interval": "step"}
     if isinstance(cfg, schema.PlateauConfig):
         mode = "min" if cfg.monitor.endswith("loss") else "max"
-        sched = LimitedPlateau(
-            optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience, threshold=cfg.threshold,
-            min_lr=cfg.min_lr, max_reductions=cfg.max_reductions, stop_below_ratio=cfg.stop_below_ratio,
-        )
-        return {"scheduler": sched, "interval": "epoch", "monitor": cfg.monitor, "strict": True}
+        plateau = LimitedPlateau(optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience,
+                                 threshold=cfg.threshold, min_lr=cfg.min_lr, max_reductions=cfg.max_reductions,
+                                 stop_below_ratio=cfg.stop_below_ratio)
+        return {"scheduler": plateau, "interval": "epoch", "monitor": cfg.monitor, "strict": True}
     raise ValueError(f"unknown scheduler config {type(cfg).__name__}")
 
 
 def _closed_form(scheduler: Any) -> bool:
-    """Whether the scheduler's LR is a function of its step alone (LambdaLR, OneCycleLR), unlike a plateau's."""
+    """Whether the scheduler's LR is a function of its step alone, unlike a plateau's."""
     return isinstance(scheduler, (torch.optim.lr_scheduler.LambdaLR, torch.optim.lr_scheduler.OneCycleLR))
 
 
@@ -107,10 +92,8 @@ def planned_groups(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
 
 
 def keep_settings(optimizer: torch.optim.Optimizer, planned: list[dict[str, Any]], scheduler: Any) -> None:
-    """After a resume: the optimizer's settings are the current config's (`planned_groups`), not those of the
-    run that saved the checkpoint (Lightning restores its param groups whole). What a scheduler moves stays
-    the checkpoint's: a plateau's cut LR, one-cycle's momentum at its position; a closed-form LR is set
-    again from its position by `keep_plan`. The momentum buffers stay the checkpoint's too."""
+    """After a resume: the optimizer's settings are the current config's (`planned_groups`), except what a
+    scheduler moves (a plateau's cut LR, one-cycle's momentum); a closed-form LR is set by `keep_plan`."""
     moved = set()
     if scheduler is not None and not _closed_form(scheduler):
         moved.add("lr")  # ReduceLROnPlateau: the LR is the cuts so far
@@ -121,13 +104,10 @@ def keep_settings(optimizer: torch.optim.Optimizer, planned: list[dict[str, Any]
 
 
 def keep_plan(scheduler: Any, planned: dict[str, Any]) -> None:
-    """After a resume: continue at the checkpoint's step, on the schedule the current config plans.
+    """After a resume: continue at the checkpoint's step, on the schedule the current config plans (`planned`).
 
-    Lightning restores a scheduler's whole state, its length included, so a run resumed with a higher
-    trainer.max_epochs would keep the old length: cosine would stay at its floor and one-cycle would step
-    past its end. Here only the position comes from the checkpoint; the shape (length, warm-up, phases,
-    milestones) is `planned`, the scheduler's state as `configure_optimizers` built it. On a run that
-    is not resumed, or resumed with the same config, this changes nothing.
+    Lightning restores a scheduler's whole state, its length included: a run resumed with a higher
+    trainer.max_epochs would keep cosine at its floor and step one-cycle past its end.
     """
     position = {k: v for k, v in scheduler.state_dict().items() if k in compat.SCHEDULER_POSITION_KEYS}
     scheduler.load_state_dict({**copy.deepcopy(planned), **position})
@@ -143,14 +123,8 @@ def keep_plan(scheduler: Any, planned: dict[str, Any]) -> None:
 
 
 class LimitedPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
-    """ReduceLROnPlateau that can end training; the LightningModule stops as soon as `exhausted` is set.
-
-    - `max_reductions`: the plateau after that many cuts sets `exhausted` instead of cutting again (the
-      paper: divide by 10 on a training-accuracy plateau, twice, then stop at the next plateau);
-    - `stop_below_ratio`: a cut that takes the LR below ratio x its start sets `exhausted` (the 100-line
-      MNIST script: stop once the LR < 1 % of its start), right after that epoch.
-    A cut is seen by comparing the LRs around ReduceLROnPlateau's own `step`; one past `max_reductions`
-    is undone at once.
+    """ReduceLROnPlateau that sets `exhausted` (the LightningModule then stops) at the plateau after
+    `max_reductions` cuts (that cut is undone), or once a cut takes the LR below `stop_below_ratio` x its start.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, max_reductions: int | None = None,

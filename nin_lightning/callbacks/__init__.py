@@ -1,12 +1,3 @@
-"""Every Lightning Callback of a run, and `build_callbacks`, the one place that assembles them.
-
-checkpoints.py (best.ckpt, last.ckpt, how often to validate), history.py (history.csv, one logger row per
-epoch, the console line, metrics.json's progress), test_curve.py (test accuracy per epoch), finite_loss.py
-(stop on divergence; no checkpoint from a non-finite state), preemption.py (SIGTERM/submitit: save
-last.ckpt, stop all ranks), agreement.py (when the ranks read those two stop flags), progress.py (bars
-without a sync per step), rng_state.py (RNG states in checkpoints, for an exact resume).
-"""
-
 from __future__ import annotations
 
 from lightning.pytorch.callbacks import Callback, EarlyStopping
@@ -29,17 +20,14 @@ __all__ = ["PREEMPTED_EXIT", "EpochHistory", "EpochLine", "EpochTestCurve", "Fin
 
 
 def stop_guards(preemption: PreemptionCheckpoint, every_n_steps: int, run: RunDir | None = None) -> list[Callback]:
-    """FiniteLossGuard and the StepAgreement that reads its flag and the preemption's together. The guard
-    comes first: at an epoch's end it runs before the callbacks that record the epoch."""
+    """FiniteLossGuard, first (it runs before the callbacks that record an epoch), and its StepAgreement."""
     guard = FiniteLossGuard(run.path if run else None, last_checkpoint(run.path) if run else None)
     return [guard, StepAgreement(guard, preemption, every_n_steps)]
 
 
 def build_callbacks(cfg: CallbacksConfig, run: RunDir, progress: str, has_logger: bool,
                     preemption: PreemptionCheckpoint) -> list[Callback]:
-    """The callbacks of a run in RUN_DIR.
-
-    `progress`: `bar` (a terminal), `lines` (one line per epoch: logs, pipes) or `none`."""
+    """The callbacks of a run in RUN_DIR; `progress`: `bar` (a terminal), `lines` (logs, pipes) or `none`."""
     callbacks: list[Callback] = [*stop_guards(preemption, cfg.check_every_n_steps, run)]
     callbacks += checkpoint_callbacks(run.path, cfg.monitor, cfg.mode, cfg.save_last,
                                       last_every_s=60.0 * cfg.last_ckpt_every_n_minutes)

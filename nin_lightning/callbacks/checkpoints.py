@@ -1,5 +1,4 @@
-"""RUN_DIR/checkpoints/best.ckpt and last.ckpt, with paths that follow the run dir when it moves;
-how often last.ckpt is written, and how often the run validates."""
+"""RUN_DIR/checkpoints/best.ckpt and last.ckpt (paths that follow a moved run dir); how often to validate."""
 
 from __future__ import annotations
 
@@ -18,19 +17,12 @@ _PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
 
 
 class RelocatableCheckpoint(ModelCheckpoint):
-    """A ModelCheckpoint whose state, saved with absolute paths, is rebased onto this run dir on load.
-
-    Lightning keeps `dirpath` and `best_model_path` as absolute paths in the checkpoint. After a run dir is
-    moved or copied, it would warn that `dirpath has changed`, forget the best score (so a worse epoch
-    overwrites best.ckpt) and test the best.ckpt of the OLD path. Here every saved path inside the old
-    checkpoint dir is read as the same file inside this one, so a run dir holds no path outside it.
-    """
+    """A ModelCheckpoint whose saved absolute paths are rebased onto this run dir on load: after a move,
+    Lightning's would forget the best score (a worse epoch overwrites best.ckpt) and test the old best.ckpt."""
 
     @property
     def state_key(self) -> str:
-        # ModelCheckpoint's own key, so checkpoints written before this class existed restore into it.
-        # Computed once: Lightning asks for it at every hook of every step (in its profiler's label), and
-        # ModelCheckpoint builds it from a repr of its settings, which do not change.
+        # ModelCheckpoint's own key (older checkpoints restore into it), computed once: Lightning asks at every hook
         key = self.__dict__.get("_state_key")
         if key is None:
             key = self.__dict__["_state_key"] = super().state_key.replace(
@@ -53,13 +45,10 @@ class RelocatableCheckpoint(ModelCheckpoint):
 
 
 class BestCheckpoint(RelocatableCheckpoint):
-    """best.ckpt: written without fsync while training (only this run's test phase rereads it, from the page
-    cache; the rename still makes it whole), made durable once when fit ends.
+    """best.ckpt, written without fsync while training and made durable once when fit ends.
 
-    A run started from another run's checkpoint (`ckpt_path=`, a new run dir) has no best.ckpt of its own
-    yet: its best is among its own epochs. (Restored as is, the other run's best score would keep every
-    epoch here from being saved, and the test phase would look for a best.ckpt that was never written.)
-    `resume=auto` never gets here without its best.ckpt (rundir/start.py refuses)."""
+    A run started from another run's checkpoint (`ckpt_path=`, a new run dir) has no best.ckpt of its own: its
+    best is among its own epochs (the other run's best score would keep every epoch here from being saved)."""
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         fresh = (self.best_model_path, self.best_model_score, dict(self.best_k_models), self.kth_best_model_path,
@@ -75,10 +64,8 @@ class BestCheckpoint(RelocatableCheckpoint):
 
 
 class LastCheckpoint(RelocatableCheckpoint):
-    """last.ckpt at the end of an epoch when `every_s` seconds passed since the previous one (0: every epoch),
-    always after the last epoch; a preemption saves at once anyway (PreemptionCheckpoint).
-
-    Rank 0's clock decides for every rank (one broadcast per epoch): writing a checkpoint takes collectives."""
+    """last.ckpt at an epoch's end when `every_s` seconds passed since the previous one (0: every epoch), and
+    always after the last epoch; rank 0's clock decides for every rank."""
 
     def __init__(self, every_s: float = 0.0, **kwargs: Any) -> None:
         super().__init__(save_on_train_epoch_end=True, **kwargs)  # also in epochs without validation
@@ -101,20 +88,16 @@ class LastCheckpoint(RelocatableCheckpoint):
         self._written, self._pending = time.monotonic(), False
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Training stopped after an epoch that was not saved (a scheduler's stop comes after the epoch's
-        end): save it now, so that last.ckpt holds the finished run."""
+        """Training stopped after an epoch that was not saved (a scheduler's stop): last.ckpt holds it too."""
         if self._pending and self.dirpath:
             trainer.save_checkpoint(Path(self.dirpath) / LAST_CKPT)
             self._pending = False
 
 
 class ValidateEveryNEpochs(Callback):
-    """Validation after every N-th epoch and after the last (`callbacks.val_every_n_epochs`).
-
-    Lightning's own `check_val_every_n_epoch` skips the last epoch unless N divides max_epochs; here the
-    Trainer's value is set per epoch (1: validate; epoch + 2: Lightning's `(epoch + 1) % n` is not 0).
-    An epoch without validation has no val/ values: the previous ones are dropped from callback_metrics,
-    so its history.csv row and W&B row do not repeat them as if measured again."""
+    """Validation after every N-th epoch and after the last, which Lightning's `check_val_every_n_epoch` skips
+    unless N divides max_epochs. An epoch without validation drops the previous val/ values, so that its
+    history.csv and W&B rows do not repeat them as if measured again."""
 
     def __init__(self, every_n_epochs: int) -> None:
         self.every_n_epochs = every_n_epochs
@@ -126,7 +109,7 @@ class ValidateEveryNEpochs(Callback):
         epoch = trainer.current_epoch
         last = trainer.max_epochs is not None and 0 < trainer.max_epochs <= epoch + 1
         due = last or (epoch + 1) % self.every_n_epochs == 0
-        trainer.check_val_every_n_epoch = 1 if due else epoch + 2
+        trainer.check_val_every_n_epoch = 1 if due else epoch + 2  # Lightning's (epoch + 1) % n is not 0
         if not due:
             metrics = trainer.callback_metrics  # the Trainer's own dict: what every later reader sees
             for key in [k for k in metrics if k.startswith(f"{names.VAL}/")]:
@@ -135,10 +118,8 @@ class ValidateEveryNEpochs(Callback):
 
 def checkpoint_callbacks(run_dir: Path, monitor: str, mode: str, save_last: bool, last_every_s: float = 0.0
                          ) -> list[ModelCheckpoint]:
-    """best.ckpt by `monitor`; last.ckpt (for resume=auto) after every epoch, or every LAST_EVERY_S seconds.
-
-    last.ckpt is not ModelCheckpoint(save_last=True): Lightning 2.6 writes that one only in epochs where
-    the monitored metric improved (i.e. a copy of best.ckpt)."""
+    """best.ckpt by `monitor`; last.ckpt after every epoch or every LAST_EVERY_S seconds (not save_last=True,
+    which Lightning 2.6 writes only in epochs where the monitored metric improved)."""
     dirpath = checkpoint_dir(run_dir)
     best = BestCheckpoint(dirpath=dirpath, filename=Path(BEST_CKPT).stem, monitor=monitor, mode=mode,
                           save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)

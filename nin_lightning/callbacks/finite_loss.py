@@ -10,22 +10,25 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from nin_lightning import metric_names as names
-from nin_lightning.callbacks.agreement import any_rank
 from nin_lightning.errors import UserError
 from nin_lightning.rundir.checkpoint_io import load_checkpoint_file
 from nin_lightning.rundir.start import original_overrides
 
 
+def any_rank(trainer: L.Trainer, flags: torch.Tensor) -> list[float]:
+    """Each flag's maximum over the ranks: one all-reduce (none on one process), then one read on the host."""
+    if trainer.world_size > 1:
+        flags = trainer.strategy.reduce(flags, reduce_op="max")
+    return flags.tolist()
+
+
 class FiniteLossGuard(Callback):
     """A diverged run stops in one line that names the last good checkpoint; none is written from a bad state.
 
-    Each step records on the DEVICE whether its loss was finite (no host sync per step: `bool(loss)` would
-    wait for the GPU to finish the step). The record is read every `callbacks.check_every_n_steps` steps
-    (StepAgreement), at each epoch's end and before any checkpoint is written. There, a non-finite
-    validation loss or a non-finite weight also counts as divergence: `lr=1e6` without BatchNorm can keep a
-    finite training loss while the weights grow to 3e4 and the validation loss is NaN. Steps after a bad one
-    and before the read only change weights in memory, which are thrown away. Under DDP the ranks decide
-    together (one all-reduce per read), so none waits forever in a collective of a rank that stopped.
+    Each step records on the device whether its loss was finite (no host sync per step). The record is read
+    every `callbacks.check_every_n_steps` steps (StepAgreement), at each epoch's end and before any checkpoint
+    is written; there a non-finite validation loss or weight also counts (`lr=1e6` without BatchNorm can keep
+    a finite training loss while the validation loss is NaN). Under DDP the ranks decide together.
     """
 
     def __init__(self, run_dir: Path | None = None, last_ckpt: Path | None = None) -> None:
@@ -53,7 +56,6 @@ class FiniteLossGuard(Callback):
         self._bad |= bad
         self._clean += (~self._bad).long()
 
-    # --- the reads ----------------------------------------------------------------------------------------
     def flag(self, device: torch.device) -> torch.Tensor:
         """1.0 when this rank saw a non-finite training loss since the last read, else 0.0 (on DEVICE)."""
         if self._bad is None:
@@ -70,7 +72,6 @@ class FiniteLossGuard(Callback):
         device = pl_module.device
 
         def nonfinite(tensors: list[torch.Tensor]) -> torch.Tensor:
-            """1.0 when one of TENSORS holds a NaN or an inf, on DEVICE (read below, with the others)."""
             finite = [torch.isfinite(t.detach()).all().to(device) for t in tensors]
             return (~torch.stack(finite).all()).float() if finite else torch.zeros((), device=device)
 
@@ -81,9 +82,9 @@ class FiniteLossGuard(Callback):
         if train:
             self.stop(trainer)
         if val:
-            self._fail(trainer, f"non-finite validation loss ({float(val_loss)}) at epoch {trainer.current_epoch + 1}")
+            self._fail(f"non-finite validation loss ({float(val_loss)}) at epoch {trainer.current_epoch + 1}")
         if weights_flag:
-            self._fail(trainer, f"non-finite weights at epoch {trainer.current_epoch + 1}, step {trainer.global_step}")
+            self._fail(f"non-finite weights at epoch {trainer.current_epoch + 1}, step {trainer.global_step}")
         self.passed(trainer.global_step)
 
     def stop(self, trainer: L.Trainer) -> None:
@@ -94,13 +95,12 @@ class FiniteLossGuard(Callback):
                     f"step {step}")
         else:
             what = f"(on another rank) by epoch {trainer.current_epoch + 1}, step {trainer.global_step}"
-        self._fail(trainer, f"non-finite training loss {what}")
+        self._fail(f"non-finite training loss {what}")
 
-    def _fail(self, trainer: L.Trainer, what: str) -> None:
+    def _fail(self, what: str) -> None:
         raise UserError(f"{what}; no checkpoint was written from this state{self._good_checkpoint()}")
 
     def _good_checkpoint(self) -> str:
-        """Which checkpoint is good, and the command that resumes from it."""
         fix = "lower optimizer.lr or set trainer.gradient_clip_val"
         if self.last_ckpt is None or not self.last_ckpt.is_file():
             return f", and none was written before it: start again and {fix}"
@@ -115,7 +115,6 @@ class FiniteLossGuard(Callback):
         return (f"; {self.last_ckpt}{at} is the last good one: resume from it and {fix}, e.g. python train.py "
                 f"resume=auto{where} optimizer.lr=<lower>{started}")
 
-    # --- where it reads -----------------------------------------------------------------------------------
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
             self.check(trainer, pl_module)

@@ -1,23 +1,7 @@
-"""Preemption: on the signal, finish the current batch, save last.ckpt, stop; the requeued job resumes.
-
-Requeueing has exactly one owner per job, never Lightning (its SLURMEnvironment runs with
-auto_requeue=False, see cluster/slurm.py):
-- `hydra/launcher=slurm`: submitit. Shortly before the time limit (or on preemption) it sends USR2.
-  We defer its handler: stop after the batch, save last.ckpt, write metrics.json, close W&B, and only
-  then let submitit requeue the job (it re-runs the same pickled job, in the same job dir).
-- any Slurm job: `scontrol requeue`, `scancel` or preemption with PreemptMode=REQUEUE send SIGTERM.
-  Training stops after the current batch (all DDP ranks together); we save last.ckpt. Slurm
-  requeues the job itself, and the restarted job (SLURM_RESTART_COUNT > 0) resumes automatically.
-
-The SIGTERM handler only sets a flag (Lightning's own handler calls `dist.broadcast` inside the signal
-handler, which deadlocks when the ranks get the signal at different points: one in a barrier, one in a
-backward pass). The ranks compare flags every `callbacks.check_every_n_steps` steps, in the one
-all-reduce that also carries the non-finite-loss flag (agreement.py; a single process looks after every
-step), and all raise `Preempted` at the same batch; Lightning then calls `on_exception`, where last.ckpt
-is saved at once (never from a non-finite state: FiniteLossGuard checks every checkpoint). Slurm's
-SIGTERM also stops W&B's service process: W&B errors raised after the signal are part of the
-preemption (`excuses`): the epoch's metrics stay in history.csv, and the job resumes the same W&B run.
-"""
+"""Preemption (docs/scale-and-resume.md): on SIGTERM or submitit's USR2, finish the batch, save last.ckpt and
+stop; submitit's requeue is deferred until the job's files are written. The SIGTERM handler only sets a flag
+(Lightning's broadcast inside the signal handler deadlocks DDP ranks signalled at different points); the ranks
+read it together (agreement.py)."""
 
 from __future__ import annotations
 
@@ -38,10 +22,8 @@ from nin_lightning.errors import UserError
 from nin_lightning.rundir.closing import Ending
 from nin_lightning.status import say
 
-# Exit status of a job stopped by SIGTERM (128 + 15): not a success, and Slurm requeues it anyway.
-PREEMPTED_EXIT = 143
-# How long a failed W&B call waits for the SIGTERM that may explain it (Slurm signals every process of
-# the job at once, W&B's service may die a moment before this process runs its handler).
+PREEMPTED_EXIT = 143  # 128 + SIGTERM
+# How long a failed W&B call waits for the SIGTERM that may explain it (W&B's service may die first).
 SIGNAL_GRACE_S = 2.0
 STOPPED = "stopped by SIGTERM (preemption, requeue or kill)"  # metrics.json's error of a preempted run
 
@@ -70,10 +52,8 @@ class PreemptionCheckpoint(Callback):
 
     @contextlib.contextmanager
     def watching(self) -> Iterator[None]:
-        """SIGTERM from the run's set-up (W&B, callbacks, Trainer) to the test's end. Inside the fit's epochs it
-        only sets the flag (training stops at a batch's end, on_train_start's handler); anywhere else, where no
-        batch's end comes, it stops the run at once with one line. Nothing is lost: last.ckpt is as the fit (or
-        an earlier start) left it, and a resume goes on from there (running the test, after training)."""
+        """SIGTERM from the run's set-up to the test's end: outside the fit's epochs (where no batch's end
+        comes) it stops the run at once with one line; last.ckpt is as the fit or an earlier start left it."""
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, self._stop_now) if main else None
         try:
@@ -116,7 +96,6 @@ class PreemptionCheckpoint(Callback):
                 signal.signal(sig, previous)
             del self._installed[sig]
 
-    # --- submitit's signal: turn it into a graceful stop; submitit's handler runs after the job's end -----
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         sig = submitit_signal()
         if stage == "fit" and sig is not None and callable(signal.getsignal(sig)):
@@ -127,7 +106,6 @@ class PreemptionCheckpoint(Callback):
         self._deferred = (self._submitit_handler, signum)
         self.signalled = True
 
-    # --- SIGTERM: a flag, then all ranks stop at the same batch ----------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.training = True
         self._install(signal.SIGTERM, self._on_sigterm)  # after Lightning registered its own handler

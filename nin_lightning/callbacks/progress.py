@@ -1,10 +1,5 @@
-"""Progress bars that read their metrics at the logger's steps only.
-
-Lightning turns every progress-bar value into a Python float (`.item()`, a device-to-host sync) after
-each batch, and its bars read them again. So the module logs its step loss without `prog_bar` and these
-bars read their values, the step loss included, at the steps where the module logs anyway
-(`trainer.log_every_n_steps`) and outside training; the bar itself (position, speed) moves every batch.
-"""
+"""Progress bars that read their metrics (the step loss included) at the logger's steps and outside training
+only: Lightning's turn every value into a float after each batch, a host sync per step."""
 
 from __future__ import annotations
 

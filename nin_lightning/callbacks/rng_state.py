@@ -13,29 +13,18 @@ from lightning.pytorch.callbacks import Callback
 
 
 def _cuda_device(in_use: bool = True) -> torch.device | None:
-    """This process's CUDA device (a DDP rank's own, set by Lightning before any state is saved or restored),
-    or None without CUDA (or, with IN_USE, when this process has not used CUDA)."""
+    """This process's CUDA device, or None without CUDA (or, with IN_USE, when this process has not used it)."""
     if torch.cuda.is_available() and (torch.cuda.is_initialized() or not in_use):
         return torch.device("cuda", torch.cuda.current_device())
     return None
 
 
-def rank_seed(seed: int, rank: int) -> int:
-    """DDP rank RANK's torch seed: ranks > 0 draw their own dropout masks (rank 0 keeps `seed` itself)."""
-    return int(np.random.SeedSequence([seed, rank, 0xD509]).generate_state(1, np.uint64)[0])
-
-
 class RNGState(Callback):
-    """Saves the RNG states with every checkpoint and restores them when training resumes from one.
+    """Saves the RNG states with every checkpoint and restores them on resume: the epoch after a resume draws
+    the same shuffling, dropout masks and augmentations as an uninterrupted run would.
 
-    With them, an epoch after a resume draws the same shuffling order, dropout masks and augmentations
-    as it would have in an uninterrupted run: the DataLoader's RandomSampler seeds itself from the
-    global torch RNG when the epoch's iterator starts, and the on-device augmentation uses it as well.
-
-    Under DDP every rank is seeded alike (the weights must start equal), so at `setup` ranks > 0 reseed
-    torch by (seed, rank): otherwise every rank would draw rank 0's dropout masks. A checkpoint holds
-    each rank's torch CPU and CUDA (its own device) states, gathered when it is written, and each rank
-    takes its own back on resume.
+    Every rank starts with the same seed (equal weights), so at `setup` ranks > 0 reseed torch by (seed, rank)
+    to draw their own dropout masks; a checkpoint holds each rank's torch CPU and CUDA states.
     """
 
     def __init__(self) -> None:
@@ -44,19 +33,15 @@ class RNGState(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._trainer = trainer
         if stage == "fit" and trainer.global_rank > 0:
-            torch.manual_seed(rank_seed(int(os.environ.get("PL_GLOBAL_SEED", "0")), trainer.global_rank))
-
-    @staticmethod
-    def _torch_states() -> torch.Tensor:
-        """This process's torch CPU state, then its CUDA device's (if any), as one uint8 tensor."""
-        device = _cuda_device()
-        states = [torch.get_rng_state()] + ([torch.cuda.get_rng_state(device)] if device is not None else [])
-        return torch.cat(states)
+            seed = int(os.environ.get("PL_GLOBAL_SEED", "0"))
+            sequence = np.random.SeedSequence([seed, trainer.global_rank, 0xD509])
+            torch.manual_seed(int(sequence.generate_state(1, np.uint64)[0]))
 
     def _gather(self) -> list[torch.Tensor]:
-        """Every rank's `_torch_states()`, in rank order (one all-gather)."""
+        """Every rank's torch CPU state, then its CUDA device's (if any), in rank order (one all-gather)."""
         trainer = self._trainer
-        mine = self._torch_states()
+        device = _cuda_device()
+        mine = torch.cat([torch.get_rng_state()] + ([torch.cuda.get_rng_state(device)] if device is not None else []))
         if trainer is None or trainer.world_size <= 1:
             return [mine]
         gathered = trainer.strategy.all_gather(mine.to(trainer.strategy.root_device))

@@ -1,9 +1,6 @@
-"""Test accuracy after every training epoch (`callbacks.test_curve=true`), as the 100-line MNIST script did.
-
-Rows go to RUN_DIR/test_curve.csv as they come; at the end of training the test error per epoch is
-plotted to RUN_DIR/test_error.png. The clock in `train_time_s` leaves out the time spent on these
-test passes, so it measures training alone (benchmarks/time_to_accuracy.py relies on that).
-"""
+"""Test accuracy after every training epoch (`callbacks.test_curve=true`), as the 100-line MNIST script did:
+RUN_DIR/test_curve.csv, and test_error.png at the end. `train_time_s` leaves out the test passes
+(benchmarks/time_to_accuracy.py relies on that)."""
 
 from __future__ import annotations
 
@@ -23,11 +20,8 @@ FIELDS = ["epoch", "test_acc", "test_error", "train_time_s"]
 
 @torch.no_grad()
 def evaluate_test_accuracy(trainer: L.Trainer, module: L.LightningModule) -> float:
-    """Accuracy of the module's current weights on the whole test split (eval mode, TTA as configured).
-
-    Under DDP each rank scores its shard of the test set (every image once over the ranks) and the counts
-    are summed over the ranks (one all-reduce), so every rank returns the whole test set's accuracy. The
-    counts stay on the device until then: one read, not one per batch."""
+    """Accuracy of the module's current weights on the whole test split (eval mode, TTA as configured), on
+    every rank: under DDP the ranks' counts, kept on the device, are summed in one all-reduce."""
     datamodule = trainer.datamodule
     was_training = module.training
     module.eval()
@@ -93,7 +87,7 @@ class EpochTestCurve(Callback):
             plot_test_error(self.path, self.plot_path)
 
 
-def plot_test_error(csv_path: Path, png_path: Path) -> Path:
+def plot_test_error(csv_path: Path, png_path: Path) -> None:
     """Test error (%) per epoch from a test_curve.csv, as a PNG."""
     import matplotlib
 
@@ -115,4 +109,3 @@ def plot_test_error(csv_path: Path, png_path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
     plt.close(fig)
-    return Path(png_path)

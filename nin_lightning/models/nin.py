@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from nin_lightning.config import ModelConfig  # its defaults are NiN's: written once, in the schema
 
-
-@dataclass(frozen=True)
-class BlockSpec:
-    """One mlpconv block: a k x k conv then two 1x1 convs, with these output widths."""
-
-    widths: tuple[int, int, int]
-    kernel: int
-
-
-# The author's own widths; the last width of block 3 is the class count (None here).
-PRESETS: dict[str, tuple[BlockSpec, BlockSpec, tuple[int, int, int]]] = {
-    "cifar": (BlockSpec((192, 160, 96), 5), BlockSpec((192, 192, 192), 5), (192, 192, 3)),
-    "svhn": (BlockSpec((128, 96, 64), 5), BlockSpec((320, 256, 128), 5), (384, 256, 5)),
-    "mnist": (BlockSpec((96, 64, 48), 5), BlockSpec((128, 96, 48), 5), (128, 96, 5)),
+# The author's own (widths, kernel) of each mlpconv block; block 3 ends with the class count.
+PRESETS: dict[str, tuple[tuple[tuple[int, ...], int], ...]] = {
+    "cifar": (((192, 160, 96), 5), ((192, 192, 192), 5), ((192, 192), 3)),
+    "svhn": (((128, 96, 64), 5), ((320, 256, 128), 5), ((384, 256), 5)),
+    "mnist": (((96, 64, 48), 5), ((128, 96, 48), 5), ((128, 96), 5)),
 }
 
 
@@ -60,21 +50,16 @@ class NiN(nn.Module):
         super().__init__()
         if preset not in PRESETS:
             raise ValueError(f"unknown NiN preset {preset!r}; choose one of {sorted(PRESETS)}")
-        b1, b2, (w3a, w3b, k3) = PRESETS[preset]
-
-        def scale(ws: Sequence[int]) -> list[int]:
-            return [max(1, round(w * width)) for w in ws]
-
-        w1, w2, w3 = scale(b1.widths), scale(b2.widths), scale((w3a, w3b))
-        self.features = nn.Sequential(
-            mlpconv(in_channels, w1, b1.kernel, batch_norm),
-            nn.MaxPool2d(3, stride=2, ceil_mode=True),
-            nn.Dropout(dropout),
-            mlpconv(w1[-1], w2, b2.kernel, batch_norm),
-            nn.MaxPool2d(3, stride=2, ceil_mode=True),
-            nn.Dropout(dropout),
-            mlpconv(w2[-1], [*w3, num_classes], k3, batch_norm, last_relu=final_relu),
-        )
+        layers: list[nn.Module] = []
+        in_ch = in_channels
+        for i, (widths, kernel) in enumerate(PRESETS[preset]):
+            last = i == len(PRESETS[preset]) - 1
+            out = [max(1, round(w * width)) for w in widths] + ([num_classes] if last else [])
+            layers.append(mlpconv(in_ch, out, kernel, batch_norm, last_relu=final_relu or not last))
+            if not last:
+                layers += [nn.MaxPool2d(3, stride=2, ceil_mode=True), nn.Dropout(dropout)]
+            in_ch = out[-1]
+        self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.reset_parameters(init, init_std)
 
