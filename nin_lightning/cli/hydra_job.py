@@ -1,7 +1,4 @@
-"""Hydra's runtime, read once at the entry point into a `JobContext` that `run.train` gets whole.
-
-This module and the Hydra callbacks are the only code that reads `HydraConfig`.
-"""
+"""Hydra's runtime read once into the `JobContext` that `run.train` gets (only here and the callbacks read it)."""
 
 from __future__ import annotations
 
@@ -11,8 +8,7 @@ from pathlib import Path
 from nin_lightning.config import JobContext
 from nin_lightning.config.sweep import job_label, short_names, sweep_dir_keys
 
-# The outermost dir Hydra makes for a single run (its run dir, or a parent that did not exist yet), noted by
-# the RunDirMade callback just before Hydra makes it: a refused start removes it again.
+# The outermost dir Hydra makes for a single run, noted by the RunDirMade callback: a refused start removes it.
 made_for_run: Path | None = None
 
 # Hydra overrides that belong to the sweep, not to the job: dropped when a job's DDP rank re-runs it.
@@ -21,8 +17,7 @@ _SWEEP_ONLY = ("hydra.mode=", "hydra/launcher=", "hydra.launcher.", "hydra/sweep
 
 
 def _rerun_command() -> tuple[str, ...]:
-    """argv that runs this job again as a single run (nin_lightning/cli/ddp_rank.py), with its config
-    sources and overrides; LocalRanks adds the run dir and the rank's log name."""
+    """argv that runs this job again as a single run (cli/ddp_rank.py); LocalRanks adds the run dir and log name."""
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
@@ -39,8 +34,8 @@ def _rerun_command() -> tuple[str, ...]:
 
 
 def _hydra_files(task_yaml: str) -> dict[str, str]:
-    """What Hydra would have written to RUN_DIR/.hydra/ (conf/train.yaml sets hydra.output_subdir=null:
-    rundir writes these only once the run's checks passed, so a refused start rewrites nothing)."""
+    """What Hydra would have written to RUN_DIR/.hydra/ (hydra.output_subdir=null: rundir writes them once the
+    run's checks passed)."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
