@@ -1,10 +1,5 @@
-"""A sweep's job dirs, named as its launcher will name them, checked against the filesystem's limits before the
-sweep makes any dir (the dry run included): a name the filesystem refuses would stop the sweep at its first job.
-
-Each job's overrides are expanded as Hydra's basic sweeper expands them (hydra.sweeper.params, then the command
-line; discrete sweeps only: a search's intervals give short numbers), and its dir is `hydra.sweep.dir` /
-`hydra.sweep.subdir` resolved with the job's number, overrides and override_dirname, whatever its template says.
-"""
+"""A sweep's job dirs, named as its launcher will name them (discrete sweeps, expanded as the basic sweeper does),
+checked against the filesystem's limits before the sweep makes any dir: a refused name would stop it at a job."""
 
 from __future__ import annotations
 
@@ -17,8 +12,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from nin_lightning.errors import UserError
 
-# Bytes a run writes below its dir at most (wandb/offline-run-<time>-<id>/files/wandb-metadata.json, a checkpoint's
-# temp file): the dir's path must leave room for them under the path limit.
+# Bytes a run writes below its dir at most (wandb/offline-run-<time>-<id>/files/wandb-metadata.json, a temp file)
 RUN_FILES_RESERVE = 100
 EXCLUDE_KEY = "hydra.job.config.override_dirname.exclude_keys"
 
@@ -85,8 +79,7 @@ def _exists(path: Path) -> bool:
 
 
 def check_job_dirs(config: DictConfig) -> None:
-    """Refuse the sweep, in one line, when a job's dir has a name longer than the filesystem allows (per
-    component, or for the whole path with room for the run's files), naming the job and how to shorten it."""
+    """Refuse the sweep, in one line, when a job's dir has a name or path longer than the filesystem allows."""
     for num, overrides, folder in job_dirs(config):
         name_max, path_max = _limit(folder, "PC_NAME_MAX", 255), _limit(folder, "PC_PATH_MAX", 4096)
         long_name = next((part for part in folder.parts if len(part.encode()) > name_max), None)
