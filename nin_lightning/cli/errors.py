@@ -84,9 +84,9 @@ def _job_error(exc: BaseException) -> str | None:
         return None
     ours = [ln.removeprefix("error: ") for ln in lines if ln.startswith("error: ")]
     raised = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt): ", ln)]
-    found = (ours or raised or [None])[-1]
-    return f"{found} (a job's process failed: {type(exc).__name__}; its log is in the sweep dir's .submitit/)" \
-        if found and not ours else found
+    if ours or not raised:
+        return ours[-1] if ours else None
+    return f"{raised[-1]} (a job's process failed: {type(exc).__name__}; its log is in the sweep dir's .submitit/)"
 
 
 def _bad_override(override: str, reason: str) -> str:

@@ -24,9 +24,8 @@ _WARNINGS = (
 _LOG_PREFIXES = ("💡 Tip:",)  # Lightning's advertisement for its cloud logger
 
 
-class _DropAdverts(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(_LOG_PREFIXES)
+def _drop_adverts(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_LOG_PREFIXES)
 
 
 def quiet_before_import() -> None:
@@ -42,8 +41,7 @@ def quiet_libraries() -> None:
     if not root.handlers:  # not under Hydra: Lightning keeps its own console handlers
         return
     for handler in root.handlers:  # Hydra's console and RUN_DIR/<job>.log
-        if not any(isinstance(f, _DropAdverts) for f in handler.filters):
-            handler.addFilter(_DropAdverts())
+        handler.addFilter(_drop_adverts)  # once: logging adds a filter it has already only once
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         log = logging.getLogger(name)
         for handler in list(log.handlers):

@@ -316,7 +316,7 @@ def wandb_env_tags() -> list[str]:
     return [tag.strip() for tag in os.environ.get("WANDB_TAGS", "").split(",") if tag.strip()]
 
 
-def check_wandb_names(project: str | None, entity: str | None, tags: list[str] | None = None) -> None:
+def check_wandb_names(project: str | None, entity: str | None, tags: list[str]) -> None:
     """A one-line UserError for a project, entity or tag W&B would refuse once the run had begun (the config's
     value, else the WANDB_* variable that would be used)."""
     for key, var, value in (("logger.project", "WANDB_PROJECT", project), ("logger.entity", "WANDB_ENTITY", entity)):
@@ -334,7 +334,7 @@ def check_wandb_names(project: str | None, entity: str | None, tags: list[str] |
     raw = os.environ.get("WANDB_TAGS")
     if raw is not None and raw.strip() and not all(t.strip() for t in raw.split(",")):
         raise UserError(f"WANDB_TAGS={raw!r} has an empty tag (W&B refuses it); drop the extra comma")
-    for source, tag in [*(("tags", t) for t in tags or []), *(("WANDB_TAGS", t) for t in wandb_env_tags())]:
+    for source, tag in [*(("tags", t) for t in tags), *(("WANDB_TAGS", t) for t in wandb_env_tags())]:
         if not 1 <= len(str(tag)) <= WANDB_TAG_MAX:
             shown = repr(str(tag)) if len(str(tag)) <= 40 else repr(str(tag)[:40]) + "..."
             fix = "drop the empty tag" if not str(tag) else "shorten it"

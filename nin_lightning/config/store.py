@@ -145,16 +145,14 @@ def validate(cfg: DictConfig) -> schemas.TrainConfig:
 
 def surprises(conf: schemas.TrainConfig) -> list[str]:
     """What a valid config holds that is probably not what was meant, one line each (said at the start)."""
-    lines = []
-    epochs = conf.trainer.max_epochs
+    epochs = conf.trainer.max_epochs  # >= 1: the schema refuses -1
     milestones = list(getattr(conf.scheduler, "milestones", None) or [])
-    late = [m for m in milestones if epochs != -1 and m >= epochs]
-    if late:  # a milestone m changes the LR after m epochs: at or after max_epochs, never
-        lines.append(f"warning: scheduler.milestones={milestones}: {', '.join(map(str, late))} "
-                     f"{'is' if len(late) == 1 else 'are'} not below trainer.max_epochs={epochs}, so the LR never "
-                     "changes there (a milestone m changes it after m epochs); lower the milestones or raise "
-                     "trainer.max_epochs")
-    return lines
+    late = [m for m in milestones if m >= epochs]
+    if not late:
+        return []
+    return [f"warning: scheduler.milestones={milestones}: {', '.join(map(str, late))} "
+            f"{'is' if len(late) == 1 else 'are'} not below trainer.max_epochs={epochs}, so the LR never changes "
+            "there (a milestone m changes it after m epochs); lower the milestones or raise trainer.max_epochs"]
 
 
 def to_plain_dict(cfg: DictConfig) -> dict[str, Any]:
