@@ -39,12 +39,6 @@ def _route() -> None:
         LOGGER.propagate = False
 
 
-def _rank() -> int:
-    from lightning.pytorch.utilities.rank_zero import rank_zero_only
-
-    return int(getattr(rank_zero_only, "rank", 0))
-
-
 def log_line(line: str) -> None:
     """LINE as it is (e.g. an epoch's line), from any rank: on the console and in the run's log file."""
     _route()
@@ -53,7 +47,9 @@ def log_line(line: str) -> None:
 
 def say(message: str) -> None:
     """`[nin] MESSAGE`, from rank 0 only: what happens and what to do about it."""
-    if _rank() == 0:
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    if int(getattr(rank_zero_only, "rank", 0)) == 0:
         log_line(f"[nin] {message}")
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from nin_lightning.config.sweep import is_dir, override_parser
 from nin_lightning.errors import UserError
 
 # Bytes a run writes below its dir at most (wandb/offline-run-<time>-<id>/files/wandb-metadata.json, a temp file)
@@ -19,8 +20,6 @@ EXCLUDE_KEY = "hydra.job.config.override_dirname.exclude_keys"
 
 def job_overrides(config: DictConfig) -> list[list[str]]:
     """Every job's overrides, in the basic sweeper's order (its Cartesian product of discrete sweeps)."""
-    from nin_lightning.config.sweep import override_parser
-
     params = OmegaConf.to_container(OmegaConf.select(config, "hydra.sweeper.params") or OmegaConf.create({}))
     lines = [f"{key}={value}" for key, value in (params or {}).items()] + list(config.hydra.overrides.task)
     choices: dict[str, list[str]] = {}
@@ -35,8 +34,6 @@ def job_overrides(config: DictConfig) -> list[list[str]]:
 
 def override_dirname(config: DictConfig, overrides: list[str]) -> str:
     """hydra.job.override_dirname of a job with OVERRIDES (as Hydra's config loader computes it)."""
-    from nin_lightning.config.sweep import override_parser
-
     spec = config.hydra.job.config.override_dirname
     exclude = set(spec.exclude_keys)
     lines = sorted(o.input_line for o in override_parser().parse_overrides(overrides) if o.key_or_group not in exclude)
@@ -63,19 +60,11 @@ def job_dirs(config: DictConfig) -> Iterator[tuple[int, list[str], Path]]:
 
 def _limit(path: Path, name: str, default: int) -> int:
     """The filesystem's limit NAME where PATH would be made (at its deepest dir that exists)."""
-    existing = next((p for p in [path, *path.parents] if _exists(p)), Path("/"))
+    existing = next((p for p in [path, *path.parents] if is_dir(p)), Path("/"))
     try:
         return int(os.pathconf(existing, name))
     except (OSError, ValueError, AttributeError):
         return default
-
-
-def _exists(path: Path) -> bool:
-    """Path.exists, False for a path longer than the filesystem takes (Python 3.11's raises ENAMETOOLONG)."""
-    try:
-        return path.exists()
-    except OSError:
-        return False
 
 
 def check_job_dirs(config: DictConfig) -> None:

@@ -86,10 +86,10 @@ def job_dir_resolver(sweep_dir: Any, number: Any, task: Any, override_dirname: A
     keys = sweep_dir_keys(sweep)
     label = job_label([str(t) for t in task], keys, [str(k) for k in exclude or ()]) if keys else str(override_dirname)
     older = f"{padded}_{override_dirname}"
-    if label != str(override_dirname) and _is_dir(sweep / older):
+    if label != str(override_dirname) and is_dir(sweep / older):
         return older
     relaunched = "resume=auto" in [str(t) for t in task]  # (a first launch that repeats a value keeps both jobs)
-    if relaunched and label and not _is_dir(sweep / f"{padded}_{label}"):  # its values in another order
+    if relaunched and label and not is_dir(sweep / f"{padded}_{label}"):  # its values in another order
         same = [d.name for d in _job_dirs(sweep) if d.name.split("_", 1)[-1] == label]
         if len(same) == 1:
             return same[0]
@@ -104,7 +104,7 @@ def _job_dirs(sweep: Path) -> list[Path]:
         return []
 
 
-def _is_dir(path: Path) -> bool:
+def is_dir(path: Path) -> bool:
     """Path.is_dir, False for a path the filesystem refuses (too long: cli/job_dirs.py names it in one line)."""
     try:
         return path.is_dir()
