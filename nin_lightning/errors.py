@@ -1,7 +1,4 @@
-"""The error a user can fix: shown as one line by the command line (nin_lightning/cli/errors.py).
-
-A leaf module: it imports nothing of the package, so every layer may raise `UserError`.
-"""
+"""The error a user can fix, shown as one line by cli/errors.py; a leaf module: it imports nothing of the package."""
 
 from __future__ import annotations
 
@@ -12,6 +9,7 @@ from pathlib import Path
 
 # A write that ran out of room, by errno: its name in one-line errors (atomic_files.py names the file)
 SPACE_ERRNOS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file too large"}
+NEXT_STEP = "[nin] "  # the notes (PEP 678) that the command line prints after an exception's `error:` line
 
 
 class UserError(Exception):
@@ -28,8 +26,7 @@ def space_fix(code: int | None, path: str | Path) -> str:
     """What to do when writing PATH failed with CODE (one of SPACE_ERRNOS)."""
     if code == errno.EFBIG:
         return "raise the file-size limit (ulimit -f) or write elsewhere"
-    where = Path(path).parent
-    return f"free space in {where}" + (" (your disk quota)" if code == errno.EDQUOT else "")
+    return f"free space in {Path(path).parent}" + (" (your disk quota)" if code == errno.EDQUOT else "")
 
 
 def user_error(exc: BaseException) -> UserError | None:
@@ -41,34 +38,25 @@ def one_line(exc: BaseException) -> str:
     """Any exception as a single line that names the culprit (the CLI adds Hydra's and OmegaConf's, cli/errors.py)."""
     if (mistake := user_error(exc)) is not None:
         return " ".join(str(mistake).split())
-    if isinstance(exc, OSError) and exc.filename and exc.errno in SPACE_ERRNOS:
-        return (f"{SPACE_ERRNOS[exc.errno]} while writing {exc.filename} ({exc.strerror}); "
-                f"{space_fix(exc.errno, exc.filename)}, then run the command again (resume=auto continues a run)")
-    if isinstance(exc, OSError) and exc.filename and exc.errno == errno.ENAMETOOLONG:
-        return (f"a name in {exc.filename} is too long for the filesystem ({exc.strerror}); shorten the path "
-                "(hydra.run.dir, hydra.sweep.dir, or fewer keys in a sweep job's dir name)")
     if isinstance(exc, OSError) and exc.filename:
+        if exc.errno in SPACE_ERRNOS:
+            return (f"{SPACE_ERRNOS[exc.errno]} while writing {exc.filename} ({exc.strerror}); "
+                    f"{space_fix(exc.errno, exc.filename)}, then run the command again (resume=auto continues a run)")
+        if exc.errno == errno.ENAMETOOLONG:
+            return (f"a name in {exc.filename} is too long for the filesystem ({exc.strerror}); shorten the path "
+                    "(hydra.run.dir, hydra.sweep.dir, or fewer keys in a sweep job's dir name)")
         return (f"cannot write or read {exc.filename}: {exc.strerror}; check the path and its permissions "
                 "(hydra.run.dir, NIN_OUTPUT_DIR, dataset.root)")
     summary = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
     return f"{type(exc).__name__}: {summary or 'no message'} (set HYDRA_FULL_ERROR=1 for the traceback)"
 
 
-# Notes (PEP 678) that the command line prints after an exception's `error:` line, as its last lines
-NEXT_STEP = "[nin] "
-
-
 def add_next_step(exc: BaseException, line: str) -> None:
-    """What to do now, after EXC's error (e.g. the command that continues a failed run): the command line
-    prints it after the `error:` line; a traceback shows it as a note."""
+    """What to do now, after EXC's error: the command line prints it after the `error:` line."""
     exc.add_note(f"{NEXT_STEP}{line}")
 
 
 def next_steps(exc: BaseException) -> list[str]:
     """The lines `add_next_step` attached to EXC or to an exception it was raised from."""
-    found: list[str] = []
-    for link in (exc, exc.__cause__, exc.__context__):
-        for note in getattr(link, "__notes__", None) or ():
-            if isinstance(note, str) and note.startswith(NEXT_STEP) and note not in found:
-                found.append(note)
-    return found
+    notes = [note for link in (exc, exc.__cause__, exc.__context__) for note in getattr(link, "__notes__", None) or ()]
+    return list(dict.fromkeys(n for n in notes if isinstance(n, str) and n.startswith(NEXT_STEP)))

@@ -1,9 +1,5 @@
-"""Status lines for the user: through `logging`, so the command line decides where they go.
-
-Under Hydra's job logging (conf/hydra/job_logging/nin.yaml) they reach the console as plain lines and
-RUN_DIR/train.log with a timestamp. Outside it (a notebook, a test calling `run.train`), a handler of our
-own prints them on stdout, as Lightning does for its lines. A leaf module: no package imports.
-"""
+"""Status lines through `logging`: under Hydra's job logging to the console and RUN_DIR/train.log, else on stdout
+(a notebook, a test calling `run.train`). A leaf module: no package imports."""
 
 from __future__ import annotations
 
@@ -43,43 +39,34 @@ def _route() -> None:
         LOGGER.propagate = False
 
 
-def _rank() -> int:
-    from lightning.pytorch.utilities.rank_zero import rank_zero_only
-
-    return int(getattr(rank_zero_only, "rank", 0))
-
-
 def log_line(line: str) -> None:
-    """LINE as it is (e.g. an epoch's line), from any rank: on the console and in the run's log file (`say` is
-    rank 0's, with the [nin] prefix)."""
+    """LINE as it is (e.g. an epoch's line), from any rank: on the console and in the run's log file."""
     _route()
     LOGGER.info(line)
 
 
 def say(message: str) -> None:
     """`[nin] MESSAGE`, from rank 0 only: what happens and what to do about it."""
-    if _rank() == 0:
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    if int(getattr(rank_zero_only, "rank", 0)) == 0:
         log_line(f"[nin] {message}")
 
 
 def to_log_files(line: str, level: int = logging.ERROR) -> None:
-    """LINE into the log files of the root logger only (RUN_DIR/train.log under Hydra), not the console:
-    a failed run's `error:` line, which the command line prints on stderr itself."""
-    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    """LINE into the root logger's log files only (RUN_DIR/train.log under Hydra), not the console."""
     record = LOGGER.makeRecord(LOGGER.name, level, __file__, 0, line, None, None)
-    for handler in handlers:
-        handler.handle(record)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 _RUN_LOGS: weakref.WeakSet[RunLogHandler] = weakref.WeakSet()
 
 
 class RunLogHandler(logging.FileHandler):
-    """RUN_DIR/train.log (conf/hydra/job_logging/nin.yaml): holds its lines until the run begins.
-
-    Hydra opens the job's log before the job has checked anything. Lines logged before the run begins
-    (`open_run_logs`, called by rundir when it starts writing the run dir) wait in memory: a start that is
-    refused leaves an earlier run's log untouched, and one that fails its checks leaves no log at all."""
+    """RUN_DIR/train.log (conf/hydra/job_logging/nin.yaml): its lines wait in memory until the run begins
+    (`open_run_logs`), so a refused start leaves an earlier run's log untouched, and a failed check no log."""
 
     def __init__(self, filename: str, mode: str = "a", encoding: str | None = None, errors: str | None = None
                  ) -> None:

@@ -1,5 +1,4 @@
-"""What the commands on a trained run share (`python -m nin_lightning.evaluate | predict | export`): the
-run dir and checkpoint arguments, argparse's mistakes as one line, and opening the run (`open_run`)."""
+"""What the commands on a trained run share (`python -m nin_lightning.evaluate | predict | export`)."""
 
 from __future__ import annotations
 
@@ -44,8 +43,7 @@ def run_parser(command: str, description: str) -> Parser:
 
 def log_to_wandb(command: str, args: argparse.Namespace, out_dir: Path, config: dict[str, Any],
                  summary: dict[str, Any]) -> None:
-    """COMMAND's W&B run when --wandb is not off (tracking/wandb_run.py): ARGS' run dir and checkpoint are
-    its input; its results (SUMMARY's plain values) its summary."""
+    """COMMAND's W&B run unless --wandb=off (tracking/wandb_run.py), SUMMARY's plain values its summary."""
     if args.wandb == "off":
         return
     from nin_lightning.inference.run_files import checkpoint_path
@@ -68,20 +66,19 @@ def on_off(value: str | None) -> bool | None:
 
 
 def quiet_lightning() -> None:
-    """Lightning's start-up lines (`GPU available: ...`) describe its Trainer, not the run being used: muted;
-    and the library warnings train.py filters."""
+    """Lightning's start-up lines (`GPU available: ...`, about its Trainer, not the run) muted, and the library
+    warnings train.py filters."""
     import lightning  # noqa: F401  (its loggers get their level when it is imported; ours must come after)
 
     from nin_lightning.cli.quiet import quiet_libraries
 
-    quiet_libraries()  # the warnings train.py filters too
+    quiet_libraries()
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def check_out(out: Path | None, run_dir: Path, suffix: str | None = None) -> None:
-    """--out must not be one of the run's own files (metrics.json, history.csv, a checkpoint, ...): inside
-    RUN_DIR only under the commands' own dirs; with SUFFIX, a file name ending in it."""
+    """--out, not one of the run's own files (inside RUN_DIR only under the commands' dirs), ending in SUFFIX."""
     if out is None:
         return
     inside = out.resolve().is_relative_to(run_dir.resolve())
@@ -93,8 +90,7 @@ def check_out(out: Path | None, run_dir: Path, suffix: str | None = None) -> Non
 
 
 def check_writable(out: Path, chosen: bool, example: str) -> None:
-    """Before any work: OUT (a file or dir to be made) can be written, or one line; its fix names --out unless
-    the user chose OUT with it already (CHOSEN)."""
+    """Before any work: OUT (a file or dir to be made) can be written, or one line (naming --out unless CHOSEN)."""
     existing = next((p for p in [out, *out.parents] if p.exists()), None)
     if existing is None or os.access(existing, os.W_OK | os.X_OK):
         return
@@ -104,9 +100,7 @@ def check_writable(out: Path, chosen: bool, example: str) -> None:
 
 
 def open_run(args: argparse.Namespace, overrides: Sequence[str], **options: Any) -> LoadedRun:
-    """ARGS.run_dir's ARGS.ckpt, loaded as its test ran (inference.loading.load_run, with OPTIONS), its notes said.
-
-    The run dir, checkpoint and overrides are checked first, so that their mistakes fail before torch's start-up."""
+    """ARGS.run_dir's ARGS.ckpt loaded as its test ran (load_run with OPTIONS); mistakes fail before torch loads."""
     from nin_lightning.inference.run_files import checkpoint_path, parse_overrides
 
     checkpoint_path(args.run_dir, args.ckpt)

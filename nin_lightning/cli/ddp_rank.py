@@ -1,8 +1,5 @@
-"""Entry point of DDP ranks 1..N-1 that `cluster.local_ranks.LocalRanks` starts for a multirun job.
-
-`python -m nin_lightning.cli.ddp_rank --config-path CONF --config-name train <job overrides>
-hydra.run.dir=<job dir> hydra.output_subdir=null`: a single run of one job, in that job's dir.
-"""
+"""DDP ranks 1..N-1 of a multirun job (cluster.local_ranks): `python -m nin_lightning.cli.ddp_rank --config-path
+CONF --config-name train <job overrides> hydra.run.dir=<job dir> hydra.output_subdir=null`, one job in its dir."""
 
 import hydra
 from omegaconf import DictConfig
@@ -17,12 +14,9 @@ register_help()  # the --help template's list of each group's real options
 
 @hydra.main(version_base="1.3", config_path=None, config_name=None)
 def main(cfg: DictConfig) -> float:
-    from nin_lightning.cli.task import prepare_job
+    from nin_lightning.cli.task import run_job
 
-    job, conf = prepare_job(cfg)  # checked before torch loads
-    from nin_lightning.run import train
-
-    return train(cfg, job, conf=conf)
+    return run_job(cfg)
 
 
 if __name__ == "__main__":

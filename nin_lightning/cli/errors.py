@@ -1,8 +1,4 @@
-"""One-line errors on the command line; a traceback only with HYDRA_FULL_ERROR=1.
-
-`explain(exc)` reads Hydra's and OmegaConf's exception classes (the option that is missing and the
-group's options; the key and message of a bad override) and falls back to `errors.one_line`.
-"""
+"""One-line errors on the command line (Hydra's and OmegaConf's read too); a traceback only with HYDRA_FULL_ERROR=1."""
 
 from __future__ import annotations
 
@@ -16,8 +12,7 @@ from typing import Any, NoReturn
 
 from nin_lightning.errors import UserError, did_you_mean, next_steps, one_line
 
-# Set by `one_line_errors` in the parent process, so that child processes (DDP ranks, launcher workers)
-# keep printing one-line errors instead of tracebacks.
+# Set by `one_line_errors`, so that child processes (DDP ranks, launcher workers) print one-line errors too.
 _MARKER = "NIN_ONE_LINE_ERRORS"
 # What a value of the wrong type should look like, by the type OmegaConf expected.
 _TYPE_FIX = {int: "a whole number, e.g. {key}=10", float: "a number, e.g. {key}=0.5",
@@ -25,12 +20,9 @@ _TYPE_FIX = {int: "a whole number, e.g. {key}=10", float: "a number, e.g. {key}=
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
-    out, seen = [], set()
-    link: BaseException | None = exc
-    while link is not None and id(link) not in seen:
+    out = [exc]
+    while (link := out[-1].__cause__ or out[-1].__context__) is not None and link not in out:
         out.append(link)
-        seen.add(id(link))
-        link = link.__cause__ or link.__context__
     return out
 
 
@@ -74,8 +66,7 @@ def _field_type(schema: Any, key: Any) -> Any:
 
 
 def _dead_job(exc: BaseException) -> str | None:
-    """submitit's UncompletedJobError: a sweep job's process ended without a result (killed, out of memory).
-    Its message dumps the job's whole log; the first line names the job and its folder."""
+    """submitit's UncompletedJobError (a job killed, or out of memory): its first line names the job and folder."""
     if type(exc).__name__ != "UncompletedJobError":
         return None
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -86,21 +77,20 @@ def _dead_job(exc: BaseException) -> str | None:
 
 
 def _job_error(exc: BaseException) -> str | None:
-    """A job that failed in a process of its own (submitit's FailedJobError and the like) carries that
-    process's output: its own `error: ...` line (or else the last `SomeError: ...` line) says what happened."""
+    """A job that failed in a process of its own (submitit's FailedJobError): its `error: ...` line, or else its
+    last `SomeError: ...` line."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     if len(lines) < 3:
         return None
     ours = [ln.removeprefix("error: ") for ln in lines if ln.startswith("error: ")]
     raised = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt): ", ln)]
-    found = (ours or raised or [None])[-1]
-    return f"{found} (a job's process failed: {type(exc).__name__}; its log is in the sweep dir's .submitit/)" \
-        if found and not ours else found
+    if ours or not raised:
+        return ours[-1] if ours else None
+    return f"{raised[-1]} (a job's process failed: {type(exc).__name__}; its log is in the sweep dir's .submitit/)"
 
 
 def _bad_override(override: str, reason: str) -> str:
-    """Hydra's parse error of OVERRIDE, naming it; a value holding `=` (a sweep job's dir name) needs quotes
-    for Hydra, inside the shell's."""
+    """Hydra's parse error of OVERRIDE; a value holding `=` (a sweep job's dir name) needs Hydra's quotes."""
     key, _, value = override.partition("=")
     fix = "fix the override's syntax"
     if "=" in value and not value.startswith(("'", '"', "[", "{")):
@@ -120,9 +110,7 @@ def explain(exc: BaseException) -> str:
 
 
 def fail(message: str, code: int = 2, then: Sequence[str] = ()) -> NoReturn:
-    """Print `error: message` on one line to stderr, then the lines THEN (what to do now), and exit. (A run
-    that had begun wrote the same line into its train.log itself: run.py; a refused start must not touch an
-    earlier run's log.)"""
+    """Print `error: message` on one line to stderr, then the lines THEN (what to do now), and exit."""
     sys.stderr.write(f"error: {message}\n" + "".join(f"{line}\n" for line in then))
     sys.stderr.flush()
     sys.exit(code)
@@ -140,9 +128,7 @@ class _DropHydraJobLine:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        if text.startswith("Error executing job with overrides"):
-            return len(text)
-        return self._stream.write(text)
+        return len(text) if text.startswith("Error executing job with overrides") else self._stream.write(text)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -150,16 +136,14 @@ class _DropHydraJobLine:
 
 @contextlib.contextmanager
 def _hydra_reraises() -> Iterator[None]:
-    """While the job runs: Hydra re-raises (HYDRA_FULL_ERROR=1, so we see the exception), children know
-    to print one line (the marker), and Hydra's own job line is dropped; all undone afterwards."""
+    """While the job runs: Hydra re-raises (so we see the exception), children print one line (the marker), and
+    Hydra's own job line is dropped; all undone afterwards."""
     saved_env = {k: os.environ.get(k) for k in ("HYDRA_FULL_ERROR", _MARKER)}
-    saved_stderr = sys.stderr
     os.environ.update({"HYDRA_FULL_ERROR": "1", _MARKER: "1"})
-    sys.stderr = _DropHydraJobLine(saved_stderr)
     try:
-        yield
+        with contextlib.redirect_stderr(_DropHydraJobLine(sys.stderr)):
+            yield
     finally:
-        sys.stderr = saved_stderr
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -168,9 +152,8 @@ def _hydra_reraises() -> Iterator[None]:
 
 
 def one_line_errors(main: Callable[[], Any]) -> Any:
-    """Run `main`; turn any exception into one line and a non-zero exit (2 for the user's mistakes).
-
-    With HYDRA_FULL_ERROR=1 set by the user, exceptions propagate with their traceback."""
+    """Run `main`; turn any exception into one line and a non-zero exit (2 for the user's mistakes), unless the
+    user set HYDRA_FULL_ERROR=1."""
     if wants_traceback():
         return main()
     try:

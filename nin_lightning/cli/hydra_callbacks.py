@@ -1,6 +1,4 @@
-"""Hydra callbacks: check every value of a sweep before its first job; save the config of a sweep whose
-sweeper saves none; note the dirs Hydra makes for a single run. (A sweep's summary line at its end is the
-report's: report/sweep_summary.py.)"""
+"""Hydra callbacks: check a sweep before its first job, save a search's multirun.yaml, note a run's new dirs."""
 
 from __future__ import annotations
 
@@ -15,7 +13,7 @@ from nin_lightning.cli.errors import fail, wants_traceback
 from nin_lightning.cli.job_dirs import check_job_dirs
 from nin_lightning.cli.options import refuse_schema_choices
 from nin_lightning.config import validate
-from nin_lightning.config.sweep import MULTIRUN_FILE
+from nin_lightning.config.sweep import MULTIRUN_FILE, override_parser
 from nin_lightning.errors import UserError
 
 
@@ -30,11 +28,9 @@ def task_config(config: DictConfig) -> DictConfig:
 def swept_values(config: DictConfig) -> list[tuple[str, Any]]:
     """(key, value) for every value of every swept config key on the command line (not group choices, whose
     configs Hydra composes per job, nor intervals, which a search samples)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     task = task_config(config)
     pairs = []
-    for override in OverridesParser.create().parse_overrides(list(config.hydra.overrides.task)):
+    for override in override_parser().parse_overrides(list(config.hydra.overrides.task)):
         key = override.get_key_element()
         if not override.is_sweep_override() or override.is_interval_sweep() or override.is_hydra_override():
             continue
@@ -46,11 +42,11 @@ def swept_values(config: DictConfig) -> list[tuple[str, Any]]:
 
 
 def _check_each_swept_value(config: DictConfig) -> None:
-    """Before the first job: the base config with each swept value in turn, so a bad value late in a grid
-    fails at once instead of after the jobs before it."""
+    """The base config with each swept value in turn, so a bad value late in a grid fails before the first job
+    (added or deleted keys are checked when their job composes)."""
     for key, value in swept_values(config):
         if key.startswith(("+", "~")):
-            continue  # added or deleted keys: checked when their job composes
+            continue
         task = task_config(config)
         try:
             task.merge_with_dotlist([f"{key}={value}"])
@@ -77,8 +73,7 @@ class ValidateOnStart(Callback):
 
 
 class RunDirMade(Callback):
-    """Before Hydra makes a single run's dir: note the outermost dir it will make (cli/hydra_job.py), so that
-    a refused start leaves none of them (outputs/runs/ included)."""
+    """Before Hydra makes a single run's dir: note the outermost dir it makes, which a refused start removes."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         from nin_lightning.cli import hydra_job
@@ -88,9 +83,8 @@ class RunDirMade(Callback):
 
 
 class SweepConfigSaved(Callback):
-    """Hydra's basic sweeper saves the sweep's config as SWEEP_DIR/multirun.yaml before its first job; the
-    Optuna sweeper saves none. It is saved here for them, as the basic sweeper does, so that a search's jobs
-    are named by its swept keys (config/sweep.py) and the report finds them."""
+    """SWEEP_DIR/multirun.yaml, as Hydra's basic sweeper saves it, for the sweepers that save none (Optuna's): a
+    search's jobs are then named by its swept keys (config/sweep.py), and the report finds them."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):

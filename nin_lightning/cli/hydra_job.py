@@ -1,18 +1,20 @@
-"""Hydra's runtime, read once at the entry point into a `JobContext` that `run.train` gets whole.
-
-This module and the Hydra callbacks are the only code that reads `HydraConfig`.
-"""
+"""Hydra's runtime read once into the `JobContext` that `run.train` gets (only here and the callbacks read it)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from hydra.conf import HydraConf
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import get_original_cwd
+from omegaconf import OmegaConf
+
 from nin_lightning.config import JobContext
 from nin_lightning.config.sweep import job_label, short_names, sweep_dir_keys
 
-# The outermost dir Hydra makes for a single run (its run dir, or a parent that did not exist yet), noted by
-# the RunDirMade callback just before Hydra makes it: a refused start removes it again.
+# The outermost dir Hydra makes for a single run, noted by the RunDirMade callback: a refused start removes it.
 made_for_run: Path | None = None
 
 # Hydra overrides that belong to the sweep, not to the job: dropped when a job's DDP rank re-runs it.
@@ -20,12 +22,8 @@ _SWEEP_ONLY = ("hydra.mode=", "hydra/launcher=", "hydra.launcher.", "hydra/sweep
                "hydra.sweep.", "hydra.run.dir=", "hydra.output_subdir=", "hydra.job.name=")
 
 
-def _rerun_command() -> tuple[str, ...]:
-    """argv that runs this job again as a single run (nin_lightning/cli/ddp_rank.py), with its config
-    sources and overrides; LocalRanks adds the run dir and the rank's log name."""
-    from hydra.core.hydra_config import HydraConfig
-
-    hc = HydraConfig.get()
+def _rerun_command(hc: HydraConf) -> tuple[str, ...]:
+    """argv that runs this job again as a single run (cli/ddp_rank.py); LocalRanks adds the run dir and log name."""
     cmd = [sys.executable, "-m", "nin_lightning.cli.ddp_rank"]
     for source in hc.runtime.config_sources:
         where = source.path if source.schema == "file" else f"{source.schema}://{source.path}"
@@ -38,13 +36,9 @@ def _rerun_command() -> tuple[str, ...]:
     return tuple(cmd)
 
 
-def _hydra_files(task_yaml: str) -> dict[str, str]:
-    """What Hydra would have written to RUN_DIR/.hydra/ (conf/train.yaml sets hydra.output_subdir=null:
-    rundir writes these only once the run's checks passed, so a refused start rewrites nothing)."""
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
-
-    hc = HydraConfig.get()
+def _hydra_files(hc: HydraConf, task_yaml: str) -> dict[str, str]:
+    """What Hydra would have written to RUN_DIR/.hydra/ (hydra.output_subdir=null: rundir writes them once the
+    run's checks passed)."""
     return {"config.yaml": task_yaml,
             "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})),
             "overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(list(hc.overrides.task)))}
@@ -52,8 +46,6 @@ def _hydra_files(task_yaml: str) -> dict[str, str]:
 
 def hydra_choices() -> dict[str, str]:
     """`group -> option` of the job running now (`{}` outside Hydra)."""
-    from hydra.core.hydra_config import HydraConfig
-
     if not HydraConfig.initialized():
         return {}
     return {str(k): str(v) for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
@@ -61,10 +53,6 @@ def hydra_choices() -> dict[str, str]:
 
 def job_context(task_yaml: str) -> JobContext:
     """The JobContext of the Hydra job running now (a plain JobContext outside Hydra)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from hydra.utils import get_original_cwd
-
     if not HydraConfig.initialized():
         return JobContext()
     hc = HydraConfig.get()
@@ -86,8 +74,8 @@ def job_context(task_yaml: str) -> JobContext:
         trainer_option=hc.runtime.choices.get("trainer"),
         run_dir_pinned=multirun or pinned,
         overrides=tuple(hc.overrides.task),
-        hydra_files=_hydra_files(task_yaml) if hc.output_subdir is None else {},
-        rerun=_rerun_command() if multirun else (),
+        hydra_files=_hydra_files(hc, task_yaml) if hc.output_subdir is None else {},
+        rerun=_rerun_command(hc) if multirun else (),
         cwd=Path(get_original_cwd()),
         made=None if multirun else made_for_run,
     )

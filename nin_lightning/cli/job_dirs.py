@@ -1,10 +1,5 @@
-"""A sweep's job dirs, named as its launcher will name them, checked against the filesystem's limits before the
-sweep makes any dir (the dry run included): a name the filesystem refuses would stop the sweep at its first job.
-
-Each job's overrides are expanded as Hydra's basic sweeper expands them (hydra.sweeper.params, then the command
-line; discrete sweeps only: a search's intervals give short numbers), and its dir is `hydra.sweep.dir` /
-`hydra.sweep.subdir` resolved with the job's number, overrides and override_dirname, whatever its template says.
-"""
+"""A sweep's job dirs, named as its launcher will name them (discrete sweeps, expanded as the basic sweeper does),
+checked against the filesystem's limits before the sweep makes any dir: a refused name would stop it at a job."""
 
 from __future__ import annotations
 
@@ -15,18 +10,16 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from nin_lightning.config.sweep import is_dir, override_parser
 from nin_lightning.errors import UserError
 
-# Bytes a run writes below its dir at most (wandb/offline-run-<time>-<id>/files/wandb-metadata.json, a checkpoint's
-# temp file): the dir's path must leave room for them under the path limit.
+# Bytes a run writes below its dir at most (wandb/offline-run-<time>-<id>/files/wandb-metadata.json, a temp file)
 RUN_FILES_RESERVE = 100
 EXCLUDE_KEY = "hydra.job.config.override_dirname.exclude_keys"
 
 
 def job_overrides(config: DictConfig) -> list[list[str]]:
     """Every job's overrides, in the basic sweeper's order (its Cartesian product of discrete sweeps)."""
-    from nin_lightning.config.sweep import override_parser
-
     params = OmegaConf.to_container(OmegaConf.select(config, "hydra.sweeper.params") or OmegaConf.create({}))
     lines = [f"{key}={value}" for key, value in (params or {}).items()] + list(config.hydra.overrides.task)
     choices: dict[str, list[str]] = {}
@@ -41,8 +34,6 @@ def job_overrides(config: DictConfig) -> list[list[str]]:
 
 def override_dirname(config: DictConfig, overrides: list[str]) -> str:
     """hydra.job.override_dirname of a job with OVERRIDES (as Hydra's config loader computes it)."""
-    from nin_lightning.config.sweep import override_parser
-
     spec = config.hydra.job.config.override_dirname
     exclude = set(spec.exclude_keys)
     lines = sorted(o.input_line for o in override_parser().parse_overrides(overrides) if o.key_or_group not in exclude)
@@ -69,24 +60,15 @@ def job_dirs(config: DictConfig) -> Iterator[tuple[int, list[str], Path]]:
 
 def _limit(path: Path, name: str, default: int) -> int:
     """The filesystem's limit NAME where PATH would be made (at its deepest dir that exists)."""
-    existing = next((p for p in [path, *path.parents] if _exists(p)), Path("/"))
+    existing = next((p for p in [path, *path.parents] if is_dir(p)), Path("/"))
     try:
         return int(os.pathconf(existing, name))
     except (OSError, ValueError, AttributeError):
         return default
 
 
-def _exists(path: Path) -> bool:
-    """Path.exists, False for a path longer than the filesystem takes (Python 3.11's raises ENAMETOOLONG)."""
-    try:
-        return path.exists()
-    except OSError:
-        return False
-
-
 def check_job_dirs(config: DictConfig) -> None:
-    """Refuse the sweep, in one line, when a job's dir has a name longer than the filesystem allows (per
-    component, or for the whole path with room for the run's files), naming the job and how to shorten it."""
+    """Refuse the sweep, in one line, when a job's dir has a name or path longer than the filesystem allows."""
     for num, overrides, folder in job_dirs(config):
         name_max, path_max = _limit(folder, "PC_NAME_MAX", 255), _limit(folder, "PC_PATH_MAX", 4096)
         long_name = next((part for part in folder.parts if len(part.encode()) > name_max), None)

@@ -1,10 +1,4 @@
-"""Each config group's real options: what `python train.py --help` lists, and what a choice must be.
-
-The typed schemas that a group's YAML files build on (`dataset_schema`, `sgd_schema`, ...) sit in the same
-groups of Hydra's ConfigStore (config/store.py), so Hydra's own help lists them as options and
-`dataset=dataset_schema` composes a config without values. Here they are hidden from the help
-(conf/hydra/help/nin.yaml calls the `nin.groups` resolver) and refused as choices, in one line.
-"""
+"""Each config group's real options (not its `*_schema`, docs/configuration.md): what --help lists, what a choice is."""
 
 from __future__ import annotations
 
@@ -35,11 +29,8 @@ def real_options(group: str) -> list[str]:
 
 @functools.cache
 def groups_text() -> str:
-    """`group: option, option, ...` per line: the app's groups, then the launchers and sweepers.
-
-    OmegaConf resolves the help template whenever Hydra merges its config (every compose, once per job
-    of a sweep), and listing the groups takes a good part of a second: so the list is made only when the
-    help is asked for (Hydra's --help / -h), once per process."""
+    """`group: option, option, ...` per line: the app's groups, then the launchers and sweepers; made only when the
+    help is asked for (listing them takes a good part of a second, and the template resolves at every compose)."""
     from hydra.core.global_hydra import GlobalHydra
 
     if not HELP_FLAGS & set(sys.argv[1:]) or not GlobalHydra.instance().is_initialized():

@@ -1,5 +1,4 @@
-"""Library noise a user of this project cannot act on, filtered once at the start of a job; and a quiet
-console: the lines that matter on the console, every line in RUN_DIR/train.log."""
+"""Library noise a user cannot act on, filtered; a quiet console: what matters there, every line in train.log."""
 
 from __future__ import annotations
 
@@ -25,14 +24,12 @@ _WARNINGS = (
 _LOG_PREFIXES = ("💡 Tip:",)  # Lightning's advertisement for its cloud logger
 
 
-class _DropAdverts(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(_LOG_PREFIXES)
+def _drop_adverts(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_LOG_PREFIXES)
 
 
 def quiet_before_import() -> None:
-    """Before torch and Lightning load: matplotlib (torchmetrics imports it) logs "generated new fontManager"
-    at INFO on its first import in a new HOME."""
+    """Before torch loads: matplotlib (torchmetrics imports it) logs "generated new fontManager" in a new HOME."""
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
 
 
@@ -44,8 +41,7 @@ def quiet_libraries() -> None:
     if not root.handlers:  # not under Hydra: Lightning keeps its own console handlers
         return
     for handler in root.handlers:  # Hydra's console and RUN_DIR/<job>.log
-        if not any(isinstance(f, _DropAdverts) for f in handler.filters):
-            handler.addFilter(_DropAdverts())
+        handler.addFilter(_drop_adverts)  # once: logging adds a filter it has already only once
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         log = logging.getLogger(name)
         for handler in list(log.handlers):
@@ -55,8 +51,7 @@ def quiet_libraries() -> None:
 
 
 class _QuietConsole(logging.Filter):
-    """On the console only: Lightning's INFO lines (devices, AMP, "fit stopped"...) are dropped, and in a
-    sweep also the per-epoch lines (status.log_line without `[nin]`). train.log keeps them all."""
+    """On the console only: Lightning's INFO lines are dropped, and in a sweep the epoch lines (without `[nin]`)."""
 
     def __init__(self, sweep: bool) -> None:
         super().__init__()
@@ -76,8 +71,7 @@ _LIGHTNING_PACKAGES = ("lightning", "lightning_fabric", "pytorch_lightning", "li
 
 
 def in_config_words(message: str) -> str:
-    """Lightning's warning MESSAGE with `Trainer(x=v)` as the config key `trainer.x=v` (where x is one) and the
-    key to change named at its end."""
+    """Lightning's warning MESSAGE with `Trainer(x=v)` as the config key `trainer.x=v`, named again at its end."""
     keys = {f.name for f in fields(TrainerConfig)}
     named = [m.group(1) for m in _TRAINER_ARGUMENT.finditer(message) if m.group(1) in keys]
     words = _TRAINER_ARGUMENT.sub(lambda m: f"trainer.{m.group(1)}={m.group(2)}" if m.group(1) in keys
@@ -86,14 +80,13 @@ def in_config_words(message: str) -> str:
 
 
 def _from_lightning(category: type[Warning], filename: str) -> bool:
-    """Whether a warning is Lightning's: its category or the code that warned is in a Lightning package."""
+    """Whether a warning's category or the code that warned is in a Lightning package."""
     return (category.__module__.split(".")[0] in _LIGHTNING_PACKAGES
             or any(part in _LIGHTNING_PACKAGES for part in Path(filename).parts))
 
 
 class _LightningWarningsToLog:
-    """`warnings.showwarning` of a quiet console: Lightning's warnings go to RUN_DIR/train.log only, in config
-    words; every other warning is shown as before."""
+    """`warnings.showwarning` of a quiet console: Lightning's go to train.log only, in config words."""
 
     def __init__(self, shown_before: Any) -> None:
         self.shown_before = shown_before
@@ -107,11 +100,8 @@ class _LightningWarningsToLog:
 
 
 def quiet_console(verbose: bool, sweep: bool) -> None:
-    """Unless `verbose`: only our status lines (and epoch lines outside a sweep) and warnings on the console;
-    Lightning's own warnings (Python warnings, which bypass logging) go to RUN_DIR/train.log only.
-
-    Under Hydra's job logging the console is the root logger's stream handler(s); the file handlers
-    (RUN_DIR/train.log) are left alone."""
+    """Unless `verbose`: only our status lines (and epoch lines outside a sweep) and warnings on the console (the
+    root logger's stream handlers); Lightning's own warnings go to RUN_DIR/train.log only."""
     if isinstance(warnings.showwarning, _LightningWarningsToLog):  # a sweep's jobs may share this process
         warnings.showwarning = warnings.showwarning.shown_before
     if not verbose:

@@ -1,11 +1,11 @@
-"""The command line's part of a job, before torch loads: Hydra's runtime read once, the config checked,
-the console quiet. `train.py` (and each DDP rank, cli/ddp_rank.py) then hands the job to `run.train`."""
+"""The command line's part of a job, before torch loads; `train.py` and each DDP rank (cli/ddp_rank.py) run it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from omegaconf import DictConfig, OmegaConf
 
-from nin_lightning.cli.console import print_config_tree
 from nin_lightning.cli.hydra_job import hydra_choices, job_context
 from nin_lightning.cli.options import refuse_schema_choices
 from nin_lightning.cli.quiet import quiet_before_import, quiet_console, quiet_libraries
@@ -14,10 +14,29 @@ from nin_lightning.config import JobContext, TrainConfig, to_plain_dict, validat
 from nin_lightning.rundir.closing import abandoned_if_refused, seed_of
 
 
+def _add(tree: Any, node: dict[str, Any]) -> None:
+    for key, value in node.items():
+        if isinstance(value, dict):
+            _add(tree.add(f"[bold]{key}[/bold]"), value)
+        else:
+            tree.add(f"{key}: [cyan]{value!r}[/cyan]")
+
+
+def print_config_tree(config: dict[str, Any]) -> None:
+    """The resolved config as a rich tree, groups first (rank 0 only)."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+    from rich import print as rich_print
+    from rich.tree import Tree
+
+    if getattr(rank_zero_only, "rank", 0) == 0:
+        tree = Tree("[bold]config[/bold]")
+        _add(tree, {k: config[k] for k in ("dataset", "model", "optimizer") if k in config} | config)
+        rich_print(tree)
+
+
 def prepare_job(cfg: DictConfig) -> tuple[JobContext, TrainConfig]:
-    """Hydra's runtime read once; the config checked before torch loads (a schema chosen as an option, every
-    value's range: a refusal leaves no dir); the console quiet (the full config tree only with verbose=true);
-    then torch and Lightning loaded, their noise filtered."""
+    """Hydra's runtime read once; the config checked before torch loads (a refusal leaves no dir); the console
+    quiet (the full config tree only with verbose=true); then torch and Lightning loaded, their noise filtered."""
     job = job_context(OmegaConf.to_yaml(cfg))
     with abandoned_if_refused(job, env_rank() == 0, seed_of(cfg)):  # Hydra made the run dir already
         refuse_schema_choices(hydra_choices())
@@ -30,3 +49,11 @@ def prepare_job(cfg: DictConfig) -> tuple[JobContext, TrainConfig]:
 
     quiet_libraries()  # after the import: Lightning adds its own console handler then, Hydra's takes over
     return job, conf
+
+
+def run_job(cfg: DictConfig) -> float:
+    """Hydra's task function: one job, checked before torch loads; returns val/acc_best (a sweeper maximises it)."""
+    job, conf = prepare_job(cfg)
+    from nin_lightning.run import train
+
+    return train(cfg, job, conf=conf)

@@ -1,11 +1,9 @@
-"""Typed config schemas with range and cross-key checks (registered in Hydra's ConfigStore by store.py).
-
-Hydra checks keys and types while it composes (a misspelt key or `model.dropout=abc` fails there).
-`validate` then builds these dataclasses, whose `__post_init__` checks ranges and choices.
-"""
+"""Typed config schemas: Hydra checks keys and types as it composes; `validate` builds these dataclasses, whose
+`__post_init__` checks ranges, choices and cross-key rules."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +29,16 @@ def _auto_or_bool(key: str, value: Any) -> None:
     _check(value == "auto" or isinstance(value, bool), key, value, "auto, true or false")
 
 
+def _at_least(group: str, low: float, expected: str, **values: Any) -> None:
+    for name, value in values.items():
+        _check(value >= low, f"{group}.{name}", value, f"{expected} >= {low}")
+
+
+def _milestones(milestones: list[int]) -> None:
+    _check(list(milestones) == sorted(set(milestones)) and all(m > 0 for m in milestones),
+           "scheduler.milestones", milestones, "increasing epochs > 0")
+
+
 # Every dataset: its name (dataset=NAME) -> its LightningDataModule ("module:Class"), imported lazily by
 # nin_lightning.data so that `digits` never imports torchvision.
 DATASETS = {
@@ -46,8 +54,8 @@ OPTIMIZER_IMPLEMENTATIONS = ("fused", "foreach", "for_loop")
 
 
 def is_val_size(value: Any) -> bool:
-    """Whether VALUE is a valid `dataset.val_size`: a count of images (an int >= 0; bools are not counts) or a
-    fraction of the training set (a float strictly between 0 and 1). data/base.py `val_count` resolves it."""
+    """Whether VALUE is a valid `dataset.val_size`: a count of images (an int >= 0, not a bool) or a fraction of
+    the training set (a float strictly between 0 and 1)."""
     if isinstance(value, bool):
         return False
     return (isinstance(value, int) and value >= 0) or (isinstance(value, float) and 0.0 < value < 1.0)
@@ -82,13 +90,11 @@ class DatasetConfig:
 
     def __post_init__(self) -> None:
         _choice("dataset.name", self.name, tuple(DATASETS))
-        _check(self.batch_size >= 1, "dataset.batch_size", self.batch_size, "an integer >= 1")
-        _check(self.eval_batch_size >= 1, "dataset.eval_batch_size", self.eval_batch_size, "an integer >= 1")
+        _at_least("dataset", 1, "an integer", batch_size=self.batch_size, eval_batch_size=self.eval_batch_size)
         _check(is_val_size(self.val_size), "dataset.val_size", self.val_size,
                "a count (an integer >= 0) or a fraction of the training images (a number with 0 < x < 1, e.g. 0.1)")
-        _check(self.num_workers >= 0, "dataset.num_workers", self.num_workers, "an integer >= 0")
-        _check(self.crop_padding >= 0, "dataset.crop_padding", self.crop_padding, "an integer >= 0")
-        _check(self.cutout >= 0, "dataset.cutout", self.cutout, "an integer >= 0")
+        _at_least("dataset", 0, "an integer", num_workers=self.num_workers, crop_padding=self.crop_padding,
+                  cutout=self.cutout)
         _choice("dataset.padding_mode", self.padding_mode, ("zero", "reflect"))
         _choice("dataset.preprocess", self.preprocess, ("none", "gcn_zca"))
         _choice("dataset.split", self.split, ("train", "train+extra"))
@@ -187,8 +193,7 @@ class MultiStepConfig(SchedulerConfig):
     gamma: float = 0.1
 
     def __post_init__(self) -> None:
-        _check(list(self.milestones) == sorted(set(self.milestones)) and all(m > 0 for m in self.milestones),
-               "scheduler.milestones", self.milestones, "increasing epochs > 0")
+        _milestones(self.milestones)
         _check(0 < self.gamma < 1, "scheduler.gamma", self.gamma, "0 < gamma < 1")
 
 
@@ -203,8 +208,7 @@ class PiecewiseConfig(SchedulerConfig):
     def __post_init__(self) -> None:
         _check(len(self.scales) == len(self.milestones) + 1, "scheduler.scales", self.scales,
                f"{len(self.milestones) + 1} values (one more than scheduler.milestones)")
-        _check(list(self.milestones) == sorted(set(self.milestones)) and all(m > 0 for m in self.milestones),
-               "scheduler.milestones", self.milestones, "increasing epochs > 0")
+        _milestones(self.milestones)
         _check(all(s > 0 for s in self.scales), "scheduler.scales", self.scales, "numbers > 0")
 
 
@@ -228,8 +232,7 @@ class OneCycleConfig(SchedulerConfig):
 
     def __post_init__(self) -> None:
         _check(0 < self.pct_start < 1, "scheduler.pct_start", self.pct_start, "0 < pct_start < 1")
-        _check(self.div_factor >= 1, "scheduler.div_factor", self.div_factor, "a number >= 1")
-        _check(self.final_div_factor >= 1, "scheduler.final_div_factor", self.final_div_factor, "a number >= 1")
+        _at_least("scheduler", 1, "a number", div_factor=self.div_factor, final_div_factor=self.final_div_factor)
 
 
 @dataclass
@@ -290,8 +293,7 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         _choice("trainer.accelerator", self.accelerator, ("auto", "cpu", "gpu", "cuda", "mps"))
-        # -1 (Lightning's "no limit") is refused: the LR schedules, early stopping's resume checks and a
-        # finished run's "nothing to do" all need a last epoch (it failed with an OverflowError at the start)
+        # -1 (Lightning's "no limit") is refused: the LR schedules, resume checks and a finished run need a last epoch
         _check(self.max_epochs >= 1, "trainer.max_epochs", self.max_epochs,
                "an integer >= 1 (a run needs a last epoch; -1, no limit, is not supported)")
         _choice("trainer.precision", str(self.precision), PRECISIONS)
@@ -311,16 +313,12 @@ WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")  # WA
 
 def wandb_env_tags() -> list[str]:
     """WANDB_TAGS, comma-separated, as the SDK reads it (its items stripped; check_wandb_names refuses empty ones)."""
-    import os
-
     return [tag.strip() for tag in os.environ.get("WANDB_TAGS", "").split(",") if tag.strip()]
 
 
-def check_wandb_names(project: str | None, entity: str | None, tags: list[str] | None = None) -> None:
+def check_wandb_names(project: str | None, entity: str | None, tags: list[str]) -> None:
     """A one-line UserError for a project, entity or tag W&B would refuse once the run had begun (the config's
     value, else the WANDB_* variable that would be used)."""
-    import os
-
     for key, var, value in (("logger.project", "WANDB_PROJECT", project), ("logger.entity", "WANDB_ENTITY", entity)):
         source, value = (key, value) if value is not None else (var, os.environ.get(var))
         if value is None:
@@ -336,7 +334,7 @@ def check_wandb_names(project: str | None, entity: str | None, tags: list[str] |
     raw = os.environ.get("WANDB_TAGS")
     if raw is not None and raw.strip() and not all(t.strip() for t in raw.split(",")):
         raise UserError(f"WANDB_TAGS={raw!r} has an empty tag (W&B refuses it); drop the extra comma")
-    for source, tag in [*(("tags", t) for t in tags or []), *(("WANDB_TAGS", t) for t in wandb_env_tags())]:
+    for source, tag in [*(("tags", t) for t in tags), *(("WANDB_TAGS", t) for t in wandb_env_tags())]:
         if not 1 <= len(str(tag)) <= WANDB_TAG_MAX:
             shown = repr(str(tag)) if len(str(tag)) <= 40 else repr(str(tag)[:40]) + "..."
             fix = "drop the empty tag" if not str(tag) else "shorten it"
@@ -384,10 +382,8 @@ class CallbacksConfig:
 
     def __post_init__(self) -> None:
         _choice("callbacks.mode", self.mode, ("max", "min"))
-        _check(self.check_every_n_steps >= 1, "callbacks.check_every_n_steps", self.check_every_n_steps,
-               "an integer >= 1")
-        _check(self.val_every_n_epochs >= 1, "callbacks.val_every_n_epochs", self.val_every_n_epochs,
-               "an integer >= 1")
+        _at_least("callbacks", 1, "an integer", check_every_n_steps=self.check_every_n_steps,
+                  val_every_n_epochs=self.val_every_n_epochs)
         _check(self.last_ckpt_every_n_minutes >= 0, "callbacks.last_ckpt_every_n_minutes",
                self.last_ckpt_every_n_minutes, "a number >= 0 (0: after every epoch)")
         _choice("callbacks.monitor", self.monitor, tuple(metric_names.MONITOR_MODES))
@@ -416,17 +412,16 @@ class TrainConfig:
         if self.logger.name == "wandb":
             check_wandb_names(self.logger.project, self.logger.entity, list(self.tags))
         _check(0 <= self.seed < 2**32, "seed", self.seed, "an integer in [0, 2**32) (numpy's seed range)")
-        if self.dataset.val_size == 0:  # no validation set: nothing may follow a val/ metric
-            for key, name in (("callbacks.monitor", self.callbacks.monitor),
-                              ("scheduler.monitor", getattr(self.scheduler, "monitor", None))):
-                if name is not None and name.startswith(f"{metric_names.VAL}/"):
-                    raise UserError(f"dataset.val_size=0 leaves no validation set, but {key}={name} (checkpoints, "
-                                    f"early stopping or the LR plateau) follows it; pass {key}=train/acc, or "
-                                    "dataset.val_size=N")
+        monitors = {"callbacks.monitor": self.callbacks.monitor,
+                    "scheduler.monitor": getattr(self.scheduler, "monitor", None)}
+        for key, name in monitors.items():
+            if self.dataset.val_size == 0 and name is not None and name.startswith(f"{metric_names.VAL}/"):
+                raise UserError(f"dataset.val_size=0 leaves no validation set, but {key}={name} (checkpoints, "
+                                f"early stopping or the LR plateau) follows it; pass {key}=train/acc, or "
+                                "dataset.val_size=N")
         classes = self.dataset.num_classes
         logged = metric_names.monitorable(classes)
-        for key, name in (("callbacks.monitor", self.callbacks.monitor),
-                          ("scheduler.monitor", getattr(self.scheduler, "monitor", None))):
+        for key, name in monitors.items():
             if name is not None and name not in logged:
                 raise UserError(f"{key}={name}: {self.dataset.name} has {classes} classes, and top-5 accuracy is "
                                 f"logged only with more than {metric_names.TOP5_FROM_CLASSES - 1}; choose one of: "
@@ -435,7 +430,7 @@ class TrainConfig:
             raise UserError(f"callbacks.val_every_n_epochs={self.callbacks.val_every_n_epochs} and "
                             f"trainer.check_val_every_n_epoch={self.trainer.check_val_every_n_epoch} both set how "
                             "often to validate; keep callbacks.val_every_n_epochs (it also validates the last epoch)")
-        plateau_on = getattr(self.scheduler, "monitor", None)
+        plateau_on = monitors["scheduler.monitor"]
         if self.callbacks.val_every_n_epochs > 1 and plateau_on is not None and plateau_on.startswith("val/"):
             raise UserError(f"scheduler.monitor={plateau_on} needs a validation after every epoch, and "
                             f"callbacks.val_every_n_epochs={self.callbacks.val_every_n_epochs} skips some; pass "

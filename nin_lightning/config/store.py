@@ -1,4 +1,4 @@
-"""The schemas in Hydra's ConfigStore, and every key they define (for 'did you mean' hints): one table."""
+"""The schemas in Hydra's ConfigStore and every key they define (one table); a composed config -> `TrainConfig`."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import functools
 from dataclasses import fields, is_dataclass
 from typing import Any, get_type_hints
 
+from omegaconf import DictConfig, OmegaConf
+
 from nin_lightning.config import schema as schemas
-from nin_lightning.errors import UserError, did_you_mean
+from nin_lightning.errors import UserError, did_you_mean, user_error
 
 # (group, name in the ConfigStore) -> schema. A group's YAML files extend one of these via their defaults
 # list; Hydra's `--help` hides them (conf/hydra/help). The root config is `train_schema`.
@@ -30,8 +32,7 @@ SCHEMAS: dict[tuple[str | None, str], type] = {
 
 
 def register_configs() -> None:
-    """Put every schema in Hydra's ConfigStore, and register the resolvers conf/ uses (config/sweep.py:
-    `nin.sweep_name`, a sweep's name; `nin.job_dir`, a sweep job's dir name)."""
+    """Put every schema in Hydra's ConfigStore, and register the resolvers conf/ uses (config/sweep.py)."""
     from hydra.core.config_store import ConfigStore
 
     from nin_lightning.config.sweep import register_resolvers
@@ -45,17 +46,11 @@ def register_configs() -> None:
 
 
 def _maximising_optuna(store: Any) -> None:
-    """`hydra/sweeper=optuna` maximises: train.py returns val/acc_best, and hydra-optuna-sweeper's own entry
-    minimises, so an ad-hoc search without the ready preset would look for the worst model.
-
-    Hydra's plugin scan (run once per process, `Plugins.instance()`) executes the plugin's config module,
-    which stores its entry; the scan is run here first, then the entry is stored again with
-    `direction: maximize` and every other key as the plugin has it (`hydra.sweeper.direction=minimize`
-    still overrides it). A YAML of the same name cannot do this: Hydra refuses a YAML matched to a
-    ConfigStore schema that has a defaults list."""
+    """`hydra/sweeper=optuna` maximises (train.py returns val/acc_best; the plugin's entry minimises): its entry,
+    stored by Hydra's plugin scan, is stored again with `direction: maximize` (docs/architecture.md says why)."""
     from hydra.core.plugins import Plugins
 
-    Plugins.instance()
+    Plugins.instance()  # the scan, once per process: it runs the plugin's config module, which stores its entry
     try:
         entry = store.load("hydra/sweeper/optuna.yaml")
     except Exception:  # hydra-optuna-sweeper not installed: hydra/sweeper=optuna fails as Hydra says
@@ -100,10 +95,8 @@ def unknown_key(key: str) -> str:
 
 
 def from_plain(schema: type, values: dict[str, Any]) -> Any:
-    """SCHEMA's dataclass from a plain dict (a checkpoint's record of its config), range-checked by the schema.
-
-    Keys the schema no longer defines are dropped and keys it gained take their defaults, so a checkpoint
-    written by another version of the code still loads."""
+    """SCHEMA's dataclass from a plain dict (a checkpoint's record of its config), range-checked: keys it no longer
+    defines are dropped and new keys take their defaults, so a checkpoint of another version still loads."""
     known = {f.name for f in fields(schema)}
     return schema(**{k: v for k, v in values.items() if k in known})
 
@@ -116,3 +109,61 @@ def group_from_plain(group: str, values: dict[str, Any]) -> Any:
         names = sorted(n.removesuffix("_schema") for g, n in SCHEMAS if g == group)
         raise UserError(f"{group} {name!r} is not one this version knows; choose one of: {', '.join(names)}")
     return from_plain(schema, values)
+
+
+def _unknown_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """Keys that no schema defines: what a `+key=value` override forces past Hydra's struct check."""
+    schema = OmegaConf.get_type(node)
+    if schema is None or not is_dataclass(schema):
+        return []
+    names = {f.name for f in fields(schema)}
+    unknown = [f"{prefix}{key}" for key in node if key not in names]
+    for key in sorted(names & set(node)):
+        if OmegaConf.is_missing(node, key) or OmegaConf.is_interpolation(node, key):
+            continue
+        child = node[key]
+        if isinstance(child, DictConfig):
+            unknown += _unknown_keys(child, f"{prefix}{key}.")
+    return unknown
+
+
+def validate(cfg: DictConfig) -> schemas.TrainConfig:
+    """Resolve `cfg` and build the dataclasses, which raises `UserError` on out-of-range values."""
+    unknown = _unknown_keys(cfg)
+    if unknown:
+        raise UserError(unknown_key(unknown[0]))
+    try:
+        obj = OmegaConf.to_object(cfg)
+    except Exception as exc:
+        if (mistake := user_error(exc)) is not None:
+            raise mistake from None
+        raise
+    if not isinstance(obj, schemas.TrainConfig):
+        raise UserError("the composed config is not a TrainConfig; start from conf/train.yaml")
+    return obj
+
+
+def surprises(conf: schemas.TrainConfig) -> list[str]:
+    """What a valid config holds that is probably not what was meant, one line each (said at the start)."""
+    epochs = conf.trainer.max_epochs  # >= 1: the schema refuses -1
+    milestones = list(getattr(conf.scheduler, "milestones", None) or [])
+    late = [m for m in milestones if m >= epochs]
+    if not late:
+        return []
+    return [f"warning: scheduler.milestones={milestones}: {', '.join(map(str, late))} "
+            f"{'is' if len(late) == 1 else 'are'} not below trainer.max_epochs={epochs}, so the LR never changes "
+            "there (a milestone m changes it after m epochs); lower the milestones or raise trainer.max_epochs"]
+
+
+def to_plain_dict(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as a nested dict without Hydra's `_target_`-style keys (for W&B)."""
+    container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if not str(k).startswith("_")}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    return strip(container)

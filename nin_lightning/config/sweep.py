@@ -1,9 +1,5 @@
-"""A sweep's swept keys, from its overrides (a,b / range() / choice() / interval() / hydra.sweeper.params),
-and the name and tags they give the sweep: `dropout-seed_<time>` is its dir and its W&B group.
-
-The keys are read once in the sweep's own process (Hydra's multirun config, where the overrides still hold
-the swept values), and again by each job and by the report from the sweep dir's multirun.yaml.
-"""
+"""A sweep's swept keys (from its overrides and hydra.sweeper.params, or its multirun.yaml), and the names they
+give the sweep (`dropout-seed_<time>`: its dir and W&B group) and its jobs."""
 
 from __future__ import annotations
 
@@ -65,17 +61,14 @@ def sweep_dir_keys(sweep_dir: Path) -> list[str]:
 
 
 def sweep_name_resolver(task: Any) -> str:
-    """`${nin.sweep_name:${hydra.overrides.task}}` in conf/train.yaml's hydra.sweep.dir: the label of the
-    sweep being launched, from its command line's overrides.
-
-    Cached by OmegaConf under the argument's text, and Hydra copies the sweep's cache into each job's
-    config: a job resolves the name its sweep launched with, never one from its own (single) overrides."""
+    """`${nin.sweep_name:${hydra.overrides.task}}` (conf/train.yaml): the label of the sweep being launched. Cached,
+    and Hydra copies the cache into each job's config: a job gets its sweep's name, not one of its own."""
     return sweep_label(swept_keys([str(line) for line in task]))
 
 
 def job_label(task: Iterable[str], keys: Iterable[str], exclude: Iterable[str] = ()) -> str:
-    """A sweep job's name: its overrides of the swept KEYS only (`model.dropout=0.5,seed=2`), sorted as Hydra
-    sorts override_dirname, without the EXCLUDEd keys. Its dir is `<number>_<label>`; its W&B run name."""
+    """A sweep job's name (W&B run, dir `<number>_<label>`): its overrides of the swept KEYS less the EXCLUDEd, sorted
+    as Hydra sorts override_dirname (`model.dropout=0.5,seed=2`)."""
     swept, dropped = set(keys), set(exclude)
     lines = [o.input_line for o in override_parser().parse_overrides([str(t) for t in task])
              if o.key_or_group in swept and o.key_or_group not in dropped]
@@ -86,21 +79,17 @@ JOB_NUMBER_WIDTH = 3  # sweep job dirs 000_..., 001_...: they sort in job order 
 
 
 def job_dir_resolver(sweep_dir: Any, number: Any, task: Any, override_dirname: Any, exclude: Any) -> str:
-    """`${nin.job_dir:...}` in conf/train.yaml's hydra.sweep.subdir: `007_model.dropout=0.5,seed=2`, the job's
-    number, zero-padded (dirs sort in job order), and its swept keys (job_label, read from the sweep's
-    multirun.yaml; a sweep that wrote none, the Optuna sweeper's, names the job by all its overrides).
-
-    A job dir of an older sweep, named by all its overrides, is kept, and so is, for a relaunch with
-    `resume=auto` that lists the values in another order (`seed=2,1`), the dir with the same label under
-    another number: the job continues there instead of starting again in a new dir."""
+    """`${nin.job_dir:...}` (conf/train.yaml's hydra.sweep.subdir): `007_model.dropout=0.5,seed=2`, the padded job
+    number and job_label (all overrides without a multirun.yaml). An older sweep's dir, named by all overrides, is
+    kept; so is, for a `resume=auto` relaunch listing the values in another order, the dir with the same label."""
     sweep, padded = Path(str(sweep_dir)), str(number).zfill(JOB_NUMBER_WIDTH)
     keys = sweep_dir_keys(sweep)
     label = job_label([str(t) for t in task], keys, [str(k) for k in exclude or ()]) if keys else str(override_dirname)
     older = f"{padded}_{override_dirname}"
-    if label != str(override_dirname) and _is_dir(sweep / older):
+    if label != str(override_dirname) and is_dir(sweep / older):
         return older
     relaunched = "resume=auto" in [str(t) for t in task]  # (a first launch that repeats a value keeps both jobs)
-    if relaunched and label and not _is_dir(sweep / f"{padded}_{label}"):  # its values in another order
+    if relaunched and label and not is_dir(sweep / f"{padded}_{label}"):  # its values in another order
         same = [d.name for d in _job_dirs(sweep) if d.name.split("_", 1)[-1] == label]
         if len(same) == 1:
             return same[0]
@@ -115,7 +104,7 @@ def _job_dirs(sweep: Path) -> list[Path]:
         return []
 
 
-def _is_dir(path: Path) -> bool:
+def is_dir(path: Path) -> bool:
     """Path.is_dir, False for a path the filesystem refuses (too long: cli/job_dirs.py names it in one line)."""
     try:
         return path.is_dir()
