@@ -1,12 +1,8 @@
-"""Memory and process limits, checked before any work: a start that cannot fit is refused in one line.
-
-The memory estimate is a lower bound (a start it refuses cannot fit; one it lets through may still not):
-weights and gradients in fp32, what a training step keeps for the backward pass (each layer's output per
-image times the batch, 2 bytes under mixed precision, else 4), and the loaded data (uint8), per process.
-"""
+"""Memory and process limits, checked before any work: a start that cannot fit is refused in one line."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -17,40 +13,30 @@ from nin_lightning.errors import UserError
 _CGROUP = Path("/sys/fs/cgroup")
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity: Slurm's and taskset's limits apply)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
-
-
 def check_workers(num_workers: int) -> None:
-    """Refuse more DataLoader workers than CPUs to run them: each is a process with its own memory."""
-    cpus = usable_cpus()
+    """Refuse more DataLoader workers than the CPUs this process may run on (its affinity: Slurm's, taskset's)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cpus = os.cpu_count() or 1
     if num_workers > cpus:
         raise UserError(f"dataset.num_workers={num_workers} is more than the {cpus} CPU(s) this process may use; "
                         f"pass dataset.num_workers={cpus} or fewer (0 loads batches in the training process)")
 
 
 def available_ram() -> tuple[int, str]:
-    """Bytes of RAM a new allocation can get (MemAvailable, or the cgroup's limit less its use if lower) and
-    where that figure comes from."""
+    """Bytes of RAM a new allocation can get (MemAvailable, or the cgroup's limit less its use if lower), and whence."""
     found = (0, "unknown")
-    try:
+    with contextlib.suppress(OSError, ValueError, IndexError):
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 found = (int(line.split()[1]) * 1024, "MemAvailable in /proc/meminfo")
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
+    with contextlib.suppress(OSError, ValueError):
         limit = (_CGROUP / "memory.max").read_text().strip()
         if limit != "max":
             free = int(limit) - int((_CGROUP / "memory.current").read_text())
             if not found[0] or free < found[0]:
                 found = (max(free, 0), "the cgroup's memory.max less memory.current")
-    except (OSError, ValueError):
-        pass
     return found
 
 
@@ -65,8 +51,9 @@ def _gb(n: float) -> str:
 
 
 def check_memory(conf: TrainConfig, params: int, activations: int, data_bytes: int = 0) -> None:
-    """Refuse a model, batch and data that cannot fit: the estimate (module docstring) against the RAM
-    available on CPU, or the GPU's memory (the data stay in RAM there). DATA_BYTES: 0 before the data loaded."""
+    """Refuse a model, batch and data that cannot fit: a lower bound (weights and gradients in fp32, the outputs a
+    step keeps for backward, the uint8 data, per process) against the RAM on CPU, or the GPU's memory (the data
+    stay in RAM there). DATA_BYTES: 0 before the data loaded."""
     t, batch = conf.trainer, conf.dataset.batch_size
     mixed = not str(t.precision).startswith(("32", "64"))
     model = params * 4 * 2
