@@ -1,11 +1,9 @@
-"""Speed switches: every `auto` becomes the fastest choice that is still correct on the device in use.
-
-`resolve(conf)` returns a frozen `SpeedPlan` for the model, the optimizer and the Trainer; the config keeps
-what the user asked for. What each `auto` becomes, and why: docs/speed.md and docs/gpu-fast-path.md.
-"""
+"""Speed switches: `resolve(conf)` turns every `auto` into the fastest choice still correct on the device in use
+(a `SpeedPlan`; the config keeps what the user asked for). What each becomes, and why: docs/speed.md."""
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import re
@@ -96,22 +94,16 @@ def _ask(query: Callable[[], T], default: T) -> T:
 
 
 def _mps_available() -> bool:
-    backend = getattr(torch.backends, "mps", None)
-    return bool(backend and backend.is_available())
+    return torch.backends.mps.is_available()
 
 
-def _bf16_supported() -> bool:
-    """Native bf16 (sm >= 80): `is_bf16_supported()` alone also counts sm75's emulation, far slower than fp16."""
-    return bool(_ask(lambda: torch.cuda.is_bf16_supported(including_emulation=False), False))
-
-
-def _cpu_bf16_native(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+def _cpu_bf16_native() -> bool:
     """bf16 matmul/conv instructions (AVX512-BF16 or AMX) in the kernel's CPU flags (torch has no public query)."""
-    try:
-        flags = next((line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return bool({"avx512_bf16", "amx_bf16"} & set(line.split()))
+    return False
 
 
 def _triton_available() -> bool:
@@ -133,11 +125,13 @@ def _fused_supported(device: str) -> bool:
 
 def resolve_precision(requested: str, device: str) -> tuple[str, str | None]:
     """(precision, notice or None)."""
+    # native bf16 (sm >= 80): `is_bf16_supported()` alone also counts sm75's emulation, far slower than fp16
+    gpu_bf16 = device == "cuda" and _ask(lambda: torch.cuda.is_bf16_supported(including_emulation=False), False)
     if requested == "auto":
         if device == "cuda":
-            return ("bf16-mixed" if _bf16_supported() else "16-mixed"), None
+            return ("bf16-mixed" if gpu_bf16 else "16-mixed"), None
         return ("bf16-mixed" if device == "cpu" and _cpu_bf16_native() else "32-true"), None
-    if device == "cuda" and requested.startswith("bf16") and not _bf16_supported():
+    if device == "cuda" and requested.startswith("bf16") and not gpu_bf16:
         return "16-mixed", f"trainer.precision={requested}: this GPU has no bf16; using 16-mixed"
     if device == "cpu" and requested in ("16-mixed", "16"):
         return "bf16-mixed", f"trainer.precision={requested}: fp16 autocast is not supported on CPU; using bf16-mixed"
