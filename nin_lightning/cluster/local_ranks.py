@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from nin_lightning.cluster.devices import devices_per_node, is_ddp, visible_gpus, world_size
@@ -19,11 +20,10 @@ from nin_lightning.cluster.slurm import slurm_tasks, torchrun
 from nin_lightning.config import JobContext, TrainConfig
 from nin_lightning.errors import UserError
 
-# TORCH_NCCL_BLOCKING_WAIT: a collective whose peer died raises after the process group's timeout instead of
-# hanging, so a job that shares its process with the rest of its sweep (the basic launcher) can end alone.
+# TORCH_NCCL_BLOCKING_WAIT: a collective whose peer died raises after the timeout below instead of hanging
 _DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCH_NCCL_BLOCKING_WAIT")
-# The process group's timeout for such a job (Lightning's default: 30 min): the longest a collective waits
-# for a rank that died, e.g. before it joined. Generous for a rank's start (imports and data: ~10 s here).
+# The process group's timeout for a job that shares its process with its sweep (Lightning's: 30 min): generous
+# for a rank's start (imports and data: ~10 s here).
 SHARED_PROCESS_TIMEOUT_S = 300.0
 
 
@@ -87,8 +87,7 @@ class LocalRanks:
             if self.dead() and not self._done.is_set():
                 sys.stderr.write(f"error: {self.failure}; stopping this job (its output is above)\n")
                 for p in self.procs:
-                    if p.poll() is None:
-                        p.kill()
+                    p.kill()  # a no-op for a process that ended
                 _thread.interrupt_main()
                 if not self._done.wait(grace_s) and self.own_process:
                     os.kill(os.getpid(), signal.SIGKILL)
@@ -99,8 +98,6 @@ class LocalRanks:
         the whole sweep (a rank that died ends this job, not the sweep)."""
         if not self.procs or self.own_process:
             return conf.trainer.strategy
-        from datetime import timedelta
-
         from lightning.pytorch.strategies import DDPStrategy
 
         return DDPStrategy(timeout=timedelta(seconds=SHARED_PROCESS_TIMEOUT_S))
