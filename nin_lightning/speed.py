@@ -23,7 +23,7 @@ from nin_lightning.config import DIGIT_DATASETS, TrainConfig
 from nin_lightning.errors import UserError, one_line
 from nin_lightning.status import say
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 CPU_CHANNELS_LAST = True  # x1.2 faster NiN steps on the project's CPU (docs/speed.md)
 # `dataset.device_resident=auto` keeps the uint8 splits on a GPU when they take at most this share of its memory
 RESIDENT_GPU_FRACTION = 0.25
@@ -85,7 +85,7 @@ def target_device(accelerator: str) -> str:
     return "cuda" if cuda else "mps" if mps else "cpu"  # auto
 
 
-def _ask(query: Callable[[], T], default: T) -> T:
+def _ask(query: Callable[[], _T], default: _T) -> _T:
     """QUERY's answer, or DEFAULT when torch cannot answer here (no driver, no device, no such API)."""
     try:
         return query()
@@ -95,6 +95,11 @@ def _ask(query: Callable[[], T], default: T) -> T:
 
 def _mps_available() -> bool:
     return torch.backends.mps.is_available()
+
+
+def _bf16_supported() -> bool:
+    """Native bf16 (sm >= 80): `is_bf16_supported()` alone also counts sm75's emulation, far slower than fp16."""
+    return _ask(lambda: torch.cuda.is_bf16_supported(including_emulation=False), False)
 
 
 def _cpu_bf16_native() -> bool:
@@ -125,13 +130,11 @@ def _fused_supported(device: str) -> bool:
 
 def resolve_precision(requested: str, device: str) -> tuple[str, str | None]:
     """(precision, notice or None)."""
-    # native bf16 (sm >= 80): `is_bf16_supported()` alone also counts sm75's emulation, far slower than fp16
-    gpu_bf16 = device == "cuda" and _ask(lambda: torch.cuda.is_bf16_supported(including_emulation=False), False)
     if requested == "auto":
         if device == "cuda":
-            return ("bf16-mixed" if gpu_bf16 else "16-mixed"), None
+            return ("bf16-mixed" if _bf16_supported() else "16-mixed"), None
         return ("bf16-mixed" if device == "cpu" and _cpu_bf16_native() else "32-true"), None
-    if device == "cuda" and requested.startswith("bf16") and not gpu_bf16:
+    if device == "cuda" and requested.startswith("bf16") and not _bf16_supported():
         return "16-mixed", f"trainer.precision={requested}: this GPU has no bf16; using 16-mixed"
     if device == "cpu" and requested in ("16-mixed", "16"):
         return "bf16-mixed", f"trainer.precision={requested}: fp16 autocast is not supported on CPU; using bf16-mixed"

@@ -1,7 +1,5 @@
-"""Devices: how many a job uses per node, the world size, and whether Lightning re-executes the script for DDP.
-
-Import-light: the launchers (hydra_plugins) use `devices_per_node` before any job runs.
-"""
+"""Devices: how many a job uses per node, the world size, whether Lightning re-executes the script for DDP
+(import-light: the launchers in hydra_plugins use `devices_per_node` before any job runs)."""
 
 from __future__ import annotations
 
