@@ -16,8 +16,7 @@ _SHORT_WRITE = ("unexpected pos", "PytorchStreamWriter failed")
 
 
 def out_of_space(exc: BaseException, path: Path) -> OSError | None:
-    """EXC as an OSError naming PATH, when it says that writing PATH ran out of room (a full disk, a quota, the
-    file-size limit), whatever the writer raised; None otherwise."""
+    """EXC as an OSError naming PATH when it says writing PATH ran out of room (disk, quota, file size), else None."""
     link: BaseException | None = exc
     seen: set[int] = set()
     while link is not None and id(link) not in seen:
@@ -48,15 +47,9 @@ def make_durable(path: Path) -> None:
 
 def atomic_write(path: Path, content: bytes | str | Callable[[IO[bytes]], None], mode: int = 0o644,
                  durable: bool = True) -> Path:
-    """Write CONTENT (bytes, text, or a function that writes to a binary file) to PATH atomically.
-
-    A temp file in PATH's dir, flushed and fsynced, renamed over PATH, the dir fsynced: readers see the
-    old file or the new one, never a part. The temp file is removed on any failure (a full disk, Ctrl-C); a
-    write that ran out of room raises OSError naming PATH and the cause (`out_of_space`), whatever the writer raised.
-    Files are MODE (0644: colleagues on a shared cluster read runs too; mkstemp would make them 0600).
-    `durable=False` skips both fsyncs (a file this process rereads from the page cache, made durable later
-    with `make_durable`): readers still see whole files; a crash of the machine may lose the latest one.
-    """
+    """Write CONTENT (bytes, text, or a function that writes to a binary file) to PATH: readers see the old file
+    or the new one, never a part. MODE 0644: colleagues on a shared cluster read runs too (mkstemp makes 0600).
+    `durable=False` skips the fsyncs (a file reread from the page cache, made durable later: `make_durable`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -1,9 +1,5 @@
-"""The names of the metrics the LightningModule logs, defined once.
-
-The module logs them, the config's checks accept them as a monitor (callbacks.monitor,
-scheduler.monitor), history.csv and the trackers read them. `tests/test_module.py` trains a few steps
-and checks that every name `monitorable` accepts is really logged. A leaf module: no package imports.
-"""
+"""The names of the metrics the LightningModule logs, defined once for the module, the config's monitor checks,
+history.csv and the trackers (`tests/test_module.py` checks that every name `monitorable` accepts is logged)."""
 
 from __future__ import annotations
 

@@ -20,8 +20,7 @@ from omegaconf import DictConfig
 
 from nin_lightning import compat, metric_names, speed
 from nin_lightning.callbacks import PreemptionCheckpoint, best_epoch, build_callbacks
-from nin_lightning.cluster.checks import check_devices
-from nin_lightning.cluster.limits import check_memory, check_workers
+from nin_lightning.cluster.limits import check_devices, check_memory, check_workers
 from nin_lightning.cluster.local_ranks import LocalRanks
 from nin_lightning.cluster.slurm import (
     cluster_plugins,

@@ -76,7 +76,7 @@ def test_gpu_trainers_fail_fast_without_a_gpu(run_cli, tmp_path, trainer, fix):
 
 
 def test_sync_batchnorm_on_cpu_is_refused(compose_cfg):
-    from nin_lightning.cluster.checks import check_devices
+    from nin_lightning.cluster.limits import check_devices
     from nin_lightning.config import JobContext
 
     with pytest.raises(UserError, match="sync_batchnorm=false"):

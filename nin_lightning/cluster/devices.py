@@ -1,11 +1,5 @@
-"""Devices: how many a job uses per node, the world size, and checks that fail fast without the hardware.
-
-Single runs (`python train.py trainer=ddp_cpu`) use Lightning's own launcher: rank 0 re-executes the
-command line for the other ranks with `hydra.run.dir=<rank 0's dir> hydra.output_subdir=null`, so there
-is one run dir. Multirun jobs start their ranks themselves (local_ranks.py). On Slurm (one task per
-device) Slurm creates the processes and nothing is re-executed (slurm.py). Import-light: the launchers
-(hydra_plugins) use `devices_per_node` before any job runs.
-"""
+"""Devices: how many a job uses per node, the world size, whether Lightning re-executes the script for DDP
+(import-light: the launchers in hydra_plugins use `devices_per_node` before any job runs)."""
 
 from __future__ import annotations
 
@@ -20,14 +14,12 @@ _SPAWNING = ("spawn", "fork", "notebook")
 
 
 def devices_per_node(accelerator: str, devices: Any, visible_gpus: int | None) -> int:
-    """`trainer.devices` as a count. `auto`/-1 is every visible GPU on a GPU accelerator (`auto` with a GPU
-    there counts as one), else 1 process. `visible_gpus=None`: not known yet (a launcher, before the job
-    lands on a node), so `auto`/-1 on GPUs is a UserError there."""
+    """`trainer.devices` as a count: `auto`/-1 is every visible GPU on a GPU accelerator, else 1 process.
+    `visible_gpus=None`: not known yet (a launcher, before the job lands on a node)."""
     text = str(devices).strip()
     if text.isdigit() and int(text) >= 1:
         return int(text)
-    gpu = accelerator in GPU_ACCELERATORS or (accelerator == "auto" and bool(visible_gpus))
-    if not gpu:
+    if not (accelerator in GPU_ACCELERATORS or (accelerator == "auto" and bool(visible_gpus))):
         return 1
     if visible_gpus is None:
         raise UserError(f"trainer.devices={devices} (trainer.accelerator={accelerator}): a launcher must know how "

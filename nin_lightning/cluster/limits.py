@@ -1,56 +1,44 @@
-"""Memory and process limits, checked before any work: a start that cannot fit is refused in one line.
-
-The memory estimate is a lower bound (a start it refuses cannot fit; one it lets through may still not):
-weights and gradients in fp32, what a training step keeps for the backward pass (each layer's output per
-image times the batch, 2 bytes under mixed precision, else 4), and the loaded data (uint8), per process.
-"""
+"""Checks before any work, each refusal one line: the hardware, strategy and cluster the trainer asks for, and
+the memory and processes a start needs."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
-from nin_lightning.cluster.devices import GPU_ACCELERATORS, devices_per_node, visible_gpus
-from nin_lightning.config import TrainConfig
-from nin_lightning.errors import UserError
+from nin_lightning.cluster.devices import GPU_ACCELERATORS, devices_per_node, visible_gpus, world_size
+from nin_lightning.cluster.slurm import slurm_tasks, torchrun
+from nin_lightning.config import JobContext, TrainConfig
+from nin_lightning.errors import UserError, did_you_mean
 
 _CGROUP = Path("/sys/fs/cgroup")
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity: Slurm's and taskset's limits apply)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
-
-
 def check_workers(num_workers: int) -> None:
-    """Refuse more DataLoader workers than CPUs to run them: each is a process with its own memory."""
-    cpus = usable_cpus()
+    """Refuse more DataLoader workers than the CPUs this process may run on (its affinity: Slurm's, taskset's)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cpus = os.cpu_count() or 1
     if num_workers > cpus:
         raise UserError(f"dataset.num_workers={num_workers} is more than the {cpus} CPU(s) this process may use; "
                         f"pass dataset.num_workers={cpus} or fewer (0 loads batches in the training process)")
 
 
 def available_ram() -> tuple[int, str]:
-    """Bytes of RAM a new allocation can get (MemAvailable, or the cgroup's limit less its use if lower) and
-    where that figure comes from."""
+    """Bytes of RAM a new allocation can get (MemAvailable, or the cgroup's limit less its use if lower), and whence."""
     found = (0, "unknown")
-    try:
+    with contextlib.suppress(OSError, ValueError, IndexError):
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 found = (int(line.split()[1]) * 1024, "MemAvailable in /proc/meminfo")
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
+    with contextlib.suppress(OSError, ValueError):
         limit = (_CGROUP / "memory.max").read_text().strip()
         if limit != "max":
             free = int(limit) - int((_CGROUP / "memory.current").read_text())
             if not found[0] or free < found[0]:
                 found = (max(free, 0), "the cgroup's memory.max less memory.current")
-    except (OSError, ValueError):
-        pass
     return found
 
 
@@ -65,8 +53,9 @@ def _gb(n: float) -> str:
 
 
 def check_memory(conf: TrainConfig, params: int, activations: int, data_bytes: int = 0) -> None:
-    """Refuse a model, batch and data that cannot fit: the estimate (module docstring) against the RAM
-    available on CPU, or the GPU's memory (the data stay in RAM there). DATA_BYTES: 0 before the data loaded."""
+    """Refuse a model, batch and data that cannot fit: a lower bound (weights and gradients in fp32, the outputs a
+    step keeps for backward, the uint8 data, per process) against the RAM on CPU, or the GPU's memory (the data
+    stay in RAM there). DATA_BYTES: 0 before the data loaded."""
     t, batch = conf.trainer, conf.dataset.batch_size
     mixed = not str(t.precision).startswith(("32", "64"))
     model = params * 4 * 2
@@ -88,3 +77,40 @@ def check_memory(conf: TrainConfig, params: int, activations: int, data_bytes: i
         per = f", x {processes} processes" if processes > 1 else ""
         raise UserError(f"this run needs at least {_gb(ram_need)} of RAM ({what}{per}), but {_gb(ram)} is available "
                         f"({source}); {fix}{' or use fewer devices' if processes > 1 else ''}")
+
+
+def check_devices(conf: TrainConfig, job: JobContext) -> None:
+    """Stop at once, with one line naming the fix, when the trainer asks for hardware, a cluster or a strategy
+    (one in Lightning's registry) that is not here."""
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    t = conf.trainer
+    gpus = visible_gpus()
+    if t.accelerator in GPU_ACCELERATORS:
+        option = job.trainer_option
+        asked = f"trainer={option}" if option in ("gpu", "ddp") else f"trainer.accelerator={t.accelerator}"
+        cpu_twin = "trainer=ddp_cpu" if t.strategy.startswith("ddp") else "trainer=cpu"
+        if not gpus:
+            raise UserError(f"{asked} needs a CUDA GPU, but torch.cuda.is_available() is False on this machine; "
+                            f"use {cpu_twin} instead")
+        if isinstance(t.devices, int) and t.devices > gpus:
+            raise UserError(f"trainer.devices={t.devices} but this node has {gpus} GPU(s); pass trainer.devices={gpus}")
+    on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not gpus)
+    if t.sync_batchnorm and on_cpu and world_size(conf) > 1:
+        raise UserError("trainer.sync_batchnorm=true needs CUDA GPUs (torch's SyncBatchNorm); on CPU pass "
+                        "trainer.sync_batchnorm=false (trainer=ddp_cpu does)")
+    tasks = slurm_tasks()
+    if tasks is not None and tasks > 1 and not job.multirun and not job.run_dir_pinned:
+        raise UserError(f"{tasks} Slurm tasks would each make a run dir of their own: pass "
+                        "hydra.run.dir=outputs/runs/$SLURM_JOB_ID (one dir for all ranks; a requeued job finds its "
+                        "last.ckpt there), or use hydra/launcher=slurm")
+    if t.num_nodes > 1 and tasks is None and not torchrun():
+        per_node = devices_per_node(t.accelerator, t.devices, gpus)
+        raise UserError(f"trainer.num_nodes={t.num_nodes} needs a cluster that starts the processes: use "
+                        "hydra/launcher=slurm (nodes and tasks follow trainer.num_nodes and trainer.devices), or "
+                        f"sbatch --nodes={t.num_nodes} --ntasks-per-node={per_node} with srun")
+    strategies = StrategyRegistry.available_strategies()
+    if t.strategy != "auto" and t.strategy not in strategies:
+        raise UserError(f"trainer.strategy={t.strategy}: no such Lightning strategy"
+                        f"{did_you_mean(t.strategy, strategies)}; use auto, ddp, ddp_spawn or another of lightning's "
+                        "StrategyRegistry names")

@@ -1,11 +1,4 @@
-"""DDP ranks 1..N-1 of a multirun job, started by the job's own process (rank 0).
-
-Under `-m`, Lightning's re-execution of the command line would re-run the whole sweep (the command line
-holds `-m` and every swept value), and inside a launcher's worker there is no usable command line at all.
-So `LocalRanks` starts the other ranks itself, as single runs of *this job's* overrides in this job's dir
-(`JobContext.rerun`: `python -m nin_lightning.cli.ddp_rank ...`), and tells Lightning through
-`LOCAL_RANK`/`WORLD_SIZE` that the processes exist already.
-"""
+"""DDP ranks 1..N-1 of a multirun job, started by the job's own process (rank 0); why: docs/scale-and-resume.md."""
 
 from __future__ import annotations
 
@@ -19,6 +12,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from nin_lightning.cluster.devices import devices_per_node, is_ddp, visible_gpus, world_size
@@ -26,18 +20,16 @@ from nin_lightning.cluster.slurm import slurm_tasks, torchrun
 from nin_lightning.config import JobContext, TrainConfig
 from nin_lightning.errors import UserError
 
-# TORCH_NCCL_BLOCKING_WAIT: a collective whose peer died raises after the process group's timeout instead of
-# hanging, so a job that shares its process with the rest of its sweep (the basic launcher) can end alone.
+# TORCH_NCCL_BLOCKING_WAIT: a collective whose peer died raises after the timeout below instead of hanging
 _DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCH_NCCL_BLOCKING_WAIT")
-# The process group's timeout for such a job (Lightning's default: 30 min): the longest a collective waits
-# for a rank that died, e.g. before it joined. Generous for a rank's start (imports and data: ~10 s here).
+# The process group's timeout for a job that shares its process with its sweep (Lightning's: 30 min): generous
+# for a rank's start (imports and data: ~10 s here).
 SHARED_PROCESS_TIMEOUT_S = 300.0
 
 
 def _free_port() -> int:
-    """A free port for the ranks' rendezvous, below Linux's ephemeral range (32768-60999). A port the kernel
-    hands out for port 0 (Lightning's choice) is one it also hands to outgoing connections, and under load
-    another process took it between the choice and rank 0's bind (EADDRINUSE; rank 1 then waited forever)."""
+    """A free port for the ranks' rendezvous below Linux's ephemeral range (32768-60999): one from port 0
+    (Lightning's choice) may go to an outgoing connection before rank 0 binds it (rank 1 then waits forever)."""
     rng = random.Random()
     for _ in range(100):
         port = rng.randrange(20000, 32768)
@@ -88,31 +80,24 @@ class LocalRanks:
         return ranks
 
     def _watch(self, grace_s: float = 60.0) -> None:
-        """A rank that died would leave rank 0 waiting in a collective: end this job, not the sweep.
-
-        The other ranks are killed and rank 0's main thread is interrupted, so `run.train` ends the job as
-        failed (metrics.json, W&B run closed) and the launcher goes on with the next job. A main thread
-        still stuck in a collective after `grace_s` (NCCL may not notice a dead peer) is killed when the
-        job has a process of its own (hydra/launcher=local|slurm); a process that runs the whole sweep
-        (the basic launcher) is never killed: its collective raises after the process group's timeout."""
+        """When a rank died, kill the others and interrupt rank 0 (`run.train` ends the job as failed, not the
+        sweep); a main thread still stuck in a collective after `grace_s` is killed if the job has a process of
+        its own (a process running the whole sweep waits for the process group's timeout instead)."""
         while not self._done.wait(2.0):
             if self.dead() and not self._done.is_set():
                 sys.stderr.write(f"error: {self.failure}; stopping this job (its output is above)\n")
                 for p in self.procs:
-                    if p.poll() is None:
-                        p.kill()
+                    p.kill()  # a no-op for a process that ended
                 _thread.interrupt_main()
                 if not self._done.wait(grace_s) and self.own_process:
                     os.kill(os.getpid(), signal.SIGKILL)
                 return
 
     def strategy(self, conf: TrainConfig) -> Any:
-        """The Trainer's strategy: the config's, or for ranks started here in a process that runs the whole
-        sweep, DDP with a process-group timeout, so a rank that died ends this job and not the sweep."""
+        """The config's strategy, or DDP with a process-group timeout for ranks started here in a process that runs
+        the whole sweep (a rank that died ends this job, not the sweep)."""
         if not self.procs or self.own_process:
             return conf.trainer.strategy
-        from datetime import timedelta
-
         from lightning.pytorch.strategies import DDPStrategy
 
         return DDPStrategy(timeout=timedelta(seconds=SHARED_PROCESS_TIMEOUT_S))
@@ -129,9 +114,8 @@ class LocalRanks:
         self._done.set()
 
     def adopt(self, procs: list[subprocess.Popen]) -> None:
-        """Rank processes that Lightning started for a single run that failed: `close` waits for them and
-        kills those still alive after its timeout (Lightning kills them only on Ctrl-C; a rank 0 that
-        failed otherwise, e.g. before its process group formed, left them waiting for it forever)."""
+        """Rank processes that Lightning started for a single run that failed, for `close` to wait for or kill
+        (Lightning kills them only on Ctrl-C)."""
         self.procs += [p for p in procs if p not in self.procs]
 
     def close(self, timeout_s: float = 120.0) -> None:

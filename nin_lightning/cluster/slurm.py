@@ -1,8 +1,4 @@
-"""The Slurm (or torchrun) environment a job runs in: its tasks, its restarts, its preemption signal.
-
-Requeueing has exactly one owner per job, never Lightning: submitit (hydra/launcher=slurm) or Slurm
-itself (`--requeue`, `scontrol requeue`). Lightning's SLURMEnvironment runs with auto_requeue=False.
-"""
+"""The Slurm (or torchrun) environment a job runs in: its tasks, its restarts, its preemption signal."""
 
 from __future__ import annotations
 
@@ -50,7 +46,8 @@ def submitit_signal() -> signal.Signals | None:
 
 
 def cluster_plugins(conf: TrainConfig) -> list[Any]:
-    """The cluster environment for the Trainer: SLURMEnvironment without Lightning's requeue on Slurm."""
+    """The cluster environment for the Trainer: on Slurm, SLURMEnvironment without Lightning's requeue (submitit
+    or Slurm itself requeue: docs/scale-and-resume.md)."""
     from lightning.pytorch.plugins.environments import LightningEnvironment, SLURMEnvironment
 
     tasks = slurm_tasks()
@@ -83,10 +80,8 @@ def process_rank() -> int:
 
 
 def local_rank(default: int = 0) -> int:
-    """This process's rank on its node before any process group exists: LOCAL_RANK, SLURM_LOCALID or `default`.
-
-    LOCAL_RANK first: Lightning sets it in the ranks it starts inside one Slurm task (SLURM_LOCALID=0 there).
-    """
+    """This process's rank on its node before any process group exists: LOCAL_RANK (Lightning sets it in the
+    ranks it starts inside one Slurm task, where SLURM_LOCALID=0), SLURM_LOCALID or `default`."""
     for key in ("LOCAL_RANK", "SLURM_LOCALID"):
         if os.environ.get(key, "").strip():
             return int(os.environ[key])
