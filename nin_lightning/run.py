@@ -44,7 +44,7 @@ from nin_lightning.rundir.disk import warn_if_low_disk
 from nin_lightning.rundir.history import read_history
 from nin_lightning.rundir.layout import BEST_CKPT, DEFAULT_RUN_DIR, HISTORY_FILE
 from nin_lightning.rundir.metrics import read_metrics
-from nin_lightning.rundir.resume_command import resume_command
+from nin_lightning.rundir.start import resume_command
 from nin_lightning.status import say, shown_path
 from nin_lightning.tracking import Tracker, activations_per_image, code_version, model_cost
 from nin_lightning.tracking.summary import code_and_size_keys

@@ -1,7 +1,4 @@
-"""Everything about a run directory: its files (layout.py), metrics.json (metrics.py), checkpoint IO
-(checkpoint_io.py, imports torch; written whole by nin_lightning/atomic_files.py), the lock that gives it one
-owner (lock.py), and where a run starts (start.py: the one place resume is decided); run_dir.py ties them together.
-Importing this package does not import torch."""
+"""Everything about a run directory (docs/architecture.md). Importing this package does not import torch."""
 
 from nin_lightning.rundir.layout import best_checkpoint, checkpoint_dir, last_checkpoint
 from nin_lightning.rundir.lock import RunLock, is_locked

@@ -17,9 +17,8 @@ from nin_lightning.errors import SPACE_ERRNOS, UserError, space_fix
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write checkpoints to a temp file in the same dir, fsync, then rename: never a half-written .ckpt.
 
-    `preloaded`: the checkpoint the run starts from, already read while planning the start (rundir/start.py),
-    so that Lightning does not read it again. `durable(path)`: whether this write is fsynced (a checkpoint
-    that a later process resumes from); one the run itself rereads is made durable at the end instead."""
+    `preloaded`: the start's checkpoint, read while planning (Lightning gets it without reading it again).
+    `durable(path)`: whether the write is fsynced (not one the run rereads: it is made durable at the end)."""
 
     def __init__(self, preloaded: tuple[Path, dict[str, Any]] | None = None,
                  durable: Callable[[Path], bool] = lambda path: True) -> None:
@@ -52,9 +51,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def load_checkpoint_file(path: Path, fix: str | None = None) -> dict[str, Any]:
-    """torch.load with weights_only=True (tensors and plain types: this project's checkpoints, RNG states
-    included), so a checkpoint from elsewhere cannot run code; one line for a truncated or foreign file,
-    ending in FIX (default: what a training start can do about it)."""
+    """torch.load with weights_only=True (a checkpoint from elsewhere cannot run code); a one-line UserError
+    ending in FIX for a truncated or foreign file."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

@@ -1,10 +1,5 @@
-"""One owner per run dir: an exclusive lock on RUN_DIR/.lock for the life of a run (`filelock`).
-
-filelock's Unix lock is `fcntl.flock`: the kernel drops it when its holder dies however it dies (kill -9, a
-node that is requeued), so a stale lock of a dead process is simply taken over; no pid guessing. The lock
-file is kept (not deleted on release) and holds who has it (pid, host, start time), for the error a second
-process gets. No soft (file-exists) fallback: it would outlive a killed holder.
-"""
+"""One owner per run dir: a `filelock` flock on RUN_DIR/.lock, dropped by the kernel when its holder dies (no
+soft fallback: it would outlive a kill -9); the file is kept and names the holder, for a second process's error."""
 
 from __future__ import annotations
 
@@ -48,8 +43,7 @@ class RunLock:
                             "time; wait for it to end (or stop it), or choose another hydra.run.dir") from None
 
     def record_holder(self) -> None:
-        """Write who holds the lock into its file (for the error of a second process). Only once the run
-        really starts: a refused start leaves every file of the run dir as it was."""
+        """Write who holds the lock into its file, once the run begins (a refused start changes no file)."""
         if self.lock.is_locked:
             info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
             self.path.write_text(json.dumps(info))  # another descriptor: the flock stays with the lock's

@@ -1,15 +1,5 @@
-"""One start of a run in its run dir: claim it, plan the start, mark it running, close it with its result.
-
-    run = RunDir.claim(path)               # the lock (rank 0), before anything is read
-    start = run.plan(resume, ckpt_path, ...)   # rundir/start.py: fresh, resume, or nothing to do
-    run.begin(start, hydra_files, at_start)    # .hydra/, metrics.json {"status": "running", ...}
-    run.progress(epochs)                   # after every epoch: how far it got (what a kill -9 leaves)
-    run.close(metrics)                     # metrics.json with the result; the lock is released
-
-A process that stops before `begin` leaves the dir as it found it (`abandon`): bad input or data never
-leaves a run dir behind, and a refused start changes no file of an earlier run. Other DDP ranks of the
-job plan the same start (`owner=False`) but never write.
-"""
+"""One start of a run in its run dir: `claim` (the lock), `plan`, `begin` (metrics.json says running), `progress`
+after every epoch, `close` with its result; stopped before `begin`, `abandon` leaves the dir as it found it."""
 
 from __future__ import annotations
 
@@ -71,10 +61,8 @@ class RunDir:
         return plan_start(self.path, resume, ckpt_path, now, restarts, owner=self.owner)
 
     def begin(self, start: Start, hydra_files: dict[str, str], at_start: dict[str, Any]) -> None:
-        """The run starts: its config files, and metrics.json {status: running, epochs, **at_start}.
-
-        A finished run that is extended keeps its result as metrics.previous.json; from now on
-        metrics.json says `running`, so a dead extension is never taken for the finished run."""
+        """The run starts: its .hydra/ files, metrics.json {status: running, epochs, **at_start} (an extended
+        finished run's result kept as metrics.previous.json: a dead extension is never taken for it)."""
         self.begun = True
         open_run_logs()  # train.log gets its lines from now on (status.RunLogHandler)
         if not self.owner:
@@ -116,8 +104,8 @@ class RunDir:
             self.lock = None
 
     def discard(self) -> None:
-        """A start refused after `begin` in a dir that held no run (`existed` is False): remove what it wrote,
-        every entry that was not there when it was claimed, then the dir if it held nothing at all."""
+        """A start refused after `begin` in a dir that held no run: remove every entry it added, then the dir if
+        it was empty."""
         if not self.owner or self.existed:
             return
         self.release()
@@ -128,9 +116,8 @@ class RunDir:
             self.path.rmdir()
 
     def abandon(self, hydra_files: dict[str, str] | None = None, metrics: dict[str, Any] | None = None) -> None:
-        """Stopped before `begin`: release the lock; a dir that held nothing before is removed again.
-
-        With METRICS (a sweep's job, which its sweep must show as failed): write them and HYDRA_FILES."""
+        """Stopped before `begin`: release the lock and remove a dir that held nothing; with METRICS (a sweep's
+        job, which its sweep must show as failed), write them and HYDRA_FILES instead."""
         if self.owner and not self.begun and metrics is not None and not self.existed:
             open_run_logs()
             for name, text in (hydra_files or {}).items():
