@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -28,12 +29,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         target = Path(path)
-
-        def write(fh: IO[bytes]) -> None:
-            torch.save(checkpoint, fh)
-
         try:
-            atomic_write(target, write, durable=self.durable(target))
+            atomic_write(target, partial(torch.save, checkpoint), durable=self.durable(target))
         except OSError as exc:
             if exc.errno in SPACE_ERRNOS:
                 kept = "the previous checkpoint is intact" if target.exists() else "no checkpoint was damaged"

@@ -19,11 +19,12 @@ from nin_lightning.rundir.layout import (
     LOCK_FILE,
     LOG_FILE,
     METRICS_FILE,
+    PREVIOUS_METRICS_FILE,
     WANDB_RUN_FILE,
     checkpoint_dir,
 )
 from nin_lightning.rundir.lock import RunLock
-from nin_lightning.rundir.metrics import keep_previous_metrics, read_metrics, write_metrics
+from nin_lightning.rundir.metrics import read_metrics, write_metrics
 from nin_lightning.rundir.start import Start, plan_start
 from nin_lightning.status import open_run_logs
 
@@ -35,26 +36,24 @@ RUN_MARKS = (METRICS_FILE, HYDRA_DIR, CHECKPOINT_DIR, HISTORY_FILE, WANDB_RUN_FI
 class RunDir:
     """A run dir while this process owns it (rank 0), or only reads it (`owner=False`)."""
 
-    def __init__(self, path: Path, owner: bool, lock: RunLock | None, existed: bool) -> None:
+    def __init__(self, path: Path, owner: bool, lock: RunLock | None, existed: bool, found: set[str] | None) -> None:
         self.path, self.owner, self.lock, self.existed = path, owner, lock, existed
+        self.found = found  # the dir's entries when it was claimed (None: it did not exist)
         self.started = time.perf_counter()
         self.earlier_wall_s = 0.0  # wall_time_s of the run's earlier starts: a resumed run adds them up
         self.at_start: dict[str, Any] = {}  # what metrics.json says from the start on (seed, speed/*, pid, ...)
         self.begun = False
-        self.found: set[str] | None = None  # the dir's entries when it was claimed (None: it did not exist)
 
     @classmethod
     def claim(cls, path: Path, owner: bool = True) -> RunDir:
         """Take RUN_DIR's lock (the owner), or not (another DDP rank of the owner's job)."""
         path = Path(path)
-        existed = path.is_dir() and any(p.name not in (LOG_FILE, LOCK_FILE) for p in path.iterdir())
+        found = {p.name for p in path.iterdir()} if path.is_dir() else None
+        existed = bool(found and found - {LOG_FILE, LOCK_FILE})  # more than Hydra's log and a lock
         if owner and existed and not any((path / name).exists() for name in RUN_MARKS):
             raise UserError(f"{path} already holds files and is not a run dir (no {METRICS_FILE}, {HYDRA_DIR}/ or "
                             f"{CHECKPOINT_DIR}/): nothing is written there; pass hydra.run.dir=<a new or empty dir>")
-        found = {p.name for p in path.iterdir()} if path.is_dir() else None
-        run = cls(path, owner, RunLock(path) if owner else None, existed)
-        run.found = found
-        return run
+        return cls(path, owner, RunLock(path) if owner else None, existed, found)
 
     def plan(self, resume: str, ckpt_path: str | None, now: dict[str, Any], restarts: int = 0) -> Start:
         """Where this start begins (rundir/start.py)."""
@@ -70,8 +69,10 @@ class RunDir:
         assert self.lock is not None
         self.lock.record_holder()
         if start.continues:
-            self.earlier_wall_s = float(read_metrics(self.path).get("wall_time_s") or 0.0)
-            keep_previous_metrics(self.path)
+            earlier = read_metrics(self.path)
+            self.earlier_wall_s = float(earlier.get("wall_time_s") or 0.0)
+            if earlier.get("status") == "completed":
+                atomic_write(self.path / PREVIOUS_METRICS_FILE, (self.path / METRICS_FILE).read_bytes())
         for stale in checkpoint_dir(self.path).glob(".*.tmp"):  # a checkpoint write that was killed midway
             stale.unlink(missing_ok=True)
         for name, text in hydra_files.items():

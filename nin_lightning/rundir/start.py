@@ -3,10 +3,14 @@ is decided. The checkpoint is read once, here; Lightning gets the same dict (`St
 
 from __future__ import annotations
 
+import json
 import shlex
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from nin_lightning.errors import UserError
 from nin_lightning.rundir.history import read_history
@@ -76,8 +80,6 @@ def changed_keys(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
 
 def saved_overrides(run_dir: Path) -> list[str] | None:
     """The overrides of the run's latest start (RUN_DIR/.hydra/overrides.yaml), or None when unreadable."""
-    import yaml
-
     try:
         overrides = yaml.safe_load((run_dir / HYDRA_DIR / OVERRIDES_FILE).read_text()) or []
     except (OSError, ValueError, yaml.YAMLError):
@@ -136,8 +138,6 @@ def _finished(run_dir: Path, checkpoint: dict[str, Any], now: dict[str, Any]) ->
 
 def wandb_identity(run_dir: Path) -> dict[str, Any]:
     """RUN_DIR/wandb_run.json: the W&B run a continued run logs into ({} when there is none)."""
-    import json
-
     path = run_dir / WANDB_RUN_FILE
     if not path.exists():
         return {}
@@ -154,8 +154,6 @@ def wandb_identity(run_dir: Path) -> dict[str, Any]:
 def check_not_a_copy(run_dir: Path, identity: dict[str, Any]) -> str | None:
     """Refuse to continue, in RUN_DIR (a copy), the W&B run that its original dir still continues (it would log
     the same epochs twice); a note when a moved dir continues it (wandb_run.json records the dir)."""
-    import json
-
     home = Path(identity.get("dir") or run_dir)
     if home.resolve() == run_dir.resolve():
         return None
@@ -175,8 +173,6 @@ def check_not_a_copy(run_dir: Path, identity: dict[str, Any]) -> str | None:
 
 def _saves_last(run_dir: Path) -> bool:
     """Whether the run in RUN_DIR was started with callbacks.save_last=true (its .hydra/config.yaml says)."""
-    import yaml
-
     try:
         config = yaml.safe_load((run_dir / HYDRA_DIR / "config.yaml").read_text())
         return config["callbacks"]["save_last"] is True
@@ -207,8 +203,6 @@ def _check_continuable(run_dir: Path, checkpoint: dict[str, Any], now: dict[str,
 def _check_best(run_dir: Path, checkpoint: dict[str, Any]) -> None:
     """Refuse to train on when the best epoch's weights (its ModelCheckpoint state names a best.ckpt) are gone
     or unreadable: the run's test would fail, or score another epoch than `best_epoch` says."""
-    import zipfile
-
     states = (checkpoint.get("callbacks") or {}).values()
     if not any(isinstance(s, dict) and Path(str(s.get("best_model_path") or "")).name == BEST_CKPT for s in states):
         return
