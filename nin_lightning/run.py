@@ -70,17 +70,14 @@ def activations(conf: TrainConfig) -> int:
 def build_trainer(conf: TrainConfig, plan: speed.SpeedPlan, callbacks: list[Any], loggers: list[Any],
                   run_dir: Path, start: Start | None = None, strategy: Any = None, progress: str | None = None
                   ) -> L.Trainer:
-    """The Trainer: the config's `trainer` keys, with the plan's precision and cuDNN benchmark.
-
-    A compiled model tests under no_grad (dynamo guards on inference mode: a third compile); best.ckpt is
-    fsynced once at the end, not per write."""
+    """The Trainer: the config's `trainer` keys, with the plan's precision and cuDNN benchmark."""
     kwargs = asdict(conf.trainer) | {"precision": plan.precision, "benchmark": plan.benchmark}
     kwargs["strategy"] = strategy or conf.trainer.strategy
     kwargs["enable_progress_bar"] = (progress or progress_mode(conf)) == "bar"  # as build_callbacks was told
     kwargs["enable_model_summary"] = False  # its FLOPs read 0 without an example input; model_line has the size
-    kwargs["inference_mode"] = not plan.compile
+    kwargs["inference_mode"] = not plan.compile  # dynamo guards on the grad mode: a third mode, a third compile
     preloaded = (start.path, start.checkpoint) if start and start.path and start.checkpoint is not None else None
-    checkpoint_io = AtomicCheckpointIO(preloaded, durable=lambda path: path.name != BEST_CKPT)
+    checkpoint_io = AtomicCheckpointIO(preloaded, durable=lambda path: path.name != BEST_CKPT)  # fsynced at the end
     return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
                      plugins=[checkpoint_io, *slurm.cluster_plugins(conf)])
 
@@ -111,10 +108,8 @@ def preflight(conf: TrainConfig, job: JobContext, size: dict[str, int]) -> int:
 
 
 def load_data_early(datamodule: NiNDataModule) -> NiNDataModule:
-    """Download or extract, and load the data before anything is written, so data errors come first.
-
-    Local rank 0 of each node downloads (like Lightning's prepare_data_per_node); the node's other ranks first
-    poll for its files (no process group exists yet)."""
+    """Load the data before anything is written, so data errors come first; local rank 0 of each node downloads
+    or extracts (like Lightning's prepare_data_per_node) while the node's other ranks poll for its files."""
     if slurm.local_rank(default=slurm.process_rank()) == 0:
         datamodule.prepare_data()
     elif datamodule.cfg.download or datamodule.placed_archives():  # being downloaded or extracted by rank 0

@@ -159,10 +159,8 @@ def seed_of(cfg: DictConfig) -> Any:
 
 
 def abandon_start(run: RunDir | None, job: JobContext, exc: BaseException, rank0: bool, seed: Any = None) -> None:
-    """A start stopped before it began: a single run leaves no run dir behind, a sweep's job shows as failed.
-
-    Hydra makes the job's dir before the job starts: a start refused before it claimed the dir claims it now,
-    if it is still empty (a dir with an earlier run's files is not touched). Needs no torch."""
+    """A start stopped before it began: a single run leaves no run dir behind, a sweep's job shows as failed (a dir
+    Hydra made but the start did not claim yet is claimed now, if it is still empty). Needs no torch."""
     if run is None:
         path = job.run_dir or DEFAULT_RUN_DIR
         if not rank0 or not path.is_dir() or any(path.iterdir()):

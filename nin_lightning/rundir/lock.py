@@ -14,10 +14,8 @@ from filelock import FileLock, Timeout
 from nin_lightning.errors import UserError
 from nin_lightning.rundir.layout import LOCK_FILE
 
-
-def _file_lock(path: Path) -> FileLock:
-    """A non-blocking flock on PATH that keeps the file (its holder's record) and never falls back to a soft lock."""
-    return FileLock(path, timeout=0, thread_local=False, preserve_lock_file=True, fallback_to_soft=False)
+# non-blocking, the file kept (its holder's record), never a soft lock
+FLOCK = {"timeout": 0, "thread_local": False, "preserve_lock_file": True, "fallback_to_soft": False}
 
 
 def _holder(path: Path) -> str:
@@ -35,7 +33,7 @@ class RunLock:
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / LOCK_FILE
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.lock = _file_lock(self.path)
+        self.lock = FileLock(self.path, **FLOCK)
         try:
             self.lock.acquire()
         except Timeout:
@@ -58,10 +56,8 @@ def is_locked(run_dir: Path) -> bool:
     path = run_dir / LOCK_FILE
     if not path.exists():
         return False
-    probe = _file_lock(path)
     try:
-        probe.acquire()
+        with FileLock(path, **FLOCK):
+            return False
     except Timeout:
         return True
-    probe.release(force=True)
-    return False

@@ -58,12 +58,9 @@ def snapshot(plain: dict[str, Any]) -> dict[str, Any]:
 
 
 def _flat(node: Any, prefix: str) -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out |= _flat(value, f"{prefix}.{key}")
-        return out
-    return {prefix: node}
+    if not isinstance(node, dict):
+        return {prefix: node}
+    return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}.{key}").items()}
 
 
 def changed_keys(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
@@ -257,10 +254,8 @@ def _continue(run_dir: Path, now: dict[str, Any]) -> Start:
 
 def plan_start(run_dir: Path, resume: str, ckpt_path: str | None, now: dict[str, Any], restarts: int = 0,
                owner: bool = True) -> Start:
-    """The start of the run in RUN_DIR; one-line UserError for every start that would lose or mix results.
-
-    `now`: `snapshot()` of the config. `owner=False`: another DDP rank, which may find rank 0's files begun
-    already, so it skips the refusals that look at them and only needs the same checkpoint."""
+    """The start of the run in RUN_DIR (`now`: `snapshot()` of the config); a one-line UserError for every start
+    that would lose or mix results, except on another DDP rank (`owner=False`), which may find rank 0's files."""
     if restarts > 0:
         resume = "auto"  # a requeued job always continues from its run dir's last.ckpt
     if ckpt_path is not None:
@@ -302,10 +297,8 @@ def _starts_again(run_dir: Path) -> bool:
 
 
 def resume_command(run_dir: Path, status: str, shown_dir: str, requeued: bool = False) -> str | None:
-    """`to continue: python train.py <its overrides, shell-quoted> resume=auto hydra.run.dir=SHOWN_DIR` for a run
-    that stopped with STATUS and that resume=auto continues (from its last.ckpt, or, stopped in its first epoch
-    and not failed, from the start). None otherwise: a sweep's job, a run started without train.py, or a
-    preempted run that its scheduler (`requeued`) restarts by itself."""
+    """`to continue: python train.py <its overrides> resume=auto hydra.run.dir=SHOWN_DIR` for a stopped run that
+    resume=auto continues; None for a sweep's job, a run without train.py, or a preempted one Slurm `requeued`."""
     if status not in CONTINUABLE or (status == "preempted" and requeued):
         return None
     if not last_checkpoint(run_dir).is_file() and (status == "failed" or not _starts_again(run_dir)):
@@ -314,5 +307,4 @@ def resume_command(run_dir: Path, status: str, shown_dir: str, requeued: bool = 
     if overrides is None or _sweep_job(run_dir):
         return None
     kept = [o for o in overrides if not o.lstrip("+~").startswith(DROPPED)]
-    words = ["python", "train.py", *kept, "resume=auto", f"hydra.run.dir={shown_dir}"]
-    return f"to continue: {' '.join(shlex.quote(w) for w in words)}"
+    return f"to continue: {shlex.join(['python', 'train.py', *kept, 'resume=auto', f'hydra.run.dir={shown_dir}'])}"
