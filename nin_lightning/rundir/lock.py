@@ -27,28 +27,23 @@ def _holder(path: Path) -> str:
         return "another process"
 
 
-class RunLock:
-    """Held while this process trains in RUN_DIR; `release()` (or process exit) lets the next one in."""
+def take_lock(run_dir: Path) -> FileLock:
+    """RUN_DIR's lock, held until `release(force=True)` or this process's end; a UserError naming its holder."""
+    path = run_dir / LOCK_FILE
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path, **FLOCK)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(f"{run_dir} is in use by {_holder(path)}: one process trains in a run dir at a "
+                        "time; wait for it to end (or stop it), or choose another hydra.run.dir") from None
+    return lock
 
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / LOCK_FILE
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.lock = FileLock(self.path, **FLOCK)
-        try:
-            self.lock.acquire()
-        except Timeout:
-            raise UserError(f"{run_dir} is in use by {_holder(self.path)}: one process trains in a run dir at a "
-                            "time; wait for it to end (or stop it), or choose another hydra.run.dir") from None
 
-    def record_holder(self) -> None:
-        """Write who holds the lock into its file, once the run begins (a refused start changes no file)."""
-        if self.lock.is_locked:
-            info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-            self.path.write_text(json.dumps(info))  # another descriptor: the flock stays with the lock's
-
-    def release(self) -> None:
-        if self.lock.is_locked:
-            self.lock.release(force=True)
+def record_holder(lock: FileLock) -> None:
+    """Write who holds LOCK into its file, once the run begins (a refused start changes no file)."""
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+    Path(lock.lock_file).write_text(json.dumps(info))  # another descriptor: the flock stays with the lock's
 
 
 def is_locked(run_dir: Path) -> bool:

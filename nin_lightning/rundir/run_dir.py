@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from nin_lightning.atomic_files import atomic_write
 from nin_lightning.errors import UserError
 from nin_lightning.rundir.layout import (
@@ -23,7 +25,7 @@ from nin_lightning.rundir.layout import (
     WANDB_RUN_FILE,
     checkpoint_dir,
 )
-from nin_lightning.rundir.lock import RunLock
+from nin_lightning.rundir.lock import record_holder, take_lock
 from nin_lightning.rundir.metrics import read_metrics, write_metrics
 from nin_lightning.rundir.start import Start, plan_start
 from nin_lightning.status import open_run_logs
@@ -36,7 +38,7 @@ RUN_MARKS = (METRICS_FILE, HYDRA_DIR, CHECKPOINT_DIR, HISTORY_FILE, WANDB_RUN_FI
 class RunDir:
     """A run dir while this process owns it (rank 0), or only reads it (`owner=False`)."""
 
-    def __init__(self, path: Path, owner: bool, lock: RunLock | None, existed: bool, found: set[str] | None) -> None:
+    def __init__(self, path: Path, owner: bool, lock: FileLock | None, existed: bool, found: set[str] | None) -> None:
         self.path, self.owner, self.lock, self.existed = path, owner, lock, existed
         self.found = found  # the dir's entries when it was claimed (None: it did not exist)
         self.started = time.perf_counter()
@@ -53,7 +55,7 @@ class RunDir:
         if owner and existed and not any((path / name).exists() for name in RUN_MARKS):
             raise UserError(f"{path} already holds files and is not a run dir (no {METRICS_FILE}, {HYDRA_DIR}/ or "
                             f"{CHECKPOINT_DIR}/): nothing is written there; pass hydra.run.dir=<a new or empty dir>")
-        return cls(path, owner, RunLock(path) if owner else None, existed, found)
+        return cls(path, owner, take_lock(path) if owner else None, existed, found)
 
     def plan(self, resume: str, ckpt_path: str | None, now: dict[str, Any], restarts: int = 0) -> Start:
         """Where this start begins (rundir/start.py)."""
@@ -67,7 +69,7 @@ class RunDir:
         if not self.owner:
             return
         assert self.lock is not None
-        self.lock.record_holder()
+        record_holder(self.lock)
         if start.continues:
             earlier = read_metrics(self.path)
             self.earlier_wall_s = float(earlier.get("wall_time_s") or 0.0)
@@ -101,7 +103,7 @@ class RunDir:
 
     def release(self) -> None:
         if self.lock is not None:
-            self.lock.release()
+            self.lock.release(force=True)
             self.lock = None
 
     def discard(self) -> None:
