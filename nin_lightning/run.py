@@ -96,8 +96,7 @@ def warn_of_surprises(conf: TrainConfig) -> None:
 
 
 def preflight(conf: TrainConfig, job: JobContext, size: dict[str, int]) -> int:
-    """Everything that can fail before any work, one line each (memory without the data, counted once loaded).
-    Returns the activations per image."""
+    """Everything that can fail before any work, one line each; returns the activations per image."""
     check_devices(conf, job)
     speed.check_backend(conf)
     check_workers(conf.dataset.num_workers)
@@ -151,8 +150,7 @@ def plan_start(run: RunDir, conf: TrainConfig, plain: dict[str, Any]) -> Start:
 
 
 def plan_speed(conf: TrainConfig, datamodule: NiNDataModule) -> speed.SpeedPlan:
-    """Every `auto` speed switch for this device; a compile is tried once here (falling back to eager in one line
-    when it cannot work). The data follow the plan's choices."""
+    """Every `auto` speed switch for this device (a compile tried once here); the data follow its choices."""
     plan = speed.resolve(conf, data_bytes=datamodule.nbytes())
     if plan.compile:
         speed.use_compile_cache(conf.compile_cache_dir)
@@ -272,8 +270,7 @@ def _finish_tracker(tracker: Tracker, closing: RunClosing) -> None:
 
 
 def val_metrics(trainer: L.Trainer, run_dir: Path) -> dict[str, Any]:
-    """The val/ values of the run's last validated epoch and its best val/acc (from history.csv when a fit with
-    no epoch left to train logged none)."""
+    """The val/ values of the last validated epoch and the best val/acc (from history.csv if the fit logged none)."""
     found = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if metric_names.VAL_ACC_BEST in found:
         return found

@@ -9,8 +9,7 @@ from nin_lightning.errors import UserError
 
 
 def read_history(path: Path) -> list[dict[str, str]]:
-    """The whole rows of PATH ([] without the file; a row cut short by a crash is dropped: its epoch is trained
-    again after a resume); a file that is not CSV text is a UserError."""
+    """The whole rows of PATH ([] without it; a row cut short by a crash is dropped); UserError when not CSV text."""
     if not path.exists():
         return []
     try:

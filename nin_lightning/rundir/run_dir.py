@@ -107,8 +107,7 @@ class RunDir:
             self.lock = None
 
     def discard(self) -> None:
-        """A start refused after `begin` in a dir that held no run: remove every entry it added, then the dir if
-        it was empty."""
+        """A start refused after `begin` in a dir that held no run: remove what it added (the dir, if it made it)."""
         if not self.owner or self.existed:
             return
         self.release()
