@@ -39,7 +39,7 @@ class NiNClassifier(L.LightningModule):
         """NET: models.NiN's other arguments; `optimizer`, `scheduler`: config groups as plain dicts (None: SGD,
         a constant LR); `run_config`: what a checkpoint records for resume's checks, not a hyperparameter."""
         super().__init__()
-        # logger=False: the loggers get the whole resolved config already (tracking/run_config.py), as in the YAML
+        # logger=False: the loggers get the whole resolved config already (tracking/wandb_run.py), as in the YAML
         self.save_hyperparameters(ignore=["run_config"], logger=False)
         self.net = speed.prepare_model(NiN(num_classes, in_channels, preset, **net), channels_last=channels_last,
                                        compile=compile, backend=compile_backend)

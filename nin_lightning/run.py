@@ -1,15 +1,10 @@
-"""`train(cfg, job)`: one training job, from a composed config to metrics.json, as a list of named steps.
-
-The command line (train.py -> nin_lightning/cli) passes the job's context read from Hydra; a notebook or
-a test calls it directly: `train(cfg, JobContext(run_dir=Path("runs/a")))`. Nothing here imports the CLI.
-
-    validate -> preflight -> claim the run dir and plan its start -> load the data -> begin the run
-    -> model, callbacks, tracker, Trainer -> fit -> test (best.ckpt) -> close: metrics.json, W&B
-"""
+"""`train(cfg, job)`: one training job, from a composed config to metrics.json, as a list of named steps
+(docs/architecture.md). A notebook or a test calls it directly: `train(cfg, JobContext(run_dir=Path("runs/a")))`."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,30 +15,22 @@ from omegaconf import DictConfig
 
 from nin_lightning import compat, metric_names, speed
 from nin_lightning.callbacks import PreemptionCheckpoint, best_epoch, build_callbacks
+from nin_lightning.cluster import slurm
 from nin_lightning.cluster.limits import check_devices, check_memory, check_workers
 from nin_lightning.cluster.local_ranks import LocalRanks
-from nin_lightning.cluster.slurm import (
-    cluster_plugins,
-    local_rank,
-    process_rank,
-    restart_count,
-    restart_note,
-    slurm_tasks,
-)
 from nin_lightning.config import JobContext, TrainConfig, surprises, to_plain_dict, validate
 from nin_lightning.data import build_datamodule, check_data_files
 from nin_lightning.data.base import NiNDataModule
 from nin_lightning.errors import add_next_step, one_line, user_error
 from nin_lightning.models import NiN
 from nin_lightning.module import NET_KEYS, NiNClassifier
-from nin_lightning.rundir import RunDir, Start, check_not_a_copy, last_checkpoint, snapshot
+from nin_lightning.rundir import RunDir, Start, check_not_a_copy, last_checkpoint, read_metrics, snapshot
 from nin_lightning.rundir.checkpoint_io import AtomicCheckpointIO
 from nin_lightning.rundir.closing import Ending, RunClosing, abandoned_if_refused, seed_of
 from nin_lightning.rundir.disk import warn_if_low_disk
 from nin_lightning.rundir.history import read_history
 from nin_lightning.rundir.layout import BEST_CKPT, DEFAULT_RUN_DIR, HISTORY_FILE
-from nin_lightning.rundir.metrics import read_metrics
-from nin_lightning.rundir.resume_command import resume_command
+from nin_lightning.rundir.start import resume_command
 from nin_lightning.status import say, shown_path
 from nin_lightning.tracking import Tracker, activations_per_image, code_version, model_cost
 from nin_lightning.tracking.summary import code_and_size_keys
@@ -53,9 +40,7 @@ OBJECTIVE = metric_names.VAL_ACC_BEST  # what train() returns: the value a sweep
 
 def build_model(conf: TrainConfig, plan: speed.SpeedPlan, run_config: dict[str, Any] | None = None,
                 class_names: list[str] | None = None) -> NiNClassifier:
-    """NiN and its LightningModule, with the plan's memory format, compile and optimizer implementation.
-
-    Everything goes in as plain values, which every checkpoint keeps (`NiNClassifier.load_from_checkpoint`)."""
+    """NiN's LightningModule with the plan's choices, all as plain values (which every checkpoint keeps)."""
     m = conf.model
     return NiNClassifier(**{key: getattr(m, key) for key in NET_KEYS}, label_smoothing=m.label_smoothing,
                          optimizer=asdict(conf.optimizer), scheduler=asdict(conf.scheduler), tta=plan.tta,
@@ -64,44 +49,36 @@ def build_model(conf: TrainConfig, plan: speed.SpeedPlan, run_config: dict[str, 
                          dataset=asdict(conf.dataset), class_names=class_names, run_config=run_config)
 
 
-def _nin(conf: TrainConfig) -> NiN:
-    return NiN(**{key: getattr(conf.model, key) for key in NET_KEYS})
+def _count(conf: TrainConfig, count: Callable[[NiN, tuple[int, int, int]], Any]) -> Any:
+    """COUNT(net, input shape) of the configured model, built on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        net = NiN(**{key: getattr(conf.model, key) for key in NET_KEYS})
+    return count(net, (conf.dataset.in_channels, conf.dataset.image_size, conf.dataset.image_size))
 
 
 def model_size(conf: TrainConfig) -> dict[str, int]:
-    """params and MACs per image of the configured model, built on the meta device (nothing allocated)."""
-    with torch.device("meta"):
-        net = _nin(conf)
-    return model_cost(net, (conf.dataset.in_channels, conf.dataset.image_size, conf.dataset.image_size))
+    """params and MACs per image of the configured model."""
+    return _count(conf, model_cost)
 
 
 def activations(conf: TrainConfig) -> int:
-    """Values a training step keeps per image (tracking/cost.py), counted on the meta device."""
-    with torch.device("meta"):
-        net = _nin(conf)
-    return activations_per_image(net, (conf.dataset.in_channels, conf.dataset.image_size, conf.dataset.image_size))
+    """Values a training step keeps per image (tracking/summary.py)."""
+    return _count(conf, activations_per_image)
 
 
 def build_trainer(conf: TrainConfig, plan: speed.SpeedPlan, callbacks: list[Any], loggers: list[Any],
                   run_dir: Path, start: Start | None = None, strategy: Any = None, progress: str | None = None
                   ) -> L.Trainer:
-    """The Trainer: the config's `trainer` keys, with the plan's precision and cuDNN benchmark.
-
-    A compiled model tests under no_grad, like validation (not inference mode): dynamo guards on that
-    mode, and a third mode would be a third compile. best.ckpt is fsynced once at the end, not per write."""
+    """The Trainer: the config's `trainer` keys, with the plan's precision and cuDNN benchmark."""
     kwargs = asdict(conf.trainer) | {"precision": plan.precision, "benchmark": plan.benchmark}
     kwargs["strategy"] = strategy or conf.trainer.strategy
     kwargs["enable_progress_bar"] = (progress or progress_mode(conf)) == "bar"  # as build_callbacks was told
     kwargs["enable_model_summary"] = False  # its FLOPs read 0 without an example input; model_line has the size
-    kwargs["inference_mode"] = not plan.compile
-    checkpoint_io = AtomicCheckpointIO(preloaded=_preloaded(start), durable=lambda path: path.name != BEST_CKPT)
+    kwargs["inference_mode"] = not plan.compile  # dynamo guards on the grad mode: a third mode, a third compile
+    preloaded = (start.path, start.checkpoint) if start and start.path and start.checkpoint is not None else None
+    checkpoint_io = AtomicCheckpointIO(preloaded, durable=lambda path: path.name != BEST_CKPT)  # fsynced at the end
     return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
-                     plugins=[checkpoint_io, *cluster_plugins(conf)])
-
-
-def _preloaded(start: Start | None) -> tuple[Path, dict[str, Any]] | None:
-    """The start's checkpoint, read once while planning: Lightning gets it without reading it again."""
-    return (start.path, start.checkpoint) if start and start.path and start.checkpoint is not None else None
+                     plugins=[checkpoint_io, *slurm.cluster_plugins(conf)])
 
 
 def progress_mode(conf: TrainConfig) -> str:
@@ -118,8 +95,7 @@ def warn_of_surprises(conf: TrainConfig) -> None:
 
 
 def preflight(conf: TrainConfig, job: JobContext, size: dict[str, int]) -> int:
-    """Everything that can fail before any work, as one line each: hardware, strategy, data files, processes
-    and memory (the model and a batch; the data are counted once loaded). Returns the activations per image."""
+    """Everything that can fail before any work, one line each; returns the activations per image."""
     check_devices(conf, job)
     speed.check_backend(conf)
     check_workers(conf.dataset.num_workers)
@@ -130,14 +106,9 @@ def preflight(conf: TrainConfig, job: JobContext, size: dict[str, int]) -> int:
 
 
 def load_data_early(datamodule: NiNDataModule) -> NiNDataModule:
-    """Download (dataset.download) or extract archives placed by hand, and load the data before anything is
-    written, so data errors come first.
-
-    Local rank 0 of each node downloads (like Lightning's prepare_data_per_node); the node's other ranks,
-    which Slurm or torchrun start at the same time, first wait for its files. No process group exists yet,
-    so they poll the dataset's own files. Without a local rank in the environment: the global rank.
-    """
-    if local_rank(default=process_rank()) == 0:
+    """Load the data before anything is written, so data errors come first; local rank 0 of each node downloads
+    or extracts (like Lightning's prepare_data_per_node) while the node's other ranks poll for its files."""
+    if slurm.local_rank(default=slurm.process_rank()) == 0:
         datamodule.prepare_data()
     elif datamodule.cfg.download or datamodule.placed_archives():  # being downloaded or extracted by rank 0
         datamodule.wait_for_data()
@@ -155,38 +126,30 @@ def announce(job: JobContext, run_dir: Path, datamodule: NiNDataModule, conf: Tr
     say(model_line(conf, size))
 
 
-def _millions(n: int) -> str:
-    """12_345_678 -> '12.3 M'; below a million, the number with thousands separators."""
-    return f"{n / 1e6:.3g} M" if n >= 1_000_000 else f"{n:,}"
-
-
 def model_line(conf: TrainConfig, size: dict[str, int]) -> str:
-    """`model: NiN (...): N parameters, M multiply-adds per image` (`model_size`'s counts; Lightning's own
-    summary, which says FLOPs 0 without an example input, is off)."""
+    """`model: NiN (...): N parameters, M multiply-adds per image` (Lightning's summary says FLOPs 0: it is off)."""
     m = conf.model
     kind = f"{m.preset} widths x{m.width:g}, {'BatchNorm' if m.batch_norm else 'no BatchNorm'}, dropout {m.dropout:g}"
-    params, macs = _millions(size["params"]), _millions(size["macs"])
+    params, macs = (f"{n / 1e6:.3g} M" if n >= 1_000_000 else f"{n:,}" for n in (size["params"], size["macs"]))
     return f"model: NiN ({kind}): {params} parameters, {macs} multiply-adds per image"
 
 
 def plan_start(run: RunDir, conf: TrainConfig, plain: dict[str, Any]) -> Start:
     """Where this start of the run begins (rundir/start.py decides); a requeued Slurm job says so."""
-    restarts = restart_count()
+    restarts = slurm.restart_count()
     start = run.plan(conf.resume, conf.ckpt_path, snapshot(plain), restarts)
     moved = check_not_a_copy(run.path, start.wandb) if start.wandb and conf.logger.name == "wandb" else None
     if moved:
         say(moved)
     if restarts:
-        say(restart_note(restarts, run.path, last_checkpoint(run.path).is_file()))
+        say(slurm.restart_note(restarts, run.path, last_checkpoint(run.path).is_file()))
     if start.note:
         say(start.note)
     return start
 
 
 def plan_speed(conf: TrainConfig, datamodule: NiNDataModule) -> speed.SpeedPlan:
-    """Every `auto` speed switch for this device (precision, channels_last, compile, cudnn, optimizer, TTA,
-    device-resident data); a compile is tried once here (its kernels cached in compile_cache_dir) and falls
-    back to eager in one line when it cannot work. The data follow the plan's choices."""
+    """Every `auto` speed switch for this device (a compile tried once here); the data follow its choices."""
     plan = speed.resolve(conf, data_bytes=datamodule.nbytes())
     if plan.compile:
         speed.use_compile_cache(conf.compile_cache_dir)
@@ -199,16 +162,15 @@ def train(cfg: DictConfig, job: JobContext | None = None, callbacks: list[Any] |
           conf: TrainConfig | None = None) -> float:
     """Train, test with the best checkpoint, write metrics.json; return val/acc_best (a sweeper's objective).
 
-    `callbacks`: extra Lightning callbacks (benchmarks and tests use it to observe a run). `conf`: `cfg`
-    validated already (the command line does it before torch loads)."""
+    `callbacks`: extra Lightning callbacks (to observe a run). `conf`: `cfg` validated already (by the CLI)."""
     job = job or JobContext()
-    with abandoned_if_refused(job, process_rank() == 0, seed_of(cfg)) as claimed:  # nothing written yet
+    with abandoned_if_refused(job, slurm.process_rank() == 0, seed_of(cfg)) as claimed:  # nothing written yet
         conf = conf or validate(cfg)
         plain = to_plain_dict(cfg)
         warn_of_surprises(conf)
         size = model_size(conf)
         per_image = preflight(conf, job, size)
-        run = claimed.run = RunDir.claim(job.run_dir or DEFAULT_RUN_DIR, owner=process_rank() == 0)
+        run = claimed.run = RunDir.claim(job.run_dir or DEFAULT_RUN_DIR, owner=slurm.process_rank() == 0)
         start = plan_start(run, conf, plain)
         if start.finished_metrics is not None:  # a finished run is left as it is
             run.release()
@@ -216,8 +178,7 @@ def train(cfg: DictConfig, job: JobContext | None = None, callbacks: list[Any] |
         datamodule = load_data_early(build_datamodule(conf.dataset))
         check_memory(conf, size["params"], per_image, datamodule.nbytes())
         plan = plan_speed(conf, datamodule)
-    # in metrics.json from the start on: the seed, the speed choices, the code's version, the model's size,
-    # the images per split
+    # in metrics.json from the start on
     at_start = {"seed": conf.seed, **{f"speed/{k}": v for k, v in plan.record().items()},
             **code_and_size_keys(code_version(), size), **datamodule.sizes()}
     with RunClosing(run, at_start, keep_refused=job.multirun, made=job.made) as closing:  # ends it, whatever happens
@@ -250,8 +211,7 @@ def train(cfg: DictConfig, job: JobContext | None = None, callbacks: list[Any] |
 
 
 def watch_preemption(run: RunDir, closing: RunClosing) -> PreemptionCheckpoint:
-    """SIGTERM ends the run preempted (exit 143); at the close, the command that continues a stopped run, then
-    submitit's requeue (closed last)."""
+    """SIGTERM ends the run preempted (exit 143); at the close, the command that continues it, then the requeue."""
     closing.metrics["epochs"] = 0  # until the Trainer counts them
     preemption = PreemptionCheckpoint(last_checkpoint(run.path))
     closing.on_close(lambda _: preemption.hand_over())  # closed last: submitit requeues the job now
@@ -279,7 +239,7 @@ def start_ranks(conf: TrainConfig, job: JobContext, closing: RunClosing) -> Loca
 
 
 def rank_died(trainer: L.Trainer | None, ranks: LocalRanks, closing: RunClosing) -> Ending | None:
-    """How far the run got; a DDP rank of this job that died (cluster/local_ranks.py) failed the job."""
+    """How far the run got; a DDP rank of this job that died failed the job."""
     closing.metrics["epochs"] = trainer.current_epoch if trainer else 0
     ranks.stop_watching()
     if trainer is not None:  # a single DDP run's other ranks must not outlive a rank 0 that failed
@@ -297,8 +257,7 @@ def compiled(plan: speed.SpeedPlan, before: tuple[int, int]) -> dict[str, int]:
 
 
 def _finish_tracker(tracker: Tracker, closing: RunClosing) -> None:
-    """Close the W&B run with the run's result as its summary. On SIGTERM, Slurm stops W&B's service too:
-    a W&B run that cannot close then resumes with the requeued job."""
+    """Close the W&B run with the run's result (after SIGTERM, W&B's service may be gone: it resumes with the job)."""
     try:
         if closing.status == "preempted" and tracker.wandb_run is not None:
             tracker.wandb_run.mark_preempting()
@@ -310,8 +269,7 @@ def _finish_tracker(tracker: Tracker, closing: RunClosing) -> None:
 
 
 def val_metrics(trainer: L.Trainer, run_dir: Path) -> dict[str, Any]:
-    """The val/ values of the run's last validated epoch and its best val/acc. A fit with no epoch left to
-    train (a stop during the test phase, then `resume=auto`) logs none: then history.csv has them."""
+    """The val/ values of the last validated epoch and the best val/acc (from history.csv if the fit logged none)."""
     found = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if metric_names.VAL_ACC_BEST in found:
         return found
@@ -324,15 +282,13 @@ def val_metrics(trainer: L.Trainer, run_dir: Path) -> dict[str, Any]:
 
 
 def _say_next_step(closing: RunClosing) -> None:
-    """The last console line: the command that continues a stopped run (after the CLI's error line if it failed;
-    not after a UserError, whose line names its own fix: the same command would stop the same way)."""
+    """The last console line: the command that continues a stopped run (not after a UserError: it names its fix)."""
     run_dir = closing.run.path
-    hint = resume_command(run_dir, closing.status, shown_path(run_dir), requeued=slurm_tasks() is not None)
-    if hint is not None and closing.status == "failed":
-        if (failure := closing.raising) is not None and user_error(failure) is None:
-            add_next_step(failure, hint)
-    elif hint is not None:
+    hint = resume_command(run_dir, closing.status, shown_path(run_dir), requeued=slurm.slurm_tasks() is not None)
+    if hint is not None and closing.status != "failed":
         say(hint)
+    elif hint is not None and (failure := closing.raising) is not None and user_error(failure) is None:
+        add_next_step(failure, hint)
 
 
 __all__ = ["OBJECTIVE", "build_model", "build_trainer", "load_data_early", "train"]

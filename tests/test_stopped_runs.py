@@ -15,7 +15,7 @@ import pytest
 
 from nin_lightning.cli.errors import one_line_errors
 from nin_lightning.errors import UserError, add_next_step
-from nin_lightning.rundir.resume_command import resume_command
+from nin_lightning.rundir.start import resume_command
 from tests.conftest import ROOT, cli_env, history_epochs, read_metrics
 
 QUICK = ["experiment=quickstart", "model.width=0.5", "logger=none"]

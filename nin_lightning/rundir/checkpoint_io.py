@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -17,9 +18,8 @@ from nin_lightning.errors import SPACE_ERRNOS, UserError, space_fix
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write checkpoints to a temp file in the same dir, fsync, then rename: never a half-written .ckpt.
 
-    `preloaded`: the checkpoint the run starts from, already read while planning the start (rundir/start.py),
-    so that Lightning does not read it again. `durable(path)`: whether this write is fsynced (a checkpoint
-    that a later process resumes from); one the run itself rereads is made durable at the end instead."""
+    `preloaded`: the start's checkpoint, read while planning (Lightning gets it without reading it again).
+    `durable(path)`: whether the write is fsynced (not one the run rereads: it is made durable at the end)."""
 
     def __init__(self, preloaded: tuple[Path, dict[str, Any]] | None = None,
                  durable: Callable[[Path], bool] = lambda path: True) -> None:
@@ -29,12 +29,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         target = Path(path)
-
-        def write(fh: IO[bytes]) -> None:
-            torch.save(checkpoint, fh)
-
         try:
-            atomic_write(target, write, durable=self.durable(target))
+            atomic_write(target, partial(torch.save, checkpoint), durable=self.durable(target))
         except OSError as exc:
             if exc.errno in SPACE_ERRNOS:
                 kept = "the previous checkpoint is intact" if target.exists() else "no checkpoint was damaged"
@@ -52,9 +48,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def load_checkpoint_file(path: Path, fix: str | None = None) -> dict[str, Any]:
-    """torch.load with weights_only=True (tensors and plain types: this project's checkpoints, RNG states
-    included), so a checkpoint from elsewhere cannot run code; one line for a truncated or foreign file,
-    ending in FIX (default: what a training start can do about it)."""
+    """torch.load with weights_only=True (a checkpoint from elsewhere cannot run code); a one-line UserError
+    ending in FIX for a truncated or foreign file."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

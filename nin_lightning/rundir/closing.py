@@ -1,19 +1,10 @@
-"""The end of one start of a run, whatever ends it: the one place a begun run is closed.
+"""The end of one start of a run, whatever ends it: the one place a begun run is closed (docs/failing-safely.md).
 
     with RunClosing(run, at_start, keep_refused=job.multirun) as closing:
-        closing.judge(...)           # how an exception reads (preempted, a dead DDP rank, ...)
-        closing.on_close(...)        # what must run at the end whatever happened, the latest first
-        ... tracker, callbacks, Trainer ...
-        closing.fitting()            # from here on a refusal is a failure of the run
-        ... fit, test ...
+        closing.judge(...)           # how an exception reads (preempted, a dead DDP rank, ...); else failed
+        closing.on_close(...)        # what must run after metrics.json whatever happened, the latest first
+        closing.fitting()            # from here on a refusal is a failure of the run, not a dir to remove
         closing.completed(metrics)
-
-Leaving the block by any path writes metrics.json as completed, failed, interrupted or preempted with the
-error line (never `running`), then runs every closer, each whatever the ones before it did. A refusal (a
-`UserError`) before `fitting()` in a dir this start made leaves no run dir, like a refusal before the run
-began (a sweep's job keeps its dir: the sweep shows it failed; a dir that already held a run is closed as
-failed). What an exception means is the judges' call: SIGTERM anywhere (callbacks/preemption.py `watching`)
-ends the run preempted, Ctrl-C interrupted, anything else failed.
 """
 
 from __future__ import annotations
@@ -32,12 +23,9 @@ from nin_lightning.rundir.layout import DEFAULT_RUN_DIR, METRICS_FILE
 from nin_lightning.rundir.run_dir import RunDir
 from nin_lightning.status import say, shown_path, to_log_files
 
-INTERRUPTED = "stopped by the user (Ctrl-C) or a signal"
-
 
 class Ending(NamedTuple):
-    """What an exception that ended the run means: its status, its error line, and what to raise instead
-    (None: the exception itself)."""
+    """What an exception that ended the run means; `raises`: what to raise instead (None: the exception)."""
 
     status: str
     error: str
@@ -46,7 +34,9 @@ class Ending(NamedTuple):
 
 def interrupted(exc: BaseException) -> Ending | None:
     """Ctrl-C, or a signal turned into SystemExit: the run was interrupted, not broken."""
-    return Ending("interrupted", INTERRUPTED) if isinstance(exc, KeyboardInterrupt | SystemExit) else None
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return Ending("interrupted", "stopped by the user (Ctrl-C) or a signal")
+    return None
 
 
 class RunClosing:
@@ -69,8 +59,7 @@ class RunClosing:
         self._judges.insert(0, read)
 
     def on_close(self, closer: Callable[[RunClosing], None]) -> None:
-        """CLOSER(self) runs after metrics.json is written, whatever happened; the last registered runs first
-        (like contextlib.ExitStack: what was set up last is closed first)."""
+        """CLOSER(self) runs after metrics.json is written, whatever happened; the last registered runs first."""
         self._closers.insert(0, closer)
 
     def fitting(self) -> None:
@@ -98,8 +87,11 @@ class RunClosing:
             status, error, raises = ending or Ending("failed", one_line(exc))
             self.raising = raises or exc
             self.metrics |= {"status": status, "error": error}
-            if self._refused(exc):
-                self._remove()
+            if self._refused(exc):  # the closers run (W&B, ranks), then the dir goes, and the parents made for it
+                for closer in self._closers:
+                    self._run(closer)
+                self.run.discard()
+                remove_empty_parents(self.run.path, self.made)
                 return False
         self._close()
         if raises is not None:
@@ -113,16 +105,8 @@ class RunClosing:
         return (isinstance(exc, UserError) and self.status == "failed" and not self._fitting and not self.run.existed
                 and not self.keep_refused and self.run.owner)
 
-    def _remove(self) -> None:
-        """The closers run (W&B, ranks), then the dir this start made goes, and its parents the command made."""
-        for closer in self._closers:
-            self._run(closer)
-        self.run.discard()
-        remove_empty_parents(self.run.path, self.made)
-
     def _close(self) -> None:
-        """metrics.json (an error writing it is kept, not raised: every closer still runs), the outcome's line,
-        then the closers."""
+        """metrics.json (an error writing it is kept: every closer still runs), the outcome's line, the closers."""
         path = self.run.path / METRICS_FILE
         try:
             self.run.close(self.metrics)
@@ -157,14 +141,13 @@ def first_missing(path: Path) -> Path | None:
 
 
 def remove_empty_parents(path: Path, made: Path | None) -> None:
-    """Remove PATH's parents up to MADE (the outermost dir the command made) while they are empty; without
-    MADE, none (a dir the user made is never removed)."""
+    """Remove PATH's parents up to MADE (the outermost dir the command made) while they are empty."""
     if made is None or (path != made and made not in path.parents):
         return
     for folder in [path, *path.parents]:
-        if folder.is_dir() and any(folder.iterdir()):
-            break
         if folder.is_dir():
+            if any(folder.iterdir()):
+                break
             folder.rmdir()
         if folder == made:
             break
@@ -176,12 +159,8 @@ def seed_of(cfg: DictConfig) -> Any:
 
 
 def abandon_start(run: RunDir | None, job: JobContext, exc: BaseException, rank0: bool, seed: Any = None) -> None:
-    """A start stopped before it began: a single run leaves no run dir behind, a sweep's job shows as failed.
-
-    Hydra makes the job's dir before the job starts, so a start refused before it claimed the dir (a value
-    out of range, data missing) claims it now, if it is still empty, to leave it as a refusal after the
-    claim does. A dir with files in it (an earlier run's) is not touched. Needs no torch: the command line
-    refuses a config with it before torch loads."""
+    """A start stopped before it began: a single run leaves no run dir behind, a sweep's job shows as failed (a dir
+    Hydra made but the start did not claim yet is claimed now, if it is still empty). Needs no torch."""
     if run is None:
         path = job.run_dir or DEFAULT_RUN_DIR
         if not rank0 or not path.is_dir() or any(path.iterdir()):
@@ -191,7 +170,7 @@ def abandon_start(run: RunDir | None, job: JobContext, exc: BaseException, rank0
         except Exception:  # in use by a live run: not ours to touch
             return
     failed = {"status": "failed", "error": one_line(exc), "seed": seed} if job.multirun else None
-    run.abandon(job.hydra_files, failed)  # a sweep shows its job failed; a single run leaves no dir
+    run.abandon(job.hydra_files, failed)
     if failed is not None:
         to_log_files(f"error: {failed['error']}")
     elif not run.path.exists():  # nor the parents the command made for it (outputs/runs/)
@@ -200,8 +179,7 @@ def abandon_start(run: RunDir | None, job: JobContext, exc: BaseException, rank0
 
 @contextmanager
 def abandoned_if_refused(job: JobContext, rank0: bool, seed: Any = None) -> Iterator[SimpleNamespace]:
-    """The start before the run begins: an exception in the block abandons it (`abandon_start`), with the
-    run dir set as `.run` once claimed."""
+    """An exception in the block abandons the start (`abandon_start`); set `.run` once the dir is claimed."""
     claimed = SimpleNamespace(run=None)
     try:
         yield claimed

@@ -1,5 +1,4 @@
-"""RUN_DIR/history.csv: one row per epoch (callbacks/history.py appends them; a resume drops the rows its
-checkpoint does not contain)."""
+"""RUN_DIR/history.csv: one row per epoch (callbacks/history.py appends them)."""
 
 from __future__ import annotations
 
@@ -10,9 +9,7 @@ from nin_lightning.errors import UserError
 
 
 def read_history(path: Path) -> list[dict[str, str]]:
-    """The whole rows of PATH ([] without the file). A row cut short by a crash mid-write (missing fields)
-    is dropped: the epoch it belonged to is trained again after a resume. A file that is not CSV text is a
-    one-line UserError naming it and the fix."""
+    """The whole rows of PATH ([] without it; a row cut short by a crash is dropped); UserError when not CSV text."""
     if not path.exists():
         return []
     try:

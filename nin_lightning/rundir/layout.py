@@ -1,8 +1,4 @@
-"""What a run directory holds: file names, and the paths inside one RUN_DIR.
-
-Every path a run writes is relative to its run dir, so a run dir can be moved or copied and resumed
-there (nothing in it points outside it). Import-light: used before torch is loaded.
-"""
+"""What a run directory holds. Every path is relative to it, so a run dir can be moved or copied and resumed."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""One owner per run dir: an exclusive lock on RUN_DIR/.lock for the life of a run (`filelock`).
-
-filelock's Unix lock is `fcntl.flock`: the kernel drops it when its holder dies however it dies (kill -9, a
-node that is requeued), so a stale lock of a dead process is simply taken over; no pid guessing. The lock
-file is kept (not deleted on release) and holds who has it (pid, host, start time), for the error a second
-process gets. No soft (file-exists) fallback: it would outlive a killed holder.
-"""
+"""One owner per run dir: a `filelock` flock on RUN_DIR/.lock, dropped by the kernel when its holder dies (no
+soft fallback: it would outlive a kill -9); the file is kept and names the holder, for a second process's error."""
 
 from __future__ import annotations
 
@@ -19,10 +14,8 @@ from filelock import FileLock, Timeout
 from nin_lightning.errors import UserError
 from nin_lightning.rundir.layout import LOCK_FILE
 
-
-def _file_lock(path: Path) -> FileLock:
-    """A non-blocking flock on PATH that keeps the file (its holder's record) and never falls back to a soft lock."""
-    return FileLock(path, timeout=0, thread_local=False, preserve_lock_file=True, fallback_to_soft=False)
+# non-blocking, the file kept (its holder's record), never a soft lock
+FLOCK = {"timeout": 0, "thread_local": False, "preserve_lock_file": True, "fallback_to_soft": False}
 
 
 def _holder(path: Path) -> str:
@@ -34,29 +27,23 @@ def _holder(path: Path) -> str:
         return "another process"
 
 
-class RunLock:
-    """Held while this process trains in RUN_DIR; `release()` (or process exit) lets the next one in."""
+def take_lock(run_dir: Path) -> FileLock:
+    """RUN_DIR's lock, held until `release(force=True)` or this process's end; a UserError naming its holder."""
+    path = run_dir / LOCK_FILE
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path, **FLOCK)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(f"{run_dir} is in use by {_holder(path)}: one process trains in a run dir at a "
+                        "time; wait for it to end (or stop it), or choose another hydra.run.dir") from None
+    return lock
 
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / LOCK_FILE
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.lock = _file_lock(self.path)
-        try:
-            self.lock.acquire()
-        except Timeout:
-            raise UserError(f"{run_dir} is in use by {_holder(self.path)}: one process trains in a run dir at a "
-                            "time; wait for it to end (or stop it), or choose another hydra.run.dir") from None
 
-    def record_holder(self) -> None:
-        """Write who holds the lock into its file (for the error of a second process). Only once the run
-        really starts: a refused start leaves every file of the run dir as it was."""
-        if self.lock.is_locked:
-            info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-            self.path.write_text(json.dumps(info))  # another descriptor: the flock stays with the lock's
-
-    def release(self) -> None:
-        if self.lock.is_locked:
-            self.lock.release(force=True)
+def record_holder(lock: FileLock) -> None:
+    """Write who holds LOCK into its file, once the run begins (a refused start changes no file)."""
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+    Path(lock.lock_file).write_text(json.dumps(info))  # another descriptor: the flock stays with the lock's
 
 
 def is_locked(run_dir: Path) -> bool:
@@ -64,10 +51,8 @@ def is_locked(run_dir: Path) -> bool:
     path = run_dir / LOCK_FILE
     if not path.exists():
         return False
-    probe = _file_lock(path)
     try:
-        probe.acquire()
+        with FileLock(path, **FLOCK):
+            return False
     except Timeout:
         return True
-    probe.release(force=True)
-    return False

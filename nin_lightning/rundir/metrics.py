@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from nin_lightning.atomic_files import atomic_write
-from nin_lightning.rundir.layout import METRICS_FILE, PREVIOUS_METRICS_FILE
+from nin_lightning.rundir.layout import METRICS_FILE
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:
@@ -32,10 +32,3 @@ def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:
     """Write metrics.json (keys sorted, tensors as numbers, NaN as null) atomically."""
     flat = {k: _clean(v) for k, v in sorted(metrics.items())}
     return atomic_write(run_dir / METRICS_FILE, json.dumps(flat, indent=2) + "\n")
-
-
-def keep_previous_metrics(run_dir: Path) -> None:
-    """Before a finished run is extended: its metrics.json is kept as metrics.previous.json."""
-    path = run_dir / METRICS_FILE
-    if read_metrics(run_dir).get("status") == "completed":
-        atomic_write(run_dir / PREVIOUS_METRICS_FILE, path.read_bytes())

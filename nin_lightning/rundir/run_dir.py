@@ -1,15 +1,5 @@
-"""One start of a run in its run dir: claim it, plan the start, mark it running, close it with its result.
-
-    run = RunDir.claim(path)               # the lock (rank 0), before anything is read
-    start = run.plan(resume, ckpt_path, ...)   # rundir/start.py: fresh, resume, or nothing to do
-    run.begin(start, hydra_files, at_start)    # .hydra/, metrics.json {"status": "running", ...}
-    run.progress(epochs)                   # after every epoch: how far it got (what a kill -9 leaves)
-    run.close(metrics)                     # metrics.json with the result; the lock is released
-
-A process that stops before `begin` leaves the dir as it found it (`abandon`): bad input or data never
-leaves a run dir behind, and a refused start changes no file of an earlier run. Other DDP ranks of the
-job plan the same start (`owner=False`) but never write.
-"""
+"""One start of a run in its run dir: `claim` (the lock), `plan`, `begin` (metrics.json says running), `progress`
+after every epoch, `close` with its result; stopped before `begin`, `abandon` leaves the dir as it found it."""
 
 from __future__ import annotations
 
@@ -20,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from nin_lightning.atomic_files import atomic_write
 from nin_lightning.errors import UserError
 from nin_lightning.rundir.layout import (
@@ -29,11 +21,12 @@ from nin_lightning.rundir.layout import (
     LOCK_FILE,
     LOG_FILE,
     METRICS_FILE,
+    PREVIOUS_METRICS_FILE,
     WANDB_RUN_FILE,
     checkpoint_dir,
 )
-from nin_lightning.rundir.lock import RunLock
-from nin_lightning.rundir.metrics import keep_previous_metrics, read_metrics, write_metrics
+from nin_lightning.rundir.lock import record_holder, take_lock
+from nin_lightning.rundir.metrics import read_metrics, write_metrics
 from nin_lightning.rundir.start import Start, plan_start
 from nin_lightning.status import open_run_logs
 
@@ -45,45 +38,43 @@ RUN_MARKS = (METRICS_FILE, HYDRA_DIR, CHECKPOINT_DIR, HISTORY_FILE, WANDB_RUN_FI
 class RunDir:
     """A run dir while this process owns it (rank 0), or only reads it (`owner=False`)."""
 
-    def __init__(self, path: Path, owner: bool, lock: RunLock | None, existed: bool) -> None:
+    def __init__(self, path: Path, owner: bool, lock: FileLock | None, existed: bool, found: set[str] | None) -> None:
         self.path, self.owner, self.lock, self.existed = path, owner, lock, existed
+        self.found = found  # the dir's entries when it was claimed (None: it did not exist)
         self.started = time.perf_counter()
         self.earlier_wall_s = 0.0  # wall_time_s of the run's earlier starts: a resumed run adds them up
         self.at_start: dict[str, Any] = {}  # what metrics.json says from the start on (seed, speed/*, pid, ...)
         self.begun = False
-        self.found: set[str] | None = None  # the dir's entries when it was claimed (None: it did not exist)
 
     @classmethod
     def claim(cls, path: Path, owner: bool = True) -> RunDir:
         """Take RUN_DIR's lock (the owner), or not (another DDP rank of the owner's job)."""
         path = Path(path)
-        existed = path.is_dir() and any(p.name not in (LOG_FILE, LOCK_FILE) for p in path.iterdir())
+        found = {p.name for p in path.iterdir()} if path.is_dir() else None
+        existed = bool(found and found - {LOG_FILE, LOCK_FILE})  # more than Hydra's log and a lock
         if owner and existed and not any((path / name).exists() for name in RUN_MARKS):
             raise UserError(f"{path} already holds files and is not a run dir (no {METRICS_FILE}, {HYDRA_DIR}/ or "
                             f"{CHECKPOINT_DIR}/): nothing is written there; pass hydra.run.dir=<a new or empty dir>")
-        found = {p.name for p in path.iterdir()} if path.is_dir() else None
-        run = cls(path, owner, RunLock(path) if owner else None, existed)
-        run.found = found
-        return run
+        return cls(path, owner, take_lock(path) if owner else None, existed, found)
 
     def plan(self, resume: str, ckpt_path: str | None, now: dict[str, Any], restarts: int = 0) -> Start:
         """Where this start begins (rundir/start.py)."""
         return plan_start(self.path, resume, ckpt_path, now, restarts, owner=self.owner)
 
     def begin(self, start: Start, hydra_files: dict[str, str], at_start: dict[str, Any]) -> None:
-        """The run starts: its config files, and metrics.json {status: running, epochs, **at_start}.
-
-        A finished run that is extended keeps its result as metrics.previous.json; from now on
-        metrics.json says `running`, so a dead extension is never taken for the finished run."""
+        """The run starts: its .hydra/ files, metrics.json {status: running, epochs, **at_start} (an extended
+        finished run's result kept as metrics.previous.json: a dead extension is never taken for it)."""
         self.begun = True
         open_run_logs()  # train.log gets its lines from now on (status.RunLogHandler)
         if not self.owner:
             return
         assert self.lock is not None
-        self.lock.record_holder()
+        record_holder(self.lock)
         if start.continues:
-            self.earlier_wall_s = float(read_metrics(self.path).get("wall_time_s") or 0.0)
-            keep_previous_metrics(self.path)
+            earlier = read_metrics(self.path)
+            self.earlier_wall_s = float(earlier.get("wall_time_s") or 0.0)
+            if earlier.get("status") == "completed":
+                atomic_write(self.path / PREVIOUS_METRICS_FILE, (self.path / METRICS_FILE).read_bytes())
         for stale in checkpoint_dir(self.path).glob(".*.tmp"):  # a checkpoint write that was killed midway
             stale.unlink(missing_ok=True)
         for name, text in hydra_files.items():
@@ -112,12 +103,11 @@ class RunDir:
 
     def release(self) -> None:
         if self.lock is not None:
-            self.lock.release()
+            self.lock.release(force=True)
             self.lock = None
 
     def discard(self) -> None:
-        """A start refused after `begin` in a dir that held no run (`existed` is False): remove what it wrote,
-        every entry that was not there when it was claimed, then the dir if it held nothing at all."""
+        """A start refused after `begin` in a dir that held no run: remove what it added (the dir, if it made it)."""
         if not self.owner or self.existed:
             return
         self.release()
@@ -128,9 +118,8 @@ class RunDir:
             self.path.rmdir()
 
     def abandon(self, hydra_files: dict[str, str] | None = None, metrics: dict[str, Any] | None = None) -> None:
-        """Stopped before `begin`: release the lock; a dir that held nothing before is removed again.
-
-        With METRICS (a sweep's job, which its sweep must show as failed): write them and HYDRA_FILES."""
+        """Stopped before `begin`: release the lock and remove a dir that held nothing; with METRICS (a sweep's
+        job, which its sweep must show as failed), write them and HYDRA_FILES instead."""
         if self.owner and not self.begun and metrics is not None and not self.existed:
             open_run_logs()
             for name, text in (hydra_files or {}).items():

@@ -1,25 +1,16 @@
-"""Where a run starts: fresh, from a checkpoint, or not at all. The one place resume is decided.
-
-    plan_start(run_dir, resume, ckpt_path, snapshot(config), restarts) -> Start
-
-- `resume=never` (default): a fresh run. A run dir that holds an earlier run's files refuses it.
-- `resume=auto`, or a job that Slurm restarted (`SLURM_RESTART_COUNT > 0`): continue from
-  RUN_DIR/checkpoints/last.ckpt. A finished run (metrics.json status `completed`, same or lower
-  trainer.max_epochs) is left alone: nothing to do. A run with results but no last.ckpt is an error,
-  never a silent restart from epoch 0.
-- `ckpt_path=FILE`: start from FILE's weights, optimizer and loop state in a new run dir.
-
-Before resuming, the checkpoint's `nin_config` (the resolved `model` and `dataset` config, the optimizer
-and scheduler names and `trainer.max_epochs` of the run that saved it, see `snapshot`) is compared with
-the current config: a changed model or dataset is refused with one line naming the keys.
-The checkpoint is read once, here; Lightning gets the same dict (`Start.checkpoint`).
-"""
+"""Where a run starts: fresh, from a checkpoint, or not at all (docs/scale-and-resume.md): the one place resume
+is decided. The checkpoint is read once, here; Lightning gets the same dict (`Start.checkpoint`)."""
 
 from __future__ import annotations
 
+import json
+import shlex
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from nin_lightning.errors import UserError
 from nin_lightning.rundir.history import read_history
@@ -59,9 +50,7 @@ class Start:
 
 
 def snapshot(plain: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint remembers of its run: resolved `model` and `dataset`, the optimizer and scheduler
-    names and the optimizer's param groups (their states do not carry over to another kind or grouping),
-    `trainer.max_epochs` and the seed."""
+    """What a checkpoint remembers of its run (`nin_config`): what resume compares, and the seed."""
     return {"model": plain.get("model", {}), "dataset": plain.get("dataset", {}),
             "optimizer": plain.get("optimizer", {}).get("name"), "scheduler": plain.get("scheduler", {}).get("name"),
             "optimizer.exempt_bias_norm": plain.get("optimizer", {}).get("exempt_bias_norm"),
@@ -69,19 +58,13 @@ def snapshot(plain: dict[str, Any]) -> dict[str, Any]:
 
 
 def _flat(node: Any, prefix: str) -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out |= _flat(value, f"{prefix}.{key}")
-        return out
-    return {prefix: node}
+    if not isinstance(node, dict):
+        return {prefix: node}
+    return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}.{key}").items()}
 
 
 def changed_keys(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """`key (old -> new)` for every model/dataset key that differs, less those in MAY_CHANGE.
-
-    Keys that only one side has (the code gained or lost a config key in between) are not compared.
-    """
+    """`key (old -> new)` for every key both sides have that differs, less those in MAY_CHANGE."""
     old = _flat(saved.get("model", {}), "model") | _flat(saved.get("dataset", {}), "dataset")
     new = _flat(now.get("model", {}), "model") | _flat(now.get("dataset", {}), "dataset")
     # by name: SGD's state does not load into AdamW, nor cosine's into plateau; nor 1 param group's into 2
@@ -93,10 +76,7 @@ def changed_keys(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
 
 
 def saved_overrides(run_dir: Path) -> list[str] | None:
-    """The command-line overrides of the run's latest start (RUN_DIR/.hydra/overrides.yaml), or None when the
-    file is missing or unreadable (a run started without Hydra, or a damaged file)."""
-    import yaml
-
+    """The overrides of the run's latest start (RUN_DIR/.hydra/overrides.yaml), or None when unreadable."""
     try:
         overrides = yaml.safe_load((run_dir / HYDRA_DIR / OVERRIDES_FILE).read_text()) or []
     except (OSError, ValueError, yaml.YAMLError):
@@ -116,19 +96,10 @@ def original_overrides(run_dir: Path) -> str:
     return f" (it was started with: {' '.join(shown) or 'no overrides'})"
 
 
-def earlier_run_files(run_dir: Path) -> list[str]:
-    """The files of an earlier run in RUN_DIR (which a new run must never overwrite)."""
-    names = [METRICS_FILE, HISTORY_FILE, WANDB_RUN_FILE]
-    found = [n for n in names if (run_dir / n).exists()]
-    ckpts = checkpoint_dir(run_dir)
-    if ckpts.is_dir():
-        found += [f"{CHECKPOINT_DIR}/{p.name}" for p in sorted(ckpts.glob("*.ckpt"))]
-    return found
-
-
 def refuse_existing_run(run_dir: Path) -> None:
     """Stop (one line) when `run_dir` already holds a run: a new run must never overwrite it."""
-    found = earlier_run_files(run_dir)
+    found = [n for n in (METRICS_FILE, HISTORY_FILE, WANDB_RUN_FILE) if (run_dir / n).exists()]
+    found += [f"{CHECKPOINT_DIR}/{p.name}" for p in sorted(checkpoint_dir(run_dir).glob("*.ckpt"))]
     if found:
         raise UserError(f"{run_dir} already holds a run ({', '.join(found[:3])}); pass resume=auto to continue "
                         "it, or choose another hydra.run.dir")
@@ -147,21 +118,23 @@ def _check_config(ckpt: Path, checkpoint: dict[str, Any], now: dict[str, Any], r
     return None
 
 
-def _finished(run_dir: Path, checkpoint: dict[str, Any], now: dict[str, Any]) -> dict[str, Any] | None:
-    """RUN_DIR's metrics.json when its run completed with the same or a higher trainer.max_epochs."""
+def _finished(run_dir: Path, checkpoint: dict[str, Any], now: dict[str, Any]) -> Start | None:
+    """Nothing to do when RUN_DIR's run completed with the same or a higher trainer.max_epochs."""
     metrics = read_metrics(run_dir)
     saved_max = (checkpoint.get(CONFIG_KEY) or {}).get("max_epochs")
     target = saved_max if saved_max is not None else int(checkpoint.get("epoch", -1)) + 1
     max_epochs = now["max_epochs"]
-    if metrics.get("status") == "completed" and max_epochs is not None and 0 <= max_epochs <= target:
-        return metrics | {"_target": target}
-    return None
+    if metrics.get("status") != "completed" or max_epochs is None or not 0 <= max_epochs <= target:
+        return None
+    acc = metrics.get("test/acc")
+    shown = f"; test/acc={acc:.4f}" if isinstance(acc, float) else ""
+    note = (f"{run_dir} already finished ({metrics.get('epochs')} epochs, status completed{shown}): nothing to do. "
+            f"Raise trainer.max_epochs above {target} to train it further")
+    return Start(finished_metrics=metrics, continues=True, note=note)
 
 
 def wandb_identity(run_dir: Path) -> dict[str, Any]:
     """RUN_DIR/wandb_run.json: the W&B run a continued run logs into ({} when there is none)."""
-    import json
-
     path = run_dir / WANDB_RUN_FILE
     if not path.exists():
         return {}
@@ -176,14 +149,8 @@ def wandb_identity(run_dir: Path) -> dict[str, Any]:
 
 
 def check_not_a_copy(run_dir: Path, identity: dict[str, Any]) -> str | None:
-    """Refuse to continue, in RUN_DIR, a W&B run that the dir it was copied from still continues; a note
-    when a moved dir continues it.
-
-    wandb_run.json records the dir that logs into its W&B run. A moved dir continues it (its old place is
-    gone); a copy whose original still names the same W&B run would log the same epochs twice into it.
-    A copy made before its original moved cannot be told from the moved dir: the note says so."""
-    import json
-
+    """Refuse to continue, in RUN_DIR (a copy), the W&B run that its original dir still continues (it would log
+    the same epochs twice); a note when a moved dir continues it (wandb_run.json records the dir)."""
     home = Path(identity.get("dir") or run_dir)
     if home.resolve() == run_dir.resolve():
         return None
@@ -203,8 +170,6 @@ def check_not_a_copy(run_dir: Path, identity: dict[str, Any]) -> str | None:
 
 def _saves_last(run_dir: Path) -> bool:
     """Whether the run in RUN_DIR was started with callbacks.save_last=true (its .hydra/config.yaml says)."""
-    import yaml
-
     try:
         config = yaml.safe_load((run_dir / HYDRA_DIR / "config.yaml").read_text())
         return config["callbacks"]["save_last"] is True
@@ -219,8 +184,7 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def _check_continuable(run_dir: Path, checkpoint: dict[str, Any], now: dict[str, Any]) -> None:
-    """Refuse (one line, nothing written) a resume that would record a false result: fewer epochs than the
-    checkpoint holds already, or another seed than the run's (its RNG states come from the checkpoint)."""
+    """Refuse a resume that would record a false result: fewer epochs than it holds, or another seed."""
     done = int(checkpoint.get("epoch", -1)) + 1
     max_epochs = now.get("max_epochs")
     if max_epochs is not None and 0 <= max_epochs < done:
@@ -233,18 +197,11 @@ def _check_continuable(run_dir: Path, checkpoint: dict[str, Any], now: dict[str,
                         "hydra.run.dir")
 
 
-def _names_a_best(checkpoint: dict[str, Any]) -> bool:
-    """Whether the checkpoint's ModelCheckpoint state has a best.ckpt already (an epoch that was its best)."""
-    states = (checkpoint.get("callbacks") or {}).values()
-    return any(isinstance(s, dict) and Path(str(s.get("best_model_path") or "")).name == BEST_CKPT for s in states)
-
-
 def _check_best(run_dir: Path, checkpoint: dict[str, Any]) -> None:
-    """Refuse (one line) to train on when the best epoch's weights are gone or unreadable: the run's test would
-    fail after training, or score another epoch than `best_epoch` says (a resumed run keeps its best so far)."""
-    import zipfile
-
-    if not _names_a_best(checkpoint):
+    """Refuse to train on when the best epoch's weights (its ModelCheckpoint state names a best.ckpt) are gone
+    or unreadable: the run's test would fail, or score another epoch than `best_epoch` says."""
+    states = (checkpoint.get("callbacks") or {}).values()
+    if not any(isinstance(s, dict) and Path(str(s.get("best_model_path") or "")).name == BEST_CKPT for s in states):
         return
     best = best_checkpoint(run_dir)
     try:
@@ -262,11 +219,8 @@ def _check_best(run_dir: Path, checkpoint: dict[str, Any]) -> None:
 
 
 def may_start_again(run_dir: Path, history: list[dict[str, str]]) -> bool:
-    """Whether resume=auto may start RUN_DIR, which has no last.ckpt, again from epoch 0 in the same run.
-
-    A run that saves last.ckpt after every epoch and has at most one epoch in its history died before
-    its first last.ckpt was written (between history.csv and the checkpoint): it starts again, losing
-    under an epoch. Any other run without last.ckpt would restart from epoch 1 silently: refused."""
+    """Whether resume=auto may start RUN_DIR, which has no last.ckpt, again from epoch 0: it has no results, or it
+    saves last.ckpt and died before its first one (at most one epoch in its history, not completed)."""
     completed = read_metrics(run_dir).get("status") == "completed"
     first_epoch_only = len(history) <= 1 and _saves_last(run_dir)
     has_results = best_checkpoint(run_dir).exists() or bool(history) or completed
@@ -289,14 +243,7 @@ def _continue(run_dir: Path, now: dict[str, Any]) -> Start:
     note = _check_config(last, checkpoint, now, run_dir)
     finished = _finished(run_dir, checkpoint, now)
     if finished is not None:
-        target = finished.pop("_target")
-        acc = finished.get("test/acc")
-        note = (f"{run_dir} already finished ({finished.get('epochs')} epochs, status completed; "
-                f"test/acc={acc:.4f}): nothing to do. Raise trainer.max_epochs above {target} to "
-                "train it further") if isinstance(acc, float) else (
-                f"{run_dir} already finished ({finished.get('epochs')} epochs, status completed): nothing to do. "
-                f"Raise trainer.max_epochs above {target} to train it further")
-        return Start(finished_metrics=finished, continues=True, note=note)
+        return finished
     _check_continuable(run_dir, checkpoint, now)
     _check_best(run_dir, checkpoint)
     resuming = (f"resuming from {LAST_CKPT} (epoch {int(checkpoint.get('epoch', -1)) + 1}, "
@@ -307,11 +254,8 @@ def _continue(run_dir: Path, now: dict[str, Any]) -> Start:
 
 def plan_start(run_dir: Path, resume: str, ckpt_path: str | None, now: dict[str, Any], restarts: int = 0,
                owner: bool = True) -> Start:
-    """The start of the run in RUN_DIR; one-line UserError for every start that would lose or mix results.
-
-    `now`: `snapshot()` of the current config. `restarts`: how often Slurm restarted this job. `owner=False`:
-    another DDP rank of the job whose rank 0 owns RUN_DIR and may have begun writing it already, so the
-    refusals that look at its files are rank 0's alone; this rank only needs the same checkpoint."""
+    """The start of the run in RUN_DIR (`now`: `snapshot()` of the config); a one-line UserError for every start
+    that would lose or mix results, except on another DDP rank (`owner=False`), which may find rank 0's files."""
     if restarts > 0:
         resume = "auto"  # a requeued job always continues from its run dir's last.ckpt
     if ckpt_path is not None:
@@ -327,3 +271,40 @@ def plan_start(run_dir: Path, resume: str, ckpt_path: str | None, now: dict[str,
     if owner:
         refuse_existing_run(run_dir)
     return Start()
+
+
+# A stopped run that resume=auto continues (a completed one has nothing left to do)
+CONTINUABLE = ("interrupted", "preempted", "failed")
+# Not repeated: the command sets both itself, and ckpt_path would start again from that file, not continue
+DROPPED = ("resume=", "hydra.run.dir=", "ckpt_path=")
+
+
+def _sweep_job(run_dir: Path) -> bool:
+    """Whether RUN_DIR is a job of a `-m` sweep (.hydra/hydra.yaml says MULTIRUN): the sweep's command continues it."""
+    try:
+        text = (run_dir / HYDRA_DIR / "hydra.yaml").read_text()
+    except OSError:
+        return False
+    return any(line.strip() == "mode: MULTIRUN" for line in text.splitlines())
+
+
+def _starts_again(run_dir: Path) -> bool:
+    """Whether resume=auto starts RUN_DIR (no last.ckpt yet: stopped in its first epoch) again, or refuses."""
+    try:
+        return may_start_again(run_dir, read_history(run_dir / HISTORY_FILE))
+    except UserError:  # an unreadable history.csv: resume=auto says so itself
+        return False
+
+
+def resume_command(run_dir: Path, status: str, shown_dir: str, requeued: bool = False) -> str | None:
+    """`to continue: python train.py <its overrides> resume=auto hydra.run.dir=SHOWN_DIR` for a stopped run that
+    resume=auto continues; None for a sweep's job, a run without train.py, or a preempted one Slurm `requeued`."""
+    if status not in CONTINUABLE or (status == "preempted" and requeued):
+        return None
+    if not last_checkpoint(run_dir).is_file() and (status == "failed" or not _starts_again(run_dir)):
+        return None
+    overrides = saved_overrides(run_dir)
+    if overrides is None or _sweep_job(run_dir):
+        return None
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(DROPPED)]
+    return f"to continue: {shlex.join(['python', 'train.py', *kept, 'resume=auto', f'hydra.run.dir={shown_dir}'])}"
