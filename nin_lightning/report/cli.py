@@ -39,11 +39,10 @@ def rows_of(jobs: Sequence[Job], wanted: dict[str, str] | None, min_effect: floa
     return keys, rows, baseline
 
 
-def make_report(out_dir: Path, title: str, jobs: Sequence[Job], fixed: dict[str, str] | None = None,
-                wanted: dict[str, str] | None = None, min_effect: float | None = None) -> list[Path]:
-    """Write report.md, report.csv and the PNG plots into out_dir; returns their paths. Jobs that repeat a
-    (setting, seed) count once (`distinct`); each job not used is named on the console."""
-    jobs, duplicates = distinct(list(jobs))
+def make_report(out_dir: Path, title: str, jobs: Sequence[Job], duplicates: Sequence[str], fixed: dict[str, str] | None,
+                wanted: dict[str, str] | None, min_effect: float | None) -> list[Path]:
+    """Write report.md, report.csv and the PNG plots into out_dir; returns their paths. JOBS and DUPLICATES come from
+    `distinct`: jobs that repeat a (setting, seed) count once; each job not used is named on the console."""
     keys, rows, baseline = rows_of(jobs, wanted, min_effect)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = write_plots(out_dir, rows, keys)
@@ -136,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         jobs, out_dir, title, group = read_sweep_dir(args.dir), args.dir, args.dir.name, args.dir.name
         fixed = common_overrides(args.dir)
-    files = make_report(out_dir, title, jobs, fixed, wanted, args.min_effect)
+    kept, duplicates = distinct(list(jobs))
+    files = make_report(out_dir, title, kept, duplicates, fixed, wanted, args.min_effect)
     if args.wandb:
         entity, project = args.wandb.split("/")
         swept = [*group_keys(jobs), *(["seed"] if any("seed" in j.overrides for j in jobs) else [])]
@@ -144,8 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         files.append(write_spec(out_dir / SPEC_FILE, spec))
         if args.publish:
             print(f"[nin] W&B report: {publish(spec)}")
-    repeats = len(jobs) - len(distinct(list(jobs))[0])
-    counted = f" ({repeats} repeated a setting and seed: each counted once)" if repeats else ""
+    counted = f" ({len(duplicates)} repeated a setting and seed: each counted once)" if duplicates else ""
     return _done(f"report of {len(jobs)} jobs{counted}", out_dir, files)
 
 

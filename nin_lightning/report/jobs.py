@@ -89,18 +89,6 @@ def normalise_status(status: Any) -> str:
     return FAILED if text in (FAILED, "crashed") else INCOMPLETE
 
 
-def job_info(flat_config: dict[str, Any], commit: Any, dirty: Any,
-             metrics: dict[str, float | None] | None = None) -> dict[str, str]:
-    """The facts of a job that the report's header states once when every job shares them."""
-    sizes = [(metrics or {}).get(k) for k in DATA_SIZES]
-    images = " / ".join(f"{n:,.0f} {split}" for n, split in zip(sizes, ("train", "validation", "test"), strict=True)
-                        ) if all(n is not None for n in sizes) else None
-    code = f"{str(commit)[:7]}{'+dirty' if str(dirty).lower() == 'true' else ''}" if commit else None
-    info = {"dataset": flat_config.get("dataset.name"), "images": images,
-            "max_epochs": flat_config.get("trainer.max_epochs"), "code": code}
-    return {k: str(v) for k, v in info.items() if v is not None}
-
-
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     """{'model': {'dropout': 0.5}} -> {'model.dropout': 0.5} (keys starting with _ left out)."""
     out: dict[str, Any] = {}
@@ -179,17 +167,17 @@ def setting_of(job_dir: Path, now: dict[str, str], spec: SweepSpec | None) -> tu
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
-    """history.csv -> one dict per epoch with the numeric columns in their range (blank cells dropped)."""
-    out = []
-    for row in read_history_rows(path):
-        clean = {}
-        for key in HISTORY_KEYS:
-            try:
-                clean[key] = to_float(float(row[key]), key) if row.get(key) not in (None, "") else None
-            except (TypeError, ValueError):
-                clean[key] = None
-        out.append({k: v for k, v in clean.items() if v is not None})
-    return [r for r in out if "epoch" in r]
+    """history.csv -> one dict per epoch with the numeric columns in their range (blank cells dropped); every
+    row read_history_rows returns has a whole-number epoch."""
+    return [{key: value for key in HISTORY_KEYS if (value := _parse(row.get(key), key)) is not None}
+            for row in read_history_rows(path)]
+
+
+def _parse(text: Any, key: str) -> float | None:
+    try:
+        return to_float(float(text), key)
+    except (TypeError, ValueError):  # a blank or missing cell, text
+        return None
 
 
 def _read_yaml(path: Path) -> Any:
@@ -226,6 +214,25 @@ def vet_job(status: str, error: str | None, raw: Mapping[str, Any], flat_config:
     return status, f"{error}; {why}" if error else why, metrics
 
 
+def new_job(name: str, overrides: dict[str, str], seed: Any, status: str, error: str | None,
+            raw: Mapping[str, Any], flat_config: dict[str, Any], history: list[dict[str, float]],
+            changed: dict[str, str] | None = None) -> Job:
+    """A Job from what a job dir or a W&B run recorded (RAW: metrics.json's keys), its metrics vetted (`vet_job`)."""
+    if "seed" not in overrides and seed is not None:
+        overrides["seed"] = str(seed)
+    status, error, metrics = vet_job(status, error, raw, flat_config)
+    # the facts the report's header states once when every job shares them
+    sizes = [metrics.get(k) for k in DATA_SIZES]
+    images = " / ".join(f"{n:,.0f} {split}" for n, split in zip(sizes, ("train", "validation", "test"), strict=True)
+                        ) if all(n is not None for n in sizes) else None
+    commit = raw.get("code/commit")
+    code = f"{str(commit)[:7]}{'+dirty' if str(raw.get('code/dirty')).lower() == 'true' else ''}" if commit else None
+    info = {"dataset": flat_config.get("dataset.name"), "images": images,
+            "max_epochs": flat_config.get("trainer.max_epochs"), "code": code}
+    return Job(name=name, overrides=overrides, status=status, metrics=metrics, history=history, error=error,
+               changed=changed or {}, info={k: str(v) for k, v in info.items() if v is not None}, config=flat_config)
+
+
 def _status(job_dir: Path, raw: dict[str, Any]) -> tuple[str, str | None]:
     """(status, error): metrics.json's, a job that died while running, or a failure only train.log tells."""
     status, error = normalise_status(raw.get("status")), raw.get("error")
@@ -260,19 +267,13 @@ def read_job(job_dir: Path, spec: SweepSpec | None = None) -> Job:
             got[what] = None
     lines = got["overrides"] if isinstance(got["overrides"], list) else []
     overrides, changed = setting_of(job_dir, parse_overrides(lines), spec)
-    config, raw = got["config"] if isinstance(got["config"], dict) else {}, got["metrics"] or {}
-    seed = raw.get("seed", config.get("seed"))
-    if "seed" not in overrides and seed is not None:
-        overrides["seed"] = str(seed)
-    status, error = _status(job_dir, raw)
-    flat = flatten(config)
-    status, error, metrics = vet_job(status, error, raw, flat)
+    flat, raw = flatten(got["config"]), got["metrics"] or {}
+    job = new_job(job_dir.name, overrides, raw.get("seed", flat.get("seed")), *_status(job_dir, raw), raw, flat,
+                  got["history"] or [], changed)
     if problems:
-        status = REJECTED if got["metrics"] is None else status  # a metrics.json there, but unreadable
-        error = "; ".join(problems + ([error] if error else []))
-    return Job(name=job_dir.name, overrides=overrides, status=status, metrics=metrics, history=got["history"] or [],
-               error=error, changed=changed, info=job_info(flat, raw.get("code/commit"), raw.get("code/dirty"),
-                                                           metrics), config=flat)
+        job.status = REJECTED if got["metrics"] is None else job.status  # a metrics.json there, but unreadable
+        job.error = "; ".join(problems + ([job.error] if job.error else []))
+    return job
 
 
 def distinct(jobs: list[Job]) -> tuple[list[Job], list[str]]:

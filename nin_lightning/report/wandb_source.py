@@ -15,11 +15,10 @@ from nin_lightning.report.jobs import (
     SIZE,
     Job,
     flatten,
-    job_info,
+    new_job,
     normalise_status,
     parse_override_dirname,
     to_float,
-    vet_job,
 )
 
 # W&B history key -> our history column (Lightning suffixes on_step/on_epoch metrics with _step/_epoch)
@@ -52,24 +51,17 @@ def run_history(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, float]]:
 
 def run_to_job(run: Any) -> Job:
     """A W&B run -> Job. The run's state gives the status (our jobs finish failed runs with exit code 1)."""
-    config = dict(run.config or {})
-    flat = flatten(config)
+    flat = flatten(dict(run.config or {}))
     overrides = parse_run_name(run.name) or {k: str(v) for k, v in flat.items() if k not in IGNORED}
-    if "seed" not in overrides and config.get("seed") is not None:
-        overrides["seed"] = str(config["seed"])
     summary = run.summary
     history = run_history(run.scan_history())
     status = STATES.get(str(run.state)) or normalise_status(_get(summary, "status"))
-    raw = {key: _get(summary, key) for key in (*METRICS, *SIZE, *DATA_SIZES)}
+    raw = {key: _get(summary, key) for key in (*METRICS, *SIZE, *DATA_SIZES, "code/commit", "code/dirty")}
     if raw["epochs"] is None and history:
         raw["epochs"] = sum(1 for r in history if "val/acc" in r)
     if raw["wall_time_s"] is None:
         raw["wall_time_s"] = _get(summary, "_runtime")
-    status, error, metrics = vet_job(status, _get(summary, "error"), raw, flat)
-    return Job(name=run.name or run.id, overrides=overrides, status=status, metrics=metrics, history=history,
-               error=error,
-               info=job_info(flat, _get(summary, "code/commit"), _get(summary, "code/dirty"), metrics),
-               config=flat)
+    return new_job(run.name or run.id, overrides, flat.get("seed"), status, _get(summary, "error"), raw, flat, history)
 
 
 def connect(timeout_s: float = 60.0) -> Any:
