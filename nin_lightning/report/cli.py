@@ -27,8 +27,7 @@ from nin_lightning.report.wandb_source import read_wandb_group
 
 def rows_of(jobs: Sequence[Job], wanted: dict[str, str] | None, min_effect: float | None = None, where: str = ""
             ) -> tuple[list[str], list[Row], Row | None]:
-    """The swept keys (less the seed), one row per setting, and the baseline each row is compared with; a console
-    line per job left out of the means (a value the report cannot trust, another shape)."""
+    """The swept keys, one Row per setting and their baseline; prints a line per job left out of the means."""
     keys = group_keys(jobs)
     rows = aggregate(jobs, keys)
     baseline = pick_baseline(rows, wanted)
@@ -41,13 +40,13 @@ def rows_of(jobs: Sequence[Job], wanted: dict[str, str] | None, min_effect: floa
 
 def make_report(out_dir: Path, title: str, jobs: Sequence[Job], duplicates: Sequence[str], fixed: dict[str, str] | None,
                 wanted: dict[str, str] | None, min_effect: float | None) -> list[Path]:
-    """Write report.md, report.csv and the PNG plots into out_dir; returns their paths. JOBS and DUPLICATES come from
-    `distinct`: jobs that repeat a (setting, seed) count once; each job not used is named on the console."""
+    """report.md, report.csv and the plots in OUT_DIR, of JOBS deduplicated by `distinct`; returns the paths."""
     keys, rows, baseline = rows_of(jobs, wanted, min_effect)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = write_plots(out_dir, rows, keys)
-    md = write_markdown(out_dir / "report.md", title, jobs, rows, keys, plots, fixed, baseline, bool(wanted),
-                        duplicates, min_effect)
+    body = section(jobs, rows, keys, fixed or {}, baseline, bool(wanted), duplicates, min_effect)
+    images = ["", "## Plots", "", *(f"![{p.stem}]({p.name})" for p in plots)] if plots else []
+    md = write_markdown(out_dir / "report.md", title, [*body, *images])
     return [md, write_csv(out_dir / "report.csv", rows, keys, baseline), *plots]
 
 
@@ -69,10 +68,8 @@ def compare_report(out_dir: Path, sweep_dirs: Sequence[Path], wanted: dict[str, 
         sections += ["", f"## {sweep_dir.name}", "",
                      *section(jobs, rows, keys, common_overrides(sweep_dir), baseline, bool(wanted), duplicates)]
         write_csv(csv_path, rows, keys, baseline, sweep=sweep_dir.name)
-    md = out_dir / "report.md"
-    md.write_text("\n".join([f"# Ablation report: {len(sweep_dirs)} sweeps side by side", "", *summary, *sections])
-                  + "\n")
-    return [md, csv_path]
+    return [write_markdown(out_dir / "report.md", f"{len(sweep_dirs)} sweeps side by side", [*summary, *sections]),
+            csv_path]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

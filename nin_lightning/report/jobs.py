@@ -1,6 +1,4 @@
-"""One record per job of a sweep, read from its job dir (metrics.json, .hydra/, history.csv) and multirun.yaml,
-and which of its recorded values the report may compute with (docs/tracking.md)."""
-
+"""A sweep's jobs (job dirs, multirun.yaml) and which of their values the report may use (docs/tracking.md)."""
 from __future__ import annotations
 
 import json
@@ -103,8 +101,7 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def parse_overrides(lines: list[str]) -> dict[str, str]:
-    """Hydra override lines ('model.dropout=0.5', '+x=1') -> {key: value}, less IGNORED, in the normal form a sweep
-    writes into overrides.yaml (`false` -> `False`, `1e-4` -> `0.0001`): a command line and a job compare equal."""
+    """Override lines ('+x=1') -> {key: value} less IGNORED, normalised as overrides.yaml (`1e-4` -> `0.0001`)."""
     from hydra.errors import HydraException
 
     out: dict[str, str] = {}
@@ -148,10 +145,7 @@ def read_spec(sweep_dir: Path) -> SweepSpec | None:
 
 
 def setting_of(job_dir: Path, now: dict[str, str], spec: SweepSpec | None) -> tuple[dict[str, str], dict[str, str]]:
-    """(the setting the sweep launched the job with, the overrides changed since: {key: "old -> new"}).
-
-    A job resumed by hand rewrites its .hydra/overrides.yaml, so its setting is its dir name
-    (`<num>_<override_dirname>`) restricted to the keys that the sweep's multirun.yaml sweeps."""
+    """(launched setting, overrides changed since): from the dir name, as a resume by hand rewrites overrides.yaml."""
     head, _, rest = job_dir.name.partition("_")
     launched = parse_override_dirname(rest) if head.isdigit() else {}
     if spec is None:  # no multirun.yaml: every override is part of the setting; only the dir name to compare with
@@ -167,8 +161,7 @@ def setting_of(job_dir: Path, now: dict[str, str], spec: SweepSpec | None) -> tu
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
-    """history.csv -> one dict per epoch with the numeric columns in their range (blank cells dropped); every
-    row read_history_rows returns has a whole-number epoch."""
+    """history.csv -> a dict per epoch (each row has a whole-number epoch), in-range numbers, blanks dropped."""
     return [{key: value for key in HISTORY_KEYS if (value := _parse(row.get(key), key)) is not None}
             for row in read_history_rows(path)]
 
@@ -196,8 +189,7 @@ def _read_metrics(path: Path) -> dict[str, Any]:
 
 def vet_job(status: str, error: str | None, raw: Mapping[str, Any], flat_config: dict[str, Any]
             ) -> tuple[str, str | None, dict[str, float | None]]:
-    """(status, error, metrics): the metrics the report may use. A completed job with a value it cannot use, or
-    without one it needs (NEEDED; val/acc_best with a validation split), is REJECTED; its error says why."""
+    """(status, error, metrics): a completed job with a value unusable or missing (NEEDED) is REJECTED, saying why."""
     needed = (*NEEDED, *(() if str(flat_config.get("dataset.val_size")) in ("0", "0.0") else ("val/acc_best",)))
     metrics: dict[str, float | None] = {}
     problems = []
@@ -251,8 +243,7 @@ def _status(job_dir: Path, raw: dict[str, Any]) -> tuple[str, str | None]:
 
 
 def read_job(job_dir: Path, spec: SweepSpec | None = None) -> Job:
-    """A job dir -> Job. No metrics.json means the job never finished (incomplete), unless its train.log holds
-    the error that stopped it (failed). A file that cannot be read marks the job, naming the file."""
+    """A job dir -> Job: incomplete without metrics.json (failed if train.log has the error); names unreadable files."""
     problems = []
     readers = {"overrides": (f"{HYDRA_DIR}/overrides.yaml", _read_yaml),
                "config": (f"{HYDRA_DIR}/config.yaml", _read_yaml),
@@ -277,8 +268,7 @@ def read_job(job_dir: Path, spec: SweepSpec | None = None) -> Job:
 
 
 def distinct(jobs: list[Job]) -> tuple[list[Job], list[str]]:
-    """Each (setting, seed) once: jobs with the same overrides (a sweep run twice into new dirs, a job dir
-    copied) count as one run, the completed one of them (the last, in job order); plus a line per duplicate."""
+    """Each (setting, seed) once (a sweep run twice, a copied dir): the last completed, else the last; a note each."""
     chosen: dict[tuple[tuple[str, str], ...], Job] = {}
     notes = []
     for job in jobs:

@@ -30,8 +30,7 @@ def safe_name(text: str) -> str:
 
 
 def plot_param(path: Path, rows: Sequence[Row], param: str) -> Path:
-    """Mean ± std over seeds of each metric against `param`; one line per setting of the other keys (a single series
-    when every line would be one point). x: the values themselves when all are numbers, else 0, 1, 2, ..."""
+    """Mean ± std of each metric against PARAM; a line per setting of the other keys (one series if each is a point)."""
     ordered = sorted({r.setting[param] for r in rows}, key=sort_key)
     numeric = all(sort_key(v)[0] == 0 for v in ordered)
     xs = {v: sort_key(v)[1] if numeric else float(i) for i, v in enumerate(ordered)}
@@ -60,8 +59,7 @@ def plot_param(path: Path, rows: Sequence[Row], param: str) -> Path:
 
 def plot_epochs(path: Path, rows: Sequence[Row], panels: Sequence[tuple[str, str, Sequence[tuple[str, str, str]]]]
                 ) -> Path:
-    """One panel per entry of PANELS (EPOCH_FIGURES): per setting, the mean curve of each history column with a
-    ± std band, all in the setting's colour."""
+    """A panel per PANELS entry: each setting's mean ± std curve of each history column, in the setting's colour."""
     fig, axes = _figure(len(panels))
     for ax, (ylabel, title, columns) in zip(axes, panels, strict=True):
         for row in rows:

@@ -1,6 +1,4 @@
-"""At a sweep's end, one line with its jobs' outcomes and the command for its table and plots (and, when
-jobs are unfinished, the one that continues it): a Hydra callback, conf/train.yaml `hydra.callbacks.summary`."""
-
+"""A Hydra callback (conf/train.yaml): at a sweep's end, its outcomes, the report command and how to continue it."""
 from __future__ import annotations
 
 import atexit

@@ -98,8 +98,7 @@ def explain(exc: Exception, path: str) -> str:
 
 
 def read_wandb_group(path: str, group: str, api: Any = None) -> list[Job]:
-    """Every run of `group` in ENTITY/PROJECT `path`, through `connect()` (or the `api` given).
-    Raises UserError, one line with the cause and the fix, when W&B cannot be read or the group is empty."""
+    """Every run of GROUP in ENTITY/PROJECT PATH (`connect()` or API); a one-line UserError if unreadable or empty."""
     try:
         api = api if api is not None else connect()
         jobs = [run_to_job(run) for run in api.runs(path, filters={"group": group})]
