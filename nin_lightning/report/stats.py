@@ -74,8 +74,7 @@ def paired(values: dict[str, float], baseline: dict[str, float]) -> Difference:
     return _tested(diff, "ttest_rel", (x, y), {}, "the paired t-test", note)
 
 
-def power(effect: float, n: int, paired_sd: float | None = None, sds: tuple[float, float] | None = None,
-          alpha: float = ALPHA) -> float:
+def power(effect: float, n: int, paired_sd: float | None = None, sds: tuple[float, float] | None = None) -> float:
     """Power of a two-sided t-test at ALPHA for EFFECT with N seeds each: paired (PAIRED_SD) or Welch's (SDS)."""
     from scipy import stats
 
@@ -85,7 +84,7 @@ def power(effect: float, n: int, paired_sd: float | None = None, sds: tuple[floa
         assert sds is not None, "give paired_sd or sds"
         v1, v2 = sds[0] ** 2 / n, sds[1] ** 2 / n
         se, df = math.sqrt(v1 + v2), (v1 + v2) ** 2 / (v1**2 / (n - 1) + v2**2 / (n - 1))
-    ncp, crit = abs(effect) / se, float(stats.t.ppf(1 - alpha / 2, df))
+    ncp, crit = abs(effect) / se, float(stats.t.ppf(1 - ALPHA / 2, df))
     # scipy's nct returns NaN far in a tail (e.g. cdf(-2.78, 4, 13.7)): there the tail's mass is ~0, or ~1 for
     # the upper tail when the noncentrality is far above the critical value
     upper, lower = float(stats.nct.sf(crit, df, ncp)), float(stats.nct.cdf(-crit, df, ncp))
@@ -93,14 +92,13 @@ def power(effect: float, n: int, paired_sd: float | None = None, sds: tuple[floa
     return upper + (lower if math.isfinite(lower) else 0.0)
 
 
-def seeds_needed(effect: float, paired_sd: float | None = None, sds: tuple[float, float] | None = None,
-                 target: float = POWER, limit: int = MAX_SEEDS) -> int | None:
-    """The fewest seeds per setting (>= 2) for `power` >= TARGET; None above LIMIT, without an effect or a spread."""
+def seeds_needed(effect: float, paired_sd: float | None = None, sds: tuple[float, float] | None = None) -> int | None:
+    """The fewest seeds per setting (>= 2) for `power` >= POWER; None above MAX_SEEDS, without an effect or spread."""
     spread = paired_sd if paired_sd is not None else max(sds or (0.0, 0.0))
     if not effect or not spread or not math.isfinite(effect) or not math.isfinite(spread):
         return None
-    for n in range(MIN_SEEDS, limit + 1):
-        if power(effect, n, paired_sd, sds) >= target:
+    for n in range(MIN_SEEDS, MAX_SEEDS + 1):
+        if power(effect, n, paired_sd, sds) >= POWER:
             return n
     return None
 

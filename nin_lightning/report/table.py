@@ -145,11 +145,11 @@ def label(setting: dict[str, str], skip: str | None = None) -> str:
     return " ".join(f"{k}={v}" for k, v in setting.items() if k != skip) or "all"
 
 
-def pick_baseline(rows: Sequence[Row], wanted: dict[str, str] | None, metric: str = COMPARED) -> Row | None:
-    """The row WANTED (--baseline) names (UserError unless exactly one), else the best mean METRIC."""
+def pick_baseline(rows: Sequence[Row], wanted: dict[str, str] | None) -> Row | None:
+    """The row WANTED (--baseline) names (UserError unless exactly one), else the best mean COMPARED."""
     if not wanted:
-        scored = [r for r in rows if r.mean.get(metric) is not None]
-        return max(scored, key=lambda r: r.mean[metric]) if scored else None
+        scored = [r for r in rows if r.mean.get(COMPARED) is not None]
+        return max(scored, key=lambda r: r.mean[COMPARED]) if scored else None
     keys = list(rows[0].setting) if rows else []
     unknown = [k for k in wanted if k not in keys]
     if unknown:
@@ -175,19 +175,17 @@ def pairing_problem(row: Row, baseline: Row) -> str | None:
     return ", ".join(differ[:3]) + (", ..." if len(differ) > 3 else "") if differ else None
 
 
-def compare_to(rows: Sequence[Row], baseline: Row | None, metric: str = COMPARED,
-               min_effect: float | None = None) -> None:
-    """Each row's difference to BASELINE in METRIC: Welch's, paired by seed where valid, and the seeds needed."""
+def compare_to(rows: Sequence[Row], baseline: Row | None, min_effect: float | None = None) -> None:
+    """Each row's difference to BASELINE in COMPARED: Welch's, paired by seed where valid, and the seeds needed."""
     for row in rows:
         row.diff = row.paired = row.seeds_needed = None
         if baseline is None or row is baseline:
             continue
-        row.diff = welch(row.values(metric), baseline.values(metric))
+        row.diff = welch(row.values(COMPARED), baseline.values(COMPARED))
+        mine, theirs = row.by_seed(COMPARED), baseline.by_seed(COMPARED)
         problem = pairing_problem(row, baseline) if row.n["ok"] and baseline.n["ok"] else None
-        row.paired = Difference(None, note=f"not paired: differs in {problem}") if problem else \
-            paired(row.by_seed(metric), baseline.by_seed(metric))
-        row.seeds_needed, row.needed_note = seeds_for(
-            row.by_seed(metric), baseline.by_seed(metric), row.paired.tested, min_effect)
+        row.paired = Difference(None, note=f"not paired: differs in {problem}") if problem else paired(mine, theirs)
+        row.seeds_needed, row.needed_note = seeds_for(mine, theirs, row.paired.tested, min_effect)
 
 
 def fmt(mean: float | None, std: float | None, digits: int) -> str:

@@ -64,7 +64,7 @@ def run_to_job(run: Any) -> Job:
     return new_job(run.name or run.id, overrides, flat.get("seed"), status, _get(summary, "error"), raw, flat, history)
 
 
-def connect(timeout_s: float = 60.0) -> Any:
+def connect() -> Any:
     """`wandb.Api()`, once the W&B server answers at all (UserError naming the server when it does not)."""
     import requests
     import wandb
@@ -78,7 +78,7 @@ def connect(timeout_s: float = 60.0) -> Any:
         reason = cause.group(1).strip() if cause else type(exc).__name__
         raise UserError(f"W&B: cannot reach the server {url} ({reason}); check the network, or WANDB_BASE_URL "
                         "for a self-hosted server") from exc
-    return wandb.Api(timeout=timeout_s)
+    return wandb.Api(timeout=60.0)
 
 
 def explain(exc: Exception, path: str) -> str:
@@ -97,11 +97,10 @@ def explain(exc: Exception, path: str) -> str:
     return f"W&B: reading the runs of {path} failed ({kind}: {text}); check --wandb ENTITY/PROJECT and `wandb login`"
 
 
-def read_wandb_group(path: str, group: str, api: Any = None) -> list[Job]:
-    """Every run of GROUP in ENTITY/PROJECT PATH (`connect()` or API); a one-line UserError if unreadable or empty."""
+def read_wandb_group(path: str, group: str) -> list[Job]:
+    """Every run of GROUP in ENTITY/PROJECT PATH; a one-line UserError (cause, fix) when unreadable or empty."""
     try:
-        api = api if api is not None else connect()
-        jobs = [run_to_job(run) for run in api.runs(path, filters={"group": group})]
+        jobs = [run_to_job(run) for run in connect().runs(path, filters={"group": group})]
     except UserError:
         raise
     except Exception as exc:
