@@ -11,7 +11,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from nin_lightning.errors import UserError
-from nin_lightning.report.jobs import read_sweep_dir
+from nin_lightning.report.jobs import FAILED, INCOMPLETE, read_sweep_dir
 
 
 class SweepSummary(Callback):
@@ -26,9 +26,6 @@ class SweepSummary(Callback):
         atexit.register(summarise_sweep, sweep_dir, again)
 
 
-UNFINISHED = {"failed", "incomplete", "interrupted", "preempted", "running"}  # job statuses resume=auto continues
-
-
 def summarise_sweep(sweep_dir: Path, again: str | None = None) -> None:
     try:
         jobs = read_sweep_dir(sweep_dir)
@@ -38,5 +35,5 @@ def summarise_sweep(sweep_dir: Path, again: str | None = None) -> None:
     # print, not the log: the last job's log file may still be attached to the root logger
     print(f"[nin] sweep: {len(jobs)} jobs ({outcomes}) in {sweep_dir}; table and plots: "
           f"python -m nin_lightning.report {shlex.quote(str(sweep_dir))}", flush=True)
-    if again and UNFINISHED & {j.status for j in jobs}:
+    if again and {FAILED, INCOMPLETE} & {j.status for j in jobs}:  # what resume=auto continues
         print(f"[nin] to continue the sweep in its dir: {again}", flush=True)

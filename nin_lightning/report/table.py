@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nin_lightning.errors import UserError
-from nin_lightning.report.jobs import DATA_SIZES, FAILED, METRICS, OK, REJECTED, SIZE, Job
+from nin_lightning.report.jobs import DATA_SIZES, FAILED, INCOMPLETE, METRICS, OK, REJECTED, SIZE, Job
 from nin_lightning.report.stats import ALPHA, CONFIDENCE, POWER, Difference, paired, seeds_for, still_improving, welch
 
 SEED = "seed"
@@ -29,11 +29,10 @@ MARKS = {"failed": "FAILED", "rejected": "NOT USED", "incomplete": "incomplete",
 
 
 def tally(jobs: Sequence[Job]) -> dict[str, int]:
-    """Jobs per outcome: ok, failed, rejected, incomplete (the rest) and changed (resumed by hand)."""
+    """Jobs per outcome (a Job's status is always one of these four) and changed (resumed by hand)."""
     counts = Counter(j.status for j in jobs)
-    done = counts[OK] + counts[FAILED] + counts[REJECTED]
     return {"ok": counts[OK], "failed": counts[FAILED], "rejected": counts[REJECTED],
-            "incomplete": len(jobs) - done, "changed": sum(bool(j.changed) for j in jobs)}
+            "incomplete": counts[INCOMPLETE], "changed": sum(bool(j.changed) for j in jobs)}
 
 
 @dataclass

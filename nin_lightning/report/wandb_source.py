@@ -10,8 +10,8 @@ from nin_lightning.errors import UserError
 from nin_lightning.report.jobs import (
     DATA_SIZES,
     IGNORED,
+    INCOMPLETE,
     METRICS,
-    OK,
     SIZE,
     Job,
     flatten,
@@ -24,7 +24,6 @@ from nin_lightning.report.jobs import (
 # W&B history key -> our history column (Lightning suffixes on_step/on_epoch metrics with _step/_epoch)
 HISTORY_MAP = {"val/acc": "val/acc", "val/loss": "val/loss", "val/acc_best": "val/acc_best", "train/acc": "train/acc",
                "train/acc_epoch": "train/acc", "train/loss_epoch": "train/loss", "train/loss": "train/loss"}
-STATES = {"finished": OK, "failed": "failed", "crashed": "failed"}  # anything else: incomplete
 PROBE_TIMEOUT_S = 5.0  # for an unreachable server wandb.Api() would wait out its whole timeout
 parse_run_name = parse_override_dirname  # our run names are the job's overrides, 'model.dropout=0.5,seed=2'
 
@@ -55,7 +54,8 @@ def run_to_job(run: Any) -> Job:
     overrides = parse_run_name(run.name) or {k: str(v) for k, v in flat.items() if k not in IGNORED}
     summary = run.summary
     history = run_history(run.scan_history())
-    status = STATES.get(str(run.state)) or normalise_status(_get(summary, "status"))
+    status = normalise_status(run.state)  # finished, failed, crashed; else (running, killed) the summary's
+    status = normalise_status(_get(summary, "status")) if status == INCOMPLETE else status
     raw = {key: _get(summary, key) for key in (*METRICS, *SIZE, *DATA_SIZES, "code/commit", "code/dirty")}
     if raw["epochs"] is None and history:
         raw["epochs"] = sum(1 for r in history if "val/acc" in r)
