@@ -17,19 +17,12 @@ TABLE_SUMMARY = ("status", OBJECTIVE, names.VAL_ACC_BEST, names.BEST_EPOCH, "par
 AGGREGATE, SPREAD = "mean", "stddev"  # the bands and bars: mean ± std over the seeds of a setting
 
 
-def config_column(key: str, config_keys: Iterable[str]) -> str | None:
-    """A swept KEY's config column: the key, Hydra's group choice (`choices.KEY`) or `KEY.name`; None if absent."""
-    keys = set(config_keys)
-    for candidate in (key, f"choices.{key}", f"{key}.name"):
-        if candidate in keys:
-            return f"config:{candidate}"
-    return None
-
-
 def build_spec(entity: str, project: str, group: str, swept: Sequence[str], config_keys: Iterable[str]) -> dict:
     """The report of GROUP in ENTITY/PROJECT, whose runs swept SWEPT and have CONFIG_KEYS (flat, dotted)."""
-    keys = list(config_keys)
-    columns = {key: column for key in swept if (column := config_column(key, keys)) is not None}
+    keys = set(config_keys)
+    # a swept key's config column: the key itself, Hydra's choice of a config group (`choices.KEY`) or its `.name`
+    found = {key: next((c for c in (key, f"choices.{key}", f"{key}.name") if c in keys), None) for key in swept}
+    columns = {key: f"config:{column}" for key, column in found.items() if column is not None}
     settings = [columns[key] for key in swept if key != SEED and key in columns]
     panels: list[dict[str, Any]] = [{
         "kind": "parallel_coordinates", "title": f"{OBJECTIVE} by setting",
