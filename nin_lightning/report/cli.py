@@ -27,8 +27,7 @@ from nin_lightning.report.wandb_source import read_wandb_group
 
 def rows_of(jobs: Sequence[Job], wanted: dict[str, str] | None, min_effect: float | None = None, where: str = ""
             ) -> tuple[list[str], list[Row], Row | None]:
-    """The swept keys (less the seed), one row per setting, and the baseline each row is compared with; a console
-    line per job left out of the means (a value the report cannot trust, another shape)."""
+    """The swept keys, one Row per setting and their baseline; prints a line per job left out of the means."""
     keys = group_keys(jobs)
     rows = aggregate(jobs, keys)
     baseline = pick_baseline(rows, wanted)
@@ -39,16 +38,15 @@ def rows_of(jobs: Sequence[Job], wanted: dict[str, str] | None, min_effect: floa
     return keys, rows, baseline
 
 
-def make_report(out_dir: Path, title: str, jobs: Sequence[Job], fixed: dict[str, str] | None = None,
-                wanted: dict[str, str] | None = None, min_effect: float | None = None) -> list[Path]:
-    """Write report.md, report.csv and the PNG plots into out_dir; returns their paths. Jobs that repeat a
-    (setting, seed) count once (`distinct`); each job not used is named on the console."""
-    jobs, duplicates = distinct(list(jobs))
+def make_report(out_dir: Path, title: str, jobs: Sequence[Job], duplicates: Sequence[str], fixed: dict[str, str] | None,
+                wanted: dict[str, str] | None, min_effect: float | None) -> list[Path]:
+    """report.md, report.csv and the plots in OUT_DIR, of JOBS deduplicated by `distinct`; returns the paths."""
     keys, rows, baseline = rows_of(jobs, wanted, min_effect)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = write_plots(out_dir, rows, keys)
-    md = write_markdown(out_dir / "report.md", title, jobs, rows, keys, plots, fixed, baseline, bool(wanted),
-                        duplicates, min_effect)
+    body = section(jobs, rows, keys, fixed or {}, baseline, bool(wanted), duplicates, min_effect)
+    images = ["", "## Plots", "", *(f"![{p.stem}]({p.name})" for p in plots)] if plots else []
+    md = write_markdown(out_dir / "report.md", title, [*body, *images])
     return [md, write_csv(out_dir / "report.csv", rows, keys, baseline), *plots]
 
 
@@ -70,10 +68,8 @@ def compare_report(out_dir: Path, sweep_dirs: Sequence[Path], wanted: dict[str, 
         sections += ["", f"## {sweep_dir.name}", "",
                      *section(jobs, rows, keys, common_overrides(sweep_dir), baseline, bool(wanted), duplicates)]
         write_csv(csv_path, rows, keys, baseline, sweep=sweep_dir.name)
-    md = out_dir / "report.md"
-    md.write_text("\n".join([f"# Ablation report: {len(sweep_dirs)} sweeps side by side", "", *summary, *sections])
-                  + "\n")
-    return [md, csv_path]
+    return [write_markdown(out_dir / "report.md", f"{len(sweep_dirs)} sweeps side by side", [*summary, *sections]),
+            csv_path]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -136,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         jobs, out_dir, title, group = read_sweep_dir(args.dir), args.dir, args.dir.name, args.dir.name
         fixed = common_overrides(args.dir)
-    files = make_report(out_dir, title, jobs, fixed, wanted, args.min_effect)
+    kept, duplicates = distinct(list(jobs))
+    files = make_report(out_dir, title, kept, duplicates, fixed, wanted, args.min_effect)
     if args.wandb:
         entity, project = args.wandb.split("/")
         swept = [*group_keys(jobs), *(["seed"] if any("seed" in j.overrides for j in jobs) else [])]
@@ -144,8 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         files.append(write_spec(out_dir / SPEC_FILE, spec))
         if args.publish:
             print(f"[nin] W&B report: {publish(spec)}")
-    repeats = len(jobs) - len(distinct(list(jobs))[0])
-    counted = f" ({repeats} repeated a setting and seed: each counted once)" if repeats else ""
+    counted = f" ({len(duplicates)} repeated a setting and seed: each counted once)" if duplicates else ""
     return _done(f"report of {len(jobs)} jobs{counted}", out_dir, files)
 
 

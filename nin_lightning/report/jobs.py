@@ -1,6 +1,4 @@
-"""One record per job of a sweep, read from its job dir (metrics.json, .hydra/, history.csv) and multirun.yaml,
-and which of its recorded values the report may compute with (docs/tracking.md)."""
-
+"""A sweep's jobs (job dirs, multirun.yaml) and which of their values the report may use (docs/tracking.md)."""
 from __future__ import annotations
 
 import json
@@ -89,18 +87,6 @@ def normalise_status(status: Any) -> str:
     return FAILED if text in (FAILED, "crashed") else INCOMPLETE
 
 
-def job_info(flat_config: dict[str, Any], commit: Any, dirty: Any,
-             metrics: dict[str, float | None] | None = None) -> dict[str, str]:
-    """The facts of a job that the report's header states once when every job shares them."""
-    sizes = [(metrics or {}).get(k) for k in DATA_SIZES]
-    images = " / ".join(f"{n:,.0f} {split}" for n, split in zip(sizes, ("train", "validation", "test"), strict=True)
-                        ) if all(n is not None for n in sizes) else None
-    code = f"{str(commit)[:7]}{'+dirty' if str(dirty).lower() == 'true' else ''}" if commit else None
-    info = {"dataset": flat_config.get("dataset.name"), "images": images,
-            "max_epochs": flat_config.get("trainer.max_epochs"), "code": code}
-    return {k: str(v) for k, v in info.items() if v is not None}
-
-
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     """{'model': {'dropout': 0.5}} -> {'model.dropout': 0.5} (keys starting with _ left out)."""
     out: dict[str, Any] = {}
@@ -115,8 +101,7 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def parse_overrides(lines: list[str]) -> dict[str, str]:
-    """Hydra override lines ('model.dropout=0.5', '+x=1') -> {key: value}, less IGNORED, in the normal form a sweep
-    writes into overrides.yaml (`false` -> `False`, `1e-4` -> `0.0001`): a command line and a job compare equal."""
+    """Override lines ('+x=1') -> {key: value} less IGNORED, normalised as overrides.yaml (`1e-4` -> `0.0001`)."""
     from hydra.errors import HydraException
 
     out: dict[str, str] = {}
@@ -160,10 +145,7 @@ def read_spec(sweep_dir: Path) -> SweepSpec | None:
 
 
 def setting_of(job_dir: Path, now: dict[str, str], spec: SweepSpec | None) -> tuple[dict[str, str], dict[str, str]]:
-    """(the setting the sweep launched the job with, the overrides changed since: {key: "old -> new"}).
-
-    A job resumed by hand rewrites its .hydra/overrides.yaml, so its setting is its dir name
-    (`<num>_<override_dirname>`) restricted to the keys that the sweep's multirun.yaml sweeps."""
+    """(launched setting, overrides changed since): from the dir name, as a resume by hand rewrites overrides.yaml."""
     head, _, rest = job_dir.name.partition("_")
     launched = parse_override_dirname(rest) if head.isdigit() else {}
     if spec is None:  # no multirun.yaml: every override is part of the setting; only the dir name to compare with
@@ -179,17 +161,16 @@ def setting_of(job_dir: Path, now: dict[str, str], spec: SweepSpec | None) -> tu
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
-    """history.csv -> one dict per epoch with the numeric columns in their range (blank cells dropped)."""
-    out = []
-    for row in read_history_rows(path):
-        clean = {}
-        for key in HISTORY_KEYS:
-            try:
-                clean[key] = to_float(float(row[key]), key) if row.get(key) not in (None, "") else None
-            except (TypeError, ValueError):
-                clean[key] = None
-        out.append({k: v for k, v in clean.items() if v is not None})
-    return [r for r in out if "epoch" in r]
+    """history.csv -> a dict per epoch (each row has a whole-number epoch), in-range numbers, blanks dropped."""
+    return [{key: value for key in HISTORY_KEYS if (value := _parse(row.get(key), key)) is not None}
+            for row in read_history_rows(path)]
+
+
+def _parse(text: Any, key: str) -> float | None:
+    try:
+        return to_float(float(text), key)
+    except (TypeError, ValueError):  # a blank or missing cell, text
+        return None
 
 
 def _read_yaml(path: Path) -> Any:
@@ -208,8 +189,7 @@ def _read_metrics(path: Path) -> dict[str, Any]:
 
 def vet_job(status: str, error: str | None, raw: Mapping[str, Any], flat_config: dict[str, Any]
             ) -> tuple[str, str | None, dict[str, float | None]]:
-    """(status, error, metrics): the metrics the report may use. A completed job with a value it cannot use, or
-    without one it needs (NEEDED; val/acc_best with a validation split), is REJECTED; its error says why."""
+    """(status, error, metrics): a completed job with a value unusable or missing (NEEDED) is REJECTED, saying why."""
     needed = (*NEEDED, *(() if str(flat_config.get("dataset.val_size")) in ("0", "0.0") else ("val/acc_best",)))
     metrics: dict[str, float | None] = {}
     problems = []
@@ -224,6 +204,25 @@ def vet_job(status: str, error: str | None, raw: Mapping[str, Any], flat_config:
     if status == OK:
         return REJECTED, f"not used: {why}", metrics
     return status, f"{error}; {why}" if error else why, metrics
+
+
+def new_job(name: str, overrides: dict[str, str], seed: Any, status: str, error: str | None,
+            raw: Mapping[str, Any], flat_config: dict[str, Any], history: list[dict[str, float]],
+            changed: dict[str, str] | None = None) -> Job:
+    """A Job from what a job dir or a W&B run recorded (RAW: metrics.json's keys), its metrics vetted (`vet_job`)."""
+    if "seed" not in overrides and seed is not None:
+        overrides["seed"] = str(seed)
+    status, error, metrics = vet_job(status, error, raw, flat_config)
+    # the facts the report's header states once when every job shares them
+    sizes = [metrics.get(k) for k in DATA_SIZES]
+    images = " / ".join(f"{n:,.0f} {split}" for n, split in zip(sizes, ("train", "validation", "test"), strict=True)
+                        ) if all(n is not None for n in sizes) else None
+    commit = raw.get("code/commit")
+    code = f"{str(commit)[:7]}{'+dirty' if str(raw.get('code/dirty')).lower() == 'true' else ''}" if commit else None
+    info = {"dataset": flat_config.get("dataset.name"), "images": images,
+            "max_epochs": flat_config.get("trainer.max_epochs"), "code": code}
+    return Job(name=name, overrides=overrides, status=status, metrics=metrics, history=history, error=error,
+               changed=changed or {}, info={k: str(v) for k, v in info.items() if v is not None}, config=flat_config)
 
 
 def _status(job_dir: Path, raw: dict[str, Any]) -> tuple[str, str | None]:
@@ -244,8 +243,7 @@ def _status(job_dir: Path, raw: dict[str, Any]) -> tuple[str, str | None]:
 
 
 def read_job(job_dir: Path, spec: SweepSpec | None = None) -> Job:
-    """A job dir -> Job. No metrics.json means the job never finished (incomplete), unless its train.log holds
-    the error that stopped it (failed). A file that cannot be read marks the job, naming the file."""
+    """A job dir -> Job: incomplete without metrics.json (failed if train.log has the error); names unreadable files."""
     problems = []
     readers = {"overrides": (f"{HYDRA_DIR}/overrides.yaml", _read_yaml),
                "config": (f"{HYDRA_DIR}/config.yaml", _read_yaml),
@@ -260,24 +258,17 @@ def read_job(job_dir: Path, spec: SweepSpec | None = None) -> Job:
             got[what] = None
     lines = got["overrides"] if isinstance(got["overrides"], list) else []
     overrides, changed = setting_of(job_dir, parse_overrides(lines), spec)
-    config, raw = got["config"] if isinstance(got["config"], dict) else {}, got["metrics"] or {}
-    seed = raw.get("seed", config.get("seed"))
-    if "seed" not in overrides and seed is not None:
-        overrides["seed"] = str(seed)
-    status, error = _status(job_dir, raw)
-    flat = flatten(config)
-    status, error, metrics = vet_job(status, error, raw, flat)
+    flat, raw = flatten(got["config"]), got["metrics"] or {}
+    job = new_job(job_dir.name, overrides, raw.get("seed", flat.get("seed")), *_status(job_dir, raw), raw, flat,
+                  got["history"] or [], changed)
     if problems:
-        status = REJECTED if got["metrics"] is None else status  # a metrics.json there, but unreadable
-        error = "; ".join(problems + ([error] if error else []))
-    return Job(name=job_dir.name, overrides=overrides, status=status, metrics=metrics, history=got["history"] or [],
-               error=error, changed=changed, info=job_info(flat, raw.get("code/commit"), raw.get("code/dirty"),
-                                                           metrics), config=flat)
+        job.status = REJECTED if got["metrics"] is None else job.status  # a metrics.json there, but unreadable
+        job.error = "; ".join(problems + ([job.error] if job.error else []))
+    return job
 
 
 def distinct(jobs: list[Job]) -> tuple[list[Job], list[str]]:
-    """Each (setting, seed) once: jobs with the same overrides (a sweep run twice into new dirs, a job dir
-    copied) count as one run, the completed one of them (the last, in job order); plus a line per duplicate."""
+    """Each (setting, seed) once (a sweep run twice, a copied dir): the last completed, else the last; a note each."""
     chosen: dict[tuple[tuple[str, str], ...], Job] = {}
     notes = []
     for job in jobs:

@@ -14,8 +14,14 @@ from matplotlib.ticker import MaxNLocator
 from nin_lightning.report.table import Row, label, sort_key
 
 PLOT_METRICS = ("val/acc_best", "test/acc")
-CURVES = (("val/acc", "validation accuracy"), ("train/loss", "training loss"))
-TRAIN_VAL = (("acc", "accuracy"), ("loss", "loss"))  # curves_train_val.png: train/NAME and val/NAME
+# the figures per epoch: {file: [(y label, panel title, [(history column, line label's suffix, line style)])]}
+EPOCH_FIGURES = {
+    "learning_curves.png": [(key, f"{title} (mean ± std over seeds)", [(key, "", "-")])
+                            for key, title in (("val/acc", "validation accuracy"), ("train/loss", "training loss"))],
+    "curves_train_val.png": [(title, f"{title}: training dashed, validation solid\n(mean ± std over seeds)",
+                              [(f"val/{name}", " validation", "-"), (f"train/{name}", " training", "--")])
+                             for name, title in (("acc", "accuracy"), ("loss", "loss"))],
+}
 
 
 def safe_name(text: str) -> str:
@@ -23,30 +29,18 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_") or "setting"
 
 
-def _positions(values: Sequence[str]) -> tuple[dict[str, float], bool]:
-    """x positions: the numbers themselves when all values are numeric, else 0, 1, 2, ... (categorical)."""
-    ordered = sorted(set(values), key=sort_key)
-    if all(sort_key(v)[0] == 0 for v in ordered):  # every value a number
-        return {v: sort_key(v)[1] for v in ordered}, True
-    return {v: float(i) for i, v in enumerate(ordered)}, False
-
-
-def _lines(rows: Sequence[Row], param: str) -> dict[str, list[Row]]:
-    """One line per setting of the other swept keys; a single series when every line would be one point."""
+def plot_param(path: Path, rows: Sequence[Row], param: str) -> Path:
+    """Mean ± std of each metric against PARAM; a line per setting of the other keys (one series if each is a point)."""
+    ordered = sorted({r.setting[param] for r in rows}, key=sort_key)
+    numeric = all(sort_key(v)[0] == 0 for v in ordered)
+    xs = {v: sort_key(v)[1] if numeric else float(i) for i, v in enumerate(ordered)}
     lines: dict[str, list[Row]] = {}
     for row in rows:
         lines.setdefault(label(row.setting, skip=param), []).append(row)
     if len(lines) > 1 and all(len(members) == 1 for members in lines.values()):
-        return {"": list(rows)}
-    return lines
-
-
-def plot_param(path: Path, rows: Sequence[Row], param: str) -> Path:
-    """Mean ± std over seeds of each metric against `param`; one line per setting of the other keys."""
-    xs, numeric = _positions([r.setting[param] for r in rows])
+        lines = {"": list(rows)}
     fig, axes = _figure(len(PLOT_METRICS))
     for ax, metric in zip(axes, PLOT_METRICS, strict=True):
-        lines = _lines(rows, param)
         for name, members in lines.items():
             pts = sorted((xs[r.setting[param]], r.mean[metric], r.std[metric] or 0.0) for r in members
                          if r.mean[metric] is not None)
@@ -63,29 +57,25 @@ def plot_param(path: Path, rows: Sequence[Row], param: str) -> Path:
     return _save(fig, path)
 
 
-def plot_curves(path: Path, rows: Sequence[Row]) -> Path:
-    """Validation accuracy and training loss per epoch, one line (mean, ± std band) per setting."""
-    fig, axes = _figure(len(CURVES))
-    for ax, (key, title) in zip(axes, CURVES, strict=True):
+def plot_epochs(path: Path, rows: Sequence[Row], panels: Sequence[tuple[str, str, Sequence[tuple[str, str, str]]]]
+                ) -> Path:
+    """A panel per PANELS entry: each setting's mean ± std curve of each history column, in the setting's colour."""
+    fig, axes = _figure(len(panels))
+    for ax, (ylabel, title, columns) in zip(axes, panels, strict=True):
         for row in rows:
-            _band(ax, row, key, label(row.setting))
-        _epoch_axes(ax, key, f"{title} (mean ± std over seeds)")
+            color = None
+            for key, suffix, style in columns:
+                color = _band(ax, row, key, label(row.setting) + suffix, color, style)
+        ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     return _save(fig, path)
 
 
-def plot_train_val(path: Path, rows: Sequence[Row]) -> Path:
-    """Training (dashed) and validation (solid) accuracy and loss per epoch, one colour per setting."""
-    fig, axes = _figure(len(TRAIN_VAL))
-    for ax, (name, title) in zip(axes, TRAIN_VAL, strict=True):
-        for row in rows:
-            color = _band(ax, row, f"val/{name}", f"{label(row.setting)} validation")
-            _band(ax, row, f"train/{name}", f"{label(row.setting)} training", color, "--")
-        _epoch_axes(ax, title, f"{title}: training dashed, validation solid\n(mean ± std over seeds)")
-    return _save(fig, path)
-
-
-def _band(ax: Any, row: Row, key: str, name: str, color: str | None = None, style: str = "-") -> str | None:
-    """ROW's mean curve of history column KEY with a ± std band; returns its colour (None: no such column)."""
+def _band(ax: Any, row: Row, key: str, name: str, color: str | None, style: str) -> str | None:
+    """ROW's mean curve of history column KEY with a ± std band; returns its colour (COLOR: no such column)."""
     epochs, means, stds = row.curve(key)
     if not epochs:
         return color
@@ -93,14 +83,6 @@ def _band(ax: Any, row: Row, key: str, name: str, color: str | None = None, styl
     ax.fill_between(epochs, [m - s for m, s in zip(means, stds, strict=True)],
                     [m + s for m, s in zip(means, stds, strict=True)], color=line.get_color(), alpha=0.15)
     return line.get_color()
-
-
-def _epoch_axes(ax: Any, ylabel: str, title: str) -> None:
-    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
 
 
 def _figure(panels: int) -> tuple[Figure, list]:
@@ -120,6 +102,5 @@ def write_plots(out_dir: Path, rows: Sequence[Row], keys: Sequence[str]) -> list
     """metric_vs_<param>.png for each swept parameter, learning_curves.png and curves_train_val.png."""
     out = [plot_param(out_dir / f"metric_vs_{safe_name(k)}.png", rows, k) for k in keys]
     if any(job.history for row in rows for job in row.jobs):
-        out += [plot_curves(out_dir / "learning_curves.png", rows),
-                plot_train_val(out_dir / "curves_train_val.png", rows)]
+        out += [plot_epochs(out_dir / name, rows, panels) for name, panels in EPOCH_FIGURES.items()]
     return out

@@ -60,8 +60,7 @@ def _tested(diff: float, test: str, samples: tuple[Sequence[float], Sequence[flo
 
 
 def paired(values: dict[str, float], baseline: dict[str, float]) -> Difference:
-    """VALUES against BASELINE's, matched by seed ({seed: value}): the paired t-test over the seeds both have
-    (scipy.stats.ttest_rel) and the 95 % CI of the mean difference; all blank below 2 shared seeds."""
+    """VALUES against BASELINE's ({seed: value}): paired t-test over the shared seeds, 95 % CI; blank below 2."""
     seeds = [s for s in values if s in baseline]
     if not seeds:
         return Difference(None, note="no seed shared with the baseline")
@@ -75,10 +74,8 @@ def paired(values: dict[str, float], baseline: dict[str, float]) -> Difference:
     return _tested(diff, "ttest_rel", (x, y), {}, "the paired t-test", note)
 
 
-def power(effect: float, n: int, paired_sd: float | None = None, sds: tuple[float, float] | None = None,
-          alpha: float = ALPHA) -> float:
-    """The power of a two-sided t-test at level ALPHA to find EFFECT with N seeds per setting (scipy.stats.nct):
-    paired (PAIRED_SD: the sd of the per-seed differences) or Welch's (SDS: each setting's sd over seeds)."""
+def power(effect: float, n: int, paired_sd: float | None = None, sds: tuple[float, float] | None = None) -> float:
+    """Power of a two-sided t-test at ALPHA for EFFECT with N seeds each: paired (PAIRED_SD) or Welch's (SDS)."""
     from scipy import stats
 
     if paired_sd is not None:
@@ -87,7 +84,7 @@ def power(effect: float, n: int, paired_sd: float | None = None, sds: tuple[floa
         assert sds is not None, "give paired_sd or sds"
         v1, v2 = sds[0] ** 2 / n, sds[1] ** 2 / n
         se, df = math.sqrt(v1 + v2), (v1 + v2) ** 2 / (v1**2 / (n - 1) + v2**2 / (n - 1))
-    ncp, crit = abs(effect) / se, float(stats.t.ppf(1 - alpha / 2, df))
+    ncp, crit = abs(effect) / se, float(stats.t.ppf(1 - ALPHA / 2, df))
     # scipy's nct returns NaN far in a tail (e.g. cdf(-2.78, 4, 13.7)): there the tail's mass is ~0, or ~1 for
     # the upper tail when the noncentrality is far above the critical value
     upper, lower = float(stats.nct.sf(crit, df, ncp)), float(stats.nct.cdf(-crit, df, ncp))
@@ -95,23 +92,20 @@ def power(effect: float, n: int, paired_sd: float | None = None, sds: tuple[floa
     return upper + (lower if math.isfinite(lower) else 0.0)
 
 
-def seeds_needed(effect: float, paired_sd: float | None = None, sds: tuple[float, float] | None = None,
-                 target: float = POWER, limit: int = MAX_SEEDS) -> int | None:
-    """The fewest seeds per setting (>= 2) for which `power` reaches TARGET; None above LIMIT, or when there is
-    no effect to find or no spread to estimate it with."""
+def seeds_needed(effect: float, paired_sd: float | None = None, sds: tuple[float, float] | None = None) -> int | None:
+    """The fewest seeds per setting (>= 2) for `power` >= POWER; None above MAX_SEEDS, without an effect or spread."""
     spread = paired_sd if paired_sd is not None else max(sds or (0.0, 0.0))
     if not effect or not spread or not math.isfinite(effect) or not math.isfinite(spread):
         return None
-    for n in range(MIN_SEEDS, limit + 1):
-        if power(effect, n, paired_sd, sds) >= target:
+    for n in range(MIN_SEEDS, MAX_SEEDS + 1):
+        if power(effect, n, paired_sd, sds) >= POWER:
             return n
     return None
 
 
 def seeds_for(values: dict[str, float], baseline: dict[str, float], use_paired: bool,
               min_effect: float | None = None) -> tuple[int | None, str]:
-    """(seeds per setting for 80 % power, why there is no number): at MIN_EFFECT, else at the observed
-    difference, with the observed spread of the per-seed differences (USE_PAIRED) or of each setting (Welch)."""
+    """(seeds per setting for 80 % power, or why none) at MIN_EFFECT or the observed difference, paired or Welch's."""
     if use_paired:
         diffs = [values[s] - baseline[s] for s in values if s in baseline]
         if len(diffs) < MIN_SEEDS:
@@ -133,8 +127,7 @@ def seeds_for(values: dict[str, float], baseline: dict[str, float], use_paired: 
 
 
 def still_improving(curve: Sequence[float], fraction: float = 0.2, least: int = 2) -> bool | None:
-    """Did CURVE (a validation accuracy per epoch, higher is better) reach a new best in its last epochs (the last
-    FRACTION of them, at least LEAST, and at least one epoch before them)? None with fewer than 2 epochs."""
+    """Did CURVE (higher is better) reach a new best in its last FRACTION of epochs (>= LEAST)? None below 2 epochs."""
     if len(curve) < 2:
         return None
     last = min(max(least, math.ceil(fraction * len(curve))), len(curve) - 1)

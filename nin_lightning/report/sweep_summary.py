@@ -1,6 +1,4 @@
-"""At a sweep's end, one line with its jobs' outcomes and the command for its table and plots (and, when
-jobs are unfinished, the one that continues it): a Hydra callback, conf/train.yaml `hydra.callbacks.summary`."""
-
+"""A Hydra callback (conf/train.yaml): at a sweep's end, its outcomes, the report command and how to continue it."""
 from __future__ import annotations
 
 import atexit
@@ -13,7 +11,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from nin_lightning.errors import UserError
-from nin_lightning.report.jobs import read_sweep_dir
+from nin_lightning.report.jobs import FAILED, INCOMPLETE, read_sweep_dir
 
 
 class SweepSummary(Callback):
@@ -28,9 +26,6 @@ class SweepSummary(Callback):
         atexit.register(summarise_sweep, sweep_dir, again)
 
 
-UNFINISHED = {"failed", "incomplete", "interrupted", "preempted", "running"}  # job statuses resume=auto continues
-
-
 def summarise_sweep(sweep_dir: Path, again: str | None = None) -> None:
     try:
         jobs = read_sweep_dir(sweep_dir)
@@ -40,5 +35,5 @@ def summarise_sweep(sweep_dir: Path, again: str | None = None) -> None:
     # print, not the log: the last job's log file may still be attached to the root logger
     print(f"[nin] sweep: {len(jobs)} jobs ({outcomes}) in {sweep_dir}; table and plots: "
           f"python -m nin_lightning.report {shlex.quote(str(sweep_dir))}", flush=True)
-    if again and UNFINISHED & {j.status for j in jobs}:
+    if again and {FAILED, INCOMPLETE} & {j.status for j in jobs}:  # what resume=auto continues
         print(f"[nin] to continue the sweep in its dir: {again}", flush=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nin_lightning.errors import UserError
-from nin_lightning.report.jobs import DATA_SIZES, FAILED, METRICS, OK, REJECTED, SIZE, Job
+from nin_lightning.report.jobs import DATA_SIZES, FAILED, INCOMPLETE, METRICS, OK, REJECTED, SIZE, Job
 from nin_lightning.report.stats import ALPHA, CONFIDENCE, POWER, Difference, paired, seeds_for, still_improving, welch
 
 SEED = "seed"
@@ -29,11 +29,10 @@ MARKS = {"failed": "FAILED", "rejected": "NOT USED", "incomplete": "incomplete",
 
 
 def tally(jobs: Sequence[Job]) -> dict[str, int]:
-    """Jobs per outcome: ok, failed, rejected, incomplete (the rest) and changed (resumed by hand)."""
+    """Jobs per outcome (a Job's status is always one of these four) and changed (resumed by hand)."""
     counts = Counter(j.status for j in jobs)
-    done = counts[OK] + counts[FAILED] + counts[REJECTED]
     return {"ok": counts[OK], "failed": counts[FAILED], "rejected": counts[REJECTED],
-            "incomplete": len(jobs) - done, "changed": sum(bool(j.changed) for j in jobs)}
+            "incomplete": counts[INCOMPLETE], "changed": sum(bool(j.changed) for j in jobs)}
 
 
 @dataclass
@@ -102,8 +101,7 @@ def shape_of(job: Job, key: str) -> str | None:
 
 
 def set_apart(groups: dict[tuple[str, ...], list[Job]]) -> None:
-    """Mark REJECTED each completed job whose dataset or model shape (SHAPE_KEYS) is not the one most common in its
-    setting (a tie: the most common in the sweep, then the first): other data or another model is never pooled."""
+    """Mark REJECTED each completed job whose SHAPE_KEYS value is not its setting's most common: never pooled."""
     done = [j for group in groups.values() for j in group if j.ok]
     for key in SHAPE_KEYS:
         sweep_wide = Counter(v for j in done if (v := shape_of(j, key)) is not None)
@@ -122,8 +120,7 @@ def set_apart(groups: dict[tuple[str, ...], list[Job]]) -> None:
 
 
 def aggregate(jobs: Sequence[Job], keys: Sequence[str]) -> list[Row]:
-    """One Row per distinct setting of `keys`, mean ± std over the completed jobs (seeds); a job with another
-    dataset or model shape than the rest of its setting is left out (`set_apart`)."""
+    """One Row per distinct setting of KEYS: mean ± std over the completed jobs (seeds), other shapes set apart."""
     groups: dict[tuple[str, ...], list[Job]] = {}
     for job in jobs:
         groups.setdefault(tuple(job.overrides.get(k, "") for k in keys), []).append(job)
@@ -147,12 +144,11 @@ def label(setting: dict[str, str], skip: str | None = None) -> str:
     return " ".join(f"{k}={v}" for k, v in setting.items() if k != skip) or "all"
 
 
-def pick_baseline(rows: Sequence[Row], wanted: dict[str, str] | None, metric: str = COMPARED) -> Row | None:
-    """The row that WANTED ({key: value}, from --baseline) names (UserError unless exactly one); by default the
-    best mean METRIC."""
+def pick_baseline(rows: Sequence[Row], wanted: dict[str, str] | None) -> Row | None:
+    """The row WANTED (--baseline) names (UserError unless exactly one), else the best mean COMPARED."""
     if not wanted:
-        scored = [r for r in rows if r.mean.get(metric) is not None]
-        return max(scored, key=lambda r: r.mean[metric]) if scored else None
+        scored = [r for r in rows if r.mean.get(COMPARED) is not None]
+        return max(scored, key=lambda r: r.mean[COMPARED]) if scored else None
     keys = list(rows[0].setting) if rows else []
     unknown = [k for k in wanted if k not in keys]
     if unknown:
@@ -169,8 +165,7 @@ def pick_baseline(rows: Sequence[Row], wanted: dict[str, str] | None, metric: st
 
 
 def pairing_problem(row: Row, baseline: Row) -> str | None:
-    """Why ROW's jobs cannot be paired by seed with BASELINE's: the keys (SHAPE_KEYS, ORDER_KEYS) in which they
-    differ, so that the same seed does not give the same initial weights and data order; None when they can."""
+    """Why ROW cannot be paired by seed with BASELINE (the SHAPE_KEYS/ORDER_KEYS they differ in), or None."""
     def values(r: Row, key: str) -> set[str | None]:
         return {shape_of(j, key) for j in r.jobs if j.ok}
 
@@ -179,20 +174,17 @@ def pairing_problem(row: Row, baseline: Row) -> str | None:
     return ", ".join(differ[:3]) + (", ..." if len(differ) > 3 else "") if differ else None
 
 
-def compare_to(rows: Sequence[Row], baseline: Row | None, metric: str = COMPARED,
-               min_effect: float | None = None) -> None:
-    """Each row's difference to BASELINE in METRIC over seeds: Welch's and, when the row can be paired with the
-    baseline by seed, the paired one; the seeds needed for 80 % power at MIN_EFFECT (or the observed difference)."""
+def compare_to(rows: Sequence[Row], baseline: Row | None, min_effect: float | None = None) -> None:
+    """Each row's difference to BASELINE in COMPARED: Welch's, paired by seed where valid, and the seeds needed."""
     for row in rows:
         row.diff = row.paired = row.seeds_needed = None
         if baseline is None or row is baseline:
             continue
-        row.diff = welch(row.values(metric), baseline.values(metric))
+        row.diff = welch(row.values(COMPARED), baseline.values(COMPARED))
+        mine, theirs = row.by_seed(COMPARED), baseline.by_seed(COMPARED)
         problem = pairing_problem(row, baseline) if row.n["ok"] and baseline.n["ok"] else None
-        row.paired = Difference(None, note=f"not paired: differs in {problem}") if problem else \
-            paired(row.by_seed(metric), baseline.by_seed(metric))
-        row.seeds_needed, row.needed_note = seeds_for(
-            row.by_seed(metric), baseline.by_seed(metric), row.paired.tested, min_effect)
+        row.paired = Difference(None, note=f"not paired: differs in {problem}") if problem else paired(mine, theirs)
+        row.seeds_needed, row.needed_note = seeds_for(mine, theirs, row.paired.tested, min_effect)
 
 
 def fmt(mean: float | None, std: float | None, digits: int) -> str:
@@ -347,20 +339,15 @@ def section(jobs: Sequence[Job], rows: Sequence[Row], keys: Sequence[str], fixed
     return lines
 
 
-def write_markdown(path: Path, title: str, jobs: Sequence[Job], rows: Sequence[Row], keys: Sequence[str],
-                   plots: Sequence[Path], fixed: dict[str, str] | None = None, baseline: Row | None = None,
-                   chosen: bool = False, duplicates: Sequence[str] = (), min_effect: float | None = None) -> Path:
-    """report.md."""
-    body = section(jobs, rows, keys, fixed or {}, baseline, chosen, duplicates, min_effect)
-    images = ["", "## Plots", "", *(f"![{p.stem}]({p.name})" for p in plots)] if plots else []
-    path.write_text("\n".join([f"# Ablation report: {title}", "", *body, *images]) + "\n")
+def write_markdown(path: Path, title: str, lines: Sequence[str]) -> Path:
+    """report.md: its title, then LINES (a sweep's `section` and plots, or several sweeps side by side)."""
+    path.write_text("\n".join([f"# Ablation report: {title}", "", *lines]) + "\n")
     return path
 
 
 def write_csv(path: Path, rows: Sequence[Row], keys: Sequence[str], baseline: Row | None = None,
               sweep: str | None = None) -> Path:
-    """report.csv: the table, mean and std in columns of their own; with SWEEP (--compare), rows are appended
-    under a leading `sweep` column."""
+    """report.csv: the table, mean and std in columns of their own; with SWEEP (--compare) appended, `sweep` first."""
     diff_cols = ["is_baseline", f"{COMPARED}_diff", "ci_low", "ci_high", "p_welch", "note", "diff_paired",
                  "ci_low_paired", "ci_high_paired", "p_paired", "note_paired", "seeds_needed", "still_improving"]
     lead = [] if sweep is None else [sweep]

@@ -1,6 +1,4 @@
-"""A W&B report for a sweep's group (docs/tracking.md): its spec, plain JSON in W&B's own column names
-(`config:model.dropout`, `summary:test/acc`), and the wandb-workspaces Report built from it."""
-
+"""A sweep group's W&B report: its spec (JSON in W&B's column names, `summary:test/acc`) and the Report built."""
 from __future__ import annotations
 
 import json
@@ -19,20 +17,12 @@ TABLE_SUMMARY = ("status", OBJECTIVE, names.VAL_ACC_BEST, names.BEST_EPOCH, "par
 AGGREGATE, SPREAD = "mean", "stddev"  # the bands and bars: mean ± std over the seeds of a setting
 
 
-def config_column(key: str, config_keys: Iterable[str]) -> str | None:
-    """The runs' config column of a swept KEY: the key itself, Hydra's choice of a config group
-    (`choices.experiment`) or the group's `.name`; None when the config does not hold it."""
-    keys = set(config_keys)
-    for candidate in (key, f"choices.{key}", f"{key}.name"):
-        if candidate in keys:
-            return f"config:{candidate}"
-    return None
-
-
 def build_spec(entity: str, project: str, group: str, swept: Sequence[str], config_keys: Iterable[str]) -> dict:
     """The report of GROUP in ENTITY/PROJECT, whose runs swept SWEPT and have CONFIG_KEYS (flat, dotted)."""
-    keys = list(config_keys)
-    columns = {key: column for key in swept if (column := config_column(key, keys)) is not None}
+    keys = set(config_keys)
+    # a swept key's config column: the key itself, Hydra's choice of a config group (`choices.KEY`) or its `.name`
+    found = {key: next((c for c in (key, f"choices.{key}", f"{key}.name") if c in keys), None) for key in swept}
+    columns = {key: f"config:{column}" for key, column in found.items() if column is not None}
     settings = [columns[key] for key in swept if key != SEED and key in columns]
     panels: list[dict[str, Any]] = [{
         "kind": "parallel_coordinates", "title": f"{OBJECTIVE} by setting",
@@ -82,27 +72,25 @@ def to_report(spec: dict) -> Any:
         return wr.Runset(entity=spec["entity"], project=spec["project"], name=name,
                          filters=[expr.Metric("Group") == spec["filters"]["group"]], **kwargs)
 
-    by_kind: dict[str, list[dict]] = {}
-    for panel in spec["panels"]:
-        by_kind.setdefault(panel["kind"], []).append(panel)
-    runs_panels: list[Any] = [
-        wr.ParallelCoordinatesPlot(title=p["title"], columns=[wr.ParallelCoordinatesPlotColumn(metric=_metric(c))
-                                                              for c in p["columns"]])
-        for p in by_kind.get("parallel_coordinates", [])]
-    runs_panels += [wr.LinePlot(title=p["title"], x=p["x"], y=p["y"], groupby=_metric(p["groupby"]),
-                                groupby_aggfunc=p["aggregate"], groupby_rangefunc=p["range"])
-                    for p in by_kind.get("line", [])]
-    table = [_accessor(c) for p in by_kind.get("runs_table", []) for c in p["columns"]]
-    bars = by_kind.get("bar", [])
-    blocks: list[Any] = [
-        wr.P(f"The runs of group {spec['group']}: swept {', '.join(spec['swept'])}."),
-        wr.PanelGrid(runsets=[runset("runs", pinned_columns=table)], panels=runs_panels),
-    ]
-    for bar in bars:  # the runs grouped by every swept setting: one bar (mean ± std over seeds) per setting
-        groupby = [f"config.{column.split(':', 1)[1]}" for column in bar["groupby"]]
-        blocks.append(wr.PanelGrid(runsets=[runset("settings", groupby=groupby)], panels=[
-            wr.BarPlot(title=bar["title"], metrics=bar["metrics"], groupby_aggfunc=bar["aggregate"],
-                       groupby_rangefunc=bar["range"])]))
+    runs_panels: list[Any] = []
+    table: list[str] = []
+    bars: list[Any] = []
+    for p in spec["panels"]:
+        if p["kind"] == "parallel_coordinates":
+            runs_panels.append(wr.ParallelCoordinatesPlot(
+                title=p["title"], columns=[wr.ParallelCoordinatesPlotColumn(metric=_metric(c)) for c in p["columns"]]))
+        elif p["kind"] == "line":
+            runs_panels.append(wr.LinePlot(title=p["title"], x=p["x"], y=p["y"], groupby=_metric(p["groupby"]),
+                                           groupby_aggfunc=p["aggregate"], groupby_rangefunc=p["range"]))
+        elif p["kind"] == "runs_table":
+            table += [_accessor(c) for c in p["columns"]]
+        else:  # bar: the runs grouped by every swept setting, one bar (mean ± std over seeds) per setting
+            groupby = [f"config.{column.split(':', 1)[1]}" for column in p["groupby"]]
+            bars.append(wr.PanelGrid(runsets=[runset("settings", groupby=groupby)], panels=[
+                wr.BarPlot(title=p["title"], metrics=p["metrics"], groupby_aggfunc=p["aggregate"],
+                           groupby_rangefunc=p["range"])]))
+    blocks = [wr.P(f"The runs of group {spec['group']}: swept {', '.join(spec['swept'])}."),
+              wr.PanelGrid(runsets=[runset("runs", pinned_columns=table)], panels=runs_panels), *bars]
     return wr.Report(entity=spec["entity"], project=spec["project"], title=spec["title"], blocks=blocks)
 
 

@@ -10,22 +10,20 @@ from nin_lightning.errors import UserError
 from nin_lightning.report.jobs import (
     DATA_SIZES,
     IGNORED,
+    INCOMPLETE,
     METRICS,
-    OK,
     SIZE,
     Job,
     flatten,
-    job_info,
+    new_job,
     normalise_status,
     parse_override_dirname,
     to_float,
-    vet_job,
 )
 
 # W&B history key -> our history column (Lightning suffixes on_step/on_epoch metrics with _step/_epoch)
 HISTORY_MAP = {"val/acc": "val/acc", "val/loss": "val/loss", "val/acc_best": "val/acc_best", "train/acc": "train/acc",
                "train/acc_epoch": "train/acc", "train/loss_epoch": "train/loss", "train/loss": "train/loss"}
-STATES = {"finished": OK, "failed": "failed", "crashed": "failed"}  # anything else: incomplete
 PROBE_TIMEOUT_S = 5.0  # for an unreachable server wandb.Api() would wait out its whole timeout
 parse_run_name = parse_override_dirname  # our run names are the job's overrides, 'model.dropout=0.5,seed=2'
 
@@ -52,27 +50,21 @@ def run_history(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, float]]:
 
 def run_to_job(run: Any) -> Job:
     """A W&B run -> Job. The run's state gives the status (our jobs finish failed runs with exit code 1)."""
-    config = dict(run.config or {})
-    flat = flatten(config)
+    flat = flatten(dict(run.config or {}))
     overrides = parse_run_name(run.name) or {k: str(v) for k, v in flat.items() if k not in IGNORED}
-    if "seed" not in overrides and config.get("seed") is not None:
-        overrides["seed"] = str(config["seed"])
     summary = run.summary
     history = run_history(run.scan_history())
-    status = STATES.get(str(run.state)) or normalise_status(_get(summary, "status"))
-    raw = {key: _get(summary, key) for key in (*METRICS, *SIZE, *DATA_SIZES)}
+    status = normalise_status(run.state)  # finished, failed, crashed; else (running, killed) the summary's
+    status = normalise_status(_get(summary, "status")) if status == INCOMPLETE else status
+    raw = {key: _get(summary, key) for key in (*METRICS, *SIZE, *DATA_SIZES, "code/commit", "code/dirty")}
     if raw["epochs"] is None and history:
         raw["epochs"] = sum(1 for r in history if "val/acc" in r)
     if raw["wall_time_s"] is None:
         raw["wall_time_s"] = _get(summary, "_runtime")
-    status, error, metrics = vet_job(status, _get(summary, "error"), raw, flat)
-    return Job(name=run.name or run.id, overrides=overrides, status=status, metrics=metrics, history=history,
-               error=error,
-               info=job_info(flat, _get(summary, "code/commit"), _get(summary, "code/dirty"), metrics),
-               config=flat)
+    return new_job(run.name or run.id, overrides, flat.get("seed"), status, _get(summary, "error"), raw, flat, history)
 
 
-def connect(timeout_s: float = 60.0) -> Any:
+def connect() -> Any:
     """`wandb.Api()`, once the W&B server answers at all (UserError naming the server when it does not)."""
     import requests
     import wandb
@@ -86,7 +78,7 @@ def connect(timeout_s: float = 60.0) -> Any:
         reason = cause.group(1).strip() if cause else type(exc).__name__
         raise UserError(f"W&B: cannot reach the server {url} ({reason}); check the network, or WANDB_BASE_URL "
                         "for a self-hosted server") from exc
-    return wandb.Api(timeout=timeout_s)
+    return wandb.Api(timeout=60.0)
 
 
 def explain(exc: Exception, path: str) -> str:
@@ -105,12 +97,10 @@ def explain(exc: Exception, path: str) -> str:
     return f"W&B: reading the runs of {path} failed ({kind}: {text}); check --wandb ENTITY/PROJECT and `wandb login`"
 
 
-def read_wandb_group(path: str, group: str, api: Any = None) -> list[Job]:
-    """Every run of `group` in ENTITY/PROJECT `path`, through `connect()` (or the `api` given).
-    Raises UserError, one line with the cause and the fix, when W&B cannot be read or the group is empty."""
+def read_wandb_group(path: str, group: str) -> list[Job]:
+    """Every run of GROUP in ENTITY/PROJECT PATH; a one-line UserError (cause, fix) when unreadable or empty."""
     try:
-        api = api if api is not None else connect()
-        jobs = [run_to_job(run) for run in api.runs(path, filters={"group": group})]
+        jobs = [run_to_job(run) for run in connect().runs(path, filters={"group": group})]
     except UserError:
         raise
     except Exception as exc:
