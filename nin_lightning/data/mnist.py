@@ -3,6 +3,7 @@ idx header (magic number, dimensions) and size are checked here first."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import struct
 import zlib
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from nin_lightning.atomic_files import atomic_write
 from nin_lightning.data import files
-from nin_lightning.data.base import NiNDataModule, Split
+from nin_lightning.data.base import Split
 from nin_lightning.errors import UserError
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
@@ -96,18 +97,17 @@ def _not_found(raw_dir: Path, path: Path) -> UserError:
                      f"dataset.root=DIR for the directory that holds them or MNIST/raw/ ({files.DOCS})")
 
 
-class MNISTDataModule(NiNDataModule):
+class MNISTDataModule(files.TorchvisionDataModule):
     """60k training images (val_size of them for validation), the official 10k test set."""
 
+    torchvision_name = "MNIST"
+
     def _raw_dir(self) -> Path:
-        return files.root_dir(self.cfg) / "MNIST" / "raw"
+        return self.root / "MNIST" / "raw"
 
     def download(self) -> None:
-        from torchvision.datasets import MNIST
-
-        root = files.root_dir(self.cfg)
-        files.download(self.cfg, GZ_LISTED, MNIST.mirrors[0], self._raw_dir(),
-                       lambda: MNIST(root, train=True, download=True))
+        files.download(self.cfg, GZ_LISTED, self._tv().mirrors[0], self._raw_dir(),
+                       functools.partial(self._tv(), self.root, train=True, download=True))
 
     def _legacy(self) -> bool:
         """torchvision still reads the old `MNIST/processed/{training,test}.pt` when both exist."""
@@ -135,14 +135,12 @@ class MNISTDataModule(NiNDataModule):
             return exc
         return None
 
-    def _read(self, train: bool) -> Split:
-        from torchvision.datasets import MNIST
-
-        ds = MNIST(files.root_dir(self.cfg), train=train, download=False)
+    def _part(self, train: bool) -> Split:
         source = self._raw_dir() / FILES["train" if train else "test"][1]
-        return files.to_split(self.cfg, ds.data.unsqueeze(1), ds.targets, source)
+        ds = self._read(source, train=train)
+        return self._split(ds.data.unsqueeze(1), ds.targets, source)
 
     def load(self) -> tuple[Split, Split]:
         if not self._legacy():
             check_raw_files(self._raw_dir())
-        return self._read(train=True), self._read(train=False)
+        return self._part(train=True), self._part(train=False)
