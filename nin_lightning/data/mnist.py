@@ -77,24 +77,21 @@ def check_raw_files(raw_dir: Path, decompress: bool = True) -> None:
             gz = _placed_gz(raw_dir, name) if decompress and not raw.is_file() else None
             if gz is not None:
                 _decompress_checked(gz, raw, labels)
+            if not raw.is_file() and raw_dir.is_dir() and any(raw_dir.iterdir()):
+                raise UserError(f"{raw} is missing (MNIST is incomplete); re-run with dataset.download=true, "
+                                f"or copy the file (or {raw.name}.gz) there")
             if not raw.is_file():
-                raise _not_found(raw_dir, raw)
+                raise UserError(f"mnist not found: expected {raw_dir}/{GZ_LISTED} (the four files as downloaded, "
+                                "MD5-checked and decompressed at the start, or already decompressed; the .gz files "
+                                f"may also sit in {raw_dir.parent.parent} itself); pass dataset.download=true to "
+                                "download them, or dataset.root=DIR for the directory that holds them or MNIST/raw/ "
+                                f"({files.DOCS})")
             with open(raw, "rb") as f:
                 head = f.read(16)
             counts.append(_check_idx(raw, head, raw.stat().st_size, labels))
         if counts[0] != counts[1]:
             raise files.corrupted(raw_dir / label_file,
                                   f"{counts[1]} labels for the {counts[0]} {split} images in {image_file}")
-
-
-def _not_found(raw_dir: Path, path: Path) -> UserError:
-    if raw_dir.is_dir() and any(raw_dir.iterdir()):
-        return UserError(f"{path} is missing (MNIST is incomplete); re-run with dataset.download=true, "
-                         f"or copy the file (or {path.name}.gz) there")
-    return UserError(f"mnist not found: expected {raw_dir}/{GZ_LISTED} (the four files as downloaded, MD5-checked "
-                     f"and decompressed at the start, or already decompressed; the .gz files may also sit in "
-                     f"{raw_dir.parent.parent} itself); pass dataset.download=true to download them, or "
-                     f"dataset.root=DIR for the directory that holds them or MNIST/raw/ ({files.DOCS})")
 
 
 class MNISTDataModule(files.TorchvisionDataModule):
