@@ -67,33 +67,6 @@ def _decompress_checked(gz: Path, raw: Path, labels: bool) -> None:
                         "or make the directory writable") from exc
 
 
-def check_raw_files(raw_dir: Path, decompress: bool = True) -> None:
-    """Raise a one-line UserError unless the four idx files are present and consistent. `decompress`: a file
-    present only as `.gz` counts, and is checked (MD5 too) and decompressed into raw_dir."""
-    for split, (image_file, label_file) in FILES.items():
-        counts = []
-        for name, labels in ((image_file, False), (label_file, True)):
-            raw = raw_dir / name
-            gz = _placed_gz(raw_dir, name) if decompress and not raw.is_file() else None
-            if gz is not None:
-                _decompress_checked(gz, raw, labels)
-            if not raw.is_file() and raw_dir.is_dir() and any(raw_dir.iterdir()):
-                raise UserError(f"{raw} is missing (MNIST is incomplete); re-run with dataset.download=true, "
-                                f"or copy the file (or {raw.name}.gz) there")
-            if not raw.is_file():
-                raise UserError(f"mnist not found: expected {raw_dir}/{GZ_LISTED} (the four files as downloaded, "
-                                "MD5-checked and decompressed at the start, or already decompressed; the .gz files "
-                                f"may also sit in {raw_dir.parent.parent} itself); pass dataset.download=true to "
-                                "download them, or dataset.root=DIR for the directory that holds them or MNIST/raw/ "
-                                f"({files.DOCS})")
-            with open(raw, "rb") as f:
-                head = f.read(16)
-            counts.append(_check_idx(raw, head, raw.stat().st_size, labels))
-        if counts[0] != counts[1]:
-            raise files.corrupted(raw_dir / label_file,
-                                  f"{counts[1]} labels for the {counts[0]} {split} images in {image_file}")
-
-
 class MNISTDataModule(files.TorchvisionDataModule):
     """60k training images (val_size of them for validation), the official 10k test set."""
 
@@ -111,6 +84,35 @@ class MNISTDataModule(files.TorchvisionDataModule):
         processed = self._raw_dir().parent / "processed"
         return (processed / "training.pt").is_file() and (processed / "test.pt").is_file()
 
+    def _check(self, decompress: bool) -> None:
+        """Raise a one-line UserError unless the four idx files (or the legacy ones) are present and consistent.
+        `decompress`: a file present only as `.gz` counts, and is checked (MD5 too) and decompressed into raw_dir."""
+        raw_dir = self._raw_dir()
+        if self._legacy():
+            return
+        for split, (image_file, label_file) in FILES.items():
+            counts = []
+            for name, labels in ((image_file, False), (label_file, True)):
+                raw = raw_dir / name
+                gz = _placed_gz(raw_dir, name) if decompress and not raw.is_file() else None
+                if gz is not None:
+                    _decompress_checked(gz, raw, labels)
+                if not raw.is_file() and raw_dir.is_dir() and any(raw_dir.iterdir()):
+                    raise UserError(f"{raw} is missing (MNIST is incomplete); re-run with dataset.download=true, "
+                                    f"or copy the file (or {raw.name}.gz) there")
+                if not raw.is_file():
+                    raise UserError(f"mnist not found: expected {raw_dir}/{GZ_LISTED} (the four files as "
+                                    "downloaded, MD5-checked and decompressed at the start, or already decompressed; "
+                                    f"the .gz files may also sit in {raw_dir.parent.parent} itself); pass "
+                                    "dataset.download=true to download them, or dataset.root=DIR for the directory "
+                                    f"that holds them or MNIST/raw/ ({files.DOCS})")
+                with open(raw, "rb") as f:
+                    head = f.read(16)
+                counts.append(_check_idx(raw, head, raw.stat().st_size, labels))
+            if counts[0] != counts[1]:
+                raise files.corrupted(raw_dir / label_file,
+                                      f"{counts[1]} labels for the {counts[0]} {split} images in {image_file}")
+
     def placed_archives(self) -> list[Path]:
         raw_dir = self._raw_dir()
         if self._legacy():
@@ -121,13 +123,12 @@ class MNISTDataModule(files.TorchvisionDataModule):
     def unpack(self) -> None:
         """Placed .gz files (in MNIST/raw/ or the root), checked and MD5-checked, decompressed into MNIST/raw/."""
         if self.placed_archives():
-            check_raw_files(self._raw_dir())
+            self._check(decompress=True)
 
     def file_problem(self, check_md5: bool = True) -> UserError | None:
         """Read-only (no .gz decompressed: local rank 0's download does that): all four idx files complete."""
         try:
-            if not self._legacy():
-                check_raw_files(self._raw_dir(), decompress=False)
+            self._check(decompress=False)
         except UserError as exc:
             return exc
         return None
@@ -138,6 +139,5 @@ class MNISTDataModule(files.TorchvisionDataModule):
         return self._split(ds.data.unsqueeze(1), ds.targets, source)
 
     def load(self) -> tuple[Split, Split]:
-        if not self._legacy():
-            check_raw_files(self._raw_dir())
+        self._check(decompress=True)
         return self._part(train=True), self._part(train=False)
