@@ -195,15 +195,27 @@ class NiNDataModule(L.LightningDataModule):
                 ) -> DataLoader | DeviceBatches:
         if split is None:
             raise RuntimeError("call setup() before asking for a dataloader")
-        sampler = None if shuffle else self._eval_sampler(len(split), stage)  # also refuses too few images for DDP
+        trainer = self.trainer
+        ddp = (trainer.distributed_sampler_kwargs if trainer is not None else None) or {}
+        world, rank = ddp.get("num_replicas", 1), ddp.get("rank", 0)
+        sampler = None
+        if not shuffle and world > 1 and len(split) > 0:
+            # this rank's unpadded shard of an evaluation set (Lightning's sampler pads with repeats); safe though
+            # shards differ by one image: evaluation logs epoch-level values, synced at the epoch's end
+            if len(split) < world:
+                fix = "use fewer devices" + (" or a larger dataset.val_size" if stage == "validation" else "")
+                raise UserError(f"the {stage} set has {len(split)} images for {world} DDP ranks, which "
+                                f"need one each at least; {fix}")
+            sampler = UnrepeatedDistributedSampler(range(len(split)), shuffle=False, **ddp)
         if self.device_resident:
-            return self._device_batches(split, batch_size, shuffle, stage)
+            return self._device_batches(split, batch_size, shuffle, stage, rank, world)
         return DataLoader(split, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
                           collate_fn=_as_batch, num_workers=self.cfg.num_workers,
                           persistent_workers=self.cfg.num_workers > 0,
                           drop_last=shuffle and self.static_shapes and len(split) >= batch_size)  # one shape
 
-    def _device_batches(self, split: Split, batch_size: int, shuffle: bool, stage: str) -> DeviceBatches:
+    def _device_batches(self, split: Split, batch_size: int, shuffle: bool, stage: str, rank: int, world: int
+                        ) -> DeviceBatches:
         """The split on the trainer's device (copied there once), served by DeviceBatches (data/resident.py)."""
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
@@ -211,8 +223,6 @@ class NiNDataModule(L.LightningDataModule):
         if key not in self._resident:
             self._resident[key] = Split(split.images.to(device), split.labels.to(device))
         on_device = self._resident[key]
-        kwargs = (trainer.distributed_sampler_kwargs if trainer is not None else None) or {}
-        world, rank = kwargs.get("num_replicas", 1), kwargs.get("rank", 0)
         progress: dict[str, Callable[[], int]] = {}
         if shuffle and trainer is not None:  # training: the epoch, and the batches of it already trained (a resume)
             loop = trainer.fit_loop
@@ -220,18 +230,6 @@ class NiNDataModule(L.LightningDataModule):
                         "position": lambda: loop.epoch_loop.batch_progress.current.ready}
         return DeviceBatches(on_device.images, on_device.labels, batch_size, shuffle=shuffle, seed=_run_seed(),
                              rank=rank, world=world, **progress)
-
-    def _eval_sampler(self, size: int, stage: str) -> UnrepeatedDistributedSampler | None:
-        """Under DDP: this rank's unpadded shard of an evaluation set (Lightning's sampler pads with repeats);
-        safe though shards differ by one image: evaluation logs epoch-level values, synced at the epoch's end."""
-        kwargs = self.trainer.distributed_sampler_kwargs if self.trainer is not None else None
-        if not kwargs or kwargs["num_replicas"] <= 1 or size == 0:
-            return None
-        if size < kwargs["num_replicas"]:
-            fix = "use fewer devices" + (" or a larger dataset.val_size" if stage == "validation" else "")
-            raise UserError(f"the {stage} set has {size} images for {kwargs['num_replicas']} DDP ranks, which "
-                            f"need one each at least; {fix}")
-        return UnrepeatedDistributedSampler(range(size), shuffle=False, **kwargs)
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader(self.train_split, self.cfg.batch_size, shuffle=True)
