@@ -241,8 +241,7 @@ class NiNDataModule(L.LightningDataModule):
         return self._loader(self.test_split, self.cfg.eval_batch_size, shuffle=False, stage="test")
 
     def augment_generator(self, device: torch.device) -> torch.Generator | None:
-        """This batch's augmentation RNG: None (the global one, checkpointed) on rank 0, else keyed by (seed,
-        rank, batch index across the run): not rank 0's draws, exact on resume."""
+        """None (the global RNG, checkpointed) on rank 0; on rank r, keyed by (seed, r, batch): exact on resume."""
         trainer = self.trainer
         if trainer is None or trainer.global_rank == 0:
             return None

@@ -36,8 +36,7 @@ def corrupted(path: Path, why: str) -> UserError:
 
 def first_problem(cfg: DatasetConfig, expected: list[tuple[Path, str]], check_md5: bool, started: bool,
                   not_found: str) -> UserError | None:
-    """The first of EXPECTED (path, MD5) missing (the whole dataset unless STARTED: some of its files are there),
-    then, once all are there, the first failing its MD5."""
+    """The first of EXPECTED (path, MD5) missing (STARTED: some files are there), else the first failing its MD5."""
     lacking = [path for path, _ in expected if not path.is_file()]
     if lacking and started:
         return UserError(f"{lacking[0]} is missing ({cfg.name} is incomplete); re-run with dataset.download=true, "
@@ -78,8 +77,7 @@ def extract(archive: Path, members: dict[str, Path]) -> None:
 
 def download(cfg: DatasetConfig, what: str, url: str, dest: Path, fetch: Callable[[], object],
              place: str | None = None) -> None:
-    """Run torchvision's `fetch()`; turn a network failure into one line that says so plainly, naming what
-    to copy into DEST by hand (`place`: every file the dataset needs, when WHAT is only one of them)."""
+    """Run torchvision's `fetch()`; a failure in one line, naming what to copy into DEST (`place`: all files)."""
     try:
         fetch()
     except Exception as exc:

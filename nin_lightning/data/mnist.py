@@ -1,5 +1,4 @@
-"""MNIST in torchvision's layout (docs/data.md); torchvision only checks that the idx files exist, so each file's
-idx header (magic number, dimensions) and size are checked here first."""
+"""MNIST in torchvision's layout (docs/data.md); idx headers and sizes are checked here (torchvision does not)."""
 
 from __future__ import annotations
 
@@ -85,8 +84,7 @@ class MNISTDataModule(files.TorchvisionDataModule):
         return (processed / "training.pt").is_file() and (processed / "test.pt").is_file()
 
     def _check(self, decompress: bool) -> None:
-        """Raise a one-line UserError unless the four idx files (or the legacy ones) are present and consistent.
-        `decompress`: a file present only as `.gz` counts, and is checked (MD5 too) and decompressed into raw_dir."""
+        """A one-line UserError unless the idx files are present and consistent (`decompress`: a checked .gz counts)."""
         raw_dir = self._raw_dir()
         if self._legacy():
             return
