@@ -1,6 +1,6 @@
 """Images/s delivered (augmented + normalized, batch 256, CIFAR-shaped) by three pipelines, in one run:
 
-(a) the project's: uint8 tensors in memory, a BatchTensorDataset loader (one indexing op per batch) and
+(a) the project's: uint8 tensors in memory, a loader of the Split (one indexing op per batch) and
     the batched crop/flip/normalize of `NiNDataModule.on_after_batch_transfer` (here on the CPU);
 (b) torchvision's standard per-sample one: PIL images, RandomCrop(32, padding=4), RandomHorizontalFlip,
     ToTensor, Normalize, in a DataLoader with 2 workers;
@@ -217,7 +217,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     ours, resident = project_rates(images, labels, args.epochs, torch.device(args.device))
     where = f"{args.threads} thread" if args.device == "cpu" else args.device
-    print(f"project (BatchTensorDataset + batched on-device ops, {where}): {ours:,.0f} images/s")
+    print(f"project (Split loader + batched on-device ops, {where}): {ours:,.0f} images/s")
     print(f"project, device-resident (randperm + one index per batch, {where}): {resident:,.0f} images/s")
     theirs = torchvision_path(images, labels, args.epochs)
     print(f"torchvision (PIL per sample, DataLoader num_workers=2):            {theirs:,.0f} images/s")

@@ -9,8 +9,7 @@ import torch.nn.functional as F
 
 
 class PerDevice:
-    """Host tensors copied to each device once and kept there: a host tensor moved to a CUDA device for every
-    batch is a blocking host-to-device copy (a sync per step)."""
+    """Host tensors copied to each device once and kept there (a copy per batch would block: a sync per step)."""
 
     def __init__(self, *tensors: torch.Tensor) -> None:
         self._host = tensors
@@ -42,8 +41,7 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
 
 def random_crop_flip(x: torch.Tensor, padding: int, mode: str = "zero", flip: bool = True,
                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """Pad by `padding` (zero or reflect), crop back at a random offset per sample and (if `flip`) mirror a
-    random half of the samples, in one gather through a flat (row * width + col) index (a mirror reverses cols)."""
+    """Pad (zero or reflect), crop at a random offset per sample, mirror a random half (`flip`): one gather."""
     if padding <= 0 and not flip:
         return x
     n, c, h, w = x.shape

@@ -12,7 +12,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from nin_lightning.config import DIGIT_DATASETS, DatasetConfig
 from nin_lightning.data import augment
@@ -39,22 +39,13 @@ class Split:
     def subset(self, index: torch.Tensor) -> Split:
         return Split(self.images[index], self.labels[index])
 
-
-class BatchTensorDataset(Dataset):
-    """A map-style dataset that serves a whole batch with one indexing op (`__getitems__`)."""
-
-    def __init__(self, split: Split) -> None:
-        self.split = split
-
-    def __len__(self) -> int:
-        return len(self.split)
-
+    # a map-style dataset that serves a whole batch with one indexing op (`__getitems__`)
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.split.images[i], self.split.labels[i]
+        return self.images[i], self.labels[i]
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.as_tensor(indices)
-        return self.split.images[index], self.split.labels[index]
+        return self.images[index], self.labels[index]
 
 
 def _as_batch(batch: Any) -> Any:
@@ -70,8 +61,7 @@ def val_count(val_size: int | float, n: int) -> int:
 
 
 def pad_batch(images: torch.Tensor, size: int) -> torch.Tensor:
-    """An evaluation batch padded to SIZE images (copies of its first): a compiled model sees one shape; the labels
-    stay unpadded and the padding's outputs are cut off before loss and metrics (module.py)."""
+    """An evaluation batch padded to SIZE images (copies of its first) for a compiled model (module.py cuts it)."""
     missing = size - len(images)
     if missing <= 0:
         return images
@@ -150,8 +140,7 @@ class NiNDataModule(L.LightningDataModule):
         """Check and extract `placed_archives()` into torchvision's layout; no existing file is overwritten."""
 
     def file_problem(self, check_md5: bool = True) -> UserError | None:
-        """What `load()` would refuse about the files in cfg.root (missing, incomplete, corrupted), or None;
-        `check_md5=False`: only what is cheap to see (files missing, truncated idx headers)."""
+        """What `load()` would refuse about the files in cfg.root, or None (`check_md5=False`: only the cheap)."""
         return None
 
     def split_val(self, train: Split) -> tuple[Split, Split]:
@@ -206,15 +195,27 @@ class NiNDataModule(L.LightningDataModule):
                 ) -> DataLoader | DeviceBatches:
         if split is None:
             raise RuntimeError("call setup() before asking for a dataloader")
-        sampler = None if shuffle else self._eval_sampler(len(split), stage)  # also refuses too few images for DDP
+        trainer = self.trainer
+        ddp = (trainer.distributed_sampler_kwargs if trainer is not None else None) or {}
+        world, rank = ddp.get("num_replicas", 1), ddp.get("rank", 0)
+        sampler = None
+        if not shuffle and world > 1 and len(split) > 0:
+            # this rank's unpadded shard of an evaluation set (Lightning's sampler pads with repeats); safe though
+            # shards differ by one image: evaluation logs epoch-level values, synced at the epoch's end
+            if len(split) < world:
+                fix = "use fewer devices" + (" or a larger dataset.val_size" if stage == "validation" else "")
+                raise UserError(f"the {stage} set has {len(split)} images for {world} DDP ranks, which "
+                                f"need one each at least; {fix}")
+            sampler = UnrepeatedDistributedSampler(range(len(split)), shuffle=False, **ddp)
         if self.device_resident:
-            return self._device_batches(split, batch_size, shuffle, stage)
-        return DataLoader(BatchTensorDataset(split), batch_size=batch_size, shuffle=shuffle, sampler=sampler,
+            return self._device_batches(split, batch_size, shuffle, stage, rank, world)
+        return DataLoader(split, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
                           collate_fn=_as_batch, num_workers=self.cfg.num_workers,
                           persistent_workers=self.cfg.num_workers > 0,
                           drop_last=shuffle and self.static_shapes and len(split) >= batch_size)  # one shape
 
-    def _device_batches(self, split: Split, batch_size: int, shuffle: bool, stage: str) -> DeviceBatches:
+    def _device_batches(self, split: Split, batch_size: int, shuffle: bool, stage: str, rank: int, world: int
+                        ) -> DeviceBatches:
         """The split on the trainer's device (copied there once), served by DeviceBatches (data/resident.py)."""
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
@@ -222,8 +223,6 @@ class NiNDataModule(L.LightningDataModule):
         if key not in self._resident:
             self._resident[key] = Split(split.images.to(device), split.labels.to(device))
         on_device = self._resident[key]
-        kwargs = (trainer.distributed_sampler_kwargs if trainer is not None else None) or {}
-        world, rank = kwargs.get("num_replicas", 1), kwargs.get("rank", 0)
         progress: dict[str, Callable[[], int]] = {}
         if shuffle and trainer is not None:  # training: the epoch, and the batches of it already trained (a resume)
             loop = trainer.fit_loop
@@ -231,19 +230,6 @@ class NiNDataModule(L.LightningDataModule):
                         "position": lambda: loop.epoch_loop.batch_progress.current.ready}
         return DeviceBatches(on_device.images, on_device.labels, batch_size, shuffle=shuffle, seed=_run_seed(),
                              rank=rank, world=world, **progress)
-
-    def _eval_sampler(self, size: int, stage: str) -> UnrepeatedDistributedSampler | None:
-        """Under DDP: this rank's unpadded shard of an evaluation set (Lightning's own sampler would pad it with
-        repeats). Shards differ by one image at most: safe, as evaluation logs epoch-level values only (synced at
-        the epoch's end) and DDP syncs buffers on the first forward only, which every rank runs."""
-        kwargs = self.trainer.distributed_sampler_kwargs if self.trainer is not None else None
-        if not kwargs or kwargs["num_replicas"] <= 1 or size == 0:
-            return None
-        if size < kwargs["num_replicas"]:
-            fix = "use fewer devices" + (" or a larger dataset.val_size" if stage == "validation" else "")
-            raise UserError(f"the {stage} set has {size} images for {kwargs['num_replicas']} DDP ranks, which "
-                            f"need one each at least; {fix}")
-        return UnrepeatedDistributedSampler(range(size), shuffle=False, **kwargs)
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader(self.train_split, self.cfg.batch_size, shuffle=True)
@@ -255,8 +241,7 @@ class NiNDataModule(L.LightningDataModule):
         return self._loader(self.test_split, self.cfg.eval_batch_size, shuffle=False, stage="test")
 
     def augment_generator(self, device: torch.device) -> torch.Generator | None:
-        """This training batch's augmentation RNG: None (the global one, which RNGState checkpoints) on global rank
-        0; on rank r > 0, keyed by (seed, r, batch index across the run), so not rank 0's draws, exact on resume."""
+        """None (the global RNG, checkpointed) on rank 0; on rank r, keyed by (seed, r, batch): exact on resume."""
         trainer = self.trainer
         if trainer is None or trainer.global_rank == 0:
             return None
@@ -268,8 +253,7 @@ class NiNDataModule(L.LightningDataModule):
 
     def transform_batch(self, images: torch.Tensor, training: bool, generator: torch.Generator | None = None
                         ) -> torch.Tensor:
-        """A uint8 batch on its device -> the model's float input: crop/flip, normalize, cutout while training
-        (GCN+ZCA whitens first: docs/data.md); `generator`: the augmentation's RNG (None: the global one)."""
+        """A uint8 batch on its device -> the model's float input (augmented while training; docs/data.md)."""
         cfg = self.cfg
         if self.preprocessor is not None:
             images = self.preprocessor(images)

@@ -11,43 +11,46 @@ import urllib.error
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from nin_lightning.atomic_files import atomic_write
 from nin_lightning.config import DatasetConfig
-from nin_lightning.data.base import Split
+from nin_lightning.data.base import NiNDataModule, Split
 from nin_lightning.errors import UserError
 from nin_lightning.status import say
 
 DOCS = "docs/data.md"  # each dataset's files, where they go, and their MD5s
 
 
-def root_dir(cfg: DatasetConfig) -> Path:
-    """dataset.root as an absolute path (what error messages show)."""
-    return Path(cfg.root).expanduser().resolve()
-
-
 def one_line_text(text: object) -> str:
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
-
-
-def missing(cfg: DatasetConfig, expected: str) -> UserError:
-    """The dataset is not where dataset.root says. EXPECTED names the exact files and where they go."""
-    return UserError(f"{cfg.name} not found: expected {expected}; pass dataset.download=true to download it into "
-                     f"dataset.root={cfg.root}, or dataset.root=DIR for the directory that already holds it ({DOCS})")
-
-
-def incomplete(cfg: DatasetConfig, path: Path) -> UserError:
-    """Some files are there, this one is not."""
-    return UserError(f"{path} is missing ({cfg.name} is incomplete); re-run with dataset.download=true, "
-                     "or copy the file there")
 
 
 def corrupted(path: Path, why: str) -> UserError:
     return UserError(f"{path} is corrupted or truncated ({why}); delete it and re-run with dataset.download=true, "
                      "or copy a good copy there")
+
+
+def first_problem(cfg: DatasetConfig, expected: list[tuple[Path, str]], check_md5: bool, started: bool,
+                  not_found: str) -> UserError | None:
+    """The first of EXPECTED (path, MD5) missing (STARTED: some files are there), else the first failing its MD5."""
+    lacking = [path for path, _ in expected if not path.is_file()]
+    if lacking and started:
+        return UserError(f"{lacking[0]} is missing ({cfg.name} is incomplete); re-run with dataset.download=true, "
+                         "or copy the file there")
+    if lacking:
+        return UserError(f"{cfg.name} not found: expected {not_found}; pass dataset.download=true to download it "
+                         f"into dataset.root={cfg.root}, or dataset.root=DIR for the directory that already holds it "
+                         f"({DOCS})")
+    from torchvision.datasets.utils import check_integrity
+
+    for path, md5 in expected if check_md5 else []:
+        if not check_integrity(str(path), md5):
+            return corrupted(path, "MD5 mismatch")
+    return None
 
 
 def md5_problem(path: Path, md5: str) -> UserError | None:
@@ -74,8 +77,7 @@ def extract(archive: Path, members: dict[str, Path]) -> None:
 
 def download(cfg: DatasetConfig, what: str, url: str, dest: Path, fetch: Callable[[], object],
              place: str | None = None) -> None:
-    """Run torchvision's `fetch()`; turn a network failure into one line that says so plainly, naming what
-    to copy into DEST by hand (`place`: every file the dataset needs, when WHAT is only one of them)."""
+    """Run torchvision's `fetch()`; a failure in one line, naming what to copy into DEST (`place`: all files)."""
     try:
         fetch()
     except Exception as exc:
@@ -97,10 +99,32 @@ def download(cfg: DatasetConfig, what: str, url: str, dest: Path, fetch: Callabl
         raise
 
 
-def to_split(cfg: DatasetConfig, images: np.ndarray | torch.Tensor, labels: object, source: Path) -> Split:
-    """uint8 NCHW images (copied contiguous) and int64 labels, with labels checked against num_classes."""
-    x = torch.as_tensor(images).contiguous()
-    y = torch.as_tensor(np.asarray(labels), dtype=torch.int64).reshape(-1)
-    if len(y) and (int(y.min()) < 0 or int(y.max()) >= cfg.num_classes):
-        raise corrupted(source, f"labels span {int(y.min())}..{int(y.max())}, expected 0..{cfg.num_classes - 1}")
-    return Split(x, y)
+class TorchvisionDataModule(NiNDataModule):
+    """A dataset in torchvision's layout under dataset.root, read by `torchvision.datasets.<torchvision_name>`."""
+
+    torchvision_name = ""
+
+    def _tv(self) -> Any:
+        from torchvision import datasets
+
+        return getattr(datasets, self.torchvision_name)
+
+    @property
+    def root(self) -> Path:
+        """dataset.root as an absolute path (what error messages show)."""
+        return Path(self.cfg.root).expanduser().resolve()
+
+    def _read(self, source: Path, **split: object) -> Any:
+        """torchvision's dataset of SPLIT; a refusal in one line that names the file at fault (or else SOURCE)."""
+        try:
+            return self._tv()(self.root, download=False, **split)
+        except RuntimeError as exc:
+            raise self.file_problem() or UserError(f"torchvision cannot read {source}: {one_line_text(exc)}") from exc
+
+    def _split(self, images: np.ndarray | torch.Tensor, labels: object, source: Path) -> Split:
+        """uint8 NCHW images (copied contiguous) and int64 labels, with labels checked against num_classes."""
+        x, classes = torch.as_tensor(images).contiguous(), self.cfg.num_classes
+        y = torch.as_tensor(np.asarray(labels), dtype=torch.int64).reshape(-1)
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= classes):
+            raise corrupted(source, f"labels span {int(y.min())}..{int(y.max())}, expected 0..{classes - 1}")
+        return Split(x, y)

@@ -1,8 +1,8 @@
-"""MNIST in torchvision's layout (docs/data.md); torchvision only checks that the idx files exist, so each file's
-idx header (magic number, dimensions) and size are checked here first."""
+"""MNIST in torchvision's layout (docs/data.md); idx headers and sizes are checked here (torchvision does not)."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import struct
 import zlib
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nin_lightning.atomic_files import atomic_write
 from nin_lightning.data import files
-from nin_lightning.data.base import NiNDataModule, Split
+from nin_lightning.data.base import Split
 from nin_lightning.errors import UserError
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
@@ -66,53 +66,50 @@ def _decompress_checked(gz: Path, raw: Path, labels: bool) -> None:
                         "or make the directory writable") from exc
 
 
-def check_raw_files(raw_dir: Path, decompress: bool = True) -> None:
-    """Raise a one-line UserError unless the four idx files are present and consistent. `decompress`: a file
-    present only as `.gz` counts, and is checked (MD5 too) and decompressed into raw_dir."""
-    for split, (image_file, label_file) in FILES.items():
-        counts = []
-        for name, labels in ((image_file, False), (label_file, True)):
-            raw = raw_dir / name
-            gz = _placed_gz(raw_dir, name) if decompress and not raw.is_file() else None
-            if gz is not None:
-                _decompress_checked(gz, raw, labels)
-            if not raw.is_file():
-                raise _not_found(raw_dir, raw)
-            with open(raw, "rb") as f:
-                head = f.read(16)
-            counts.append(_check_idx(raw, head, raw.stat().st_size, labels))
-        if counts[0] != counts[1]:
-            raise files.corrupted(raw_dir / label_file,
-                                  f"{counts[1]} labels for the {counts[0]} {split} images in {image_file}")
-
-
-def _not_found(raw_dir: Path, path: Path) -> UserError:
-    if raw_dir.is_dir() and any(raw_dir.iterdir()):
-        return UserError(f"{path} is missing (MNIST is incomplete); re-run with dataset.download=true, "
-                         f"or copy the file (or {path.name}.gz) there")
-    return UserError(f"mnist not found: expected {raw_dir}/{GZ_LISTED} (the four files as downloaded, MD5-checked "
-                     f"and decompressed at the start, or already decompressed; the .gz files may also sit in "
-                     f"{raw_dir.parent.parent} itself); pass dataset.download=true to download them, or "
-                     f"dataset.root=DIR for the directory that holds them or MNIST/raw/ ({files.DOCS})")
-
-
-class MNISTDataModule(NiNDataModule):
+class MNISTDataModule(files.TorchvisionDataModule):
     """60k training images (val_size of them for validation), the official 10k test set."""
 
+    torchvision_name = "MNIST"
+
     def _raw_dir(self) -> Path:
-        return files.root_dir(self.cfg) / "MNIST" / "raw"
+        return self.root / "MNIST" / "raw"
 
     def download(self) -> None:
-        from torchvision.datasets import MNIST
-
-        root = files.root_dir(self.cfg)
-        files.download(self.cfg, GZ_LISTED, MNIST.mirrors[0], self._raw_dir(),
-                       lambda: MNIST(root, train=True, download=True))
+        files.download(self.cfg, GZ_LISTED, self._tv().mirrors[0], self._raw_dir(),
+                       functools.partial(self._tv(), self.root, train=True, download=True))
 
     def _legacy(self) -> bool:
         """torchvision still reads the old `MNIST/processed/{training,test}.pt` when both exist."""
         processed = self._raw_dir().parent / "processed"
         return (processed / "training.pt").is_file() and (processed / "test.pt").is_file()
+
+    def _check(self, decompress: bool) -> None:
+        """A one-line UserError unless the idx files are present and consistent (`decompress`: a checked .gz counts)."""
+        raw_dir = self._raw_dir()
+        if self._legacy():
+            return
+        for split, (image_file, label_file) in FILES.items():
+            counts = []
+            for name, labels in ((image_file, False), (label_file, True)):
+                raw = raw_dir / name
+                gz = _placed_gz(raw_dir, name) if decompress and not raw.is_file() else None
+                if gz is not None:
+                    _decompress_checked(gz, raw, labels)
+                if not raw.is_file() and raw_dir.is_dir() and any(raw_dir.iterdir()):
+                    raise UserError(f"{raw} is missing (MNIST is incomplete); re-run with dataset.download=true, "
+                                    f"or copy the file (or {raw.name}.gz) there")
+                if not raw.is_file():
+                    raise UserError(f"mnist not found: expected {raw_dir}/{GZ_LISTED} (the four files as "
+                                    "downloaded, MD5-checked and decompressed at the start, or already decompressed; "
+                                    f"the .gz files may also sit in {raw_dir.parent.parent} itself); pass "
+                                    "dataset.download=true to download them, or dataset.root=DIR for the directory "
+                                    f"that holds them or MNIST/raw/ ({files.DOCS})")
+                with open(raw, "rb") as f:
+                    head = f.read(16)
+                counts.append(_check_idx(raw, head, raw.stat().st_size, labels))
+            if counts[0] != counts[1]:
+                raise files.corrupted(raw_dir / label_file,
+                                      f"{counts[1]} labels for the {counts[0]} {split} images in {image_file}")
 
     def placed_archives(self) -> list[Path]:
         raw_dir = self._raw_dir()
@@ -124,25 +121,21 @@ class MNISTDataModule(NiNDataModule):
     def unpack(self) -> None:
         """Placed .gz files (in MNIST/raw/ or the root), checked and MD5-checked, decompressed into MNIST/raw/."""
         if self.placed_archives():
-            check_raw_files(self._raw_dir())
+            self._check(decompress=True)
 
     def file_problem(self, check_md5: bool = True) -> UserError | None:
         """Read-only (no .gz decompressed: local rank 0's download does that): all four idx files complete."""
         try:
-            if not self._legacy():
-                check_raw_files(self._raw_dir(), decompress=False)
+            self._check(decompress=False)
         except UserError as exc:
             return exc
         return None
 
-    def _read(self, train: bool) -> Split:
-        from torchvision.datasets import MNIST
-
-        ds = MNIST(files.root_dir(self.cfg), train=train, download=False)
+    def _part(self, train: bool) -> Split:
         source = self._raw_dir() / FILES["train" if train else "test"][1]
-        return files.to_split(self.cfg, ds.data.unsqueeze(1), ds.targets, source)
+        ds = self._read(source, train=train)
+        return self._split(ds.data.unsqueeze(1), ds.targets, source)
 
     def load(self) -> tuple[Split, Split]:
-        if not self._legacy():
-            check_raw_files(self._raw_dir())
-        return self._read(train=True), self._read(train=False)
+        self._check(decompress=True)
+        return self._part(train=True), self._part(train=False)

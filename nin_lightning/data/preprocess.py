@@ -51,15 +51,6 @@ def fit_zca(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean.float(), whiten.float()
 
 
-def cache_key(name: str, train_images: torch.Tensor) -> str:
-    """A hash of the training images' bytes and of the preprocessing constants."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(repr((VERSION, name, tuple(train_images.shape), ZCA_FILTER_BIAS, GCN_MIN_DIVISOR,
-                   FIT_MAX_IMAGES, FIT_SEED)).encode())
-    h.update(memoryview(train_images.contiguous().numpy()).cast("B"))
-    return h.hexdigest()
-
-
 class GcnZca(PerDevice):
     """uint8 (N, C, H, W) batch -> GCN + ZCA-whitened float32 (N, C, H, W), on the batch's device."""
 
@@ -73,8 +64,12 @@ class GcnZca(PerDevice):
 
 
 def cache_path(cfg: DatasetConfig, train_images: torch.Tensor) -> Path:
-    key = cache_key(cfg.name, train_images)
-    return Path(cfg.root).expanduser() / CACHE_DIR / f"{cfg.name}-gcn_zca-{key}.pt"
+    """Keyed by a hash of the training images' bytes and of the preprocessing constants."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((VERSION, cfg.name, tuple(train_images.shape), ZCA_FILTER_BIAS, GCN_MIN_DIVISOR,
+                   FIT_MAX_IMAGES, FIT_SEED)).encode())
+    h.update(memoryview(train_images.contiguous().numpy()).cast("B"))
+    return Path(cfg.root).expanduser() / CACHE_DIR / f"{cfg.name}-gcn_zca-{h.hexdigest()}.pt"
 
 
 def build(cfg: DatasetConfig, train_images: torch.Tensor) -> GcnZca:

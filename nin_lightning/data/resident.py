@@ -15,11 +15,8 @@ def derived_seed(*keys: int) -> int:
 
 
 class DeviceBatches:
-    """`len()` (images, labels) batches per epoch of a split already on its device; resumable mid-epoch.
-
-    `epoch` and `position` (batches of it already trained) are read from the Trainer when an epoch's iteration
-    starts: Lightning asks for a sized loader's first batch only after restoring its progress from a checkpoint.
-    """
+    """`len()` (images, labels) batches per epoch of a split already on its device; resumable mid-epoch: `epoch`
+    and `position` are read when iteration starts, after Lightning restored its progress from a checkpoint."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, shuffle: bool,
                  seed: int = 0, rank: int = 0, world: int = 1, epoch: Callable[[], int] = lambda: 0,

@@ -5,11 +5,10 @@ from __future__ import annotations
 import functools
 
 import torch
-from torchvision.datasets.utils import check_integrity
 
 from nin_lightning.config import DatasetConfig
 from nin_lightning.data import files
-from nin_lightning.data.base import NiNDataModule, Split, val_count
+from nin_lightning.data.base import Split, val_count
 from nin_lightning.errors import UserError
 
 TRAIN_SHARE, EXTRA_SHARE = 2, 1  # the paper's 400 : 200 per class
@@ -29,8 +28,10 @@ def stratified_pick(labels: torch.Tensor, per_class: int, num_classes: int, gene
     return torch.cat(picked).sort().values
 
 
-class SVHNDataModule(NiNDataModule):
+class SVHNDataModule(files.TorchvisionDataModule):
     """73,257 training images (+ 531,131 with dataset.split=train+extra); the official 26,032 test images."""
+
+    torchvision_name = "SVHN"
 
     def __init__(self, cfg: DatasetConfig) -> None:
         super().__init__(cfg)
@@ -41,67 +42,41 @@ class SVHNDataModule(NiNDataModule):
         return ("train", "extra", "test") if self.cfg.split == "train+extra" else ("train", "test")
 
     def download(self) -> None:
-        from torchvision.datasets import SVHN
         from torchvision.datasets.utils import download_url
 
-        root = files.root_dir(self.cfg)
-        needed = " and ".join(SVHN.split_list[part][1] for part in self._parts())
+        needed = " and ".join(self._tv().split_list[part][1] for part in self._parts())
         for part in self._parts():
-            url, filename, md5 = SVHN.split_list[part]
+            url, filename, md5 = self._tv().split_list[part]
             # download_url keeps a file whose MD5 already matches, and fetches it otherwise
-            fetch = functools.partial(download_url, url, str(root), filename, md5)
-            files.download(self.cfg, filename, url, root, fetch, place=needed)
-
-    def _part_problem(self, part: str, check_md5: bool = True) -> UserError | None:
-        """`<part>_32x32.mat` missing or (with `check_md5`) failing its MD5, or None."""
-        from torchvision.datasets import SVHN
-
-        root = files.root_dir(self.cfg)
-        _, filename, md5 = SVHN.split_list[part]
-        path = root / filename
-        if not path.is_file():
-            if any((root / n).is_file() for _, n, _ in SVHN.split_list.values()):
-                return files.incomplete(self.cfg, path)
-            names = [SVHN.split_list[p][1] for p in self._parts()]
-            return files.missing(self.cfg, f"{root / names[0]} and {' and '.join(names[1:])} in the same dir "
-                                           "(torchvision's SVHN files, MD5-checked)")
-        if check_md5 and not check_integrity(str(path), md5):
-            return files.corrupted(path, "MD5 mismatch")
-        return None
+            fetch = functools.partial(download_url, url, str(self.root), filename, md5)
+            files.download(self.cfg, filename, url, self.root, fetch, place=needed)
 
     def file_problem(self, check_md5: bool = True) -> UserError | None:
-        """The first file missing, then (once all are there) one failing its MD5, in reverse download order:
-        a file still arriving fails before the big ones are read."""
-        parts = self._parts()
-        checks = [(part, False) for part in parts] + [(part, True) for part in reversed(parts) if check_md5]
-        for part, md5 in checks:
-            if (problem := self._part_problem(part, md5)) is not None:
-                return problem
-        return None
+        """In reverse download order: a file still arriving fails its MD5 before the big ones are read."""
+        split_list, root = self._tv().split_list, self.root
+        expected = [(root / split_list[part][1], split_list[part][2]) for part in reversed(self._parts())]
+        names = [path.name for path, _ in reversed(expected)]
+        return files.first_problem(self.cfg, expected, check_md5,
+                                   any((root / name).is_file() for _, name, _ in split_list.values()),
+                                   f"{root / names[0]} and {' and '.join(names[1:])} in the same dir "
+                                   "(torchvision's SVHN files, MD5-checked)")
 
-    def _read(self, part: str) -> Split:
-        from torchvision.datasets import SVHN
-
-        root = files.root_dir(self.cfg)
-        path = root / SVHN.split_list[part][1]
-        try:
-            ds = SVHN(root, split=part, download=False)
-        except RuntimeError as exc:
-            problem = self._part_problem(part)
-            raise problem or UserError(f"torchvision cannot read {path}: {files.one_line_text(exc)}") from exc
+    def _part(self, part: str) -> Split:
+        source = self.root / self._tv().split_list[part][1]
+        ds = self._read(source, split=part)
         # torchvision already transposed X (32, 32, 3, N) to (N, 3, 32, 32) and mapped label 10 to 0
-        return files.to_split(self.cfg, ds.data, ds.labels, path)
+        return self._split(ds.data, ds.labels, source)
 
     def load(self) -> tuple[Split, Split]:
-        train = self._read("train")
+        train = self._part("train")
         if self.cfg.split == "train":
-            return train, self._read("test")
+            return train, self._part("test")
         self.official_train_size = len(train)
-        extra = self._read("extra")
+        extra = self._part("extra")
         images = torch.cat([train.images, extra.images])
         labels = torch.cat([train.labels, extra.labels])
         del train, extra
-        return Split(images, labels), self._read("test")
+        return Split(images, labels), self._part("test")
 
     def split_val(self, train: Split) -> tuple[Split, Split]:
         if self.cfg.split == "train":
