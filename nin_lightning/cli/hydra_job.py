@@ -44,13 +44,6 @@ def _hydra_files(hc: HydraConf, task_yaml: str) -> dict[str, str]:
             "overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(list(hc.overrides.task)))}
 
 
-def hydra_choices() -> dict[str, str]:
-    """`group -> option` of the job running now (`{}` outside Hydra)."""
-    if not HydraConfig.initialized():
-        return {}
-    return {str(k): str(v) for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
-
-
 def job_context(task_yaml: str) -> JobContext:
     """The JobContext of the Hydra job running now (a plain JobContext outside Hydra)."""
     if not HydraConfig.initialized():
@@ -70,7 +63,7 @@ def job_context(task_yaml: str) -> JobContext:
         group=Path(hc.sweep.dir).name if multirun else None,
         name=name or None,
         swept=tuple(short_names(swept)),
-        choices=hydra_choices(),
+        choices={str(k): str(v) for k, v in hc.runtime.choices.items() if v is not None},
         trainer_option=hc.runtime.choices.get("trainer"),
         run_dir_pinned=multirun or pinned,
         overrides=tuple(hc.overrides.task),
