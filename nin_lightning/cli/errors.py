@@ -72,8 +72,7 @@ def _dead_job(exc: BaseException) -> str | None:
 
 
 def _job_error(exc: BaseException) -> str | None:
-    """A job that failed in a process of its own (submitit's FailedJobError): its `error: ...` line, or else its
-    last `SomeError: ...` line."""
+    """submitit's FailedJobError (a job's own process): its `error: ...` line, else its last `SomeError: ...`."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     if len(lines) < 3:
         return None
@@ -147,8 +146,7 @@ def _hydra_reraises() -> Iterator[None]:
 
 
 def one_line_errors(main: Callable[[], Any]) -> Any:
-    """Run `main`; turn any exception into one line and a non-zero exit (2 for the user's mistakes), unless the
-    user set HYDRA_FULL_ERROR=1."""
+    """Run `main`; any exception as one line and a non-zero exit (2: the user's mistake) unless HYDRA_FULL_ERROR=1."""
     if wants_traceback():
         return main()
     try:

@@ -75,8 +75,7 @@ class RunDirMade(Callback):
 
 
 class SweepConfigSaved(Callback):
-    """SWEEP_DIR/multirun.yaml, as Hydra's basic sweeper saves it, for the sweepers that save none (Optuna's): a
-    search's jobs are then named by its swept keys (config/sweep.py), and the report finds them."""
+    """SWEEP_DIR/multirun.yaml for sweepers that save none (Optuna's): job names and the report read it."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):

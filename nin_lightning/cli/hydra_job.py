@@ -37,8 +37,7 @@ def _rerun_command(hc: HydraConf) -> tuple[str, ...]:
 
 
 def _hydra_files(hc: HydraConf, task_yaml: str) -> dict[str, str]:
-    """What Hydra would have written to RUN_DIR/.hydra/ (hydra.output_subdir=null: rundir writes them once the
-    run's checks passed)."""
+    """RUN_DIR/.hydra/'s files (hydra.output_subdir=null: rundir writes them once the run's checks passed)."""
     return {"config.yaml": task_yaml,
             "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})),
             "overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(list(hc.overrides.task)))}

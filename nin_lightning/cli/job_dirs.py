@@ -1,5 +1,4 @@
-"""A sweep's job dirs, named as its launcher will name them (discrete sweeps, expanded as the basic sweeper does),
-checked against the filesystem's limits before the sweep makes any dir: a refused name would stop it at a job."""
+"""A sweep's job dir names, checked against the filesystem's limits before any is made (else one stops the sweep)."""
 
 from __future__ import annotations
 

@@ -54,8 +54,7 @@ OPTIMIZER_IMPLEMENTATIONS = ("fused", "foreach", "for_loop")
 
 
 def is_val_size(value: Any) -> bool:
-    """Whether VALUE is a valid `dataset.val_size`: a count of images (an int >= 0, not a bool) or a fraction of
-    the training set (a float strictly between 0 and 1)."""
+    """Whether VALUE is a valid `dataset.val_size`: an int >= 0 (not a bool) or a float with 0 < x < 1."""
     if isinstance(value, bool):
         return False
     return (isinstance(value, int) and value >= 0) or (isinstance(value, float) and 0.0 < value < 1.0)

@@ -67,8 +67,7 @@ def sweep_name_resolver(task: Any) -> str:
 
 
 def job_label(task: Iterable[str], keys: Iterable[str], exclude: Iterable[str] = ()) -> str:
-    """A sweep job's name (W&B run, dir `<number>_<label>`): its overrides of the swept KEYS less the EXCLUDEd, sorted
-    as Hydra sorts override_dirname (`model.dropout=0.5,seed=2`)."""
+    """A sweep job's name (W&B run, dir `<number>_<label>`): its sorted overrides of KEYS less EXCLUDE (`seed=2`)."""
     swept, dropped = set(keys), set(exclude)
     lines = [o.input_line for o in override_parser().parse_overrides([str(t) for t in task])
              if o.key_or_group in swept and o.key_or_group not in dropped]
