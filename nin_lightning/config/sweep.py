@@ -115,7 +115,5 @@ def register_resolvers() -> None:
     """nin.sweep_name and nin.job_dir, for conf/train.yaml."""
     from omegaconf import OmegaConf
 
-    if not OmegaConf.has_resolver("nin.sweep_name"):
-        OmegaConf.register_new_resolver("nin.sweep_name", sweep_name_resolver, use_cache=True)
-    if not OmegaConf.has_resolver("nin.job_dir"):
-        OmegaConf.register_new_resolver("nin.job_dir", job_dir_resolver)
+    OmegaConf.register_new_resolver("nin.sweep_name", sweep_name_resolver, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("nin.job_dir", job_dir_resolver, replace=True)
