@@ -1,5 +1,4 @@
-"""Typed config schemas: Hydra checks keys and types as it composes; `validate` builds these dataclasses, whose
-`__post_init__` checks ranges, choices and cross-key rules."""
+"""Typed config schemas: Hydra checks keys and types as it composes; `__post_init__` checks ranges and rules."""
 
 from __future__ import annotations
 
@@ -316,8 +315,7 @@ def wandb_env_tags() -> list[str]:
 
 
 def check_wandb_names(project: str | None, entity: str | None, tags: list[str]) -> None:
-    """A one-line UserError for a project, entity or tag W&B would refuse once the run had begun (the config's
-    value, else the WANDB_* variable that would be used)."""
+    """A one-line UserError for a project, entity or tag (the config's, else WANDB_*'s) W&B would refuse later."""
     for key, var, value in (("logger.project", "WANDB_PROJECT", project), ("logger.entity", "WANDB_ENTITY", entity)):
         source, value = (key, value) if value is not None else (var, os.environ.get(var))
         if value is None:

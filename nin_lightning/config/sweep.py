@@ -1,5 +1,4 @@
-"""A sweep's swept keys (from its overrides and hydra.sweeper.params, or its multirun.yaml), and the names they
-give the sweep (`dropout-seed_<time>`: its dir and W&B group) and its jobs."""
+"""A sweep's swept keys, and the names they give the sweep (`dropout-seed_<time>`: dir, W&B group) and its jobs."""
 
 from __future__ import annotations
 
