@@ -66,8 +66,7 @@ def on_off(value: str | None) -> bool | None:
 
 
 def quiet_lightning() -> None:
-    """Lightning's start-up lines (`GPU available: ...`, about its Trainer, not the run) muted, and the library
-    warnings train.py filters."""
+    """Lightning's start-up lines (`GPU available: ...`) muted, and the library warnings train.py filters."""
     import lightning  # noqa: F401  (its loggers get their level when it is imported; ours must come after)
 
     from nin_lightning.cli.quiet import quiet_libraries

@@ -40,6 +40,9 @@ def _missing_option(exc: BaseException) -> str | None:
 
 def _bad_key_or_value(exc: BaseException) -> str | None:
     """OmegaConf's error behind a failed override: an unknown key, or a value of the wrong type."""
+    from dataclasses import is_dataclass
+    from typing import get_type_hints
+
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
     from nin_lightning.config import unknown_key
@@ -51,18 +54,10 @@ def _bad_key_or_value(exc: BaseException) -> str | None:
     if isinstance(omega, ConfigKeyError | ConfigAttributeError):
         return unknown_key(key)
     reason = (omega.msg or str(omega)).strip().splitlines()[0].strip()  # the rest repeats full_key and types
-    fix = _TYPE_FIX.get(_field_type(omega.object_type, omega.key))
+    schema = omega.object_type  # the dataclass whose field's annotated type OmegaConf tried to convert to
+    hints = get_type_hints(schema) if isinstance(schema, type) and is_dataclass(schema) else {}
+    fix = _TYPE_FIX.get(hints.get(omega.key))
     return f"{key}: {reason}" + (f"; give {fix.format(key=key)}" if fix else "")
-
-
-def _field_type(schema: Any, key: Any) -> Any:
-    """The annotated type of field KEY of the dataclass SCHEMA (what OmegaConf tried to convert to)."""
-    from dataclasses import is_dataclass
-    from typing import get_type_hints
-
-    if not (isinstance(schema, type) and is_dataclass(schema) and isinstance(key, str)):
-        return None
-    return get_type_hints(schema).get(key)
 
 
 def _dead_job(exc: BaseException) -> str | None:
@@ -77,8 +72,7 @@ def _dead_job(exc: BaseException) -> str | None:
 
 
 def _job_error(exc: BaseException) -> str | None:
-    """A job that failed in a process of its own (submitit's FailedJobError): its `error: ...` line, or else its
-    last `SomeError: ...` line."""
+    """submitit's FailedJobError (a job's own process): its `error: ...` line, else its last `SomeError: ...`."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     if len(lines) < 3:
         return None
@@ -152,8 +146,7 @@ def _hydra_reraises() -> Iterator[None]:
 
 
 def one_line_errors(main: Callable[[], Any]) -> Any:
-    """Run `main`; turn any exception into one line and a non-zero exit (2 for the user's mistakes), unless the
-    user set HYDRA_FULL_ERROR=1."""
+    """Run `main`; any exception as one line and a non-zero exit (2: the user's mistake) unless HYDRA_FULL_ERROR=1."""
     if wants_traceback():
         return main()
     try:

@@ -25,35 +25,27 @@ def task_config(config: DictConfig) -> DictConfig:
     return task
 
 
-def swept_values(config: DictConfig) -> list[tuple[str, Any]]:
-    """(key, value) for every value of every swept config key on the command line (not group choices, whose
-    configs Hydra composes per job, nor intervals, which a search samples)."""
-    task = task_config(config)
-    pairs = []
+def _check_each_swept_value(config: DictConfig) -> None:
+    """The base config with each value of each swept config key on the command line in turn, so a bad value late in
+    a grid fails before the first job. Not group choices (Hydra composes their configs per job), intervals (a search
+    samples them), nor added or deleted keys (checked when their job composes)."""
+    base = task_config(config)
     for override in override_parser().parse_overrides(list(config.hydra.overrides.task)):
         key = override.get_key_element()
         if not override.is_sweep_override() or override.is_interval_sweep() or override.is_hydra_override():
             continue
-        groups = config.hydra.runtime.choices
-        if key.lstrip("+~") in groups or isinstance(OmegaConf.select(task, key.lstrip("+~")), DictConfig):
-            continue  # a config group (dataset=mnist,cifar10)
-        pairs += [(key, value) for value in override.sweep_string_iterator()]
-    return pairs
-
-
-def _check_each_swept_value(config: DictConfig) -> None:
-    """The base config with each swept value in turn, so a bad value late in a grid fails before the first job
-    (added or deleted keys are checked when their job composes)."""
-    for key, value in swept_values(config):
-        if key.startswith(("+", "~")):
+        if key.startswith(("+", "~")) or key in config.hydra.runtime.choices:
             continue
-        task = task_config(config)
-        try:
-            task.merge_with_dotlist([f"{key}={value}"])
-        except Exception as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"{key}={value} (a value of the sweep): {reason}; fix or drop that value") from exc
-        validate(task)
+        if isinstance(OmegaConf.select(base, key), DictConfig):
+            continue  # a config group (dataset=mnist,cifar10)
+        for value in override.sweep_string_iterator():
+            task = task_config(config)
+            try:
+                task.merge_with_dotlist([f"{key}={value}"])
+            except Exception as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise UserError(f"{key}={value} (a value of the sweep): {reason}; fix or drop that value") from exc
+            validate(task)
 
 
 class ValidateOnStart(Callback):
@@ -83,8 +75,7 @@ class RunDirMade(Callback):
 
 
 class SweepConfigSaved(Callback):
-    """SWEEP_DIR/multirun.yaml, as Hydra's basic sweeper saves it, for the sweepers that save none (Optuna's): a
-    search's jobs are then named by its swept keys (config/sweep.py), and the report finds them."""
+    """SWEEP_DIR/multirun.yaml for sweepers that save none (Optuna's): job names and the report read it."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):

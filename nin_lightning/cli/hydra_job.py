@@ -37,18 +37,10 @@ def _rerun_command(hc: HydraConf) -> tuple[str, ...]:
 
 
 def _hydra_files(hc: HydraConf, task_yaml: str) -> dict[str, str]:
-    """What Hydra would have written to RUN_DIR/.hydra/ (hydra.output_subdir=null: rundir writes them once the
-    run's checks passed)."""
+    """RUN_DIR/.hydra/'s files (hydra.output_subdir=null: rundir writes them once the run's checks passed)."""
     return {"config.yaml": task_yaml,
             "hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})),
             "overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(list(hc.overrides.task)))}
-
-
-def hydra_choices() -> dict[str, str]:
-    """`group -> option` of the job running now (`{}` outside Hydra)."""
-    if not HydraConfig.initialized():
-        return {}
-    return {str(k): str(v) for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
 
 
 def job_context(task_yaml: str) -> JobContext:
@@ -70,7 +62,7 @@ def job_context(task_yaml: str) -> JobContext:
         group=Path(hc.sweep.dir).name if multirun else None,
         name=name or None,
         swept=tuple(short_names(swept)),
-        choices=hydra_choices(),
+        choices={str(k): str(v) for k, v in hc.runtime.choices.items() if v is not None},
         trainer_option=hc.runtime.choices.get("trainer"),
         run_dir_pinned=multirun or pinned,
         overrides=tuple(hc.overrides.task),

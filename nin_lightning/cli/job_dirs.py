@@ -1,11 +1,9 @@
-"""A sweep's job dirs, named as its launcher will name them (discrete sweeps, expanded as the basic sweeper does),
-checked against the filesystem's limits before the sweep makes any dir: a refused name would stop it at a job."""
+"""A sweep's job dir names, checked against the filesystem's limits before any is made (else one stops the sweep)."""
 
 from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -40,8 +38,17 @@ def override_dirname(config: DictConfig, overrides: list[str]) -> str:
     return str(spec.item_sep).join(lines).replace("=", str(spec.kv_sep))
 
 
-def job_dirs(config: DictConfig) -> Iterator[tuple[int, list[str], Path]]:
-    """(number, overrides, dir) of every job of the sweep, its dir as the launcher will make it."""
+def _limit(path: Path, name: str, default: int) -> int:
+    """The filesystem's limit NAME where PATH would be made (at its deepest dir that exists)."""
+    existing = next((p for p in [path, *path.parents] if is_dir(p)), Path("/"))
+    try:
+        return int(os.pathconf(existing, name))
+    except (OSError, ValueError, AttributeError):
+        return default
+
+
+def check_job_dirs(config: DictConfig) -> None:
+    """Refuse the sweep, in one line, when a job's dir (as its launcher will name it) is too long for the filesystem."""
     sweep_dir = Path(str(config.hydra.sweep.dir))  # the sweeper makes it from the sweep's own config
     job = config.copy()
     OmegaConf.copy_cache(from_config=config, to_config=job)
@@ -54,22 +61,7 @@ def job_dirs(config: DictConfig) -> Iterator[tuple[int, list[str], Path]]:
             job.hydra.job.num, job.hydra.job.id = num, f"job_id_for_{num}"
             job.hydra.job.override_dirname = override_dirname(config, overrides)
             job.hydra.overrides.task = overrides
-        folder = sweep_dir / str(job.hydra.sweep.subdir)
-        yield num, overrides, folder.absolute()
-
-
-def _limit(path: Path, name: str, default: int) -> int:
-    """The filesystem's limit NAME where PATH would be made (at its deepest dir that exists)."""
-    existing = next((p for p in [path, *path.parents] if is_dir(p)), Path("/"))
-    try:
-        return int(os.pathconf(existing, name))
-    except (OSError, ValueError, AttributeError):
-        return default
-
-
-def check_job_dirs(config: DictConfig) -> None:
-    """Refuse the sweep, in one line, when a job's dir has a name or path longer than the filesystem allows."""
-    for num, overrides, folder in job_dirs(config):
+        folder = (sweep_dir / str(job.hydra.sweep.subdir)).absolute()
         name_max, path_max = _limit(folder, "PC_NAME_MAX", 255), _limit(folder, "PC_PATH_MAX", 4096)
         long_name = next((part for part in folder.parts if len(part.encode()) > name_max), None)
         too_long = len(str(folder).encode()) + RUN_FILES_RESERVE > path_max

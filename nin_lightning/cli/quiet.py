@@ -28,11 +28,6 @@ def _drop_adverts(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith(_LOG_PREFIXES)
 
 
-def quiet_before_import() -> None:
-    """Before torch loads: matplotlib (torchmetrics imports it) logs "generated new fontManager" in a new HOME."""
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
-
-
 def quiet_libraries() -> None:
     """Filter the warnings above; under Hydra's job logging, Lightning's lines are printed once, by it."""
     for pattern in _WARNINGS:
@@ -102,6 +97,7 @@ class _LightningWarningsToLog:
 def quiet_console(verbose: bool, sweep: bool) -> None:
     """Unless `verbose`: only our status lines (and epoch lines outside a sweep) and warnings on the console (the
     root logger's stream handlers); Lightning's own warnings go to RUN_DIR/train.log only."""
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # before torchmetrics imports it: its fontManager line
     if isinstance(warnings.showwarning, _LightningWarningsToLog):  # a sweep's jobs may share this process
         warnings.showwarning = warnings.showwarning.shown_before
     if not verbose:

@@ -7,20 +7,16 @@ from pathlib import Path
 from nin_lightning.config.schema import (
     DATASETS,
     DIGIT_DATASETS,
-    OPTIMIZER_IMPLEMENTATIONS,
     AdamWConfig,
     CallbacksConfig,
-    ConstantConfig,
     CosineConfig,
     DatasetConfig,
     LoggerConfig,
     ModelConfig,
     MultiStepConfig,
     OneCycleConfig,
-    OptimizerConfig,
     PiecewiseConfig,
     PlateauConfig,
-    SchedulerConfig,
     SGDConfig,
     TrainConfig,
     TrainerConfig,
@@ -36,10 +32,9 @@ from nin_lightning.config.store import (
     validate,
 )
 
-__all__ = ["DATASETS", "DIGIT_DATASETS", "OPTIMIZER_IMPLEMENTATIONS", "AdamWConfig", "CallbacksConfig",
-           "ConstantConfig", "CosineConfig", "DatasetConfig", "JobContext", "LoggerConfig", "ModelConfig",
-           "MultiStepConfig", "OneCycleConfig", "OptimizerConfig", "PiecewiseConfig", "PlateauConfig", "SGDConfig",
-           "SchedulerConfig", "TrainConfig", "TrainerConfig", "from_plain", "group_from_plain", "known_keys",
+__all__ = ["DATASETS", "DIGIT_DATASETS", "AdamWConfig", "CallbacksConfig", "CosineConfig", "DatasetConfig",
+           "JobContext", "LoggerConfig", "ModelConfig", "MultiStepConfig", "OneCycleConfig", "PiecewiseConfig",
+           "PlateauConfig", "SGDConfig", "TrainConfig", "TrainerConfig", "from_plain", "group_from_plain", "known_keys",
            "register_configs", "surprises", "to_plain_dict", "unknown_key", "validate"]
 
 

@@ -1,5 +1,4 @@
-"""Typed config schemas: Hydra checks keys and types as it composes; `validate` builds these dataclasses, whose
-`__post_init__` checks ranges, choices and cross-key rules."""
+"""Typed config schemas: Hydra checks keys and types as it composes; `__post_init__` checks ranges and rules."""
 
 from __future__ import annotations
 
@@ -54,8 +53,7 @@ OPTIMIZER_IMPLEMENTATIONS = ("fused", "foreach", "for_loop")
 
 
 def is_val_size(value: Any) -> bool:
-    """Whether VALUE is a valid `dataset.val_size`: a count of images (an int >= 0, not a bool) or a fraction of
-    the training set (a float strictly between 0 and 1)."""
+    """Whether VALUE is a valid `dataset.val_size`: an int >= 0 (not a bool) or a float with 0 < x < 1."""
     if isinstance(value, bool):
         return False
     return (isinstance(value, int) and value >= 0) or (isinstance(value, float) and 0.0 < value < 1.0)
@@ -317,8 +315,7 @@ def wandb_env_tags() -> list[str]:
 
 
 def check_wandb_names(project: str | None, entity: str | None, tags: list[str]) -> None:
-    """A one-line UserError for a project, entity or tag W&B would refuse once the run had begun (the config's
-    value, else the WANDB_* variable that would be used)."""
+    """A one-line UserError for a project, entity or tag (the config's, else WANDB_*'s) W&B would refuse later."""
     for key, var, value in (("logger.project", "WANDB_PROJECT", project), ("logger.entity", "WANDB_ENTITY", entity)):
         source, value = (key, value) if value is not None else (var, os.environ.get(var))
         if value is None:

@@ -81,8 +81,7 @@ def known_keys() -> tuple[str, ...]:
 
 
 def unknown_key(key: str) -> str:
-    """The one-line error for KEY, which the composed config lacks: the group options that do define it (a
-    key of `scheduler=multistep` while cosine is chosen), or else the spelling with a close match."""
+    """The one-line error for KEY, which the composed config lacks: the group options that define it, or a spelling."""
     group, _, rest = key.partition(".")
     owners = [f"{group}={name.removesuffix('_schema')}" for (g, name), schema in SCHEMAS.items()
               if g == group and rest in _keys(schema)]

@@ -1,5 +1,4 @@
-"""A sweep's swept keys (from its overrides and hydra.sweeper.params, or its multirun.yaml), and the names they
-give the sweep (`dropout-seed_<time>`: its dir and W&B group) and its jobs."""
+"""A sweep's swept keys, and the names they give the sweep (`dropout-seed_<time>`: dir, W&B group) and its jobs."""
 
 from __future__ import annotations
 
@@ -67,8 +66,7 @@ def sweep_name_resolver(task: Any) -> str:
 
 
 def job_label(task: Iterable[str], keys: Iterable[str], exclude: Iterable[str] = ()) -> str:
-    """A sweep job's name (W&B run, dir `<number>_<label>`): its overrides of the swept KEYS less the EXCLUDEd, sorted
-    as Hydra sorts override_dirname (`model.dropout=0.5,seed=2`)."""
+    """A sweep job's name (W&B run, dir `<number>_<label>`): its sorted overrides of KEYS less EXCLUDE (`seed=2`)."""
     swept, dropped = set(keys), set(exclude)
     lines = [o.input_line for o in override_parser().parse_overrides([str(t) for t in task])
              if o.key_or_group in swept and o.key_or_group not in dropped]
@@ -116,7 +114,5 @@ def register_resolvers() -> None:
     """nin.sweep_name and nin.job_dir, for conf/train.yaml."""
     from omegaconf import OmegaConf
 
-    if not OmegaConf.has_resolver("nin.sweep_name"):
-        OmegaConf.register_new_resolver("nin.sweep_name", sweep_name_resolver, use_cache=True)
-    if not OmegaConf.has_resolver("nin.job_dir"):
-        OmegaConf.register_new_resolver("nin.job_dir", job_dir_resolver)
+    OmegaConf.register_new_resolver("nin.sweep_name", sweep_name_resolver, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("nin.job_dir", job_dir_resolver, replace=True)
