@@ -35,8 +35,9 @@ def corrupted(path: Path, why: str) -> UserError:
 
 
 def first_problem(cfg: DatasetConfig, expected: list[tuple[Path, str]], check_md5: bool, started: bool,
-                  not_found: str) -> UserError | None:
-    """The first of EXPECTED (path, MD5) missing (STARTED: some files are there), else the first failing its MD5."""
+                  not_found: str, md5_last_first: bool = False) -> UserError | None:
+    """The first of EXPECTED (path, MD5) missing (STARTED: some files are there), else the first failing its MD5
+    (MD5_LAST_FIRST: from the last: a file still arriving fails before the big ones are read)."""
     lacking = [path for path, _ in expected if not path.is_file()]
     if lacking and started:
         return UserError(f"{lacking[0]} is missing ({cfg.name} is incomplete); re-run with dataset.download=true, "
@@ -47,7 +48,9 @@ def first_problem(cfg: DatasetConfig, expected: list[tuple[Path, str]], check_md
                          f"({DOCS})")
     from torchvision.datasets.utils import check_integrity
 
-    for path, md5 in expected if check_md5 else []:
+    if not check_md5:
+        return None
+    for path, md5 in reversed(expected) if md5_last_first else expected:
         if not check_integrity(str(path), md5):
             return corrupted(path, "MD5 mismatch")
     return None

@@ -52,14 +52,14 @@ class SVHNDataModule(files.TorchvisionDataModule):
             files.download(self.cfg, filename, url, self.root, fetch, place=needed)
 
     def file_problem(self, check_md5: bool = True) -> UserError | None:
-        """In reverse download order: a file still arriving fails its MD5 before the big ones are read."""
+        """The first file missing in download order, then one failing its MD5 in reverse download order."""
         split_list, root = self._tv().split_list, self.root
-        expected = [(root / split_list[part][1], split_list[part][2]) for part in reversed(self._parts())]
-        names = [path.name for path, _ in reversed(expected)]
+        expected = [(root / split_list[part][1], split_list[part][2]) for part in self._parts()]
+        names = [path.name for path, _ in expected]
         return files.first_problem(self.cfg, expected, check_md5,
                                    any((root / name).is_file() for _, name, _ in split_list.values()),
                                    f"{root / names[0]} and {' and '.join(names[1:])} in the same dir "
-                                   "(torchvision's SVHN files, MD5-checked)")
+                                   "(torchvision's SVHN files, MD5-checked)", md5_last_first=True)
 
     def _part(self, part: str) -> Split:
         source = self.root / self._tv().split_list[part][1]
