@@ -41,31 +41,16 @@ class CollectLogits(L.Callback):
     on_validation_batch_end = on_test_batch_end
 
 
-def check_images(run: LoadedRun, images: torch.Tensor, source: str) -> None:
-    """The data's images must be what the model was trained on (a dataset.root holding other files)."""
-    size = run.dataset.image_size
-    expected = (run.model.hparams["in_channels"], size, size)
-    if tuple(images.shape[1:]) != expected:
-        raise UserError(f"{source} holds images of shape {tuple(images.shape[1:])}, but {run.checkpoint} was trained "
-                        f"on {run.dataset.name} images of {expected}: dataset.root={run.dataset.root} holds another "
-                        "dataset; pass the dataset.root the run trained on")
-
-
 def evaluate_run(run: LoadedRun, split: str = "test") -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """The run's test (or validation) pass over SPLIT: every image's logits (fp32) and label, and what eval.json
     records (without its files: `write_outputs`)."""
     if split not in SPLITS:
         raise UserError(f"--split {split}: not a valid choice; choose test or val")
-    datamodule = run.datamodule()
-    data = datamodule.test_split if split == "test" else datamodule.val_split
-    if data is None or len(data) == 0:
-        raise UserError(f"{run.run_dir}'s run has no {split} images (dataset.val_size="
-                        f"{run.dataset.val_size}); use --split test")
-    check_images(run, data.images, f"the {run.dataset.name} {split} split in {run.dataset.root}")
+    run.split(split)
     collector = CollectLogits()
     trainer = run.trainer([collector])
     step = trainer.test if split == "test" else trainer.validate
-    step(run.model, datamodule=datamodule, verbose=False)
+    step(run.model, datamodule=run.datamodule(), verbose=False)
     logits, labels = torch.cat(collector.logits), torch.cat(collector.labels)
     classes, acc = int(run.model.hparams["num_classes"]), names.acc(split)
     result: dict[str, Any] = {

@@ -101,16 +101,14 @@ def read_image(path: Path, channels: int, size: int) -> ImageFile:
 
 
 def ranked(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probabilities, classes) of the K most probable classes of each row, most probable first. Ties go to
-    the lower class index, as argmax (and so the accuracy metrics) decides them."""
+    """(probabilities, classes) of each row's K most probable classes; ties go to the lower index, as argmax's."""
     logits = logits.float()
     order = torch.sort(logits, dim=1, descending=True, stable=True).indices[:, :k]
     return logits.softmax(dim=1).gather(1, order), order
 
 
 class ImageBatches(L.LightningDataModule):
-    """Images held in memory for `Trainer.predict`, normalised on the device after the transfer, as the
-    run's DataModule normalises its test batches."""
+    """Images in memory for `Trainer.predict`, normalised on the device as the run's test batches are."""
 
     def __init__(self, run: LoadedRun, images: torch.Tensor) -> None:
         super().__init__()
@@ -134,27 +132,18 @@ class Prediction:
 
 
 def predict_files(run: LoadedRun, paths: Sequence[Path], top: int = DEFAULT_TOP) -> list[Prediction]:
-    """The TOP most probable classes of every image in PATHS (files, or folders of PNG/JPEG files)."""
+    """The TOP most probable classes of every image in PATHS (files, or folders of PNG/JPEG files); a file that
+    cannot be read (damaged, not 8-bit, a decompression bomb) is skipped with a line naming it."""
     if top < 1:
         raise UserError(f"--top {top}: give a number of classes >= 1")
     hp = run.model.hparams
     top = min(top, int(hp["num_classes"]))
-    images = readable_images(find_images(paths), int(hp["in_channels"]), run.dataset.image_size)
-    batch = torch.from_numpy(np.stack([image.pixels for image in images]))
-    outputs = run.trainer().predict(run.model, datamodule=ImageBatches(run, batch))
-    probs, classes = ranked(torch.cat([logits.float().cpu() for logits in outputs or []]), top)
-    return [Prediction(image.path, classes[i].tolist(), probs[i].tolist(), image.converted)
-            for i, image in enumerate(images)]
-
-
-def readable_images(files: Sequence[Path], channels: int, size: int) -> list[ImageFile]:
-    """FILES read as the run's images; one that cannot be (damaged, not 8-bit, a decompression bomb) is skipped
-    with a line naming it, and the count of skipped files is said at the end. None readable: a UserError."""
+    files = find_images(paths)
     images: list[ImageFile] = []
     bad: list[BadImage] = []
     for path in files:
         try:
-            images.append(read_image(path, channels, size))
+            images.append(read_image(path, int(hp["in_channels"]), run.dataset.image_size))
         except BadImage as exc:
             bad.append(exc)
     if len(bad) == 1 and not images:
@@ -165,12 +154,15 @@ def readable_images(files: Sequence[Path], channels: int, size: int) -> list[Ima
         raise UserError(f"none of the {len(files)} images could be read (each is named above); {FIX}")
     if bad:
         say(f"skipped {len(bad)} of {len(files)} images (each is named above); predicted the other {len(images)}")
-    return images
+    batch = torch.from_numpy(np.stack([image.pixels for image in images]))
+    outputs = run.trainer().predict(run.model, datamodule=ImageBatches(run, batch))
+    probs, classes = ranked(torch.cat([logits.float().cpu() for logits in outputs or []]), top)
+    return [Prediction(image.path, classes[i].tolist(), probs[i].tolist(), image.converted)
+            for i, image in enumerate(images)]
 
 
 def csv_text(run: LoadedRun, predictions: Sequence[Prediction]) -> str:
-    """file, then per rank k: top{k} (the class), top{k}_name (where the dataset names its classes),
-    top{k}_prob; and what was converted to fit the dataset."""
+    """file, per rank k: top{k}, top{k}_name (where the dataset names its classes), top{k}_prob; converted."""
     named = run.class_names is not None
     top = len(predictions[0].classes) if predictions else 0
     header = ["file"]
