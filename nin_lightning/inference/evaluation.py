@@ -42,8 +42,7 @@ class CollectLogits(L.Callback):
 
 
 def evaluate_run(run: LoadedRun, split: str = "test") -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """The run's test (or validation) pass over SPLIT: every image's logits (fp32) and label, and what eval.json
-    records (without its files: `write_outputs`)."""
+    """The run's test (or validation) pass over SPLIT: every image's logits (fp32), label, and eval.json's record."""
     if split not in SPLITS:
         raise UserError(f"--split {split}: not a valid choice; choose test or val")
     run.split(split)

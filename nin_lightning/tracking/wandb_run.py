@@ -26,7 +26,7 @@ from nin_lightning.errors import one_line
 from nin_lightning.rundir.layout import BEST_CKPT, WANDB_RUN_FILE, checkpoint_dir
 from nin_lightning.rundir.start import wandb_identity
 from nin_lightning.status import say
-from nin_lightning.tracking.summary import run_summary
+from nin_lightning.tracking.summary import SUMMARY_KEYS
 from nin_lightning.tracking.wandb_env import run_place, wandb_mode
 
 CHOICE_GROUPS = ("experiment", "dataset", "model", "optimizer", "scheduler", "trainer")
@@ -61,8 +61,7 @@ def _drop(config: dict[str, Any], dotted: str) -> Any:
 
 
 def run_config(plain: Mapping[str, Any], choices: Mapping[str, str], agent_keys: Iterable[str] = ()) -> dict[str, Any]:
-    """The W&B config from the job's resolved config PLAIN without NOT_RESULT, Hydra's CHOICES, and each key
-    a W&B agent swept (AGENT_KEYS) once, flat as the agent set it."""
+    """PLAIN without NOT_RESULT, with Hydra's CHOICES, and each key a W&B agent swept once, flat as it set it."""
     config = copy.deepcopy(dict(plain))
     for key in NOT_RESULT:
         _drop(config, key)
@@ -89,20 +88,17 @@ def model_artifact(run_id: str, path: Path, metadata: dict[str, Any]) -> Any:
 
 
 class ModelArtifacts(L.Callback):
-    """Logs checkpoints to RUN (a wandb.Run) as `logger.log_model` says; a Callback to know the epoch a
-    checkpoint is written in (TolerantWandbLogger hands it each saved checkpoint)."""
+    """Logs checkpoints to RUN as `logger.log_model` says; a Callback to know the epoch a checkpoint holds."""
 
     def __init__(self, run: Any, mode: bool | str) -> None:
         self.run, self.mode = run, mode
         self.epoch = 0  # the epoch (from 1) being trained: a checkpoint written now holds it
-        self.logged: list[tuple[str, list[str]]] = []  # (file name, aliases), in order
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.epoch = trainer.current_epoch + 1
 
     def _log(self, path: Path, aliases: list[str], metadata: dict[str, Any]) -> None:
         self.run.log_artifact(model_artifact(self.run.id, path, {"epoch": self.epoch} | metadata), aliases=aliases)
-        self.logged.append((path.name, aliases))
 
     def saved(self, checkpoint_callback: Any) -> None:
         """`all`: CHECKPOINT_CALLBACK (a ModelCheckpoint with one fixed file name) has just written its file."""
@@ -123,8 +119,7 @@ class ModelArtifacts(L.Callback):
 
 
 class OshSync(L.Callback):
-    """wandb-osh (`logger.osh=true`): after each epoch, ask a login node to `wandb sync` RUN (offline) by a
-    command file in COMMAND_DIR (None: wandb-osh's default, ~/.wandb_osh_command_dir)."""
+    """wandb-osh (`logger.osh=true`): after each epoch, a command file in COMMAND_DIR asks to `wandb sync` RUN."""
 
     def __init__(self, run: Any, command_dir: Path | None) -> None:
         from wandb_osh.hooks import TriggerWandbSyncHook
@@ -148,8 +143,7 @@ def sync_command(run_dir: Path, run_id: str) -> str:
 
 
 def agent_run() -> dict[str, str]:
-    """The run a W&B sweep agent created on the server and started this process for ({} outside an agent): the
-    job must log into that run, of that project, or the sweep waits for a run that never reports."""
+    """The W&B sweep agent's run for this process ({} outside one): log into it, or the sweep waits for it."""
     if not os.environ.get("WANDB_SWEEP_ID") or not os.environ.get("WANDB_RUN_ID"):
         return {}
     keys = {"sweep": "WANDB_SWEEP_ID", "id": "WANDB_RUN_ID", "project": "WANDB_PROJECT", "entity": "WANDB_ENTITY"}
@@ -228,11 +222,10 @@ class Tracker:
             group = group or f"sweep-{agent['sweep']}"
             tags = list(dict.fromkeys([*tags, *short_names(agent_params())]))
         group, name = saved.get("group", self.cfg.group or group), saved.get("name", name)
-        place = run_place(self.cfg, tags, name, agent)
-        if saved.get("id") and not agent:  # a resumed run stays where it began, named and tagged as then
-            place = dataclasses.replace(place, project=saved.get("project") or place.project,
-                                        entity=saved.get("entity") or place.entity,
-                                        name=saved.get("name") or place.name,
+        resumed = bool(saved.get("id")) and not agent  # a resumed run stays where it began, named and tagged as then
+        place = run_place(self.cfg, tags, name, saved if resumed else agent)
+        if resumed:
+            place = dataclasses.replace(place, name=saved.get("name") or place.name,
                                         tags=tuple(saved.get("tags") or place.tags))
 
         def init(mode: str) -> Any:
@@ -275,12 +268,11 @@ class Tracker:
             say(f"W&B run: {self.wandb_run.url}")
 
     def finish(self, exit_code: int, metrics: dict[str, Any] | None = None) -> None:
-        """Close the W&B run, marked failed when exit_code != 0, so the next job starts a new one; METRICS
-        (the run's metrics.json) become its summary (summary.SUMMARY_KEYS)."""
+        """Close the W&B run (failed when exit_code != 0); METRICS (metrics.json) become its summary (SUMMARY_KEYS)."""
         if self.wandb_run is None:
             return
         if metrics:
-            self.wandb_run.summary.update(run_summary(metrics))
+            self.wandb_run.summary.update({k: metrics[k] for k in SUMMARY_KEYS if metrics.get(k) is not None})
         if self.artifacts is not None and (metrics or {}).get("status") == "completed":
             try:
                 self.artifacts.final(checkpoint_dir(self.run_dir) / BEST_CKPT, metrics.get("best_epoch"))
@@ -307,11 +299,11 @@ def log_command_run(command: str, mode: str, run_dir: Path, ckpt: str, ckpt_path
     train_id = trained.get("id") or run_dir.resolve().name
     cfg = LoggerConfig(name="wandb", mode=mode)
     resolved = wandb_mode(cfg)
-    place = run_place(cfg, [command], f"{trained.get('name') or run_dir.name} {command}", job_type=command)
+    place = run_place(cfg, [command], f"{trained.get('name') or run_dir.name} {command}", trained, command)
     artifact = f"{artifact_name(train_id)}:{ckpt}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = wandb.init(project=trained.get("project") or place.project, entity=trained.get("entity") or place.entity,
-                     group=trained.get("group"), job_type=place.job_type, name=place.name, tags=list(place.tags),
+    run = wandb.init(project=place.project, entity=place.entity, group=trained.get("group"), job_type=place.job_type,
+                     name=place.name, tags=list(place.tags),
                      config={**config, "model_artifact": artifact, "trained_run": train_id, "ckpt": ckpt},
                      dir=str(out_dir), mode=resolved,
                      settings=wandb.Settings(silent=True, console="off", reinit="finish_previous"))
