@@ -20,7 +20,6 @@ from nin_lightning.errors import UserError
 from nin_lightning.inference.loading import LoadedRun
 from nin_lightning.inference.prediction import csv_rows, ranked
 from nin_lightning.inference.run_files import SPLITS
-from nin_lightning.rundir.layout import EVAL_DIR
 
 ECE_BINS = 15  # equal-width confidence bins: Guo et al. (2017)'s choice, and torchmetrics' default
 TEXT_CELLS_UP_TO = 20  # classes up to which the confusion-matrix PNG prints counts in its cells
@@ -75,11 +74,6 @@ def evaluate_run(run: LoadedRun, split: str = "test") -> tuple[torch.Tensor, tor
     result[f"metrics.json {acc}"] = recorded
     result["same_as_metrics_json"] = None if recorded is None else recorded == result[acc]
     return logits, labels, result
-
-
-def default_out_dir(run: LoadedRun, ckpt: str, split: str) -> Path:
-    """RUN_DIR/eval/<ckpt>_<split>[_tta]: one dir per kind of evaluation, beside the run's own files."""
-    return run.run_dir / EVAL_DIR / f"{ckpt}_{split}{'_tta' if run.model.tta else ''}"
 
 
 def _confusion_png(path: Path, matrix: torch.Tensor, labels: list[str], title: str) -> None:

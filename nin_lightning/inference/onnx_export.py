@@ -16,7 +16,6 @@ import torch
 from nin_lightning.atomic_files import atomic_write
 from nin_lightning.errors import UserError
 from nin_lightning.inference.loading import LoadedRun
-from nin_lightning.rundir.layout import EXPORT_DIR
 
 # Largest |ONNX - PyTorch| accepted on the fp32 logits. Both run fp32 on the CPU; only the order of the float
 # sums differs (onnxruntime fuses BatchNorm into the convolutions), which moves logits of magnitude ~10 by
@@ -36,18 +35,13 @@ class Exported:
     images: int  # in the real batch
 
 
-def default_path(run: LoadedRun) -> Path:
-    """RUN_DIR/export/<ckpt>.onnx (best.onnx or last.onnx)."""
-    return run.run_dir / EXPORT_DIR / f"{run.checkpoint.stem}.onnx"
-
-
 def _max_diff(session: Any, x: torch.Tensor, reference: torch.Tensor) -> float:
     [out] = session.run([OUTPUT], {INPUT: x.numpy()})
     return float(np.abs(out - reference.numpy()).max())
 
 
-def export_onnx(run: LoadedRun, out: Path | None = None) -> Exported:
-    """RUN's network as ONNX at OUT (default: RUN_DIR/export/<ckpt>.onnx), with its preprocessing beside it."""
+def export_onnx(run: LoadedRun, out: Path) -> Exported:
+    """RUN's network as ONNX at OUT, with its preprocessing beside it."""
     import onnxruntime
 
     dataset = run.dataset
@@ -55,7 +49,6 @@ def export_onnx(run: LoadedRun, out: Path | None = None) -> Exported:
         raise UserError(f"{run.run_dir}: the run whitens its inputs (dataset.preprocess={dataset.preprocess}), which "
                         "mean and std cannot describe, so an exported model would not know its preprocessing; "
                         "export a run trained with dataset.preprocess=none")
-    out = Path(out) if out is not None else default_path(run)
     if out.suffix != ".onnx":
         raise UserError(f"--out {out}: give a file name ending in .onnx")
     x = run.normalise(run.split("test").images[:CHECK_IMAGES]).float()

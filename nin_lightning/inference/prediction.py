@@ -9,7 +9,6 @@ import io
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from nin_lightning.errors import UserError
 from nin_lightning.inference.loading import LoadedRun
 from nin_lightning.inference.run_files import DEFAULT_TOP
-from nin_lightning.rundir.layout import PREDICTIONS_DIR
 from nin_lightning.status import say
 
 SUFFIXES = (".png", ".jpg", ".jpeg")  # what a folder is searched for (case-insensitive)
@@ -182,11 +180,6 @@ def csv_rows(rows: Sequence[Sequence[Any]]) -> str:
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows(rows)
     return text.getvalue()
-
-
-def default_csv(run: LoadedRun) -> Path:
-    """RUN_DIR/predictions/<time>.csv: a new file each time (microseconds, like Hydra's run dirs)."""
-    return run.run_dir / PREDICTIONS_DIR / f"{datetime.now():%Y-%m-%d_%H-%M-%S-%f}.csv"
 
 
 def line(run: LoadedRun, prediction: Prediction) -> str:
