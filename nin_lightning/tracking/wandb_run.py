@@ -192,29 +192,25 @@ class Tracker:
     def __init__(self, cfg: LoggerConfig, run_dir: Path, config: dict[str, Any], group: str | None,
                  name: str | None, tags: list[str], excuse: Callable[[BaseException], bool] | None = None,
                  identity: dict[str, Any] | None = None, choices: dict[str, str] | None = None) -> None:
-        self.cfg, self.run_dir, self.excuse = cfg, run_dir, excuse
-        self.identity = identity or {}  # the W&B run a continued run logs into (rundir: wandb_run.json)
+        self.cfg, self.run_dir = cfg, run_dir
         self.wandb_run: Any = None
         self.loggers: list[Logger] = []
         self.callbacks: list[Any] = []  # Lightning callbacks the tracker needs (artifacts, wandb-osh's trigger)
         self.osh: OshSync | None = None
         self.artifacts: ModelArtifacts | None = None
-        self.choices = choices or {}
         if cfg.name == "csv":
             self.loggers = [CSVLogger(save_dir=str(run_dir), name="csv")]
         elif cfg.name == "wandb" and rank_zero_only.rank != 0:
             # Other DDP ranks get a logger whose experiment is a no-op: no empty W&B runs.
             self.loggers = [WandbLogger(save_dir=str(run_dir))]
-        elif cfg.name == "wandb":
-            self._start_wandb(config, group, name, tags)
-
-    def _start_wandb(self, config: dict[str, Any], group: str | None, name: str | None, tags: list[str]) -> None:
+        if cfg.name != "wandb" or rank_zero_only.rank != 0:
+            return
         import wandb
 
         mode = wandb_mode(self.cfg)
         # A resumed job continues its W&B run: same id, and the group and name it started with (the resume
         # command's overrides do not make it another job). Under a W&B agent, the agent's run and project.
-        saved, agent = self.identity, agent_run()
+        saved, agent = identity or {}, agent_run()  # IDENTITY: the W&B run a continued run logs into
         run_id = agent.get("id") or saved.get("id") or secrets.token_hex(4)
         if saved.get("id") and run_id != saved["id"]:
             say(f"W&B agent run {run_id} continues this run dir (its W&B run was {saved['id']})")
@@ -231,7 +227,7 @@ class Tracker:
         def init(mode: str) -> Any:
             return wandb.init(
                 project=place.project, entity=place.entity, group=group, job_type=place.job_type, name=place.name,
-                tags=list(place.tags), config=run_config(config, self.choices, agent_params() if agent else ()),
+                tags=list(place.tags), config=run_config(config, choices or {}, agent_params() if agent else ()),
                 dir=str(self.run_dir), id=run_id, resume="allow", mode=mode,
                 settings=wandb.Settings(init_timeout=self.cfg.init_timeout_s, silent=True, console="off",
                                         reinit="finish_previous", **compat.wandb_flush_often(wandb.Settings)),
@@ -256,7 +252,7 @@ class Tracker:
         if mode != "disabled":  # a disabled run has no W&B identity to continue (its entity reads "dummy")
             atomic_write(self.run_dir / WANDB_RUN_FILE, json.dumps(identity) + "\n")
         self.artifacts = ModelArtifacts(self.wandb_run, self.cfg.log_model)
-        self.loggers = [TolerantWandbLogger(excuse=self.excuse, artifacts=self.artifacts, experiment=self.wandb_run)]
+        self.loggers = [TolerantWandbLogger(excuse=excuse, artifacts=self.artifacts, experiment=self.wandb_run)]
         if self.cfg.osh and mode == "offline":
             self.osh = OshSync(self.wandb_run, Path(self.cfg.osh_dir) if self.cfg.osh_dir else None)
             self.callbacks.append(self.osh)
