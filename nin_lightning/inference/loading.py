@@ -1,5 +1,4 @@
-"""Load a run's best or last checkpoint with its dataset config (splits, normalisation) and the device, precision
-and speed switches its own test ran with, reading the run dir only (docs/using-models.md)."""
+"""A run's checkpoint with its dataset config and the device, precision and speed switches its test ran with."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""`predict`: PNG/JPEG files read as the dataset's uint8 images (converted where they differ; an unusable file is
-a `BadImage`, skipped), classified as the run's test images are, on its device, precision and TTA
-(`Trainer.predict`): an image that is one of the test set's gets the class `evaluate` gives it."""
+"""`predict`: PNG/JPEG files read as the dataset's uint8 images, classified as the run's test images are (device,
+precision, TTA; `Trainer.predict`): an image that is one of the test set's gets the class `evaluate` gives it."""
 
 from __future__ import annotations
 
@@ -130,8 +129,7 @@ class Prediction:
 
 
 def predict_files(run: LoadedRun, paths: Sequence[Path], top: int = DEFAULT_TOP) -> list[Prediction]:
-    """The TOP most probable classes of every image in PATHS (files, or folders of PNG/JPEG files); a file that
-    cannot be read (damaged, not 8-bit, a decompression bomb) is skipped with a line naming it."""
+    """The TOP most probable classes of every image in PATHS; an unreadable one is skipped with a line naming it."""
     if top < 1:
         raise UserError(f"--top {top}: give a number of classes >= 1")
     hp = run.model.hparams
