@@ -27,12 +27,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     out = args.out or run.run_dir / EXPORT_DIR / f"{run.checkpoint.stem}.onnx"
     check_writable(out, args.out is not None, "FILE.onnx")
-    exported = export_onnx(run, out)
-    print(f"onnx: max |ONNX - PyTorch| = {exported.max_abs_diff:.3g} on the logits of {exported.images} test "
-          f"images (tolerance {ONNX_TOLERANCE:g}); batch axis dynamic (checked with {exported.images} and 1 images)")
-    say(f"wrote {exported.model} and {exported.preprocessing.name}")
-    log_to_wandb("export", args, exported.model.parent, {"format": args.format},
-                 {"max_abs_diff": exported.max_abs_diff, "images": exported.images, "file": exported.model.name})
+    check = export_onnx(run, out)["check"]
+    print(f"onnx: max |ONNX - PyTorch| = {check['max_abs_diff']:.3g} on the logits of {check['images']} test "
+          f"images (tolerance {ONNX_TOLERANCE:g}); batch axis dynamic (checked with {check['images']} and 1 images)")
+    say(f"wrote {out} and {out.stem}.preprocessing.json")
+    log_to_wandb("export", args, out.parent, {"format": args.format},
+                 {"max_abs_diff": check["max_abs_diff"], "images": check["images"], "file": out.name})
     return 0
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +24,13 @@ CHECK_IMAGES = 64  # the real batch: the run's first test images
 INPUT, OUTPUT = "images", "logits"
 
 
-@dataclass(frozen=True)
-class Exported:
-    """What export wrote and how closely onnxruntime matched PyTorch."""
-
-    model: Path
-    preprocessing: Path
-    max_abs_diff: float
-    images: int  # in the real batch
-
-
 def _max_diff(session: Any, x: torch.Tensor, reference: torch.Tensor) -> float:
     [out] = session.run([OUTPUT], {INPUT: x.numpy()})
     return float(np.abs(out - reference.numpy()).max())
 
 
-def export_onnx(run: LoadedRun, out: Path) -> Exported:
-    """RUN's network as ONNX at OUT, with its preprocessing beside it."""
+def export_onnx(run: LoadedRun, out: Path) -> dict[str, Any]:
+    """RUN's network as ONNX at OUT, with its preprocessing beside it: what that file records (`check`: the diff)."""
     import onnxruntime
 
     dataset = run.dataset
@@ -86,5 +75,5 @@ def export_onnx(run: LoadedRun, out: Path) -> Exported:
                   "onnxruntime": onnxruntime.__version__, "torch": torch.__version__},
     }
     atomic_write(out, data)
-    meta = atomic_write(out.with_name(f"{out.stem}.preprocessing.json"), json.dumps(record, indent=2) + "\n")
-    return Exported(out, meta, diff, len(x))
+    atomic_write(out.with_name(f"{out.stem}.preprocessing.json"), json.dumps(record, indent=2) + "\n")
+    return record

@@ -1,5 +1,4 @@
-"""W&B's own rules as the installed SDK applies them: its server, a login, and where a run lands (project,
-entity, job type, name, tags: the config, else W&B's variables, else this project's defaults; docs/tracking.md)."""
+"""W&B's own rules as the installed SDK applies them: its server, a login, where a run lands (docs/tracking.md)."""
 
 from __future__ import annotations
 

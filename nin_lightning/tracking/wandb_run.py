@@ -163,9 +163,8 @@ def agent_params() -> list[str]:
 
 
 class TolerantWandbLogger(WandbLogger):
-    """Lightning's WandbLogger, except that a failed write which `excuse` explains (the preemption signal,
-    which also stops W&B's service) only loses those rows instead of failing the job; and a saved checkpoint
-    goes to `artifacts` (logger.log_model=all), which names it by epoch."""
+    """Lightning's WandbLogger, except that a failed write `excuse` explains (the preemption signal, which stops
+    W&B's service too) loses only those rows; a saved checkpoint goes to `artifacts`, which names it by epoch."""
 
     def __init__(self, excuse: Callable[[BaseException], bool] | None = None,
                  artifacts: ModelArtifacts | None = None, **kwargs: Any) -> None:
