@@ -26,16 +26,14 @@ TEXT_CELLS_UP_TO = 20  # classes up to which the confusion-matrix PNG prints cou
 
 
 class CollectLogits(L.Callback):
-    """The logits the module's evaluation step returns and the labels of each batch, in batch order (CPU)."""
+    """The logits the module's evaluation step returns, in batch order (CPU): the split's, image by image."""
 
     def __init__(self) -> None:
         self.logits: list[torch.Tensor] = []
-        self.labels: list[torch.Tensor] = []
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
         self.logits.append(outputs.detach().float().cpu())  # bf16 -> fp32 is exact: the argmax is the module's
-        self.labels.append(batch[1].detach().cpu())
 
     on_validation_batch_end = on_test_batch_end
 
@@ -44,12 +42,12 @@ def evaluate_run(run: LoadedRun, split: str = "test") -> tuple[torch.Tensor, tor
     """The run's test (or validation) pass over SPLIT: every image's logits (fp32), label, and eval.json's record."""
     if split not in SPLITS:
         raise UserError(f"--split {split}: not a valid choice; choose test or val")
-    run.split(split)
+    labels = run.split(split).labels  # the evaluation loaders keep the split's order, every image once
     collector = CollectLogits()
     trainer = run.trainer([collector])
     step = trainer.test if split == "test" else trainer.validate
     step(run.model, datamodule=run.datamodule(), verbose=False)
-    logits, labels = torch.cat(collector.logits), torch.cat(collector.labels)
+    logits = torch.cat(collector.logits)
     classes, acc = int(run.model.hparams["num_classes"]), names.acc(split)
     result: dict[str, Any] = {
         "run_dir": str(run.run_dir), "checkpoint": str(run.checkpoint.relative_to(run.run_dir)),
