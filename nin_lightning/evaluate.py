@@ -8,6 +8,7 @@ from pathlib import Path
 
 from nin_lightning.cli.args import check_out, check_writable, log_to_wandb, on_off, open_run, run_parser
 from nin_lightning.cli.errors import one_line_errors
+from nin_lightning.rundir.layout import EVAL_DIR
 from nin_lightning.status import say
 
 
@@ -25,9 +26,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     check_out(args.out, args.run_dir, None)
     run = open_run(args, args.overrides, tta=on_off(args.tta))
-    from nin_lightning.inference.evaluation import default_out_dir, evaluate_run, summary_lines, write_outputs
+    from nin_lightning.inference.evaluation import evaluate_run, summary_lines, write_outputs
 
-    out = args.out or default_out_dir(run, args.ckpt, args.split)
+    out = args.out or run.run_dir / EVAL_DIR / f"{args.ckpt}_{args.split}{'_tta' if run.model.tta else ''}"
     check_writable(out, args.out is not None, "DIR")
     logits, labels, result = evaluate_run(run, args.split)
     for line in summary_lines(result):

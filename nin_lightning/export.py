@@ -8,6 +8,7 @@ from pathlib import Path
 
 from nin_lightning.cli.args import check_out, check_writable, log_to_wandb, open_run, run_parser
 from nin_lightning.cli.errors import one_line_errors
+from nin_lightning.rundir.layout import EXPORT_DIR
 from nin_lightning.status import say
 
 
@@ -22,15 +23,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     check_out(args.out, args.run_dir, ".onnx")
     run = open_run(args, args.overrides, compile=False)
-    from nin_lightning.inference.onnx_export import ONNX_TOLERANCE, default_path, export_onnx
+    from nin_lightning.inference.onnx_export import ONNX_TOLERANCE, export_onnx
 
-    check_writable(args.out or default_path(run), args.out is not None, "FILE.onnx")
-    exported = export_onnx(run, args.out)
-    print(f"onnx: max |ONNX - PyTorch| = {exported.max_abs_diff:.3g} on the logits of {exported.images} test "
-          f"images (tolerance {ONNX_TOLERANCE:g}); batch axis dynamic (checked with {exported.images} and 1 images)")
-    say(f"wrote {exported.model} and {exported.preprocessing.name}")
-    log_to_wandb("export", args, exported.model.parent, {"format": args.format},
-                 {"max_abs_diff": exported.max_abs_diff, "images": exported.images, "file": exported.model.name})
+    out = args.out or run.run_dir / EXPORT_DIR / f"{run.checkpoint.stem}.onnx"
+    check_writable(out, args.out is not None, "FILE.onnx")
+    check = export_onnx(run, out)["check"]
+    print(f"onnx: max |ONNX - PyTorch| = {check['max_abs_diff']:.3g} on the logits of {check['images']} test "
+          f"images (tolerance {ONNX_TOLERANCE:g}); batch axis dynamic (checked with {check['images']} and 1 images)")
+    say(f"wrote {out} and {out.stem}.preprocessing.json")
+    log_to_wandb("export", args, out.parent, {"format": args.format},
+                 {"max_abs_diff": check["max_abs_diff"], "images": check["images"], "file": out.name})
     return 0
 
 

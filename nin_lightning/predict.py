@@ -4,10 +4,12 @@ PNG/JPEG files, or folders of them, with a trained run (docs/using-models.md).""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from nin_lightning.cli.args import check_out, check_writable, log_to_wandb, open_run, run_parser, split_overrides
 from nin_lightning.cli.errors import one_line_errors
+from nin_lightning.rundir.layout import PREDICTIONS_DIR
 from nin_lightning.status import say
 
 
@@ -25,9 +27,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_out(args.out, args.run_dir, ".csv")
     run = open_run(args, overrides, compile=False)
     from nin_lightning.atomic_files import atomic_write
-    from nin_lightning.inference.prediction import csv_text, default_csv, line, predict_files
+    from nin_lightning.inference.prediction import csv_text, line, predict_files
 
-    out = args.out or default_csv(run)
+    out = args.out or run.run_dir / PREDICTIONS_DIR / f"{datetime.now():%Y-%m-%d_%H-%M-%S-%f}.csv"  # new each time
     check_writable(out, args.out is not None, "FILE.csv")
     predictions = predict_files(run, [Path(p) for p in images], args.top)
     for prediction in predictions:

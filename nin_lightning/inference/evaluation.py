@@ -20,53 +20,34 @@ from nin_lightning.errors import UserError
 from nin_lightning.inference.loading import LoadedRun
 from nin_lightning.inference.prediction import csv_rows, ranked
 from nin_lightning.inference.run_files import SPLITS
-from nin_lightning.rundir.layout import EVAL_DIR
 
 ECE_BINS = 15  # equal-width confidence bins: Guo et al. (2017)'s choice, and torchmetrics' default
 TEXT_CELLS_UP_TO = 20  # classes up to which the confusion-matrix PNG prints counts in its cells
 
 
 class CollectLogits(L.Callback):
-    """The logits the module's evaluation step returns and the labels of each batch, in batch order (CPU)."""
+    """The logits the module's evaluation step returns, in batch order (CPU): the split's, image by image."""
 
     def __init__(self) -> None:
         self.logits: list[torch.Tensor] = []
-        self.labels: list[torch.Tensor] = []
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
         self.logits.append(outputs.detach().float().cpu())  # bf16 -> fp32 is exact: the argmax is the module's
-        self.labels.append(batch[1].detach().cpu())
 
     on_validation_batch_end = on_test_batch_end
 
 
-def check_images(run: LoadedRun, images: torch.Tensor, source: str) -> None:
-    """The data's images must be what the model was trained on (a dataset.root holding other files)."""
-    size = run.dataset.image_size
-    expected = (run.model.hparams["in_channels"], size, size)
-    if tuple(images.shape[1:]) != expected:
-        raise UserError(f"{source} holds images of shape {tuple(images.shape[1:])}, but {run.checkpoint} was trained "
-                        f"on {run.dataset.name} images of {expected}: dataset.root={run.dataset.root} holds another "
-                        "dataset; pass the dataset.root the run trained on")
-
-
 def evaluate_run(run: LoadedRun, split: str = "test") -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """The run's test (or validation) pass over SPLIT: every image's logits (fp32) and label, and what eval.json
-    records (without its files: `write_outputs`)."""
+    """The run's test (or validation) pass over SPLIT: every image's logits (fp32), label, and eval.json's record."""
     if split not in SPLITS:
         raise UserError(f"--split {split}: not a valid choice; choose test or val")
-    datamodule = run.datamodule()
-    data = datamodule.test_split if split == "test" else datamodule.val_split
-    if data is None or len(data) == 0:
-        raise UserError(f"{run.run_dir}'s run has no {split} images (dataset.val_size="
-                        f"{run.dataset.val_size}); use --split test")
-    check_images(run, data.images, f"the {run.dataset.name} {split} split in {run.dataset.root}")
+    labels = run.split(split).labels  # the evaluation loaders keep the split's order, every image once
     collector = CollectLogits()
     trainer = run.trainer([collector])
     step = trainer.test if split == "test" else trainer.validate
-    step(run.model, datamodule=datamodule, verbose=False)
-    logits, labels = torch.cat(collector.logits), torch.cat(collector.labels)
+    step(run.model, datamodule=run.datamodule(), verbose=False)
+    logits = torch.cat(collector.logits)
     classes, acc = int(run.model.hparams["num_classes"]), names.acc(split)
     result: dict[str, Any] = {
         "run_dir": str(run.run_dir), "checkpoint": str(run.checkpoint.relative_to(run.run_dir)),
@@ -91,11 +72,6 @@ def evaluate_run(run: LoadedRun, split: str = "test") -> tuple[torch.Tensor, tor
     result[f"metrics.json {acc}"] = recorded
     result["same_as_metrics_json"] = None if recorded is None else recorded == result[acc]
     return logits, labels, result
-
-
-def default_out_dir(run: LoadedRun, ckpt: str, split: str) -> Path:
-    """RUN_DIR/eval/<ckpt>_<split>[_tta]: one dir per kind of evaluation, beside the run's own files."""
-    return run.run_dir / EVAL_DIR / f"{ckpt}_{split}{'_tta' if run.model.tta else ''}"
 
 
 def _confusion_png(path: Path, matrix: torch.Tensor, labels: list[str], title: str) -> None:

@@ -1,5 +1,4 @@
-"""Load a run's best or last checkpoint with its dataset config (splits, normalisation) and the device, precision
-and speed switches its own test ran with, reading the run dir only (docs/using-models.md)."""
+"""A run's checkpoint with its dataset config and the device, precision and speed switches its test ran with."""
 
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ import torch
 from nin_lightning import speed
 from nin_lightning.config import DIGIT_DATASETS, DatasetConfig, from_plain
 from nin_lightning.data import build_datamodule
-from nin_lightning.data.base import NiNDataModule
+from nin_lightning.data.base import NiNDataModule, Split
 from nin_lightning.errors import UserError
 from nin_lightning.inference.run_files import DATASET_OVERRIDES, IDENTITY_KEYS, OVERRIDE_HINT, checkpoint_path
 from nin_lightning.module import NiNClassifier
@@ -59,6 +58,22 @@ class LoadedRun:
         if setup:
             self._datamodule.setup("fit")
         return self._datamodule
+
+    def split(self, name: str) -> Split:
+        """The run's test or val split, checked to hold images of the shape the model was trained on."""
+        datamodule = self.datamodule()
+        data = datamodule.test_split if name == "test" else datamodule.val_split
+        if data is None or len(data) == 0:
+            raise UserError(f"{self.run_dir}'s run has no {name} images (dataset.val_size="
+                            f"{self.dataset.val_size}); use --split test")
+        size = self.dataset.image_size
+        expected = (self.model.hparams["in_channels"], size, size)
+        if tuple(data.images.shape[1:]) != expected:  # a dataset.root holding other files
+            raise UserError(f"the {self.dataset.name} {name} split in {self.dataset.root} holds images of shape "
+                            f"{tuple(data.images.shape[1:])}, but {self.checkpoint} was trained on {self.dataset.name} "
+                            f"images of {expected}: dataset.root={self.dataset.root} holds another dataset; pass the "
+                            "dataset.root the run trained on")
+        return data
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, C, H, W) -> the model's float input, exactly as the run evaluated (mean/std, or GCN+ZCA)."""

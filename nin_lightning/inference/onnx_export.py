@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,7 @@ import torch
 
 from nin_lightning.atomic_files import atomic_write
 from nin_lightning.errors import UserError
-from nin_lightning.inference.evaluation import check_images
 from nin_lightning.inference.loading import LoadedRun
-from nin_lightning.rundir.layout import EXPORT_DIR
 
 # Largest |ONNX - PyTorch| accepted on the fp32 logits. Both run fp32 on the CPU; only the order of the float
 # sums differs (onnxruntime fuses BatchNorm into the convolutions), which moves logits of magnitude ~10 by
@@ -27,28 +24,13 @@ CHECK_IMAGES = 64  # the real batch: the run's first test images
 INPUT, OUTPUT = "images", "logits"
 
 
-@dataclass(frozen=True)
-class Exported:
-    """What export wrote and how closely onnxruntime matched PyTorch."""
-
-    model: Path
-    preprocessing: Path
-    max_abs_diff: float
-    images: int  # in the real batch
-
-
-def default_path(run: LoadedRun) -> Path:
-    """RUN_DIR/export/<ckpt>.onnx (best.onnx or last.onnx)."""
-    return run.run_dir / EXPORT_DIR / f"{run.checkpoint.stem}.onnx"
-
-
 def _max_diff(session: Any, x: torch.Tensor, reference: torch.Tensor) -> float:
     [out] = session.run([OUTPUT], {INPUT: x.numpy()})
     return float(np.abs(out - reference.numpy()).max())
 
 
-def export_onnx(run: LoadedRun, out: Path | None = None) -> Exported:
-    """RUN's network as ONNX at OUT (default: RUN_DIR/export/<ckpt>.onnx), with its preprocessing beside it."""
+def export_onnx(run: LoadedRun, out: Path) -> dict[str, Any]:
+    """RUN's network as ONNX at OUT, with its preprocessing beside it: what that file records (`check`: the diff)."""
     import onnxruntime
 
     dataset = run.dataset
@@ -56,13 +38,9 @@ def export_onnx(run: LoadedRun, out: Path | None = None) -> Exported:
         raise UserError(f"{run.run_dir}: the run whitens its inputs (dataset.preprocess={dataset.preprocess}), which "
                         "mean and std cannot describe, so an exported model would not know its preprocessing; "
                         "export a run trained with dataset.preprocess=none")
-    out = Path(out) if out is not None else default_path(run)
     if out.suffix != ".onnx":
         raise UserError(f"--out {out}: give a file name ending in .onnx")
-    test = run.datamodule().test_split
-    assert test is not None  # set up by datamodule()
-    check_images(run, test.images, f"the {dataset.name} test split in {dataset.root}")
-    x = run.normalise(test.images[:CHECK_IMAGES]).float()
+    x = run.normalise(run.split("test").images[:CHECK_IMAGES]).float()
     # the network alone, fp32 and NCHW: no TTA, no autocast, no channels_last (a layout, not a result)
     net = copy.deepcopy(run.model.net).float().to(memory_format=torch.contiguous_format).eval()
     with torch.no_grad():
@@ -97,5 +75,5 @@ def export_onnx(run: LoadedRun, out: Path | None = None) -> Exported:
                   "onnxruntime": onnxruntime.__version__, "torch": torch.__version__},
     }
     atomic_write(out, data)
-    meta = atomic_write(out.with_name(f"{out.stem}.preprocessing.json"), json.dumps(record, indent=2) + "\n")
-    return Exported(out, meta, diff, len(x))
+    atomic_write(out.with_name(f"{out.stem}.preprocessing.json"), json.dumps(record, indent=2) + "\n")
+    return record

@@ -1,6 +1,5 @@
-"""`predict`: PNG/JPEG files read as the dataset's uint8 images (converted where they differ; an unusable file is
-a `BadImage`, skipped), classified as the run's test images are, on its device, precision and TTA
-(`Trainer.predict`): an image that is one of the test set's gets the class `evaluate` gives it."""
+"""`predict`: PNG/JPEG files read as the dataset's uint8 images, classified as the run's test images are (device,
+precision, TTA; `Trainer.predict`): an image that is one of the test set's gets the class `evaluate` gives it."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import io
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from nin_lightning.errors import UserError
 from nin_lightning.inference.loading import LoadedRun
 from nin_lightning.inference.run_files import DEFAULT_TOP
-from nin_lightning.rundir.layout import PREDICTIONS_DIR
 from nin_lightning.status import say
 
 SUFFIXES = (".png", ".jpg", ".jpeg")  # what a folder is searched for (case-insensitive)
@@ -101,16 +98,14 @@ def read_image(path: Path, channels: int, size: int) -> ImageFile:
 
 
 def ranked(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probabilities, classes) of the K most probable classes of each row, most probable first. Ties go to
-    the lower class index, as argmax (and so the accuracy metrics) decides them."""
+    """(probabilities, classes) of each row's K most probable classes; ties go to the lower index, as argmax's."""
     logits = logits.float()
     order = torch.sort(logits, dim=1, descending=True, stable=True).indices[:, :k]
     return logits.softmax(dim=1).gather(1, order), order
 
 
 class ImageBatches(L.LightningDataModule):
-    """Images held in memory for `Trainer.predict`, normalised on the device after the transfer, as the
-    run's DataModule normalises its test batches."""
+    """Images in memory for `Trainer.predict`, normalised on the device as the run's test batches are."""
 
     def __init__(self, run: LoadedRun, images: torch.Tensor) -> None:
         super().__init__()
@@ -134,27 +129,17 @@ class Prediction:
 
 
 def predict_files(run: LoadedRun, paths: Sequence[Path], top: int = DEFAULT_TOP) -> list[Prediction]:
-    """The TOP most probable classes of every image in PATHS (files, or folders of PNG/JPEG files)."""
+    """The TOP most probable classes of every image in PATHS; an unreadable one is skipped with a line naming it."""
     if top < 1:
         raise UserError(f"--top {top}: give a number of classes >= 1")
     hp = run.model.hparams
     top = min(top, int(hp["num_classes"]))
-    images = readable_images(find_images(paths), int(hp["in_channels"]), run.dataset.image_size)
-    batch = torch.from_numpy(np.stack([image.pixels for image in images]))
-    outputs = run.trainer().predict(run.model, datamodule=ImageBatches(run, batch))
-    probs, classes = ranked(torch.cat([logits.float().cpu() for logits in outputs or []]), top)
-    return [Prediction(image.path, classes[i].tolist(), probs[i].tolist(), image.converted)
-            for i, image in enumerate(images)]
-
-
-def readable_images(files: Sequence[Path], channels: int, size: int) -> list[ImageFile]:
-    """FILES read as the run's images; one that cannot be (damaged, not 8-bit, a decompression bomb) is skipped
-    with a line naming it, and the count of skipped files is said at the end. None readable: a UserError."""
+    files = find_images(paths)
     images: list[ImageFile] = []
     bad: list[BadImage] = []
     for path in files:
         try:
-            images.append(read_image(path, channels, size))
+            images.append(read_image(path, int(hp["in_channels"]), run.dataset.image_size))
         except BadImage as exc:
             bad.append(exc)
     if len(bad) == 1 and not images:
@@ -165,12 +150,15 @@ def readable_images(files: Sequence[Path], channels: int, size: int) -> list[Ima
         raise UserError(f"none of the {len(files)} images could be read (each is named above); {FIX}")
     if bad:
         say(f"skipped {len(bad)} of {len(files)} images (each is named above); predicted the other {len(images)}")
-    return images
+    batch = torch.from_numpy(np.stack([image.pixels for image in images]))
+    outputs = run.trainer().predict(run.model, datamodule=ImageBatches(run, batch))
+    probs, classes = ranked(torch.cat([logits.float().cpu() for logits in outputs or []]), top)
+    return [Prediction(image.path, classes[i].tolist(), probs[i].tolist(), image.converted)
+            for i, image in enumerate(images)]
 
 
 def csv_text(run: LoadedRun, predictions: Sequence[Prediction]) -> str:
-    """file, then per rank k: top{k} (the class), top{k}_name (where the dataset names its classes),
-    top{k}_prob; and what was converted to fit the dataset."""
+    """file, per rank k: top{k}, top{k}_name (where the dataset names its classes), top{k}_prob; converted."""
     named = run.class_names is not None
     top = len(predictions[0].classes) if predictions else 0
     header = ["file"]
@@ -190,11 +178,6 @@ def csv_rows(rows: Sequence[Sequence[Any]]) -> str:
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows(rows)
     return text.getvalue()
-
-
-def default_csv(run: LoadedRun) -> Path:
-    """RUN_DIR/predictions/<time>.csv: a new file each time (microseconds, like Hydra's run dirs)."""
-    return run.run_dir / PREDICTIONS_DIR / f"{datetime.now():%Y-%m-%d_%H-%M-%S-%f}.csv"
 
 
 def line(run: LoadedRun, prediction: Prediction) -> str:

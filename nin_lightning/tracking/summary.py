@@ -22,11 +22,6 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the checkout (or site-pack
 GIT_TIMEOUT_S = 10.0  # a git on a slow network filesystem; no answer then means "not known"
 
 
-def run_summary(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The summary of a run from its metrics.json: the SUMMARY_KEYS it holds."""
-    return {key: metrics[key] for key in SUMMARY_KEYS if metrics.get(key) is not None}
-
-
 def code_and_size_keys(code: dict[str, Any], cost: dict[str, int]) -> dict[str, Any]:
     """metrics.json's keys from the start on: code/version, code/commit, code/dirty, params, macs."""
     return {**{f"code/{k}": v for k, v in code.items()}, **cost}
@@ -42,8 +37,7 @@ def _git(root: Path, *args: str) -> str | None:
 
 
 def git_state(root: Path) -> dict[str, Any]:
-    """{"commit": sha, "dirty": bool} when ROOT is the top of a git checkout (not a venv inside another
-    checkout), else {}. Dirty: a tracked file differs from the commit (untracked ones do not count)."""
+    """{"commit": sha, "dirty": bool (tracked files)} at the top of a git checkout (not a venv in one), else {}."""
     top = _git(root, "rev-parse", "--show-toplevel")
     if top is None or Path(top).resolve() != root.resolve():
         return {}

@@ -1,11 +1,12 @@
-"""W&B's own rules as the installed SDK applies them: its server, a login, and where a run lands (project,
-entity, job type, name, tags: the config, else W&B's variables, else this project's defaults; docs/tracking.md)."""
+"""W&B's own rules as the installed SDK applies them: its server, a login, where a run lands (docs/tracking.md)."""
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 from nin_lightning.config import LoggerConfig
@@ -44,8 +45,7 @@ def reachable(url: str, timeout_s: float = 3.0) -> bool:
 
 
 def wandb_mode(cfg: LoggerConfig) -> str:
-    """online, offline or disabled. `auto`: WANDB_MODE if set, else online with a login and offline without;
-    online falls back to offline, in one line, when the SDK's server is unreachable."""
+    """online, offline or disabled (`auto`: WANDB_MODE, else online with a login); offline if unreachable."""
     mode = cfg.mode
     if mode == "auto":
         mode = os.environ.get("WANDB_MODE") or ("online" if has_login() else "offline")
@@ -67,10 +67,10 @@ class RunPlace:
     tags: tuple[str, ...]
 
 
-def run_place(cfg: LoggerConfig, tags: list[str], name: str | None, agent: dict[str, str] | None = None,
+def run_place(cfg: LoggerConfig, tags: list[str], name: str | None, agent: Mapping[str, Any] | None = None,
               job_type: str | None = None) -> RunPlace:
-    """The config's values, else W&B's variables, else this project's defaults; a W&B agent's project and entity
-    win. WANDB_NAME wins over NAME (a sweep job's swept keys). JOB_TYPE: a command's own (evaluate, ...)."""
+    """The config's values, else W&B's variables, else this project's defaults; AGENT's project and entity win (a
+    W&B agent's run, or the run this one continues). WANDB_NAME wins over NAME. JOB_TYPE: a command's own."""
     agent = agent or {}
     env = os.environ.get
     return RunPlace(

@@ -26,7 +26,7 @@ from nin_lightning.errors import one_line
 from nin_lightning.rundir.layout import BEST_CKPT, WANDB_RUN_FILE, checkpoint_dir
 from nin_lightning.rundir.start import wandb_identity
 from nin_lightning.status import say
-from nin_lightning.tracking.summary import run_summary
+from nin_lightning.tracking.summary import SUMMARY_KEYS
 from nin_lightning.tracking.wandb_env import run_place, wandb_mode
 
 CHOICE_GROUPS = ("experiment", "dataset", "model", "optimizer", "scheduler", "trainer")
@@ -61,8 +61,7 @@ def _drop(config: dict[str, Any], dotted: str) -> Any:
 
 
 def run_config(plain: Mapping[str, Any], choices: Mapping[str, str], agent_keys: Iterable[str] = ()) -> dict[str, Any]:
-    """The W&B config from the job's resolved config PLAIN without NOT_RESULT, Hydra's CHOICES, and each key
-    a W&B agent swept (AGENT_KEYS) once, flat as the agent set it."""
+    """PLAIN without NOT_RESULT, with Hydra's CHOICES, and each key a W&B agent swept once, flat as it set it."""
     config = copy.deepcopy(dict(plain))
     for key in NOT_RESULT:
         _drop(config, key)
@@ -89,20 +88,17 @@ def model_artifact(run_id: str, path: Path, metadata: dict[str, Any]) -> Any:
 
 
 class ModelArtifacts(L.Callback):
-    """Logs checkpoints to RUN (a wandb.Run) as `logger.log_model` says; a Callback to know the epoch a
-    checkpoint is written in (TolerantWandbLogger hands it each saved checkpoint)."""
+    """Logs checkpoints to RUN as `logger.log_model` says; a Callback to know the epoch a checkpoint holds."""
 
     def __init__(self, run: Any, mode: bool | str) -> None:
         self.run, self.mode = run, mode
         self.epoch = 0  # the epoch (from 1) being trained: a checkpoint written now holds it
-        self.logged: list[tuple[str, list[str]]] = []  # (file name, aliases), in order
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.epoch = trainer.current_epoch + 1
 
     def _log(self, path: Path, aliases: list[str], metadata: dict[str, Any]) -> None:
         self.run.log_artifact(model_artifact(self.run.id, path, {"epoch": self.epoch} | metadata), aliases=aliases)
-        self.logged.append((path.name, aliases))
 
     def saved(self, checkpoint_callback: Any) -> None:
         """`all`: CHECKPOINT_CALLBACK (a ModelCheckpoint with one fixed file name) has just written its file."""
@@ -123,8 +119,7 @@ class ModelArtifacts(L.Callback):
 
 
 class OshSync(L.Callback):
-    """wandb-osh (`logger.osh=true`): after each epoch, ask a login node to `wandb sync` RUN (offline) by a
-    command file in COMMAND_DIR (None: wandb-osh's default, ~/.wandb_osh_command_dir)."""
+    """wandb-osh (`logger.osh=true`): after each epoch, a command file in COMMAND_DIR asks to `wandb sync` RUN."""
 
     def __init__(self, run: Any, command_dir: Path | None) -> None:
         from wandb_osh.hooks import TriggerWandbSyncHook
@@ -148,8 +143,7 @@ def sync_command(run_dir: Path, run_id: str) -> str:
 
 
 def agent_run() -> dict[str, str]:
-    """The run a W&B sweep agent created on the server and started this process for ({} outside an agent): the
-    job must log into that run, of that project, or the sweep waits for a run that never reports."""
+    """The W&B sweep agent's run for this process ({} outside one): log into it, or the sweep waits for it."""
     if not os.environ.get("WANDB_SWEEP_ID") or not os.environ.get("WANDB_RUN_ID"):
         return {}
     keys = {"sweep": "WANDB_SWEEP_ID", "id": "WANDB_RUN_ID", "project": "WANDB_PROJECT", "entity": "WANDB_ENTITY"}
@@ -169,9 +163,8 @@ def agent_params() -> list[str]:
 
 
 class TolerantWandbLogger(WandbLogger):
-    """Lightning's WandbLogger, except that a failed write which `excuse` explains (the preemption signal,
-    which also stops W&B's service) only loses those rows instead of failing the job; and a saved checkpoint
-    goes to `artifacts` (logger.log_model=all), which names it by epoch."""
+    """Lightning's WandbLogger, except that a failed write `excuse` explains (the preemption signal, which stops
+    W&B's service too) loses only those rows; a saved checkpoint goes to `artifacts`, which names it by epoch."""
 
     def __init__(self, excuse: Callable[[BaseException], bool] | None = None,
                  artifacts: ModelArtifacts | None = None, **kwargs: Any) -> None:
@@ -198,29 +191,25 @@ class Tracker:
     def __init__(self, cfg: LoggerConfig, run_dir: Path, config: dict[str, Any], group: str | None,
                  name: str | None, tags: list[str], excuse: Callable[[BaseException], bool] | None = None,
                  identity: dict[str, Any] | None = None, choices: dict[str, str] | None = None) -> None:
-        self.cfg, self.run_dir, self.excuse = cfg, run_dir, excuse
-        self.identity = identity or {}  # the W&B run a continued run logs into (rundir: wandb_run.json)
+        self.cfg, self.run_dir = cfg, run_dir
         self.wandb_run: Any = None
         self.loggers: list[Logger] = []
         self.callbacks: list[Any] = []  # Lightning callbacks the tracker needs (artifacts, wandb-osh's trigger)
         self.osh: OshSync | None = None
         self.artifacts: ModelArtifacts | None = None
-        self.choices = choices or {}
         if cfg.name == "csv":
             self.loggers = [CSVLogger(save_dir=str(run_dir), name="csv")]
         elif cfg.name == "wandb" and rank_zero_only.rank != 0:
             # Other DDP ranks get a logger whose experiment is a no-op: no empty W&B runs.
             self.loggers = [WandbLogger(save_dir=str(run_dir))]
-        elif cfg.name == "wandb":
-            self._start_wandb(config, group, name, tags)
-
-    def _start_wandb(self, config: dict[str, Any], group: str | None, name: str | None, tags: list[str]) -> None:
+        if cfg.name != "wandb" or rank_zero_only.rank != 0:
+            return
         import wandb
 
         mode = wandb_mode(self.cfg)
         # A resumed job continues its W&B run: same id, and the group and name it started with (the resume
         # command's overrides do not make it another job). Under a W&B agent, the agent's run and project.
-        saved, agent = self.identity, agent_run()
+        saved, agent = identity or {}, agent_run()  # IDENTITY: the W&B run a continued run logs into
         run_id = agent.get("id") or saved.get("id") or secrets.token_hex(4)
         if saved.get("id") and run_id != saved["id"]:
             say(f"W&B agent run {run_id} continues this run dir (its W&B run was {saved['id']})")
@@ -228,17 +217,16 @@ class Tracker:
             group = group or f"sweep-{agent['sweep']}"
             tags = list(dict.fromkeys([*tags, *short_names(agent_params())]))
         group, name = saved.get("group", self.cfg.group or group), saved.get("name", name)
-        place = run_place(self.cfg, tags, name, agent)
-        if saved.get("id") and not agent:  # a resumed run stays where it began, named and tagged as then
-            place = dataclasses.replace(place, project=saved.get("project") or place.project,
-                                        entity=saved.get("entity") or place.entity,
-                                        name=saved.get("name") or place.name,
+        resumed = bool(saved.get("id")) and not agent  # a resumed run stays where it began, named and tagged as then
+        place = run_place(self.cfg, tags, name, saved if resumed else agent)
+        if resumed:
+            place = dataclasses.replace(place, name=saved.get("name") or place.name,
                                         tags=tuple(saved.get("tags") or place.tags))
 
         def init(mode: str) -> Any:
             return wandb.init(
                 project=place.project, entity=place.entity, group=group, job_type=place.job_type, name=place.name,
-                tags=list(place.tags), config=run_config(config, self.choices, agent_params() if agent else ()),
+                tags=list(place.tags), config=run_config(config, choices or {}, agent_params() if agent else ()),
                 dir=str(self.run_dir), id=run_id, resume="allow", mode=mode,
                 settings=wandb.Settings(init_timeout=self.cfg.init_timeout_s, silent=True, console="off",
                                         reinit="finish_previous", **compat.wandb_flush_often(wandb.Settings)),
@@ -263,7 +251,7 @@ class Tracker:
         if mode != "disabled":  # a disabled run has no W&B identity to continue (its entity reads "dummy")
             atomic_write(self.run_dir / WANDB_RUN_FILE, json.dumps(identity) + "\n")
         self.artifacts = ModelArtifacts(self.wandb_run, self.cfg.log_model)
-        self.loggers = [TolerantWandbLogger(excuse=self.excuse, artifacts=self.artifacts, experiment=self.wandb_run)]
+        self.loggers = [TolerantWandbLogger(excuse=excuse, artifacts=self.artifacts, experiment=self.wandb_run)]
         if self.cfg.osh and mode == "offline":
             self.osh = OshSync(self.wandb_run, Path(self.cfg.osh_dir) if self.cfg.osh_dir else None)
             self.callbacks.append(self.osh)
@@ -275,12 +263,11 @@ class Tracker:
             say(f"W&B run: {self.wandb_run.url}")
 
     def finish(self, exit_code: int, metrics: dict[str, Any] | None = None) -> None:
-        """Close the W&B run, marked failed when exit_code != 0, so the next job starts a new one; METRICS
-        (the run's metrics.json) become its summary (summary.SUMMARY_KEYS)."""
+        """Close the W&B run (failed when exit_code != 0); METRICS (metrics.json) become its summary (SUMMARY_KEYS)."""
         if self.wandb_run is None:
             return
         if metrics:
-            self.wandb_run.summary.update(run_summary(metrics))
+            self.wandb_run.summary.update({k: metrics[k] for k in SUMMARY_KEYS if metrics.get(k) is not None})
         if self.artifacts is not None and (metrics or {}).get("status") == "completed":
             try:
                 self.artifacts.final(checkpoint_dir(self.run_dir) / BEST_CKPT, metrics.get("best_epoch"))
@@ -307,11 +294,11 @@ def log_command_run(command: str, mode: str, run_dir: Path, ckpt: str, ckpt_path
     train_id = trained.get("id") or run_dir.resolve().name
     cfg = LoggerConfig(name="wandb", mode=mode)
     resolved = wandb_mode(cfg)
-    place = run_place(cfg, [command], f"{trained.get('name') or run_dir.name} {command}", job_type=command)
+    place = run_place(cfg, [command], f"{trained.get('name') or run_dir.name} {command}", trained, command)
     artifact = f"{artifact_name(train_id)}:{ckpt}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = wandb.init(project=trained.get("project") or place.project, entity=trained.get("entity") or place.entity,
-                     group=trained.get("group"), job_type=place.job_type, name=place.name, tags=list(place.tags),
+    run = wandb.init(project=place.project, entity=place.entity, group=trained.get("group"), job_type=place.job_type,
+                     name=place.name, tags=list(place.tags),
                      config={**config, "model_artifact": artifact, "trained_run": train_id, "ckpt": ckpt},
                      dir=str(out_dir), mode=resolved,
                      settings=wandb.Settings(silent=True, console="off", reinit="finish_previous"))
