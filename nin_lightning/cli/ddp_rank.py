@@ -14,9 +14,12 @@ register_help()  # the --help template's list of each group's real options
 
 @hydra.main(version_base="1.3", config_path=None, config_name=None)
 def main(cfg: DictConfig) -> float:
-    from nin_lightning.cli.task import run_job
+    from nin_lightning.cli.task import prepare_job
 
-    return run_job(cfg)
+    job, conf = prepare_job(cfg)  # checked before torch loads
+    from nin_lightning.run import train
+
+    return train(cfg, job, conf=conf)
 
 
 if __name__ == "__main__":

@@ -49,10 +49,3 @@ def prepare_job(cfg: DictConfig) -> tuple[JobContext, TrainConfig]:
     quiet_libraries()  # after the import: Lightning adds its own console handler then, Hydra's takes over
     return job, conf
 
-
-def run_job(cfg: DictConfig) -> float:
-    """Hydra's task function: one job, checked before torch loads; returns val/acc_best (a sweeper maximises it)."""
-    job, conf = prepare_job(cfg)
-    from nin_lightning.run import train
-
-    return train(cfg, job, conf=conf)
