@@ -122,7 +122,12 @@ class TorchvisionDataModule(NiNDataModule):
         try:
             return self._tv()(self.root, download=False, **split)
         except RuntimeError as exc:
-            raise self.file_problem() or UserError(f"torchvision cannot read {source}: {one_line_text(exc)}") from exc
+            raise self.read_problem(source) or UserError(f"torchvision cannot read {source}: {one_line_text(exc)}") \
+                from exc
+
+    def read_problem(self, source: Path) -> UserError | None:
+        """What is wrong with the files when torchvision refuses to read SOURCE (a subclass may check SOURCE alone)."""
+        return self.file_problem()
 
     def _split(self, images: np.ndarray | torch.Tensor, labels: object, source: Path) -> Split:
         """uint8 NCHW images (copied contiguous) and int64 labels, with labels checked against num_classes."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import torch
 
@@ -60,6 +61,11 @@ class SVHNDataModule(files.TorchvisionDataModule):
                                    any((root / name).is_file() for _, name, _ in split_list.values()),
                                    f"{root / names[0]} and {' and '.join(names[1:])} in the same dir "
                                    "(torchvision's SVHN files, MD5-checked)", md5_last_first=True)
+
+    def read_problem(self, source: Path) -> UserError | None:
+        """A file missing, else the one torchvision refused failing its MD5 (the others may not be read yet)."""
+        md5 = {name: md5 for _, name, md5 in self._tv().split_list.values()}[source.name]
+        return self.file_problem(check_md5=False) or files.first_problem(self.cfg, [(source, md5)], True, True, "")
 
     def _part(self, part: str) -> Split:
         source = self.root / self._tv().split_list[part][1]
