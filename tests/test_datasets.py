@@ -379,6 +379,20 @@ def test_md5_mismatch_names_the_file(tmp_path, monkeypatch, name, culprit):
     assert str(tmp_path / culprit) in message and "MD5" in message
 
 
+@pytest.mark.parametrize(("corrupt", "split"), [(("train", "test"), "train"), (("train", "extra"), "train+extra"),
+                                                (("train", "extra", "test"), "train+extra")])
+def test_svhn_names_the_file_torchvision_refused_when_several_fail_their_md5(tmp_path, monkeypatch, corrupt, split):
+    """The first file read (train) is the one named, not the first of all to fail their MD5 (found by a
+    differential test of the lean-core refactor: an intermediate commit named test or extra)."""
+    fd.write_svhn(tmp_path, n_train=60, n_test=30, n_extra=60)
+    fd.trust_fake_md5(monkeypatch, tmp_path)
+    for part in corrupt:
+        with open(tmp_path / f"{part}_32x32.mat", "ab") as f:
+            f.write(b"x\n")
+    message = user_error(lambda: datamodule("svhn", tmp_path, f"dataset.split={split}", "dataset.val_size=30"))
+    assert str(tmp_path / "train_32x32.mat") in message and "MD5" in message
+
+
 def test_cifar_missing_one_file_is_named(tmp_path, monkeypatch):
     fd.write_cifar10(tmp_path)
     fd.trust_fake_md5(monkeypatch, tmp_path)
