@@ -21,7 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", choices=SPLITS, default="test", help="the run's test split, or its val split")
     parser.add_argument("--tta", choices=("on", "off"), help="flip test-time augmentation (default: as the run)")
     parser.add_argument("--out", type=Path, help="where to write (default: RUN_DIR/eval/<ckpt>_<split>[_tta])")
-    parser.add_argument("overrides", nargs="*", metavar="dataset.KEY=VALUE",
+    parser.add_argument("overrides", nargs="*", default=[], metavar="dataset.KEY=VALUE",
                         help="dataset.root, dataset.eval_batch_size, dataset.num_workers, dataset.download")
     args = parser.parse_intermixed_args(argv)
     check_out(args.out, args.run_dir, None)

@@ -18,7 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   "PyTorch on the run's test images, with its preprocessing recorded beside it.")
     parser.add_argument("--format", choices=("onnx",), default="onnx", help="onnx (the only format so far)")
     parser.add_argument("--out", type=Path, help="the model file (default: RUN_DIR/export/<ckpt>.onnx)")
-    parser.add_argument("overrides", nargs="*", metavar="dataset.KEY=VALUE",
+    parser.add_argument("overrides", nargs="*", default=[], metavar="dataset.KEY=VALUE",
                         help="dataset.root (the test images the export is checked on), dataset.download")
     args = parser.parse_intermixed_args(argv)
     check_out(args.out, args.run_dir, ".onnx")

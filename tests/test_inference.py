@@ -501,3 +501,30 @@ def test_out_never_overwrites_the_runs_own_files(trained, capsys, tmp_path):
     line = one_line("predict", [str(trained), str(image), "--out", str(tmp_path / "metrics.json")], capsys)
     assert "give a file name ending in .csv" in line
     assert {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()} == before
+
+
+def test_out_of_the_wrong_kind_is_named_and_an_existing_file_is_replaced(trained, capsys, tmp_path):
+    """Follow-up of issue 23's adversarial check: `--out` naming an existing file was refused as "read-only" (a
+    file has no execute bit) for every command, and export into a directory failed after the work with a temp
+    file's name. Now: a file where a dir goes (or the reverse) is named before any work; a file is replaced."""
+    from PIL import Image
+
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
+    (tmp_path / "old.txt").write_text("mine")
+    (tmp_path / "dir.onnx").mkdir()
+    assert one_line("evaluate", [str(trained), "--out", str(tmp_path / "old.txt")], capsys).endswith(
+        "old.txt is a file; give a directory")
+    assert one_line("export", [str(trained), "--out", str(tmp_path / "dir.onnx")], capsys).endswith(
+        "dir.onnx is a directory; give a file ending in .onnx")
+    assert (tmp_path / "old.txt").read_text() == "mine" and not any((tmp_path / "dir.onnx").iterdir())
+    for command in ("evaluate", "export"):  # argparse's list of what is missing: RUN_DIR alone (overrides optional)
+        line = one_line(command, [], capsys)
+        assert line.endswith(f"required: RUN_DIR; see python -m nin_lightning.{command} --help"), line
+    old = tmp_path / "old.csv"
+    old.write_text("an earlier prediction\n")
+    from nin_lightning.predict import main
+
+    assert main([str(trained), str(image), "--out", str(old)]) == 0
+    with old.open() as fh:
+        assert [Path(r["file"]).name for r in csv.DictReader(fh)] == ["a.png"]

@@ -77,7 +77,8 @@ def quiet_lightning() -> None:
 
 
 def check_out(out: Path | None, run_dir: Path, suffix: str | None = None) -> None:
-    """--out, not one of the run's own files (inside RUN_DIR only under the commands' dirs), ending in SUFFIX."""
+    """--out, not one of the run's own files (inside RUN_DIR only under the commands' dirs), a file ending in SUFFIX
+    (None: a dir)."""
     if out is None:
         return
     inside = out.resolve().is_relative_to(run_dir.resolve())
@@ -86,11 +87,16 @@ def check_out(out: Path | None, run_dir: Path, suffix: str | None = None) -> Non
                         f"elsewhere, or under {run_dir}/{{{','.join(COMMAND_DIRS)}}}/ (or leave --out out)")
     if suffix is not None and out.suffix.lower() != suffix:
         raise UserError(f"--out {out}: give a file name ending in {suffix}")
+    if out.exists() and out.is_dir() != (suffix is None):  # SUFFIX None: a dir of files
+        kind, needed = ("a file", "a directory") if suffix is None else ("a directory", f"a file ending in {suffix}")
+        raise UserError(f"--out {out} is {kind}; give {needed}")
 
 
 def check_writable(out: Path, chosen: bool, example: str) -> None:
-    """Before any work: OUT (a file or dir to be made) can be written, or one line (naming --out unless CHOSEN)."""
-    existing = next((p for p in [out, *out.parents] if p.exists()), None)
+    """Before any work: OUT (a dir when EXAMPLE is DIR, else a file, replaced if it exists) can be written, or one
+    line (naming --out unless CHOSEN)."""
+    start = out if example == "DIR" else out.parent  # a file is written beside itself, then renamed over it
+    existing = next((p for p in [start, *start.parents] if p.exists()), None)
     if existing is None or os.access(existing, os.W_OK | os.X_OK):
         return
     fix = "pass another --out" if chosen else f"pass --out {example} (somewhere you can write)"
