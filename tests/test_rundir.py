@@ -196,6 +196,43 @@ def test_corrupt_side_files_are_named_and_nothing_is_rewritten(finished_run, tmp
     assert history_epochs(run_dir) == [1, 2, 3, 4] and all(",," not in r and not r.endswith(",") for r in rows)
 
 
+
+def test_a_history_with_a_gap_or_a_garbled_row_is_named_never_resumed_into(finished_run, tmp_path):
+    """Follow-up of issue 23's adversarial check: a history.csv whose epoch-2 row was deleted, or garbled, was
+    resumed silently (the bad row dropped, the gap kept, epochs 1, 3, 4). Now one line names the file and the
+    epoch, before any write; the file as it was. A gap the user made by deleting the file is theirs to make."""
+    for case in ("deleted row", "garbled row"):
+        run_dir = copy_of(finished_run, tmp_path / case.replace(" ", "_"))
+        header, *rows = (run_dir / "history.csv").read_text().splitlines()
+        rows[1] = "2,oops" if case == "garbled row" else ""
+        (run_dir / "history.csv").write_text("\n".join([header, *filter(None, rows)]) + "\n")
+        before = snapshot(run_dir)
+        line = one_error_line(run(tmp_path, "resume=auto", "trainer.max_epochs=4", f"hydra.run.dir={run_dir}"))
+        wrong = "row 2 is not a whole row of an epoch" if case == "garbled row" else "epoch 2 is missing"
+        assert f"{run_dir / 'history.csv'}: {wrong}" in line and "delete it to keep only the epochs" in line, line
+        assert snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize(("epochs", "wrong"), [
+    ([1, 2, 2, 3], "epoch 2 is repeated or out of order"), ([2, 1, 3], "epoch 1 is out of order"),
+    ([1], "epoch 2 is missing"), ([], "epoch 1 is missing"), ([1, 2, 3, 3], "epoch 3 is repeated or out of order"),
+    ([1, 2], None), ([1, 2, 3, 4, 5], None),  # a checkpoint saved mid-epoch 3; rows after the checkpoint's epochs
+])
+def test_the_epochs_a_resume_appends_to_must_be_whole(tmp_path, epochs, wrong):
+    from nin_lightning.errors import UserError
+    from nin_lightning.rundir.history import check_epochs
+
+    path = tmp_path / "history.csv"
+    path.write_text("epoch\n")
+    rows = [{"epoch": str(e)} for e in epochs]
+    if wrong is None:
+        check_epochs(path, rows, done=3)
+    else:
+        with pytest.raises(UserError, match=f"{wrong}, but the checkpoint holds 3 epochs"):
+            check_epochs(path, rows, done=3)
+    check_epochs(tmp_path / "deleted.csv", rows, done=3)  # no file: nothing to keep whole
+
+
 GRID = ["model.dropout=0.0,0.5", "seed=1,2"]
 
 

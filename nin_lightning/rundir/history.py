@@ -7,9 +7,12 @@ from pathlib import Path
 
 from nin_lightning.errors import UserError
 
+FIX = "restore it, or delete it to keep only the epochs trained from now on"
+
 
 def read_history(path: Path) -> list[dict[str, str]]:
-    """The whole rows of PATH ([] without it; a row cut short by a crash is dropped); UserError when not CSV text."""
+    """The whole rows of PATH ([] without it; a last row cut short by a crash is dropped); UserError when it is not
+    CSV text, or a row before the last is not whole (a row dropped there would leave a gap in the epochs)."""
     if not path.exists():
         return []
     try:
@@ -18,6 +21,24 @@ def read_history(path: Path) -> list[dict[str, str]]:
             raise ValueError("it holds NUL bytes")
         rows = list(csv.DictReader(text.splitlines()))
     except (UnicodeDecodeError, ValueError, csv.Error) as exc:
-        raise UserError(f"{path} is not a readable history ({type(exc).__name__}: {str(exc)[:80]}); restore it, "
-                        "or delete it to keep only the epochs trained from now on") from exc
-    return [row for row in rows if None not in row.values() and None not in row and str(row.get("epoch", "")).isdigit()]
+        raise UserError(f"{path} is not a readable history ({type(exc).__name__}: {str(exc)[:80]}); {FIX}") from exc
+    whole = [None not in row.values() and None not in row and str(row.get("epoch", "")).isdigit() for row in rows]
+    if False in whole[:-1]:
+        raise UserError(f"{path}: row {whole.index(False) + 1} is not a whole row of an epoch; {FIX}")
+    return [row for row, ok in zip(rows, whole, strict=True) if ok]
+
+
+def check_epochs(path: Path, rows: list[dict[str, str]], done: int) -> None:
+    """Before a resume from a checkpoint of DONE epochs (one fewer if saved mid-epoch): the rows of PATH up to it
+    are epochs 1, 2, ... once each, so the rows appended next leave no gap; a UserError naming what is wrong."""
+    if not path.exists():  # never written (callbacks.history=false), or deleted: the epochs from now on
+        return
+    epochs = [int(row["epoch"]) for row in rows if int(row["epoch"]) <= done]
+    if epochs == list(range(1, len(epochs) + 1)) and len(epochs) >= done - 1:
+        return
+    at = next((i for i, epoch in enumerate(epochs, 1) if epoch != i), len(epochs) + 1)  # the first row out of line
+    if at <= len(epochs) and epochs[at - 1] < at:
+        wrong = f"epoch {epochs[at - 1]} is repeated or out of order"
+    else:
+        wrong = f"epoch {at} is {'out of order' if at in epochs else 'missing'}"
+    raise UserError(f"{path}: {wrong}, but the checkpoint holds {done} epochs; {FIX}")

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from nin_lightning.errors import UserError
-from nin_lightning.rundir.history import read_history
+from nin_lightning.rundir.history import check_epochs, read_history
 from nin_lightning.rundir.layout import (
     BEST_CKPT,
     CHECKPOINT_DIR,
@@ -246,6 +246,7 @@ def _continue(run_dir: Path, now: dict[str, Any]) -> Start:
         return finished
     _check_continuable(run_dir, checkpoint, now)
     _check_best(run_dir, checkpoint)
+    check_epochs(run_dir / HISTORY_FILE, history, int(checkpoint.get("epoch", -1)) + 1)
     resuming = (f"resuming from {LAST_CKPT} (epoch {int(checkpoint.get('epoch', -1)) + 1}, "
                 f"step {checkpoint.get('global_step', '?')})")
     note = f"{note}; {resuming}" if note else resuming
