@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import warnings
 from typing import Any
@@ -34,8 +35,7 @@ def param_groups(model: nn.Module, weight_decay: float, exempt_bias_norm: bool) 
 
 def build_optimizer(model: nn.Module, cfg: schema.OptimizerConfig, lr: float, implementation: str | None = None
                     ) -> torch.optim.Optimizer:
-    """SGD (momentum, nesterov) or AdamW at learning rate `lr`; `implementation` (speed.SpeedPlan's choice,
-    default `cfg.implementation`): fused, foreach or for_loop."""
+    """SGD or AdamW at `lr`; `implementation`: speed.SpeedPlan's choice (default `cfg.implementation`)."""
     groups = param_groups(model, cfg.weight_decay, cfg.exempt_bias_norm)
     impl = _IMPLEMENTATIONS.get(implementation or cfg.implementation, {})
     if isinstance(cfg, schema.SGDConfig):
@@ -55,12 +55,12 @@ def build_scheduler(
     if isinstance(cfg, schema.MultiStepConfig):
         return {"scheduler": lr_scheduler.MultiStepLR(optimizer, list(cfg.milestones), cfg.gamma), "interval": "epoch"}
     if isinstance(cfg, schema.PiecewiseConfig):
-        piecewise = _Piecewise(list(cfg.milestones), list(cfg.scales))
+        piecewise = functools.partial(_piecewise, list(cfg.milestones), list(cfg.scales))  # picklable
         return {"scheduler": lr_scheduler.LambdaLR(optimizer, piecewise), "interval": "epoch"}
     if isinstance(cfg, schema.CosineConfig):
         steps_per_epoch = max(1, total_steps // max(1, max_epochs))
         warmup = round(cfg.warmup_epochs * steps_per_epoch)
-        cosine = _WarmupCosine(warmup, total_steps, cfg.min_lr_ratio)
+        cosine = functools.partial(_warmup_cosine, warmup, total_steps, cfg.min_lr_ratio)
         return {"scheduler": lr_scheduler.LambdaLR(optimizer, cosine), "interval": "step"}
     if isinstance(cfg, schema.OneCycleConfig):
         one_cycle = lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
@@ -104,11 +104,8 @@ def keep_settings(optimizer: torch.optim.Optimizer, planned: list[dict[str, Any]
 
 
 def keep_plan(scheduler: Any, planned: dict[str, Any]) -> None:
-    """After a resume: continue at the checkpoint's step, on the schedule the current config plans (`planned`).
-
-    Lightning restores a scheduler's whole state, its length included: a run resumed with a higher
-    trainer.max_epochs would keep cosine at its floor and step one-cycle past its end.
-    """
+    """After a resume: continue at the checkpoint's step, on the schedule the current config plans (`planned`):
+    Lightning restores a scheduler's whole state, its length included (cosine would stay at its floor)."""
     position = {k: v for k, v in scheduler.state_dict().items() if k in compat.SCHEDULER_POSITION_KEYS}
     scheduler.load_state_dict({**copy.deepcopy(planned), **position})
     with warnings.catch_warnings():
@@ -124,8 +121,7 @@ def keep_plan(scheduler: Any, planned: dict[str, Any]) -> None:
 
 class LimitedPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
     """ReduceLROnPlateau that sets `exhausted` (the LightningModule then stops) at the plateau after
-    `max_reductions` cuts (that cut is undone), or once a cut takes the LR below `stop_below_ratio` x its start.
-    """
+    `max_reductions` cuts (that cut is undone), or once a cut takes the LR below `stop_below_ratio` x its start."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, max_reductions: int | None = None,
                  stop_below_ratio: float | None = None, **kwargs: Any) -> None:
@@ -152,24 +148,14 @@ class LimitedPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.exhausted = True
 
 
-class _Piecewise:
-    """LR multiplier: scales[i] for epochs in [milestones[i-1], milestones[i]) (picklable, for LambdaLR)."""
-
-    def __init__(self, milestones: list[int], scales: list[float]) -> None:
-        self.milestones, self.scales = milestones, scales
-
-    def __call__(self, epoch: int) -> float:
-        return self.scales[sum(epoch >= m for m in self.milestones)]
+def _piecewise(milestones: list[int], scales: list[float], epoch: int) -> float:
+    """LR multiplier: scales[i] for epochs in [milestones[i-1], milestones[i])."""
+    return scales[sum(epoch >= m for m in milestones)]
 
 
-class _WarmupCosine:
-    """LR multiplier: linear warm-up over `warmup` steps, then cosine to `floor` at `total` (picklable)."""
-
-    def __init__(self, warmup: int, total: int, floor: float) -> None:
-        self.warmup, self.total, self.floor = warmup, max(1, total), floor
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / (self.warmup + 1)
-        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
-        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * progress))
+def _warmup_cosine(warmup: int, total: int, floor: float, step: int) -> float:
+    """LR multiplier: linear warm-up over `warmup` steps, then cosine to `floor` at `total`."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))

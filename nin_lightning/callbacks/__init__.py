@@ -12,7 +12,7 @@ from nin_lightning.callbacks.rng_state import RNGState
 from nin_lightning.callbacks.test_curve import EpochTestCurve
 from nin_lightning.config import CallbacksConfig
 from nin_lightning.rundir import RunDir
-from nin_lightning.rundir.layout import HISTORY_FILE, last_checkpoint
+from nin_lightning.rundir.layout import HISTORY_FILE
 
 __all__ = ["PREEMPTED_EXIT", "EpochHistory", "EpochLine", "EpochTestCurve", "FiniteLossGuard", "LearningRates",
            "Preempted", "PreemptionCheckpoint", "RNGState", "RunProgress", "StepAgreement", "best_epoch",
@@ -21,7 +21,7 @@ __all__ = ["PREEMPTED_EXIT", "EpochHistory", "EpochLine", "EpochTestCurve", "Fin
 
 def stop_guards(preemption: PreemptionCheckpoint, every_n_steps: int, run: RunDir | None = None) -> list[Callback]:
     """FiniteLossGuard, first (it runs before the callbacks that record an epoch), and its StepAgreement."""
-    guard = FiniteLossGuard(run.path if run else None, last_checkpoint(run.path) if run else None)
+    guard = FiniteLossGuard(run.path if run else None)
     return [guard, StepAgreement(guard, preemption, every_n_steps)]
 
 

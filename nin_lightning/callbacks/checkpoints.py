@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -20,14 +21,10 @@ class RelocatableCheckpoint(ModelCheckpoint):
     """A ModelCheckpoint whose saved absolute paths are rebased onto this run dir on load: after a move,
     Lightning's would forget the best score (a worse epoch overwrites best.ckpt) and test the old best.ckpt."""
 
-    @property
+    @functools.cached_property
     def state_key(self) -> str:
         # ModelCheckpoint's own key (older checkpoints restore into it), computed once: Lightning asks at every hook
-        key = self.__dict__.get("_state_key")
-        if key is None:
-            key = self.__dict__["_state_key"] = super().state_key.replace(
-                type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
-        return key
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old = state_dict.get("dirpath")
@@ -45,10 +42,8 @@ class RelocatableCheckpoint(ModelCheckpoint):
 
 
 class BestCheckpoint(RelocatableCheckpoint):
-    """best.ckpt, written without fsync while training and made durable once when fit ends.
-
-    A run started from another run's checkpoint (`ckpt_path=`, a new run dir) has no best.ckpt of its own: its
-    best is among its own epochs (the other run's best score would keep every epoch here from being saved)."""
+    """best.ckpt, made durable once when fit ends; a run started from another run's checkpoint (`ckpt_path=`,
+    a new run dir) starts its best afresh (the other's best score would keep every epoch here from being saved)."""
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         fresh = (self.best_model_path, self.best_model_score, dict(self.best_k_models), self.kth_best_model_path,
@@ -95,9 +90,8 @@ class LastCheckpoint(RelocatableCheckpoint):
 
 
 class ValidateEveryNEpochs(Callback):
-    """Validation after every N-th epoch and after the last, which Lightning's `check_val_every_n_epoch` skips
-    unless N divides max_epochs. An epoch without validation drops the previous val/ values, so that its
-    history.csv and W&B rows do not repeat them as if measured again."""
+    """Validation after every N-th epoch and the last (Lightning's `check_val_every_n_epoch` skips the last unless
+    N divides max_epochs); an epoch without it drops the val/ values, lest history.csv and W&B repeat them."""
 
     def __init__(self, every_n_epochs: int) -> None:
         self.every_n_epochs = every_n_epochs
@@ -125,6 +119,5 @@ def checkpoint_callbacks(run_dir: Path, monitor: str, mode: str, save_last: bool
                           save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
     if not save_last:
         return [best]
-    last = LastCheckpoint(last_every_s, dirpath=dirpath, filename=Path(LAST_CKPT).stem, monitor=None, save_top_k=1,
-                          enable_version_counter=False)
+    last = LastCheckpoint(last_every_s, dirpath=dirpath, filename=Path(LAST_CKPT).stem, enable_version_counter=False)
     return [best, last]

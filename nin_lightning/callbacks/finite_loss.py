@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import Callback
 from nin_lightning import metric_names as names
 from nin_lightning.errors import UserError
 from nin_lightning.rundir.checkpoint_io import load_checkpoint_file
+from nin_lightning.rundir.layout import last_checkpoint
 from nin_lightning.rundir.start import original_overrides
 
 
@@ -25,14 +26,13 @@ def any_rank(trainer: L.Trainer, flags: torch.Tensor) -> list[float]:
 class FiniteLossGuard(Callback):
     """A diverged run stops in one line that names the last good checkpoint; none is written from a bad state.
 
-    Each step records on the device whether its loss was finite (no host sync per step). The record is read
-    every `callbacks.check_every_n_steps` steps (StepAgreement), at each epoch's end and before any checkpoint
-    is written; there a non-finite validation loss or weight also counts (`lr=1e6` without BatchNorm can keep
-    a finite training loss while the validation loss is NaN). Under DDP the ranks decide together.
+    Each step records on the device whether its loss was finite (no host sync); the record is read every
+    `callbacks.check_every_n_steps` steps (StepAgreement), at each epoch's end and before any checkpoint, where a
+    non-finite val loss or weight also counts (`lr=1e6` without BatchNorm: a NaN val loss, a finite train loss).
     """
 
-    def __init__(self, run_dir: Path | None = None, last_ckpt: Path | None = None) -> None:
-        self.run_dir, self.last_ckpt = run_dir, last_ckpt
+    def __init__(self, run_dir: Path | None = None) -> None:
+        self.run_dir, self.last_ckpt = run_dir, last_checkpoint(run_dir) if run_dir is not None else None
         self._bad: torch.Tensor | None = None  # bool: a non-finite loss since `_since`
         self._clean: torch.Tensor | None = None  # steps since `_since` before the first non-finite loss
         self._first: torch.Tensor | None = None  # the first non-finite loss (nan or inf)

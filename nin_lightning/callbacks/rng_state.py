@@ -20,12 +20,8 @@ def _cuda_device(in_use: bool = True) -> torch.device | None:
 
 
 class RNGState(Callback):
-    """Saves the RNG states with every checkpoint and restores them on resume: the epoch after a resume draws
-    the same shuffling, dropout masks and augmentations as an uninterrupted run would.
-
-    Every rank starts with the same seed (equal weights), so at `setup` ranks > 0 reseed torch by (seed, rank)
-    to draw their own dropout masks; a checkpoint holds each rank's torch CPU and CUDA states.
-    """
+    """The RNG states in every checkpoint, restored on resume (the same shuffling, dropout and augmentations as
+    without the stop); ranks > 0 reseed torch by (seed, rank) at `setup` to draw dropout masks of their own."""
 
     def __init__(self) -> None:
         self._trainer: L.Trainer | None = None

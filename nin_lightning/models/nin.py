@@ -35,18 +35,10 @@ def mlpconv(in_ch: int, widths: Sequence[int], kernel: int, batch_norm: bool, la
 class NiN(nn.Module):
     """NiN with a 3x3/2 max-pool and dropout after blocks 1 and 2 and a GAP head after block 3."""
 
-    def __init__(
-        self,
-        num_classes: int,
-        in_channels: int,
-        preset: str,
-        width: float = ModelConfig.width,
-        dropout: float = ModelConfig.dropout,
-        batch_norm: bool = ModelConfig.batch_norm,
-        init: str = ModelConfig.init,
-        init_std: float = ModelConfig.init_std,
-        final_relu: bool = ModelConfig.final_relu,
-    ) -> None:
+    def __init__(self, num_classes: int, in_channels: int, preset: str, width: float = ModelConfig.width,
+                 dropout: float = ModelConfig.dropout, batch_norm: bool = ModelConfig.batch_norm,
+                 init: str = ModelConfig.init, init_std: float = ModelConfig.init_std,
+                 final_relu: bool = ModelConfig.final_relu) -> None:
         super().__init__()
         if preset not in PRESETS:
             raise ValueError(f"unknown NiN preset {preset!r}; choose one of {sorted(PRESETS)}")
