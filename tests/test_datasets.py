@@ -516,9 +516,19 @@ def test_ddp_accuracy_is_the_whole_sets(tmp_path, monkeypatch):
     torch.manual_seed(0)
     model = NiNClassifier(10, 1, "mnist", width=0.1, optimizer={"name": "adamw"}, scheduler={"name": "constant"})
     ddp = DDPStrategy(start_method="fork", timeout=timedelta(seconds=60))  # a deadlock fails, not hangs
+
+    class ThreadPoolOnce(L.Callback):
+        """In each forked rank, torch's thread pool (which the fork left invalid if this worker used it) is
+        rebuilt here, on one thread: else the autograd thread and the main thread may rebuild it at once, and
+        torch aborts ("pool INTERNAL ASSERT FAILED ... Invalid thread pool!", seen once under load)."""
+
+        def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+            torch.set_num_threads(torch.get_num_threads())
+
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy=ddp, max_epochs=1, limit_train_batches=2,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path)  # (its weights hand-over file)
+                        callbacks=[ThreadPoolOnce()], enable_model_summary=False,
+                        default_root_dir=tmp_path)  # (its weights hand-over file)
     trainer.fit(model, datamodule=dm)  # the forked ranks train; rank 0's weights come back to this process
     val_acc = float(trainer.callback_metrics["val/acc"])
     [results] = trainer.test(model, datamodule=dm, verbose=False)
