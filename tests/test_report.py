@@ -594,3 +594,71 @@ def test_one_shared_seed_leaves_every_paired_column_blank():
 
     one = paired({"1": 0.5}, {"1": 0.4})
     assert (one.diff, one.low, one.high, one.p) == (None, None, None, None) and "too few shared seeds" in one.note
+
+
+def renamed_sweep(sweep: Path, where: Path, old: str = "model.dropout", new: str = "model.width") -> Path:
+    """A copy of SWEEP that swept NEW where it swept OLD (dir names, overrides, configs and multirun.yaml)."""
+    shutil.copytree(sweep, where)
+    for path in sorted(where.rglob("*"), key=lambda p: -len(p.parts)):
+        if path.is_file() and path.suffix in (".yaml", ".json", ".csv"):
+            path.write_text(path.read_text().replace(old, new).replace("dropout", new.split(".")[1]))
+        if old in path.name:
+            path.rename(path.with_name(path.name.replace(old, new)))
+    return where
+
+
+def test_adversarial_report_inputs_are_left_out_or_named(tmp_path, capsys):
+    """Follow-up of issue 23's adversarial check: a huge integer or a deeply nested metrics.json crashed the whole
+    report (OverflowError, RecursionError), a history.csv with a repeated epoch skewed the mean curves, and a
+    garbled multirun.yaml gave a parser's error naming no file. Now each job is left out, naming why, or the file
+    is named in one line."""
+    sweep = make_sweep(tmp_path)
+    jobs = sorted(p for p in sweep.iterdir() if p.name[0].isdigit())
+    metrics = json.loads((jobs[0] / "metrics.json").read_text())
+    (jobs[0] / "metrics.json").write_text(json.dumps(metrics).replace('"epochs": 2', '"epochs": 1' + "0" * 400))
+    (jobs[1] / "metrics.json").write_text("[" * 100_000 + "]" * 100_000)
+    history = (jobs[2] / "history.csv").read_text().splitlines()
+    (jobs[2] / "history.csv").write_text("\n".join([*history, history[-1]]) + "\n")  # epoch 1 twice
+    assert cli.main([str(sweep)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{jobs[0].name}: not used: epochs is an integer of 1329 bits (too large)" in printed, printed
+    assert f"{jobs[1].name}: {jobs[1] / 'metrics.json'} is unreadable (ValueError: nested too deeply)" in printed
+    by_name = {j.name: j for j in read_sweep_dir(sweep)}
+    assert "epoch 1 is repeated, missing before it or out of order" in by_name[jobs[2].name].error
+    assert by_name[jobs[2].name].history == [] and by_name[jobs[2].name].ok  # its result counts, its curve does not
+    (sweep / "multirun.yaml").write_bytes(b"\xff\xfe: : [")
+    with pytest.raises(UserError, match=r"multirun\.yaml is unreadable \(UnicodeDecodeError\); restore it"):
+        cli.main([str(sweep)])
+
+
+def test_compare_writes_one_table_of_every_sweeps_keys_or_nothing(tmp_path, capsys):
+    """Follow-up of issue 23's adversarial check: `--compare` of sweeps of different keys wrote report.csv rows
+    whose cells sat under other columns (the header was the first sweep's); a bad later sweep left a partial
+    report.csv beside the old report.md; two runs at once wrote every row twice; the same sweep twice and
+    `--baseline KEY` without a value were taken without a word. Now: one header of every key, written whole."""
+    a = make_sweep(tmp_path / "a")
+    b = renamed_sweep(a, tmp_path / "b" / "width_sweep")
+    out = tmp_path / "cmp"
+    assert cli.main(["--compare", str(a), str(b), "--out", str(out)]) == 0
+    with (out / "report.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0])[:4] == ["sweep", "model.dropout", "model.width", "n_seeds"]
+    assert [(r["sweep"], r["model.dropout"], r["model.width"], r["n_seeds"]) for r in rows] == [
+        (a.name, "0.0", "", "2"), (a.name, "0.5", "", "1"), (a.name, "0.7", "", "0"),
+        ("width_sweep", "", "0.0", "2"), ("width_sweep", "", "0.5", "1"), ("width_sweep", "", "0.7", "0")]
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no jobs in it"):
+        cli.main(["--compare", str(b), str(a), str(tmp_path / "empty"), "--out", str(out)])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing written: every sweep is read first
+    with pytest.raises(UserError, match=f"--compare names {a} twice"):
+        cli.main(["--compare", str(a), str(b), str(a)])
+    capsys.readouterr()
+    twice = ["--baseline", "model.dropout=0.0", "--baseline", "model.dropout=0.5"]
+    for argv in (["--baseline", "model.dropout"], twice):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main([str(a), *argv])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2 and len(err) == 1 and "--baseline" in err[0], err
+    assert cli.main([str(a), "--out", str(tmp_path / "elsewhere")]) == 0  # a read-only sweep dir's report
+    assert (tmp_path / "elsewhere" / "report.md").is_file() and not (a / "report.md").exists()

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from nin_lightning.cli.errors import fail
 from nin_lightning.errors import UserError
 from nin_lightning.rundir.layout import COMMAND_DIRS
 from nin_lightning.status import say
@@ -21,10 +22,10 @@ OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")  # key=value, as train.py takes over
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse whose mistakes are UserErrors, so `one_line_errors` prints them as one line like any other."""
+    """argparse whose mistakes are one `error:` line and exit code 2, like any other (not its usage block)."""
 
     def error(self, message: str) -> NoReturn:
-        raise UserError(f"{message}; see {self.prog} --help")
+        fail(f"{message}; see {self.prog} --help")
 
 
 def run_parser(command: str, description: str) -> Parser:
@@ -85,7 +86,7 @@ def check_out(out: Path | None, run_dir: Path, suffix: str | None = None) -> Non
     if inside and out.resolve().relative_to(run_dir.resolve()).parts[:1] not in [(d,) for d in COMMAND_DIRS]:
         raise UserError(f"--out {out}: inside the run dir it would overwrite the run's own files; write it "
                         f"elsewhere, or under {run_dir}/{{{','.join(COMMAND_DIRS)}}}/ (or leave --out out)")
-    if suffix is not None and out.suffix.lower() != suffix:
+    if suffix is not None and out.suffix != suffix:
         raise UserError(f"--out {out}: give a file name ending in {suffix}")
     if out.exists() and out.is_dir() != (suffix is None):  # SUFFIX None: a dir of files
         kind, needed = ("a file", "a directory") if suffix is None else ("a directory", f"a file ending in {suffix}")

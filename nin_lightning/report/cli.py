@@ -6,6 +6,8 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from nin_lightning.cli.args import Parser
+from nin_lightning.errors import UserError
 from nin_lightning.report.jobs import REJECTED, Job, common_overrides, distinct, parse_overrides, read_sweep_dir
 from nin_lightning.report.plots import write_plots
 from nin_lightning.report.table import (
@@ -47,34 +49,41 @@ def make_report(out_dir: Path, title: str, jobs: Sequence[Job], duplicates: Sequ
     body = section(jobs, rows, keys, fixed or {}, baseline, bool(wanted), duplicates, min_effect)
     images = ["", "## Plots", "", *(f"![{p.stem}]({p.name})" for p in plots)] if plots else []
     md = write_markdown(out_dir / "report.md", title, [*body, *images])
-    return [md, write_csv(out_dir / "report.csv", rows, keys, baseline), *plots]
+    return [md, write_csv(out_dir / "report.csv", [(None, rows, keys, baseline)]), *plots]
 
 
 def compare_report(out_dir: Path, sweep_dirs: Sequence[Path], wanted: dict[str, str] | None) -> list[Path]:
-    """Several sweeps side by side: a line per sweep (its best setting), then each sweep's own section."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = out_dir / "report.csv"
-    csv_path.unlink(missing_ok=True)
+    """Several sweeps side by side: a line per sweep (its best setting), then each sweep's own section; every sweep
+    is read before anything is written."""
+    resolved = [d.resolve() for d in sweep_dirs]
+    twice = next((d for d, r in zip(sweep_dirs, resolved, strict=True) if resolved.count(r) > 1), None)
+    if twice is not None:
+        raise UserError(f"--compare names {twice} twice; give each sweep dir once")
+    names = [r.name for r in resolved]
+    if len(set(names)) < len(names):  # sweeps of the same name in different places: their paths tell them apart
+        names = [str(d) for d in sweep_dirs]
     summary = ["| sweep | swept | jobs | best setting | test/acc | val/acc_best |", "|---|---|---|---|---|---|"]
     sections: list[str] = []
-    for sweep_dir in sweep_dirs:
+    parts = []
+    for name, sweep_dir in zip(names, sweep_dirs, strict=True):
         jobs, duplicates = distinct(read_sweep_dir(sweep_dir))
         keys, rows, baseline = rows_of(jobs, wanted if wanted and set(wanted) <= set(group_keys(jobs)) else None,
-                                       where=f"{sweep_dir.name}/")
+                                       where=f"{name}/")
         best = pick_baseline(rows, None)
         cells = [fmt(best.mean[m], best.std[m], 4) for m in (COMPARED, "val/acc_best")] if best else ["-", "-"]
-        summary.append(f"| {sweep_dir.name} | {', '.join(keys) or 'seed'} | {len(jobs)} | "
+        summary.append(f"| {name} | {', '.join(keys) or 'seed'} | {len(jobs)} | "
                        f"{label(best.setting) if best else '-'} | {' | '.join(cells)} |")
-        sections += ["", f"## {sweep_dir.name}", "",
+        sections += ["", f"## {name}", "",
                      *section(jobs, rows, keys, common_overrides(sweep_dir), baseline, bool(wanted), duplicates)]
-        write_csv(csv_path, rows, keys, baseline, sweep=sweep_dir.name)
+        parts.append((name, rows, keys, baseline))
+    out_dir.mkdir(parents=True, exist_ok=True)
     return [write_markdown(out_dir / "report.md", f"{len(sweep_dirs)} sweeps side by side", [*summary, *sections]),
-            csv_path]
+            write_csv(out_dir / "report.csv", parts)]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments."""
-    parser = argparse.ArgumentParser(prog="python -m nin_lightning.report",
+    parser = Parser(prog="python -m nin_lightning.report",
                                      description="Ablation report of a sweep: a table over seeds, the difference "
                                                  "to a baseline, plots; and the sweep's W&B report.")
     parser.add_argument("dir", nargs="?", type=Path,
@@ -88,7 +97,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "counted for it (default: the observed difference)")
     parser.add_argument("--compare", nargs="+", type=Path, metavar="SWEEP_DIR",
                         help="several sweep dirs side by side (into --out)")
-    parser.add_argument("--out", type=Path, help="with --compare: where to write (default outputs/reports/compare_...)")
+    parser.add_argument("--out", type=Path, help="where to write (default: SWEEP_DIR; with --compare "
+                                                 "outputs/reports/compare_...)")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT",
                         help=f"with --group: read the runs from W&B; with SWEEP_DIR: write its W&B report's spec "
                              f"({SPEC_FILE})")
@@ -108,6 +118,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--wandb needs --group NAME (runs from W&B) or a SWEEP_DIR (its W&B report)")
     if args.min_effect is not None and not 0 < args.min_effect <= 1:
         parser.error(f"--min-effect {args.min_effect:g}: give a difference in {COMPARED} between 0 and 1, e.g. 0.01")
+    bad = [b for b in args.baseline or [] if "=" not in b]
+    if bad:
+        parser.error(f"--baseline {bad[0]}: give KEY=VALUE, e.g. --baseline model.dropout=0.5")
+    keys = [b.partition("=")[0] for b in args.baseline or []]
+    if len(set(keys)) < len(keys):
+        parser.error(f"--baseline names {next(k for k in keys if keys.count(k) > 1)} twice; give each key once")
     if args.publish and not args.wandb:
         parser.error("--publish needs --wandb ENTITY/PROJECT")
     if args.wandb and args.wandb.count("/") != 1:
@@ -122,15 +138,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.publish:
         check_login()  # before any work: without a login, one line and nothing written
     if args.compare:
-        out_dir = args.out or Path("outputs/reports") / ("compare_" + "_".join(d.name for d in args.compare))[:120]
+        name = "compare_" + "_".join(d.resolve().name for d in args.compare)
+        out_dir = args.out or Path("outputs/reports") / name[:120]
         files = compare_report(out_dir, args.compare, wanted)
         return _done(f"report of {len(args.compare)} sweeps", out_dir, files)
     if args.wandb and args.group:
         jobs = read_wandb_group(args.wandb, args.group)
-        out_dir, group = args.dir or Path("outputs/reports") / args.group, args.group
+        out_dir, group = args.out or args.dir or Path("outputs/reports") / args.group, args.group
         title, fixed = f"{args.wandb} group {args.group}", None
     else:
-        jobs, out_dir, title, group = read_sweep_dir(args.dir), args.dir, args.dir.name, args.dir.name
+        jobs, out_dir, title, group = read_sweep_dir(args.dir), args.out or args.dir, args.dir.name, args.dir.name
         fixed = common_overrides(args.dir)
     kept, duplicates = distinct(list(jobs))
     files = make_report(out_dir, title, kept, duplicates, fixed, wanted, args.min_effect)

@@ -63,6 +63,8 @@ def why_not(key: str, value: Any) -> str | None:
         return f"is {value!r} (text, not a number)"
     if not isinstance(value, int | float):
         return f"is {value!r} ({type(value).__name__}, not a number)"
+    if isinstance(value, int) and value.bit_length() > 1000:  # float(value) would overflow
+        return f"is an integer of {value.bit_length()} bits (too large)"
     if not math.isfinite(value):
         return f"is {value} (not a finite number)"
     if key in ACCURACIES and not 0.0 <= value <= 1.0:
@@ -137,7 +139,11 @@ class SweepSpec:
 
 def read_spec(sweep_dir: Path) -> SweepSpec | None:
     """Swept keys: sweep overrides of the command line (a,b / range() / interval() ...) and hydra.sweeper.params."""
-    multirun = read_multirun(sweep_dir)
+    try:
+        multirun = read_multirun(sweep_dir)
+    except (ValueError, yaml.YAMLError) as exc:  # UnicodeDecodeError is a ValueError
+        raise UserError(f"{sweep_dir / 'multirun.yaml'} is unreadable ({type(exc).__name__}); restore it, or delete "
+                        "it to report every override of each job as its setting") from exc
     if multirun is None:
         return None
     swept = set(swept_keys(*multirun))
@@ -161,9 +167,14 @@ def setting_of(job_dir: Path, now: dict[str, str], spec: SweepSpec | None) -> tu
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
-    """history.csv -> a dict per epoch (each row has a whole-number epoch), in-range numbers, blanks dropped."""
-    return [{key: value for key in HISTORY_KEYS if (value := _parse(row.get(key), key)) is not None}
-            for row in read_history_rows(path)]
+    """history.csv -> a dict per epoch (each row has a whole-number epoch), in-range numbers, blanks dropped; a
+    ValueError when its epochs do not follow each other (a repeated or reordered row would skew the mean curves)."""
+    rows = read_history_rows(path)
+    epochs = [int(row["epoch"]) for row in rows]
+    if epochs != list(range(epochs[0], epochs[0] + len(epochs)) if epochs else []):
+        wrong = next(e for i, e in enumerate(epochs) if e != epochs[0] + i)
+        raise ValueError(f"epoch {wrong} is repeated, missing before it or out of order")
+    return [{key: value for key in HISTORY_KEYS if (value := _parse(row.get(key), key)) is not None} for row in rows]
 
 
 def _parse(text: Any, key: str) -> float | None:
@@ -182,6 +193,8 @@ def _read_metrics(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text()) if path.is_file() else {}
     except json.JSONDecodeError as exc:
         raise ValueError("not JSON") from exc
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     return data

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import statistics
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nin_lightning.atomic_files import atomic_write
 from nin_lightning.errors import UserError
 from nin_lightning.report.jobs import DATA_SIZES, FAILED, INCOMPLETE, METRICS, OK, REJECTED, SIZE, Job
 from nin_lightning.report.stats import ALPHA, CONFIDENCE, POWER, Difference, paired, seeds_for, still_improving, welch
@@ -341,34 +343,34 @@ def section(jobs: Sequence[Job], rows: Sequence[Row], keys: Sequence[str], fixed
 
 def write_markdown(path: Path, title: str, lines: Sequence[str]) -> Path:
     """report.md: its title, then LINES (a sweep's `section` and plots, or several sweeps side by side)."""
-    path.write_text("\n".join([f"# Ablation report: {title}", "", *lines]) + "\n")
-    return path
+    return atomic_write(path, "\n".join([f"# Ablation report: {title}", "", *lines]) + "\n")
 
 
-def write_csv(path: Path, rows: Sequence[Row], keys: Sequence[str], baseline: Row | None = None,
-              sweep: str | None = None) -> Path:
-    """report.csv: the table, mean and std in columns of their own; with SWEEP (--compare) appended, `sweep` first."""
+def write_csv(path: Path, parts: Sequence[tuple[str | None, Sequence[Row], Sequence[str], Row | None]]) -> Path:
+    """report.csv: the table, mean and std in columns of their own; PARTS: (sweep, rows, keys, baseline) per sweep,
+    the sweep's name first with --compare (None: one sweep), every part's keys as columns; written whole, at once."""
     diff_cols = ["is_baseline", f"{COMPARED}_diff", "ci_low", "ci_high", "p_welch", "note", "diff_paired",
                  "ci_low_paired", "ci_high_paired", "p_paired", "note_paired", "seeds_needed", "still_improving"]
-    lead = [] if sweep is None else [sweep]
-    new_file = sweep is None or not path.exists()
-    with path.open("w" if sweep is None else "a", newline="") as fh:
-        writer = csv.writer(fh)
-        if new_file:
-            writer.writerow([*(["sweep"] if lead else []), *keys, "n_seeds", "n_jobs", "n_failed", "n_incomplete",
-                             "n_changed", "seeds", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")), *SIZE,
-                             *diff_cols, "n_rejected"])
+    keys = list(dict.fromkeys(k for _, _, part_keys, _ in parts for k in part_keys))
+    named = parts[0][0] is not None
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow([*(["sweep"] if named else []), *keys, "n_seeds", "n_jobs", "n_failed", "n_incomplete",
+                     "n_changed", "seeds", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")), *SIZE,
+                     *diff_cols, "n_rejected"])
+    for sweep, rows, _, baseline in parts:
         for row in rows:
             n, d, pd = row.n, row.diff or Difference(None), row.paired or Difference(None)
             seeds = " ".join(j.overrides.get(SEED, "") for j in row.jobs if j.ok)
-            writer.writerow([*lead, *row.setting.values(), n["ok"], len(row.jobs), n["failed"], n["incomplete"],
-                             n["changed"], seeds, *(_num(v) for m in METRICS for v in (row.mean[m], row.std[m])),
+            writer.writerow([*([sweep] if named else []), *(row.setting.get(k, "") for k in keys), n["ok"],
+                             len(row.jobs), n["failed"], n["incomplete"], n["changed"], seeds,
+                             *(_num(v) for m in METRICS for v in (row.mean[m], row.std[m])),
                              *(_int(row.mean[m]) for m in SIZE), int(row is baseline),
                              *(_num(v) for v in (d.diff, d.low, d.high, d.p)), d.note,
                              *(_num(v) for v in (pd.diff, pd.low, pd.high, pd.p)), pd.note,
                              _int(row.seeds_needed), "" if row.improving is None else str(row.improving).lower(),
                              n["rejected"]])
-    return path
+    return atomic_write(path, text.getvalue())
 
 
 def _num(value: float | None) -> str:
