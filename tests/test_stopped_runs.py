@@ -131,3 +131,15 @@ def test_ctrl_c_ends_with_the_command_that_continues_the_run(tmp_path):
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "completed" and metrics["epochs"] == 20 and metrics["test/acc"] >= 0.9, metrics
     assert history_epochs(run_dir) == list(range(1, 21))
+
+
+@pytest.mark.parametrize("shown", ["runs/my run", "/tmp/r/sp ace/é=x, y", "runs/a=1,b=2", "it's here", "plain/dir"])
+def test_the_printed_command_gives_hydra_the_run_dir_it_names(tmp_path, shown):
+    """Follow-up of issue 23's adversarial check: a run dir whose path held `=`, `,` or `é` was printed unquoted
+    for Hydra, and the printed command failed (LexerNoViableAltException). Hydra's own parser reads it back."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    line = resume_command(stopped_run(tmp_path, ["seed=1"]), "interrupted", shown)
+    assert line is not None
+    override = OverridesParser.create().parse_override(shlex.split(line.removeprefix("to continue: "))[-1])
+    assert override.key_or_group == "hydra.run.dir" and override.value() == shown

@@ -4,6 +4,7 @@ is decided. The checkpoint is read once, here; Lightning gets the same dict (`St
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import zipfile
 from dataclasses import dataclass, field
@@ -308,4 +309,16 @@ def resume_command(run_dir: Path, status: str, shown_dir: str, requeued: bool = 
     if overrides is None or _sweep_job(run_dir):
         return None
     kept = [o for o in overrides if not o.lstrip("+~").startswith(DROPPED)]
-    return f"to continue: {shlex.join(['python', 'train.py', *kept, 'resume=auto', f'hydra.run.dir={shown_dir}'])}"
+    run_dir_override = f"hydra.run.dir={hydra_value(shown_dir)}"
+    return f"to continue: {shlex.join(['python', 'train.py', *kept, 'resume=auto', run_dir_override])}"
+
+
+_HYDRA_PLAIN = re.compile(r"[A-Za-z0-9_/\-+.$%*@?|~ ]+")  # characters Hydra's override grammar reads unquoted
+
+
+def hydra_value(text: str) -> str:
+    """TEXT as the value of a Hydra override: as it is where Hydra reads it so, else quoted (`=`, `,`, `é`...)."""
+    if _HYDRA_PLAIN.fullmatch(text) and text == text.strip():
+        return text
+    return f"'{text}'" if "'" not in text else f'"{text}"'
+
