@@ -112,3 +112,25 @@ def test_a_dry_run_cut_short_by_a_closed_pipe_leaves_no_dir(tmp_path):
     proc.wait(timeout=120)
     assert first.startswith(b"as hydra/launcher=local would run them")
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_dry_run_into_an_existing_sweep_dir_changes_nothing_and_a_run_dir_is_no_sweep_dir(tmp_path):
+    """Follow-up of issue 23's adversarial check: a dry run aimed at an existing sweep dir rewrote its
+    multirun.yaml (the report then took other settings for repeats of one) and summed up the old jobs as its
+    own; a sweep aimed at a single run's dir would put its jobs inside that run."""
+    import shutil
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(ROOT / "tests" / "data" / "report_sweep", sweep)
+    before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
+    result, _, _ = dry(tmp_path, "model.width=0.25,1.0", f"hydra.sweep.dir={sweep}", option="dry_local")
+    assert result.returncode == 0 and len(job_lines(result.stdout)) == 2, result.stderr[-3000:]
+    assert "[nin] sweep:" not in result.stdout
+    assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == before
+    run_dir = tmp_path / "run"
+    shutil.copytree(next(p for p in sweep.iterdir() if (p / ".hydra").is_dir()), run_dir)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    result, _, _ = dry(tmp_path, "model.width=0.25,1.0", f"hydra.sweep.dir={run_dir}", option="dry_local")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1 and "is a single run's dir (it has .hydra/)" in errors[0]
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before

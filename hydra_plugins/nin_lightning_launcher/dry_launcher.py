@@ -60,6 +60,7 @@ class DryLauncher(Launcher):
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.made: Path | None = None  # the outermost dir that the sweeper creates for this sweep
+        self.multirun_before: bytes | None = None  # an existing sweep dir's multirun.yaml, which the sweeper rewrites
         self.composed: dict[tuple[str, ...], DictConfig] = {}  # by the overrides that change composition
         self.listed = 0
 
@@ -67,6 +68,8 @@ class DryLauncher(Launcher):
         """Called by the sweeper before it makes the sweep dir: note which dirs do not exist yet."""
         self.config, self.hydra_context = config, hydra_context
         self.made = first_missing(Path(str(config.hydra.sweep.dir)))
+        before = Path(str(config.hydra.sweep.dir)) / "multirun.yaml"
+        self.multirun_before = before.read_bytes() if before.is_file() else None
 
     def _composing(self, override: str) -> bool:
         """Whether OVERRIDE changes what Hydra composes (a group choice, a hydra key, an added or deleted key),
@@ -164,10 +167,14 @@ class DryLauncher(Launcher):
                 + (f", stopped after {limit} min" if limit else ""))
 
     def _remove_made_dirs(self, sweep_dir: Path) -> None:
-        """The sweep dir and the parents the sweeper created (only multirun.yaml in them), never anything else."""
-        if self.made is None:
+        """The sweep dir and the parents the sweeper created (only multirun.yaml in them), never anything else; an
+        existing sweep dir gets its own multirun.yaml back (the report reads its swept keys there)."""
+        if self.multirun_before is not None:
+            (sweep_dir / "multirun.yaml").write_bytes(self.multirun_before)
             return
         (sweep_dir / "multirun.yaml").unlink(missing_ok=True)
+        if self.made is None:
+            return
         for folder in [sweep_dir, *sweep_dir.parents]:
             if not folder.is_dir() or any(folder.iterdir()):
                 break

@@ -58,6 +58,10 @@ class ValidateOnStart(Callback):
             validate(task_config(config))
             _check_each_swept_value(config)
             check_job_dirs(config)  # names the filesystem refuses, before the sweeper makes any dir
+            sweep_dir = Path(str(config.hydra.sweep.dir))
+            if (sweep_dir / ".hydra").is_dir():
+                raise UserError(f"hydra.sweep.dir={sweep_dir} is a single run's dir (it has .hydra/): a sweep there "
+                                "would put its jobs inside that run; give the sweep a dir of its own")
         except UserError as exc:
             if wants_traceback():
                 traceback.print_exc()

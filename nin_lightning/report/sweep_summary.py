@@ -12,17 +12,21 @@ from omegaconf import DictConfig
 
 from nin_lightning.errors import UserError
 from nin_lightning.report.jobs import FAILED, INCOMPLETE, read_sweep_dir
+from nin_lightning.rundir.start import hydra_value
 
 
 class SweepSummary(Callback):
     """At a sweep's end, its summary: registered at exit, as Hydra skips `on_multirun_end` when a job failed."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if str(config.hydra.launcher.get("_target_", "")).endswith(".DryLauncher"):
+            return  # a dry run runs no job: an existing sweep dir's jobs are not its outcome
         sweep_dir = Path(str(config.hydra.sweep.dir))
         # the command that continues the sweep in its own dir (without hydra.sweep.dir a relaunch is a new sweep)
         kept = [str(o) for o in [*config.hydra.overrides.hydra, *config.hydra.overrides.task]
                 if not str(o).startswith(("resume=", "hydra.sweep.dir=", "hydra.mode="))]
-        again = shlex.join(["python", "train.py", "-m", *kept, "resume=auto", f"hydra.sweep.dir={sweep_dir}"])
+        again = shlex.join(["python", "train.py", "-m", *kept, "resume=auto",
+                            f"hydra.sweep.dir={hydra_value(str(sweep_dir))}"])
         atexit.register(summarise_sweep, sweep_dir, again)
 
 
