@@ -141,3 +141,29 @@ def test_closers_run_latest_first_and_each_runs_whatever_the_others_did(tmp_path
     assert stop.value.code == 143 and str(stop.value.__cause__) == "sig"
     assert order == ["first", "broken", "last:preempted"]
     assert read_metrics(tmp_path / "r")["error"] == "stopped"
+
+
+class SignalInEpoch2(Callback):
+    """SIGTERM this process after the third step of epoch 2 (as Slurm's preemption would)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.current_epoch == 1 and batch_idx == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_signal_mid_epoch_says_one_line_and_the_run_resumes_from_there(compose_cfg, tmp_path, caplog):
+    """Follow-up of issue 23's adversarial check: SIGTERM in an epoch printed `stopped by a signal at epoch 2,
+    step N: saved ...` and then `stopped by a signal before training` (false). And the resume check of
+    history.csv must take a checkpoint saved mid-epoch (its epoch not in history.csv yet) as whole."""
+    run_dir = tmp_path / "run"
+    cfg = compose_cfg(*TINY[:-1], "trainer.max_epochs=3")
+    with caplog.at_level("INFO", logger="nin_lightning"), pytest.raises(SystemExit) as stop:
+        run_module.train(cfg, JobContext(run_dir=run_dir), callbacks=[SignalInEpoch2()])
+    lines = [m for m in caplog.messages if "stopped by a signal" in m]
+    assert stop.value.code == 143 and len(lines) == 1 and "stopped by a signal at epoch 2, step" in lines[0], lines
+    assert (run_dir / "history.csv").read_text().count("\n") == 2  # its header and epoch 1
+    run_module.train(compose_cfg(*TINY[:-1], "trainer.max_epochs=3", "resume=auto"), JobContext(run_dir=run_dir))
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed" and metrics["epochs"] == 3 and metrics["test/acc"] > 0.5, metrics
+    epochs = [line.split(",")[0] for line in (run_dir / "history.csv").read_text().splitlines()[1:]]
+    assert epochs == ["1", "2", "3"]

@@ -211,6 +211,53 @@ def test_a_history_with_a_gap_or_a_garbled_row_is_named_never_resumed_into(finis
         wrong = "row 2 is not a whole row of an epoch" if case == "garbled row" else "epoch 2 is missing"
         assert f"{run_dir / 'history.csv'}: {wrong}" in line and "delete it to keep only the epochs" in line, line
         assert snapshot(run_dir) == before
+    run_dir = copy_of(finished_run, tmp_path / "extra_column")  # a column of the user's: the resume rewrote the
+    header, *rows = (run_dir / "history.csv").read_text().splitlines()  # file and failed, leaving its header
+    (run_dir / "history.csv").write_text("\n".join([header + ",note", *(r + ",mine" for r in rows)]) + "\n")
+    before = snapshot(run_dir)
+    line = one_error_line(run(tmp_path, "resume=auto", "trainer.max_epochs=4", f"hydra.run.dir={run_dir}"))
+    assert "history.csv has columns that train.py does not write (note)" in line and snapshot(run_dir) == before
+
+
+def test_a_resume_that_would_leave_a_record_behind_or_mix_runs_is_refused(finished_run, tmp_path):
+    """Follow-ups of issue 23's adversarial check, each a start plan (rundir/start.py) of the finished 3-epoch run:
+    - history.csv without the row of its last epoch was taken for a checkpoint saved mid-epoch: a gap (1, 2, 4);
+    - callbacks.save_last=false (or history=false) on a resume left last.ckpt (history.csv) at epoch 3 while the
+      run went on to 5, and the next resume=auto trained epochs 4-5 again;
+    - resume=auto with ckpt_path= another run's checkpoint, in a dir holding a run, replaced that run;
+    - seed=7 on the finished run of seed 42 said `already finished` (a stopped run is refused);
+    - a wandb_run.json whose dir is not a path gave a TypeError naming no file."""
+    from nin_lightning.errors import UserError
+    from nin_lightning.rundir.layout import CONFIG_KEY
+    from nin_lightning.rundir.start import plan_start
+
+    saved = torch.load(finished_run / "checkpoints" / "last.ckpt", weights_only=False)[CONFIG_KEY]
+
+    def plan(run_dir: Path, ckpt_path: str | None = None, **changes: object) -> object:
+        """The start of `resume=auto trainer.max_epochs=5` (and CHANGES) in RUN_DIR."""
+        return plan_start(run_dir, "auto", ckpt_path, saved | {"max_epochs": 5} | changes)
+
+    cut = copy_of(finished_run, tmp_path / "cut")
+    (cut / "history.csv").write_text("\n".join((cut / "history.csv").read_text().splitlines()[:-1]) + "\n")
+    with pytest.raises(UserError, match=r"history\.csv: epoch 3 is missing, but the checkpoint holds 3 epochs"):
+        plan(cut)
+    for key, name in (("callbacks.save_last", "last.ckpt"), ("callbacks.history", "history.csv")):
+        with pytest.raises(UserError, match=f"{key}=false: .*{name} would stay at epoch 3 while the run goes on"):
+            plan(finished_run, **{key: False})
+    other = copy_of(finished_run, tmp_path / "other")
+    start = plan(finished_run, ckpt_path=str(other / "checkpoints" / "last.ckpt"))
+    assert start.path == finished_run / "checkpoints" / "last.ckpt" and start.continues  # its own run goes on
+    (other / "checkpoints" / "last.ckpt").unlink()  # a run without a last.ckpt: never started over from a file
+    with pytest.raises(UserError, match="already holds a run"):
+        plan(other, ckpt_path=str(finished_run / "checkpoints" / "last.ckpt"))
+    with pytest.raises(UserError, match=r"seed=7: .* is the run of seed=42"):
+        plan(finished_run, seed=7, max_epochs=3)
+    odd = copy_of(finished_run, tmp_path / "odd")
+    identity = json.loads((odd / "wandb_run.json").read_text())
+    (odd / "wandb_run.json").write_text(json.dumps(identity | {"dir": 5}))
+    with pytest.raises(UserError, match=r"wandb_run.json is unreadable \(ValueError: its dir is not a path\)"):
+        plan(odd)
+    assert plan(finished_run).path == finished_run / "checkpoints" / "last.ckpt"  # as it is: it goes on
 
 
 @pytest.mark.parametrize(("epochs", "wrong"), [

@@ -4,6 +4,7 @@ the logger's steps. Epochs count from 1 everywhere (docs/tracking.md): Lightning
 from __future__ import annotations
 
 import csv
+import io
 import math
 import time
 from pathlib import Path
@@ -13,14 +14,11 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from nin_lightning import metric_names as names
+from nin_lightning.atomic_files import atomic_write
 from nin_lightning.rundir import RunDir
-from nin_lightning.rundir.history import read_history
+from nin_lightning.rundir.history import FIELDS, HISTORY_COLUMNS, read_history
 from nin_lightning.status import log_line, say
 
-# history.csv's columns and the callback metrics they come from; the loggers get the same names.
-HISTORY_COLUMNS = {"train/loss": names.TRAIN_LOSS, "train/acc": names.acc(names.TRAIN),
-                   "val/loss": names.loss(names.VAL), "val/acc": names.acc(names.VAL),
-                   "val/acc_best": names.VAL_ACC_BEST}
 EPOCH_PREFIXES = (f"{names.TRAIN}/", f"{names.VAL}/")  # epoch metrics (not LOSS_STEP, a step metric)
 LOGGED_AS = {key: column for column, key in HISTORY_COLUMNS.items()}
 
@@ -90,14 +88,18 @@ class EpochHistory(Callback):
         self.best_epoch, self._best_score = state_dict.get("best_epoch"), state_dict.get("best_score")
 
     def _write(self, rows: list[dict[str, Any]], mode: str) -> None:
+        """Append ROWS (mode `a`), or replace the file by them (mode `w`: whole, or not at all)."""
         assert self.path is not None
-        fields = ["epoch", "step", "epoch_time_s", names.EPOCH_LR, *HISTORY_COLUMNS]
-        new_file = mode == "w" or not self.path.exists()
-        with self.path.open(mode, newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            if new_file:
-                writer.writeheader()
-            writer.writerows(rows)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=FIELDS)
+        if mode == "w" or not self.path.exists():
+            writer.writeheader()
+        writer.writerows(rows)
+        if mode == "w":
+            atomic_write(self.path, text.getvalue())
+            return
+        with self.path.open("a", newline="") as fh:
+            fh.write(text.getvalue())
 
 
 class LearningRates(Callback):

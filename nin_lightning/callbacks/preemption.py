@@ -41,6 +41,7 @@ class PreemptionCheckpoint(Callback):
         self._installed: dict[int, Any] = {}  # signal -> the handler ours replaced
         self.signalled = False  # this rank got SIGTERM (or submitit's signal)
         self.training = self.trained = False  # in the fit's epochs; after them
+        self.said = False  # the stop's line is on the console (on_exception's): `watching` adds none
 
     def explains(self, exc: BaseException) -> bool:
         """Whether EXC is (a consequence of) the preemption signal."""
@@ -61,7 +62,7 @@ class PreemptionCheckpoint(Callback):
             if self.signalled:  # at the fit's very end, after its last check: the test did not see it
                 raise Preempted("stopped by a signal after training")
         except BaseException:  # Preempted, or what the code it interrupted made of it (a checkpoint "corrupt")
-            if self.signalled:
+            if self.signalled and not self.said:
                 when = "after training, before the test ended" if self.trained else "before training"
                 say(f"stopped by a signal {when}; resume=auto (automatic after a Slurm requeue) goes on from "
                     f"{self.path if self.path.is_file() else 'the start'}")
@@ -126,6 +127,7 @@ class PreemptionCheckpoint(Callback):
         self._restore()  # Lightning skips the teardown hooks after an exception
         if not self.explains(exception) or trainer.state.fn != "fit":
             return
+        self.said = True
         try:
             trainer.save_checkpoint(self.path)
         except UserError as exc:  # the state is not finite (FiniteLossGuard): the last good last.ckpt stays

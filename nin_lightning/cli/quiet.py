@@ -98,6 +98,7 @@ def quiet_console(verbose: bool, sweep: bool) -> None:
     """Unless `verbose`: only our status lines (and epoch lines outside a sweep) and warnings on the console (the
     root logger's stream handlers); Lightning's own warnings go to RUN_DIR/train.log only."""
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # before torchmetrics imports it: its fontManager line
+    logging.raiseExceptions = False  # a line train.log cannot take (a full disk): no traceback; the error line says
     if isinstance(warnings.showwarning, _LightningWarningsToLog):  # a sweep's jobs may share this process
         warnings.showwarning = warnings.showwarning.shown_before
     if not verbose:

@@ -55,7 +55,9 @@ def snapshot(plain: dict[str, Any]) -> dict[str, Any]:
     return {"model": plain.get("model", {}), "dataset": plain.get("dataset", {}),
             "optimizer": plain.get("optimizer", {}).get("name"), "scheduler": plain.get("scheduler", {}).get("name"),
             "optimizer.exempt_bias_norm": plain.get("optimizer", {}).get("exempt_bias_norm"),
-            "max_epochs": plain.get("trainer", {}).get("max_epochs"), "seed": plain.get("seed")}
+            "max_epochs": plain.get("trainer", {}).get("max_epochs"), "seed": plain.get("seed"),
+            "callbacks.save_last": plain.get("callbacks", {}).get("save_last"),
+            "callbacks.history": plain.get("callbacks", {}).get("history")}
 
 
 def _flat(node: Any, prefix: str) -> dict[str, Any]:
@@ -143,6 +145,8 @@ def wandb_identity(run_dir: Path) -> dict[str, Any]:
         identity = json.loads(path.read_text())
         if not isinstance(identity, dict) or not isinstance(identity.get("id"), str):
             raise ValueError("no W&B run id in it")
+        if not isinstance(identity.get("dir", ""), str) or "\0" in identity.get("dir", ""):
+            raise ValueError("its dir is not a path")
     except (OSError, ValueError) as exc:
         raise UserError(f"{path} is unreadable ({type(exc).__name__}: {str(exc)[:80]}); delete it to continue "
                         "this run in a new W&B run, or restore it from a copy") from exc
@@ -185,12 +189,21 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def _check_continuable(run_dir: Path, checkpoint: dict[str, Any], now: dict[str, Any]) -> None:
-    """Refuse a resume that would record a false result: fewer epochs than it holds, or another seed."""
+    """Refuse a resume that would record a false result: fewer epochs than it holds, or a record it leaves behind
+    (last.ckpt or history.csv kept at this epoch while the run goes on)."""
     done = int(checkpoint.get("epoch", -1)) + 1
     max_epochs = now.get("max_epochs")
     if max_epochs is not None and 0 <= max_epochs < done:
         raise UserError(f"trainer.max_epochs={max_epochs}: {last_checkpoint(run_dir)} holds {done} epochs already; "
                         f"resume with trainer.max_epochs >= {done}{original_overrides(run_dir)}")
+    for key, path in (("callbacks.save_last", last_checkpoint(run_dir)), ("callbacks.history", run_dir / HISTORY_FILE)):
+        if now.get(key) is False and path.exists():
+            raise UserError(f"{key}=false: {path} would stay at epoch {done} while the run goes on (resume=auto "
+                            f"would later go back to it); resume with {key}=true")
+
+
+def _check_seed(run_dir: Path, checkpoint: dict[str, Any], now: dict[str, Any]) -> None:
+    """Refuse to continue, or to call finished, the run of another seed."""
     saved_seed = (checkpoint.get(CONFIG_KEY) or {}).get("seed")
     if saved_seed is not None and now.get("seed") is not None and saved_seed != now["seed"]:
         raise UserError(f"seed={now['seed']}: {run_dir} is the run of seed={saved_seed}; resume it with "
@@ -242,12 +255,17 @@ def _continue(run_dir: Path, now: dict[str, Any]) -> Start:
         return Start(continues=True, wandb=wandb_identity(run_dir))
     checkpoint = _load(last)
     note = _check_config(last, checkpoint, now, run_dir)
+    _check_seed(run_dir, checkpoint, now)
     finished = _finished(run_dir, checkpoint, now)
     if finished is not None:
         return finished
     _check_continuable(run_dir, checkpoint, now)
     _check_best(run_dir, checkpoint)
-    check_epochs(run_dir / HISTORY_FILE, history, int(checkpoint.get("epoch", -1)) + 1)
+    # Lightning's loop state: the epoch's last batch done, or a stop inside it (never in its last: agreement.py)
+    batches = ((checkpoint.get("loops") or {}).get("fit_loop") or {}).get("epoch_loop.batch_progress") or {}
+    at_end = batches.get("is_last_batch")
+    check_epochs(run_dir / HISTORY_FILE, history, int(checkpoint.get("epoch", -1)) + 1,
+                 mid_epoch=None if at_end is None else not at_end)
     resuming = (f"resuming from {LAST_CKPT} (epoch {int(checkpoint.get('epoch', -1)) + 1}, "
                 f"step {checkpoint.get('global_step', '?')})")
     note = f"{note}; {resuming}" if note else resuming
@@ -260,11 +278,13 @@ def plan_start(run_dir: Path, resume: str, ckpt_path: str | None, now: dict[str,
     that would lose or mix results, except on another DDP rank (`owner=False`), which may find rank 0's files."""
     if restarts > 0:
         resume = "auto"  # a requeued job always continues from its run dir's last.ckpt
+    if resume == "auto" and last_checkpoint(run_dir).is_file():
+        return _continue(run_dir, now)  # its own run goes on (ckpt_path, if any, is where that run started)
     if ckpt_path is not None:
         path = Path(ckpt_path).expanduser()
         if not path.is_file():
             raise UserError(f"ckpt_path={ckpt_path}: no such file; pass an existing .ckpt, or drop ckpt_path")
-        if resume != "auto" and owner:
+        if owner:  # a run here that resume=auto cannot continue (no last.ckpt) is never started over
             refuse_existing_run(run_dir)
         checkpoint = _load(path)
         return Start(path=path, checkpoint=checkpoint, note=_check_config(path, checkpoint, now, None))
