@@ -26,10 +26,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     check_out(args.out, args.run_dir, None)
     run = open_run(args, args.overrides, tta=on_off(args.tta))
-    from nin_lightning.inference.evaluation import evaluate_run, summary_lines, write_outputs
+    from nin_lightning.inference.evaluation import EVAL_FILES, evaluate_run, summary_lines, write_outputs
 
     out = args.out or run.run_dir / EVAL_DIR / f"{args.ckpt}_{args.split}{'_tta' if run.model.tta else ''}"
-    check_writable(out, args.out is not None, "DIR")
+    check_writable(out, args.out is not None, "DIR", [out / name for name in EVAL_FILES])
     logits, labels, result = evaluate_run(run, args.split)
     for line in summary_lines(result):
         print(line)

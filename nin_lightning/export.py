@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nin_lightning.inference.onnx_export import ONNX_TOLERANCE, export_onnx
 
     out = args.out or run.run_dir / EXPORT_DIR / f"{run.checkpoint.stem}.onnx"
-    check_writable(out, args.out is not None, "FILE.onnx")
+    check_writable(out, args.out is not None, "FILE.onnx", [out.with_name(f"{out.stem}.preprocessing.json")])
     check = export_onnx(run, out)["check"]
     print(f"onnx: max |ONNX - PyTorch| = {check['max_abs_diff']:.3g} on the logits of {check['images']} test "
           f"images (tolerance {ONNX_TOLERANCE:g}); batch axis dynamic (checked with {check['images']} and 1 images)")

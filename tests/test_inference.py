@@ -518,6 +518,12 @@ def test_out_of_the_wrong_kind_is_named_and_an_existing_file_is_replaced(trained
     assert one_line("export", [str(trained), "--out", str(tmp_path / "dir.onnx")], capsys).endswith(
         "dir.onnx is a directory; give a file ending in .onnx")
     assert (tmp_path / "old.txt").read_text() == "mine" and not any((tmp_path / "dir.onnx").iterdir())
+    (tmp_path / "ev" / "predictions.csv").mkdir(parents=True)  # one of evaluate's files: refused before any work
+    (tmp_path / "ev" / "eval.json").write_text("mine")
+    assert "ev/predictions.csv: a directory is in its place; move it, or pass another --out" in one_line(
+        "evaluate", [str(trained), "--out", str(tmp_path / "ev")], capsys)
+    assert (tmp_path / "ev" / "eval.json").read_text() == "mine"
+    assert not (tmp_path / "ev" / "confusion_matrix.png").exists()
     for command in ("evaluate", "export"):  # argparse's list of what is missing: RUN_DIR alone (overrides optional)
         line = one_line(command, [], capsys)
         assert line.endswith(f"required: RUN_DIR; see python -m nin_lightning.{command} --help"), line
@@ -528,3 +534,21 @@ def test_out_of_the_wrong_kind_is_named_and_an_existing_file_is_replaced(trained
     assert main([str(trained), str(image), "--out", str(old)]) == 0
     with old.open() as fh:
         assert [Path(r["file"]).name for r in csv.DictReader(fh)] == ["a.png"]
+
+
+def test_evaluate_does_not_trust_a_hand_edited_metrics_json(copy_of, tmp_path, capsys):
+    """Follow-up of issue 23's adversarial check: metrics.json's test/acc as text crashed evaluate after its work
+    (a format error naming no file), as NaN it went into eval.json as `NaN` (not JSON), and a precision that is
+    none of Lightning's reached the Trainer. Now they are not used: nothing to compare with, this device's
+    precision."""
+    from nin_lightning.evaluate import main
+
+    metrics = json.loads((copy_of / "metrics.json").read_text())
+    for i, (acc, precision) in enumerate((("0.99", "bogus"), (float("nan"), metrics.get("speed/precision")))):
+        (copy_of / "metrics.json").write_text(json.dumps(metrics | {"test/acc": acc, "speed/precision": precision}))
+        out = tmp_path / f"eval{i}"
+        assert main([str(copy_of), "--out", str(out)]) == 0
+        result = json.loads((out / "eval.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+        assert result["metrics.json test/acc"] is None and result["same_as_metrics_json"] is None
+        assert result["test/acc"] > 0.5  # the run learned (chance: 0.1)
+    assert "Traceback" not in capsys.readouterr().err

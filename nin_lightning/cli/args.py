@@ -93,14 +93,17 @@ def check_out(out: Path | None, run_dir: Path, suffix: str | None = None) -> Non
         raise UserError(f"--out {out} is {kind}; give {needed}")
 
 
-def check_writable(out: Path, chosen: bool, example: str) -> None:
-    """Before any work: OUT (a dir when EXAMPLE is DIR, else a file, replaced if it exists) can be written, or one
-    line (naming --out unless CHOSEN)."""
+def check_writable(out: Path, chosen: bool, example: str, files: Sequence[Path] = ()) -> None:
+    """Before any work: OUT (a dir when EXAMPLE is DIR, else a file, replaced if it exists) and the FILES written
+    with it can be written, or one line (naming --out unless CHOSEN)."""
+    fix = "pass another --out" if chosen else f"pass --out {example} (somewhere you can write)"
+    in_the_way = next((f for f in files if f.is_dir()), None)
+    if in_the_way is not None:
+        raise UserError(f"cannot write {in_the_way}: a directory is in its place; move it, or {fix}")
     start = out if example == "DIR" else out.parent  # a file is written beside itself, then renamed over it
     existing = next((p for p in [start, *start.parents] if p.exists()), None)
     if existing is None or os.access(existing, os.W_OK | os.X_OK):
         return
-    fix = "pass another --out" if chosen else f"pass --out {example} (somewhere you can write)"
     raise UserError(f"cannot write {out}: {existing} is read-only for this user or filesystem; nothing was "
                     f"computed: {fix}")
 

@@ -21,6 +21,7 @@ from nin_lightning.inference.loading import LoadedRun
 from nin_lightning.inference.prediction import csv_rows, ranked
 from nin_lightning.inference.run_files import SPLITS
 
+EVAL_FILES = ("eval.json", "confusion_matrix.png", "predictions.csv")  # what write_outputs writes, in order
 ECE_BINS = 15  # equal-width confidence bins: Guo et al. (2017)'s choice, and torchmetrics' default
 TEXT_CELLS_UP_TO = 20  # classes up to which the confusion-matrix PNG prints counts in its cells
 
@@ -69,6 +70,8 @@ def evaluate_run(run: LoadedRun, split: str = "test") -> tuple[torch.Tensor, tor
     result["ece_bins"] = ECE_BINS
     # metrics.json's test/acc scores best.ckpt: only that pass has a number to reproduce
     recorded = run.metrics.get(acc) if (split, run.checkpoint.name) == ("test", "best.ckpt") else None
+    if not isinstance(recorded, int | float) or isinstance(recorded, bool) or not 0 <= recorded <= 1:
+        recorded = None  # a metrics.json edited by hand (text, NaN, out of range): nothing to compare with
     result[f"metrics.json {acc}"] = recorded
     result["same_as_metrics_json"] = None if recorded is None else recorded == result[acc]
     return logits, labels, result
@@ -111,7 +114,7 @@ def write_outputs(run: LoadedRun, logits: torch.Tensor, labels: torch.Tensor, re
     classes, split = int(run.model.hparams["num_classes"]), result["split"]
     matrix = MulticlassConfusionMatrix(classes)(logits, labels)
     class_names = [run.label(i) for i in range(classes)]
-    paths = [out_dir / "eval.json", out_dir / "confusion_matrix.png", out_dir / "predictions.csv"]
+    paths = [out_dir / name for name in EVAL_FILES]
     record = {**result, "confusion_matrix": matrix.tolist(), "class_names": class_names}
     atomic_write(paths[0], json.dumps(record, indent=2) + "\n")
     _confusion_png(paths[1], matrix, class_names, f"{run.dataset.name} {split}: {names.acc(split)} "

@@ -13,6 +13,7 @@ import torch
 
 from nin_lightning import speed
 from nin_lightning.config import DIGIT_DATASETS, DatasetConfig, from_plain
+from nin_lightning.config.schema import PRECISIONS
 from nin_lightning.data import build_datamodule
 from nin_lightning.data.base import NiNDataModule, Split
 from nin_lightning.errors import UserError
@@ -147,6 +148,8 @@ def load_run(run_dir: Path, ckpt: str = "best", overrides: dict[str, Any] | None
     trainer_cfg = run_config.get("trainer") or {}
     device, moved = _device(metrics.get("speed/device"))
     requested = metrics.get("speed/precision") or trainer_cfg.get("precision") or "auto"
+    if str(requested) not in PRECISIONS:  # a metrics.json or config edited by hand: this device's own choice
+        requested = "auto"
     precision, changed = speed.resolve_precision(str(requested), device)
     # The speed switches the run's test used (metrics.json): the checkpoint's are those of the start that saved
     # it, and a resumed run may have tested with another start's.
