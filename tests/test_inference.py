@@ -527,6 +527,12 @@ def test_out_of_the_wrong_kind_is_named_and_an_existing_file_is_replaced(trained
     for command in ("evaluate", "export"):  # argparse's list of what is missing: RUN_DIR alone (overrides optional)
         line = one_line(command, [], capsys)
         assert line.endswith(f"required: RUN_DIR; see python -m nin_lightning.{command} --help"), line
+    other = tmp_path / "other_run"  # another run's own file: replaced before (the report then read predictions)
+    (other / ".hydra").mkdir(parents=True)
+    (other / "history.csv").write_text("epoch\n1\n")
+    line = one_line("predict", [str(trained), str(image), "--out", str(other / "history.csv")], capsys)
+    assert f"inside the run dir it would overwrite the run's own files ({other})" in line, line
+    assert (other / "history.csv").read_text() == "epoch\n1\n"
     old = tmp_path / "old.csv"
     old.write_text("an earlier prediction\n")
     from nin_lightning.predict import main

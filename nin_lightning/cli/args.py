@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from nin_lightning.cli.errors import fail
 from nin_lightning.errors import UserError
-from nin_lightning.rundir.layout import COMMAND_DIRS
+from nin_lightning.rundir.layout import COMMAND_DIRS, HYDRA_DIR
 from nin_lightning.status import say
 
 if TYPE_CHECKING:
@@ -82,10 +82,13 @@ def check_out(out: Path | None, run_dir: Path, suffix: str | None = None) -> Non
     (None: a dir)."""
     if out is None:
         return
-    inside = out.resolve().is_relative_to(run_dir.resolve())
-    if inside and out.resolve().relative_to(run_dir.resolve()).parts[:1] not in [(d,) for d in COMMAND_DIRS]:
-        raise UserError(f"--out {out}: inside the run dir it would overwrite the run's own files; write it "
-                        f"elsewhere, or under {run_dir}/{{{','.join(COMMAND_DIRS)}}}/ (or leave --out out)")
+    resolved, own = out.resolve(), run_dir.resolve()
+    home = next((d for d in [resolved, *resolved.parents] if d == own or (d / HYDRA_DIR).is_dir()), None)
+    if home is not None and resolved.relative_to(home).parts[:1] not in [(d,) for d in COMMAND_DIRS]:
+        shown = run_dir if home == own else home  # this run's dir, or another run's
+        raise UserError(f"--out {out}: inside the run dir it would overwrite the run's own files"
+                        f"{'' if home == own else f' ({home})'}; write it elsewhere, or under "
+                        f"{shown}/{{{','.join(COMMAND_DIRS)}}}/ (or leave --out out)")
     if suffix is not None and out.suffix != suffix:
         raise UserError(f"--out {out}: give a file name ending in {suffix}")
     if out.exists() and out.is_dir() != (suffix is None):  # SUFFIX None: a dir of files
