@@ -558,3 +558,21 @@ def test_evaluate_does_not_trust_a_hand_edited_metrics_json(copy_of, tmp_path, c
         assert result["metrics.json test/acc"] is None and result["same_as_metrics_json"] is None
         assert result["test/acc"] > 0.5  # the run learned (chance: 0.1)
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_predict_reads_a_cameras_jpeg_and_a_file_named_like_an_override(trained, tmp_path, monkeypatch, capsys):
+    """Follow-ups of issue 23's adversarial check: a phone's JPEG (Pillow: MPO) was refused as not a JPEG; an
+    existing image named `a=b.png` was taken for an override; eval_batch_size=10**23 failed inside a loader."""
+    from PIL import Image
+
+    from nin_lightning.predict import main
+
+    monkeypatch.chdir(tmp_path)
+    picture = Image.new("RGB", (16, 16), (200, 200, 200))
+    picture.save("camera.jpg", format="MPO", save_all=True, append_images=[picture])
+    picture.save("a=b.png")
+    assert main([str(trained), "camera.jpg", "a=b.png", "--out", "p.csv"]) == 0
+    with open("p.csv") as fh:
+        assert [r["file"] for r in csv.DictReader(fh)] == ["camera.jpg", "a=b.png"]
+    line = one_line("evaluate", [str(trained), "dataset.eval_batch_size=" + "9" * 23], capsys)
+    assert "dataset.eval_batch_size=" + "9" * 23 + " is out of range: expected an integer below 2**31" in line, line

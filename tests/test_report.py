@@ -662,3 +662,14 @@ def test_compare_writes_one_table_of_every_sweeps_keys_or_nothing(tmp_path, caps
         assert exit_info.value.code == 2 and len(err) == 1 and "--baseline" in err[0], err
     assert cli.main([str(a), "--out", str(tmp_path / "elsewhere")]) == 0  # a read-only sweep dir's report
     assert (tmp_path / "elsewhere" / "report.md").is_file() and not (a / "report.md").exists()
+
+
+def test_a_wandb_name_w_and_b_refuses_is_one_line(tmp_path, capsys):
+    """Follow-up of issue 23's adversarial check: `--wandb /` and `--wandb 'a b/c#d'` wrote a spec W&B refuses."""
+    sweep = make_sweep(tmp_path)
+    for name in ("/", "a b/c#d", "team/"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main([str(sweep), "--wandb", name])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2 and len(err) == 1 and f"--wandb {name}: give ENTITY/PROJECT" in err[0], err
+    assert not (sweep / "wandb_report.json").exists()

@@ -56,9 +56,9 @@ def log_to_wandb(command: str, args: argparse.Namespace, out_dir: Path, config: 
 
 
 def split_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(the `key=value` overrides, the other arguments), each in the order given."""
-    overrides = [a for a in args if OVERRIDE.match(a)]
-    return overrides, [a for a in args if not OVERRIDE.match(a)]
+    """(the `key=value` overrides, the other arguments: an existing file named `a=b.png` among them), in order."""
+    overrides = [a for a in args if OVERRIDE.match(a) and not os.path.exists(a)]
+    return overrides, [a for a in args if a not in overrides]
 
 
 def on_off(value: str | None) -> bool | None:

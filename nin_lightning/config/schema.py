@@ -89,6 +89,8 @@ class DatasetConfig:
     def __post_init__(self) -> None:
         _choice("dataset.name", self.name, tuple(DATASETS))
         _at_least("dataset", 1, "an integer", batch_size=self.batch_size, eval_batch_size=self.eval_batch_size)
+        for key, size in (("batch_size", self.batch_size), ("eval_batch_size", self.eval_batch_size)):
+            _check(size < 2**31, f"dataset.{key}", size, "an integer below 2**31")
         _check(is_val_size(self.val_size), "dataset.val_size", self.val_size,
                "a count (an integer >= 0) or a fraction of the training images (a number with 0 < x < 1, e.g. 0.1)")
         _at_least("dataset", 0, "an integer", num_workers=self.num_workers, crop_padding=self.crop_padding,

@@ -22,7 +22,7 @@ from nin_lightning.inference.run_files import DEFAULT_TOP
 from nin_lightning.status import say
 
 SUFFIXES = (".png", ".jpg", ".jpeg")  # what a folder is searched for (case-insensitive)
-FORMATS = ("PNG", "JPEG")
+FORMATS = ("PNG", "JPEG", "MPO")  # MPO: a phone's or camera's JPEG holding more pictures; its first is read
 # Pillow modes of 8-bit pixels: they convert to grey ("L") or RGB without changing what a value means.
 EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
 FIX = "pass PNG or JPEG files, or folders of them"

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nin_lightning.cli.args import Parser
+from nin_lightning.config.schema import WANDB_FORBIDDEN
 from nin_lightning.errors import UserError
 from nin_lightning.report.jobs import REJECTED, Job, common_overrides, distinct, parse_overrides, read_sweep_dir
 from nin_lightning.report.plots import write_plots
@@ -126,8 +127,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--baseline names {next(k for k in keys if keys.count(k) > 1)} twice; give each key once")
     if args.publish and not args.wandb:
         parser.error("--publish needs --wandb ENTITY/PROJECT")
-    if args.wandb and args.wandb.count("/") != 1:
-        parser.error(f"--wandb {args.wandb}: give ENTITY/PROJECT, e.g. my-team/nin-lightning")
+    forbidden = WANDB_FORBIDDEN.replace("/", "")
+    if args.wandb and (args.wandb.count("/") != 1 or not all(part.strip() for part in args.wandb.split("/"))
+                       or set(forbidden) & set(args.wandb)):
+        parser.error(f"--wandb {args.wandb}: give ENTITY/PROJECT (W&B names, none of {forbidden}), e.g. "
+                     "my-team/nin-lightning")
     return args
 
 
