@@ -226,7 +226,8 @@ def test_a_resume_that_would_leave_a_record_behind_or_mix_runs_is_refused(finish
       run went on to 5, and the next resume=auto trained epochs 4-5 again;
     - resume=auto with ckpt_path= another run's checkpoint, in a dir holding a run, replaced that run;
     - seed=7 on the finished run of seed 42 said `already finished` (a stopped run is refused);
-    - a wandb_run.json whose dir is not a path gave a TypeError naming no file."""
+    - a wandb_run.json whose dir is not a path gave a TypeError naming no file;
+    - an empty metrics.json was rewritten, the earlier segments' wall_time_s lost."""
     from nin_lightning.errors import UserError
     from nin_lightning.rundir.layout import CONFIG_KEY
     from nin_lightning.rundir.start import plan_start
@@ -256,6 +257,10 @@ def test_a_resume_that_would_leave_a_record_behind_or_mix_runs_is_refused(finish
     identity = json.loads((odd / "wandb_run.json").read_text())
     (odd / "wandb_run.json").write_text(json.dumps(identity | {"dir": 5}))
     with pytest.raises(UserError, match=r"wandb_run.json is unreadable \(ValueError: its dir is not a path\)"):
+        plan(odd)
+    (odd / "wandb_run.json").write_text(json.dumps(identity | {"dir": str(odd)}))
+    (odd / "metrics.json").write_text("")  # its earlier wall_time_s would be lost without a word
+    with pytest.raises(UserError, match=r"metrics\.json is unreadable \(empty, or not a JSON object\)"):
         plan(odd)
     assert plan(finished_run).path == finished_run / "checkpoints" / "last.ckpt"  # as it is: it goes on
 

@@ -254,6 +254,10 @@ def _continue(run_dir: Path, now: dict[str, Any]) -> Start:
         # nothing to continue yet (stopped before its first epoch ended): a fresh start in the same W&B run
         return Start(continues=True, wandb=wandb_identity(run_dir))
     checkpoint = _load(last)
+    metrics_file = run_dir / METRICS_FILE
+    if metrics_file.exists() and not read_metrics(run_dir):  # written atomically: damaged by something else
+        raise UserError(f"{metrics_file} is unreadable (empty, or not a JSON object); restore it, or delete it to "
+                        "continue the run with its wall_time_s counted from now")
     note = _check_config(last, checkpoint, now, run_dir)
     _check_seed(run_dir, checkpoint, now)
     finished = _finished(run_dir, checkpoint, now)
