@@ -54,6 +54,11 @@ def _file_as_root(tmp: Path, _: Path) -> list[str]:
     return [f"dataset.root={tmp / 'not_a_dir'}"]
 
 
+def _file_as_run_dir(tmp: Path, _: Path) -> list[str]:
+    (tmp / "a_file").write_text("mine")
+    return [f"hydra.run.dir={tmp / 'a_file'}"]
+
+
 def _truncated_ckpt(tmp: Path, earlier: Path) -> list[str]:
     data = (earlier / "checkpoints" / "last.ckpt").read_bytes()
     (tmp / "truncated.ckpt").write_bytes(data[: len(data) // 3])
@@ -157,6 +162,7 @@ CASES = [
          ["/nonexistent/data", "dataset.download=true"]),
     Case("data-root-is-a-file", ["dataset=cifar10"], ["not_a_dir"], prepare=_file_as_root),
     Case("unwritable-output-dir", ["hydra.run.dir=/proc/nin-run"], ["/proc/nin-run"]),
+    Case("run-dir-is-a-file", [], ["a_file is a file, not a directory; give a run dir"], prepare=_file_as_run_dir),
     Case("missing-ckpt", ["ckpt_path=/nonexistent/last.ckpt"], ["ckpt_path=/nonexistent/last.ckpt", "no such file"]),
     Case("truncated-ckpt", [], ["truncated.ckpt", "ckpt_path"], prepare=_truncated_ckpt),
     Case("garbage-ckpt", [], ["garbage.ckpt", "ckpt_path"], prepare=_garbage_ckpt),

@@ -533,6 +533,8 @@ def test_out_of_the_wrong_kind_is_named_and_an_existing_file_is_replaced(trained
     line = one_line("predict", [str(trained), str(image), "--out", str(other / "history.csv")], capsys)
     assert f"inside the run dir it would overwrite the run's own files ({other})" in line, line
     assert (other / "history.csv").read_text() == "epoch\n1\n"
+    line = one_line("predict", [str(trained), str(image), "--out", str(tmp_path / "old.txt" / "x.csv")], capsys)
+    assert line.endswith("old.txt is a file, not a directory; pass another --out"), line  # was: "is read-only"
     old = tmp_path / "old.csv"
     old.write_text("an earlier prediction\n")
     from nin_lightning.predict import main

@@ -660,6 +660,10 @@ def test_compare_writes_one_table_of_every_sweeps_keys_or_nothing(tmp_path, caps
             cli.main([str(a), *argv])
         err = capsys.readouterr().err.strip().splitlines()
         assert exit_info.value.code == 2 and len(err) == 1 and "--baseline" in err[0], err
+    (tmp_path / "blocked" / "report.csv").mkdir(parents=True)  # before: the plots and report.md, then a failure
+    with pytest.raises(UserError, match=r"report\.csv: a directory is in its place"):
+        cli.main([str(a), "--out", str(tmp_path / "blocked")])
+    assert [p.name for p in (tmp_path / "blocked").iterdir()] == ["report.csv"]
     assert cli.main([str(a), "--out", str(tmp_path / "elsewhere")]) == 0  # a read-only sweep dir's report
     assert (tmp_path / "elsewhere" / "report.md").is_file() and not (a / "report.md").exists()
 

@@ -105,6 +105,8 @@ def check_writable(out: Path, chosen: bool, example: str, files: Sequence[Path] 
         raise UserError(f"cannot write {in_the_way}: a directory is in its place; move it, or {fix}")
     start = out if example == "DIR" else out.parent  # a file is written beside itself, then renamed over it
     existing = next((p for p in [start, *start.parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UserError(f"cannot write {out}: {existing} is a file, not a directory; {fix}")
     if existing is None or os.access(existing, os.W_OK | os.X_OK):
         return
     raise UserError(f"cannot write {out}: {existing} is read-only for this user or filesystem; nothing was "

@@ -75,7 +75,11 @@ class RunDirMade(Callback):
         from nin_lightning.cli import hydra_job
         from nin_lightning.rundir.closing import first_missing
 
-        hydra_job.made_for_run = first_missing(Path(str(config.hydra.run.dir)).absolute())
+        run_dir = Path(str(config.hydra.run.dir)).absolute()
+        if run_dir.exists() and not run_dir.is_dir():  # before Hydra's mkdir, whose error names no fix
+            fail(f"hydra.run.dir={config.hydra.run.dir} is a file, not a directory; give a run dir (a new one, or "
+                 "a run's dir with resume=auto)")
+        hydra_job.made_for_run = first_missing(run_dir)
 
 
 class SweepConfigSaved(Callback):

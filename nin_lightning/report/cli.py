@@ -45,6 +45,9 @@ def make_report(out_dir: Path, title: str, jobs: Sequence[Job], duplicates: Sequ
                 wanted: dict[str, str] | None, min_effect: float | None) -> list[Path]:
     """report.md, report.csv and the plots in OUT_DIR, of JOBS deduplicated by `distinct`; returns the paths."""
     keys, rows, baseline = rows_of(jobs, wanted, min_effect)
+    in_the_way = next((out_dir / n for n in ("report.md", "report.csv") if (out_dir / n).is_dir()), None)
+    if in_the_way is not None:
+        raise UserError(f"cannot write {in_the_way}: a directory is in its place; move it, or pass --out DIR")
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = write_plots(out_dir, rows, keys)
     body = section(jobs, rows, keys, fixed or {}, baseline, bool(wanted), duplicates, min_effect)
