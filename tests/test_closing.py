@@ -167,3 +167,20 @@ def test_a_signal_mid_epoch_says_one_line_and_the_run_resumes_from_there(compose
     assert metrics["status"] == "completed" and metrics["epochs"] == 3 and metrics["test/acc"] > 0.5, metrics
     epochs = [line.split(",")[0] for line in (run_dir / "history.csv").read_text().splitlines()[1:]]
     assert epochs == ["1", "2", "3"]
+
+
+def test_a_signal_in_the_fits_teardown_is_after_training(tmp_path):
+    """Seen once in CI: SIGTERM after the last epoch, while `Trainer.fit` tore down, was reported as `stopped at
+    epoch 2, step 20` of a 1-epoch run (and last.ckpt saved again). After the fit's last epoch the signal is
+    `watching`'s: `stopped by a signal after training`, last.ckpt as the last epoch left it."""
+    from types import SimpleNamespace
+
+    from nin_lightning.callbacks import Preempted, PreemptionCheckpoint
+
+    preemption = PreemptionCheckpoint(tmp_path / "last.ckpt")
+    preemption.on_train_end(None, None)
+    saved: list[object] = []
+    trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"), save_checkpoint=saved.append, current_epoch=1,
+                              global_step=20)
+    preemption.on_exception(trainer, None, Preempted("stopped by a signal outside the fit's epochs"))
+    assert saved == [] and not preemption.said

@@ -125,8 +125,8 @@ class PreemptionCheckpoint(Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore()  # Lightning skips the teardown hooks after an exception
-        if not self.explains(exception) or trainer.state.fn != "fit":
-            return
+        if not self.explains(exception) or trainer.state.fn != "fit" or self.trained:
+            return  # after the last epoch (the fit's teardown), last.ckpt holds it: `watching` says so
         self.said = True
         try:
             trainer.save_checkpoint(self.path)
