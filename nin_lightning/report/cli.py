@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from nin_lightning.cli.args import Parser
+from nin_lightning.cli.args import Parser, check_writable
 from nin_lightning.config.schema import WANDB_FORBIDDEN
 from nin_lightning.errors import UserError
 from nin_lightning.report.jobs import REJECTED, Job, common_overrides, distinct, parse_overrides, read_sweep_dir
@@ -45,9 +45,7 @@ def make_report(out_dir: Path, title: str, jobs: Sequence[Job], duplicates: Sequ
                 wanted: dict[str, str] | None, min_effect: float | None) -> list[Path]:
     """report.md, report.csv and the plots in OUT_DIR, of JOBS deduplicated by `distinct`; returns the paths."""
     keys, rows, baseline = rows_of(jobs, wanted, min_effect)
-    in_the_way = next((out_dir / n for n in ("report.md", "report.csv") if (out_dir / n).is_dir()), None)
-    if in_the_way is not None:
-        raise UserError(f"cannot write {in_the_way}: a directory is in its place; move it, or pass --out DIR")
+    check_writable(out_dir, True, "DIR", [out_dir / "report.md", out_dir / "report.csv"])
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = write_plots(out_dir, rows, keys)
     body = section(jobs, rows, keys, fixed or {}, baseline, bool(wanted), duplicates, min_effect)
