@@ -28,6 +28,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.nin_lightning_launcher._resources import Resources, job_resources
+from nin_lightning.config.sweep import MULTIRUN_FILE
 from nin_lightning.errors import UserError
 from nin_lightning.rundir.closing import first_missing
 
@@ -68,7 +69,7 @@ class DryLauncher(Launcher):
         """Called by the sweeper before it makes the sweep dir: note which dirs do not exist yet."""
         self.config, self.hydra_context = config, hydra_context
         self.made = first_missing(Path(str(config.hydra.sweep.dir)))
-        before = Path(str(config.hydra.sweep.dir)) / "multirun.yaml"
+        before = Path(str(config.hydra.sweep.dir)) / MULTIRUN_FILE
         self.multirun_before = before.read_bytes() if before.is_file() else None
 
     def _composing(self, override: str) -> bool:
@@ -170,9 +171,9 @@ class DryLauncher(Launcher):
         """The sweep dir and the parents the sweeper created (only multirun.yaml in them), never anything else; an
         existing sweep dir gets its own multirun.yaml back (the report reads its swept keys there)."""
         if self.multirun_before is not None:
-            (sweep_dir / "multirun.yaml").write_bytes(self.multirun_before)
+            (sweep_dir / MULTIRUN_FILE).write_bytes(self.multirun_before)
             return
-        (sweep_dir / "multirun.yaml").unlink(missing_ok=True)
+        (sweep_dir / MULTIRUN_FILE).unlink(missing_ok=True)
         if self.made is None:
             return
         for folder in [sweep_dir, *sweep_dir.parents]:

@@ -15,6 +15,7 @@ from nin_lightning.cli.options import refuse_schema_choices
 from nin_lightning.config import validate
 from nin_lightning.config.sweep import MULTIRUN_FILE, override_parser
 from nin_lightning.errors import UserError
+from nin_lightning.rundir.layout import HYDRA_DIR
 
 
 def task_config(config: DictConfig) -> DictConfig:
@@ -59,7 +60,7 @@ class ValidateOnStart(Callback):
             _check_each_swept_value(config)
             check_job_dirs(config)  # names the filesystem refuses, before the sweeper makes any dir
             sweep_dir = Path(str(config.hydra.sweep.dir))
-            if (sweep_dir / ".hydra").is_dir():
+            if (sweep_dir / HYDRA_DIR).is_dir():
                 raise UserError(f"hydra.sweep.dir={sweep_dir} is a single run's dir (it has .hydra/): a sweep there "
                                 "would put its jobs inside that run; give the sweep a dir of its own")
         except UserError as exc:

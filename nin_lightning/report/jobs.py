@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from nin_lightning.config.sweep import override_parser, read_multirun, swept_keys
+from nin_lightning.config.sweep import MULTIRUN_FILE, override_parser, read_multirun, swept_keys
 from nin_lightning.errors import UserError
 from nin_lightning.rundir.history import read_history as read_history_rows
 from nin_lightning.rundir.layout import HISTORY_FILE, HYDRA_DIR, LOG_FILE, METRICS_FILE
@@ -142,7 +142,7 @@ def read_spec(sweep_dir: Path) -> SweepSpec | None:
     try:
         multirun = read_multirun(sweep_dir)
     except (ValueError, yaml.YAMLError) as exc:  # UnicodeDecodeError is a ValueError
-        raise UserError(f"{sweep_dir / 'multirun.yaml'} is unreadable ({type(exc).__name__}); restore it, or delete "
+        raise UserError(f"{sweep_dir / MULTIRUN_FILE} is unreadable ({type(exc).__name__}); restore it, or delete "
                         "it to report every override of each job as its setting") from exc
     if multirun is None:
         return None
